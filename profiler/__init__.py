@@ -1,0 +1,1 @@
+"""ofa-profile: profiler."""

@@ -1,0 +1,51 @@
+"""Import the reference OFA package (PyPI ``ofa``) as a test oracle.
+
+Its network code needs neither torchvision nor gdown, but its package ``__init__`` imports its data loaders and
+downloaders, which do. We install stand-in modules for those two, each with a real ``__spec__`` (torch's ONNX
+exporter probes ``torchvision.__spec__``), before importing it. Tests only; nothing users run imports this.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import sys
+import types
+
+_STUBS = ("torchvision", "torchvision.transforms", "torchvision.transforms.functional", "torchvision.datasets",
+          "gdown")
+
+
+def _stand_in_getattr(attr: str) -> type:
+    if attr.startswith("__"):
+        raise AttributeError(attr)
+    return type(attr, (), {})
+
+
+def _install_stand_ins() -> None:
+    for name in _STUBS:
+        if name in sys.modules:
+            continue
+        module = types.ModuleType(name)
+        module.__spec__ = importlib.machinery.ModuleSpec(name, None)
+        module.__path__ = []
+        module.__getattr__ = _stand_in_getattr
+        sys.modules[name] = module
+        parent, _, child = name.rpartition(".")
+        if parent:
+            setattr(sys.modules[parent], child, module)
+
+
+def reference_ofa_mbv3():
+    """The reference ``OFAMobileNetV3`` class."""
+    _install_stand_ins()
+    from ofa.imagenet_classification.elastic_nn.networks import OFAMobileNetV3
+
+    return OFAMobileNetV3
+
+
+def reference_utils():
+    """The reference's ``ofa.utils`` (``count_net_flops``, ``count_parameters``)."""
+    _install_stand_ins()
+    import ofa.utils
+
+    return ofa.utils
