@@ -1,0 +1,167 @@
+"""The one flow every transport shares: open lazily, quote, run with a timeout, check, push, pull, close."""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import shlex
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+from profiler.transports.errors import CommandTimedOut, UnexpectedExit
+from profiler.transports.result import Result
+
+__all__ = ["Transport", "quote_command", "sha256_of"]
+
+
+def quote_command(argv: Sequence[str]) -> str:
+    """Join arguments into one POSIX shell command line, each argument quoted.
+
+    Raises:
+        ValueError: ``argv`` is a bare string or empty, which would be split or quoted wrongly.
+    """
+    if isinstance(argv, str) or not argv:
+        raise ValueError(
+            f"expected a non-empty list of arguments, got {argv!r}; pass e.g. ['ls', '-l', path]"
+        )
+    return " ".join(shlex.quote(str(arg)) for arg in argv)
+
+
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a local file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class Transport(ABC):
+    """A way to run commands on a device and move files to and from it.
+
+    Subclasses fill in the hooks ``_open``, ``_execute``, ``_upload``, ``_download`` and ``_close``; this
+    class owns quoting, checking exit codes, skipping unchanged uploads and the open/close life cycle.
+
+    Args:
+        device: Name used in every message, e.g. ``ssh://pi@10.0.0.7:22``.
+    """
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self._is_open = False
+
+    def __enter__(self) -> Transport:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.device!r})"
+
+    def open(self) -> None:
+        """Connect now rather than on the first call."""
+        if not self._is_open:
+            self._open()
+            self._is_open = True
+
+    def close(self) -> None:
+        """Release the connection; safe to call more than once."""
+        if self._is_open:
+            self._is_open = False
+            self._close()
+
+    def run(self, argv: Sequence[str], *, timeout: float, check: bool = True) -> Result:
+        """Run a command on the device, every argument quoted.
+
+        Args:
+            argv: Program and arguments, e.g. ``["python3", "agent.py", "my model.json"]``.
+            timeout: Seconds the command may take; it is abandoned after that.
+            check: Raise ``UnexpectedExit`` on a non-zero exit status.
+
+        Raises:
+            CommandTimedOut: The command outlived ``timeout``.
+            UnexpectedExit: ``check`` is set and the command failed.
+            ConnectionFailed: The device could not be reached or went away.
+        """
+        return self.run_line(quote_command(argv), timeout=timeout, check=check)
+
+    def run_line(self, command: str, *, timeout: float, check: bool = True) -> Result:
+        """Run a shell command line as given; build it with ``quote_command`` for anything from outside."""
+        if timeout <= 0:
+            raise ValueError(f"timeout must be positive seconds, got {timeout!r}")
+        self.open()
+        result = self._execute(command, timeout)
+        if check and not result.ok:
+            raise UnexpectedExit(result)
+        return result
+
+    def push(self, local: Path | str, remote: str, *, timeout: float = 120.0) -> bool:
+        """Copy a local file to the device unless an identical one is already there.
+
+        Returns:
+            True if the file was sent, False if the device already had the same bytes.
+        """
+        local = Path(local)
+        if not local.is_file():
+            raise FileNotFoundError(f"cannot push {local}: no such file on this machine")
+        if self.remote_sha256(remote, timeout=timeout) == sha256_of(local):
+            return False
+        self.open()
+        self._upload(local, remote, timeout)
+        return True
+
+    def pull(self, remote: str, local: Path | str, *, timeout: float = 120.0) -> Path:
+        """Copy a file from the device to ``local`` and return that path."""
+        local = Path(local)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        self.open()
+        self._download(remote, local, timeout)
+        return local
+
+    def remote_sha256(self, remote: str, *, timeout: float = 60.0) -> str | None:
+        """Hex SHA-256 of a file on the device, or None when it is missing."""
+        result = self.run(["sha256sum", remote], timeout=timeout, check=False)
+        fields = result.stdout.split()
+        return fields[0] if result.ok and fields else None
+
+    def make_dirs(self, remote_dir: str, *, timeout: float = 30.0) -> None:
+        """Create a folder (and its parents) on the device."""
+        self.run(["mkdir", "-p", remote_dir], timeout=timeout)
+
+    def remove(self, *remote_paths: str, timeout: float = 60.0) -> None:
+        """Delete files or folders on the device."""
+        self.run(["rm", "-rf", "--", *remote_paths], timeout=timeout)
+
+    @staticmethod
+    def join(*parts: str) -> str:
+        """Join device paths (always POSIX, whatever the host is)."""
+        return posixpath.join(*parts)
+
+    def _timed_out(self, command: str, timeout: float, stdout: str = "", stderr: str = "") -> CommandTimedOut:
+        """The error for a command abandoned after ``timeout``, with what it printed so far."""
+        return CommandTimedOut(Result(self.device, command, stdout, stderr, -1), timeout)
+
+    @abstractmethod
+    def _open(self) -> None:
+        """Connect to the device."""
+
+    @abstractmethod
+    def _execute(self, command: str, timeout: float) -> Result:
+        """Run a shell command line; raise ``self._timed_out(...)`` after ``timeout``."""
+
+    @abstractmethod
+    def _upload(self, local: Path, remote: str, timeout: float) -> None:
+        """Copy a local file to the device."""
+
+    @abstractmethod
+    def _download(self, remote: str, local: Path, timeout: float) -> None:
+        """Copy a device file to a local path."""
+
+    @abstractmethod
+    def _close(self) -> None:
+        """Drop the connection."""

@@ -1,0 +1,64 @@
+"""Run on this machine: the transport for profiling the host itself, and the reference the others match."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+from profiler.transports.base import Transport
+from profiler.transports.errors import TransferFailed
+from profiler.transports.result import Result
+
+__all__ = ["LocalTransport"]
+
+
+class LocalTransport(Transport):
+    """Commands through ``sh -c`` in a subprocess; files by copying.
+
+    Commands go through the same quoting and shell as on a remote device, so what works here works there.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("local")
+
+    def _open(self) -> None:
+        """Nothing to connect."""
+
+    def _close(self) -> None:
+        """Nothing to release."""
+
+    def _execute(self, command: str, timeout: float) -> Result:
+        # A new session gives the command its own process group, so a timeout kills its children too.
+        process = subprocess.Popen(
+            ["sh", "-c", command],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            stdout, stderr = process.communicate()
+            raise self._timed_out(command, timeout, _text(stdout), _text(stderr)) from None
+        return Result(self.device, command, _text(stdout), _text(stderr), process.returncode)
+
+    def _upload(self, local: Path, remote: str, timeout: float) -> None:
+        self._copy(local, Path(remote))
+
+    def _download(self, remote: str, local: Path, timeout: float) -> None:
+        self._copy(Path(remote), local)
+
+    def _copy(self, source: Path, target: Path) -> None:
+        try:
+            shutil.copy2(source, target)
+        except OSError as exc:
+            raise TransferFailed(self.device, f"copying {source} to {target} failed: {exc}") from exc
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")

@@ -1,0 +1,68 @@
+"""Shared fixtures. Keep each area's fixtures grouped under its own heading."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from profiler.transports.base import Transport
+from profiler.transports.local import LocalTransport
+from profiler.transports.ssh import SshTransport
+from tests.peers.sshd import Sshd
+
+# ----------------------------------------------------------------------------------------------------
+# Transports and agents (issue 4): a real sshd, the ADB test daemon, small ONNX and TF-Lite models.
+# ----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sshd(tmp_path: Path) -> Iterator[Sshd]:
+    """A real OpenSSH sshd on a free loopback port, with its own host and client keys."""
+    server = Sshd.create(tmp_path / "sshd")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def ssh(sshd: Sshd) -> Iterator[SshTransport]:
+    """An SSH transport to the test sshd, host key already trusted."""
+    transport = SshTransport(
+        "127.0.0.1",
+        port=sshd.port,
+        user=sshd.user,
+        key_filename=sshd.client_key,
+        known_hosts=sshd.known_hosts,
+    )
+    try:
+        yield transport
+    finally:
+        transport.close()
+
+
+@pytest.fixture(params=["local", "ssh"])
+def transport(request: pytest.FixtureRequest) -> Transport:
+    """Each transport in turn, connected to its real peer; the same contract holds for all."""
+    return request.getfixturevalue(request.param if request.param != "local" else "local_transport")
+
+
+@pytest.fixture
+def local_transport() -> Iterator[LocalTransport]:
+    """The local transport."""
+    with LocalTransport() as transport:
+        yield transport
+
+
+@pytest.fixture
+def device_dir(transport: Transport, tmp_path: Path) -> Iterator[str]:
+    """An empty folder on the device side; removed afterwards over the transport itself."""
+    folder = str(tmp_path / "device files")
+    transport.make_dirs(folder)
+    try:
+        yield folder
+    finally:
+        transport.remove(folder)

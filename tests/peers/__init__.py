@@ -1,0 +1,1 @@
+"""Real peers for transport tests: OpenSSH's sshd and an ADB device daemon of our own."""
