@@ -1,0 +1,387 @@
+"""The units that a latency lookup-table row times, named by OFA's table keys.
+
+A network's table-predicted latency is the sum over its units: first conv, every active block (the fixed block 0
+included), final expand, global pool, feature mix and classifier. :class:`Unit` is one row; its ``key`` is the exact
+string of the released OFA tables (``{r}_lookup_table.yaml``), so our tables and theirs interchange. Units are
+built alone (seeded weights) for profiling, or cut out of an extracted subnet to check that they chain into it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ._layers import ConvLayer, IdentityLayer, LinearLayer, MBConvLayer, ResidualBlock
+from .arch import DEPTHS, EXPAND_RATIOS, KERNEL_SIZES, N_BLOCKS, N_STAGES, Arch, ArchSpace
+from .mobilenetv3 import MobileNetV3
+from .plan import BlockPlan, NetPlan, feature_size
+
+__all__ = [
+    "UNIT_KINDS",
+    "Classifier",
+    "GlobalAvgPool",
+    "Unit",
+    "UnitError",
+    "all_units",
+    "units_from_subnet",
+    "units_of",
+]
+
+UNIT_KINDS = ("Conv", "expanded_conv", "Conv_1", "AvgPool2D", "Conv_2", "Logits")
+_BLOCK_FIELDS = ("input", "output", "expand", "kernel", "stride", "idskip", "se", "hs")
+_KEY_FORMATS = {
+    "Conv": "Conv-input:{r}x{r}x3-output:{h}x{h}x{C}",
+    "expanded_conv": "expanded_conv-input:{h}x{h}x{cin}-output:{h2}x{h2}x{cout}-expand:{mid}-kernel:{k}-stride:{s}"
+                     "-idskip:{0|1}-se:{0|1}-hs:{0|1}",
+    "Conv_1": "Conv_1-input:{h}x{h}x{C}-output:{h}x{h}x{C2}",
+    "AvgPool2D": "AvgPool2D-input:{h}x{h}x{C}-output:1x1x{C}",
+    "Conv_2": "Conv_2-input:1x1x{C}-output:1x1x{C2}",
+    "Logits": "Logits-input:1x1x{C}-output:{n_classes}",
+}
+# The fixed parts of OFA MobileNetV3 that a key does not spell out.
+_FIRST_CONV_KERNEL, _FIRST_CONV_STRIDE = 3, 2
+_FIRST_BLOCK_KERNEL = 3
+_HEAD_ACT = "h_swish"
+
+
+class UnitError(ValueError):
+    """A unit or table key that is not a valid OFA MobileNetV3 table row; the message names the key."""
+
+
+# --- modules of the head units ---------------------------------------------------------------------------
+class GlobalAvgPool(nn.Module):
+    """Global average pool that keeps the 1x1 spatial dims, as the network's head does before the feature mix."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((2, 3), keepdim=True)
+
+
+class Classifier(nn.Module):
+    """Flatten the 1x1 feature map, then the classifier: the table's ``Logits`` row."""
+
+    def __init__(self, classifier: LinearLayer) -> None:
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(x, 1))
+
+
+# --- the unit ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Unit:
+    """One lookup-table row: a layer or block with its input and output sizes.
+
+    Build them with the class methods (:meth:`first_conv`, :meth:`block`, ...) or :meth:`from_key`; the fields
+    mirror the key. Sizes are square feature maps; ``out_size`` of ``Logits`` is 1 (its output is flat).
+
+    Args:
+        kind: One of :data:`UNIT_KINDS`.
+        in_size: Input height (= width).
+        in_chs: Input channels.
+        out_size: Output height (= width).
+        out_chs: Output channels (classes for ``Logits``).
+        mid_chs: Middle channels of a block (its input channels for the expand-free block 0); 0 otherwise.
+        kernel_size: Depthwise kernel of a block; the conv kernel otherwise.
+        stride: Stride of the block or conv.
+        idskip: The block has an identity shortcut.
+        se: The block has squeeze-and-excite.
+        hs: The block uses h-swish (else ReLU).
+    """
+
+    kind: str
+    in_size: int
+    in_chs: int
+    out_size: int
+    out_chs: int
+    mid_chs: int = 0
+    kernel_size: int = 1
+    stride: int = 1
+    idskip: bool = False
+    se: bool = False
+    hs: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in UNIT_KINDS:
+            raise UnitError(f"unknown unit kind {self.kind!r}; expected one of {', '.join(UNIT_KINDS)}")
+        for name in ("in_size", "in_chs", "out_size", "out_chs", "kernel_size", "stride"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UnitError(f"{self.kind} unit: {name} = {value!r} must be a positive int")
+        problem = _SHAPE_CHECKS[self.kind](self)
+        if problem:
+            raise UnitError(f"{self.kind} unit {self._fields_text()}: {problem}")
+
+    def _fields_text(self) -> str:
+        return (f"(in {self.in_size}x{self.in_size}x{self.in_chs}, out {self.out_size}x{self.out_size}x"
+                f"{self.out_chs}, mid {self.mid_chs}, k{self.kernel_size}, s{self.stride})")
+
+    # --- constructors -------------------------------------------------------------------------------------
+    @classmethod
+    def first_conv(cls, resolution: int, out_chs: int) -> Unit:
+        return cls("Conv", resolution, 3, feature_size(resolution, _FIRST_CONV_STRIDE), out_chs,
+                   kernel_size=_FIRST_CONV_KERNEL, stride=_FIRST_CONV_STRIDE)
+
+    @classmethod
+    def block(cls, in_size: int, in_chs: int, out_chs: int, mid_chs: int, kernel_size: int, stride: int,
+              idskip: bool, se: bool, hs: bool) -> Unit:
+        return cls("expanded_conv", in_size, in_chs, feature_size(in_size, stride), out_chs, mid_chs, kernel_size,
+                   stride, idskip, se, hs)
+
+    @classmethod
+    def from_block_plan(cls, b: BlockPlan) -> Unit:
+        return cls.block(b.in_size, b.in_chs, b.out_chs, b.mid_chs, b.kernel_size, b.stride, b.has_shortcut,
+                         b.use_se, b.act_func == "h_swish")
+
+    @classmethod
+    def final_expand(cls, size: int, in_chs: int, out_chs: int) -> Unit:
+        return cls("Conv_1", size, in_chs, size, out_chs)
+
+    @classmethod
+    def pool(cls, size: int, chs: int) -> Unit:
+        return cls("AvgPool2D", size, chs, 1, chs, kernel_size=size)
+
+    @classmethod
+    def feature_mix(cls, in_chs: int, out_chs: int) -> Unit:
+        return cls("Conv_2", 1, in_chs, 1, out_chs)
+
+    @classmethod
+    def logits(cls, in_chs: int, n_classes: int) -> Unit:
+        return cls("Logits", 1, in_chs, 1, n_classes)
+
+    # --- the key ------------------------------------------------------------------------------------------
+    @property
+    def key(self) -> str:
+        """OFA's lookup-table key for this row."""
+        src = f"input:{self.in_size}x{self.in_size}x{self.in_chs}"
+        dst = f"output:{self.out_size}x{self.out_size}x{self.out_chs}"
+        if self.kind == "expanded_conv":
+            return (f"expanded_conv-{src}-{dst}-expand:{self.mid_chs}-kernel:{self.kernel_size}-stride:{self.stride}"
+                    f"-idskip:{int(self.idskip)}-se:{int(self.se)}-hs:{int(self.hs)}")
+        if self.kind == "Logits":
+            dst = f"output:{self.out_chs}"
+        return f"{self.kind}-{src}-{dst}"
+
+    @classmethod
+    def from_key(cls, key: str) -> Unit:
+        """Parse an OFA table key; the error names the key and the format its kind expects."""
+        if not isinstance(key, str):
+            raise UnitError(f"a unit key must be a str, got {type(key).__name__}")
+        kind, *fields = key.split("-")
+        if kind not in _KEY_FORMATS:
+            raise UnitError(f"bad unit key {key!r}: unknown kind {kind!r}; expected one of {', '.join(UNIT_KINDS)}")
+        try:
+            unit = _parse_fields(kind, fields)
+        except (ValueError, KeyError, IndexError) as err:
+            raise UnitError(f"bad unit key {key!r} ({err}); expected {_KEY_FORMATS[kind]}") from None
+        if unit.key != key:  # e.g. leading zeros, "idskip:2", or a non-square map
+            raise UnitError(f"bad unit key {key!r}: not in canonical form {unit.key!r}; expected {_KEY_FORMATS[kind]}")
+        return unit
+
+    # --- shapes and modules -------------------------------------------------------------------------------
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        """NCHW shape of one input (batch 1)."""
+        return (1, self.in_chs, self.in_size, self.in_size)
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """Shape of the output for batch 1: NCHW, or ``(1, n_classes)`` for ``Logits``."""
+        if self.kind == "Logits":
+            return (1, self.out_chs)
+        return (1, self.out_chs, self.out_size, self.out_size)
+
+    def build(self, seed: int = 0) -> nn.Module:
+        """A static module for this row with seeded weights and random BN statistics, in eval mode.
+
+        Random (not identity) BN statistics keep BN from being a no-op, so an export that drops or misfolds it
+        shows in an output comparison. The global RNG is left untouched.
+        """
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            module = _BUILDERS[self.kind](self)
+            _randomize_bn(module)
+        return module.eval()
+
+
+# --- key parsing and shape rules -------------------------------------------------------------------------
+def _parse_map(text: str) -> tuple[int, int]:
+    h, w, c = (int(v) for v in text.split("x"))
+    if h != w:
+        raise ValueError(f"feature map {text} is not square")
+    return h, c
+
+
+def _parse_fields(kind: str, fields: Sequence[str]) -> Unit:
+    pairs = [field.split(":", 1) for field in fields]
+    names = [p[0] for p in pairs]
+    expected = list(_BLOCK_FIELDS) if kind == "expanded_conv" else ["input", "output"]
+    if names != expected:
+        raise ValueError(f"fields {names}, expected {expected}")
+    values = dict(pairs)
+    in_size, in_chs = _parse_map(values["input"])
+    if kind == "Logits":
+        return Unit(kind, in_size, in_chs, 1, int(values["output"]))
+    out_size, out_chs = _parse_map(values["output"])
+    if kind == "expanded_conv":
+        flags = {name: int(values[name]) for name in ("idskip", "se", "hs")}
+        if any(v not in (0, 1) for v in flags.values()):
+            raise ValueError(f"idskip, se and hs must be 0 or 1, got {flags}")
+        return Unit(kind, in_size, in_chs, out_size, out_chs, int(values["expand"]), int(values["kernel"]),
+                    int(values["stride"]), bool(flags["idskip"]), bool(flags["se"]), bool(flags["hs"]))
+    if kind == "Conv":
+        return Unit(kind, in_size, in_chs, out_size, out_chs, kernel_size=_FIRST_CONV_KERNEL,
+                    stride=_FIRST_CONV_STRIDE)
+    if kind == "AvgPool2D":
+        return Unit(kind, in_size, in_chs, out_size, out_chs, kernel_size=in_size)
+    return Unit(kind, in_size, in_chs, out_size, out_chs)
+
+
+def _check_conv(u: Unit) -> str | None:
+    if u.in_chs != 3:
+        return f"the first conv reads RGB images: in_chs must be 3, not {u.in_chs}"
+    if (u.kernel_size, u.stride) != (_FIRST_CONV_KERNEL, _FIRST_CONV_STRIDE):
+        return f"the first conv is {_FIRST_CONV_KERNEL}x{_FIRST_CONV_KERNEL} stride {_FIRST_CONV_STRIDE}"
+    if u.out_size != feature_size(u.in_size, u.stride):
+        return f"a stride-2 conv maps {u.in_size} to {feature_size(u.in_size, u.stride)}, not {u.out_size}"
+    return None
+
+
+def _check_block(u: Unit) -> str | None:
+    if u.stride not in (1, 2):
+        return "stride must be 1 or 2"
+    if u.kernel_size % 2 == 0:
+        return "the depthwise kernel size must be odd"
+    if u.mid_chs < 1:
+        return "mid_chs (the key's 'expand') must be a positive int"
+    if u.out_size != feature_size(u.in_size, u.stride):
+        return f"stride {u.stride} maps {u.in_size} to {feature_size(u.in_size, u.stride)}, not {u.out_size}"
+    if u.idskip and (u.stride != 1 or u.in_chs != u.out_chs):
+        return "an identity shortcut (idskip) needs stride 1 and in_chs == out_chs"
+    return None
+
+
+def _check_same_size(u: Unit) -> str | None:
+    return None if u.in_size == u.out_size else "a 1x1 conv keeps the feature size"
+
+
+def _check_pool(u: Unit) -> str | None:
+    if u.out_size != 1 or u.in_chs != u.out_chs:
+        return "global pooling gives 1x1 with the same channels"
+    return None if u.kernel_size == u.in_size else "the pool window is the whole feature map"
+
+
+def _check_head(u: Unit) -> str | None:
+    return None if u.in_size == u.out_size == 1 else "the feature mix and classifier run on the pooled 1x1 map"
+
+
+_SHAPE_CHECKS: dict[str, Callable[[Unit], str | None]] = {
+    "Conv": _check_conv,
+    "expanded_conv": _check_block,
+    "Conv_1": _check_same_size,
+    "AvgPool2D": _check_pool,
+    "Conv_2": _check_head,
+    "Logits": _check_head,
+}
+
+
+# --- building modules ------------------------------------------------------------------------------------
+def _build_block(u: Unit) -> nn.Module:
+    # NOTE: mid == in marks the expand-free block 0 (expand ratio 1); elastic blocks expand at least 3x.
+    expand_ratio = 1 if u.mid_chs == u.in_chs else u.mid_chs / u.in_chs
+    conv = MBConvLayer(u.in_chs, u.out_chs, u.kernel_size, u.stride, expand_ratio, mid_chs=u.mid_chs,
+                       act_func="h_swish" if u.hs else "relu", use_se=u.se)
+    return ResidualBlock(conv, IdentityLayer(u.in_chs) if u.idskip else None)
+
+
+_BUILDERS: dict[str, Callable[[Unit], nn.Module]] = {
+    "Conv": lambda u: ConvLayer(3, u.out_chs, u.kernel_size, u.stride, act_func=_HEAD_ACT),
+    "expanded_conv": _build_block,
+    "Conv_1": lambda u: ConvLayer(u.in_chs, u.out_chs, 1, act_func=_HEAD_ACT),
+    "AvgPool2D": lambda u: GlobalAvgPool(),
+    "Conv_2": lambda u: ConvLayer(u.in_chs, u.out_chs, 1, use_bn=False, act_func=_HEAD_ACT),
+    "Logits": lambda u: Classifier(LinearLayer(u.in_chs, u.out_chs)),
+}
+
+
+@torch.no_grad()
+def _randomize_bn(module: nn.Module) -> None:
+    for bn in module.modules():
+        if isinstance(bn, nn.BatchNorm2d):
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.normal_(0.0, 0.1)
+            bn.running_mean.normal_(0.0, 0.1)
+            bn.running_var.uniform_(0.5, 1.5)
+
+
+# --- units of a network and of the space -----------------------------------------------------------------
+def units_of(arch: Arch, width_mult: float = 1.0, n_classes: int = 1000) -> list[Unit]:
+    """The table rows of one subnet, in network order; its predicted latency is the sum of their entries."""
+    ArchSpace.for_width(width_mult).validate(arch)
+    plan = NetPlan.for_width(width_mult)
+    size = feature_size(arch.r, _FIRST_CONV_STRIDE)
+    c0, c1 = plan.first_conv_chs, plan.first_block_chs
+    units = [
+        Unit.first_conv(arch.r, c0),
+        Unit.block(size, c0, c1, c0, _FIRST_BLOCK_KERNEL, 1, idskip=c0 == c1, se=False, hs=False),
+    ]
+    units.extend(Unit.from_block_plan(b) for b in plan.blocks(arch))
+    final = plan.final_size(arch.r)
+    units += [
+        Unit.final_expand(final, plan.stages[-1].out_chs, plan.final_expand_chs),
+        Unit.pool(final, plan.final_expand_chs),
+        Unit.feature_mix(plan.final_expand_chs, plan.feature_mix_chs),
+        Unit.logits(plan.feature_mix_chs, n_classes),
+    ]
+    return units
+
+
+def all_units(width_mult: float = 1.0, resolutions: Iterable[int] | None = None, n_classes: int = 1000) -> list[Unit]:
+    """Every distinct table row of the space, in network order per resolution (a row shared by resolutions once).
+
+    Args:
+        width_mult: Width multiplier of the supernet.
+        resolutions: Resolutions to cover; default: the supernet's whole resolution list.
+        n_classes: Classifier outputs.
+    """
+    space = ArchSpace.for_width(width_mult)
+    seen: dict[str, Unit] = {}
+    for r in space.resolutions if resolutions is None else resolutions:
+        # Any block of any arch has the sizes of the same position in the deepest arch, so the nine uniform
+        # deepest archs (one per kernel and expand ratio) hold every row.
+        per_choice = [units_of(Arch((k,) * N_BLOCKS, (e,) * N_BLOCKS, (max(DEPTHS),) * N_STAGES, r), width_mult,
+                               n_classes) for k in KERNEL_SIZES for e in EXPAND_RATIOS]
+        for position in zip(*per_choice, strict=True):
+            for unit in position:
+                seen.setdefault(unit.key, unit)
+    return list(seen.values())
+
+
+def units_from_subnet(subnet: MobileNetV3, resolution: int) -> list[tuple[Unit, nn.Module]]:
+    """Cut an extracted subnet into its table units, sharing its weights; run in order they give ``subnet(x)``."""
+    first = subnet.first_conv
+    if (first.kernel_size, first.stride, first.act_func) != (_FIRST_CONV_KERNEL, _FIRST_CONV_STRIDE, _HEAD_ACT):
+        raise UnitError(f"subnet's first conv (k{first.kernel_size}, stride {first.stride}, {first.act_func}) "
+                        f"is not OFA MobileNetV3's (k3, stride 2, h_swish)")
+    pairs: list[tuple[Unit, nn.Module]] = [(Unit.first_conv(resolution, first.out_chs), first)]
+    size = pairs[0][0].out_size
+    for i, block in enumerate(subnet.blocks):
+        conv = block.conv
+        if conv.act_func not in ("relu", "h_swish"):
+            raise UnitError(f"subnet block {i} uses {conv.act_func!r}; table keys know only relu and h_swish")
+        unit = Unit.block(size, conv.in_chs, conv.out_chs, conv.mid_chs, conv.kernel_size, conv.stride,
+                          idskip=block.shortcut is not None, se=conv.use_se, hs=conv.act_func == "h_swish")
+        pairs.append((unit, block))
+        size = unit.out_size
+    final, mix, classifier = subnet.final_expand_layer, subnet.feature_mix_layer, subnet.classifier
+    pairs += [
+        (Unit.final_expand(size, final.in_chs, final.out_chs), final),
+        (Unit.pool(size, final.out_chs), GlobalAvgPool()),
+        (Unit.feature_mix(mix.in_chs, mix.out_chs), mix),
+        (Unit.logits(classifier.in_features, classifier.out_features), Classifier(classifier)),
+    ]
+    return pairs
+
