@@ -10,6 +10,7 @@ import pytest
 from profiler.transports.base import Transport
 from profiler.transports.local import LocalTransport
 from profiler.transports.ssh import SshTransport
+from tests.peers.models import make_broken, make_onnx, make_tflite, make_torchscript
 from tests.peers.sshd import Sshd
 
 # ----------------------------------------------------------------------------------------------------
@@ -66,3 +67,15 @@ def device_dir(transport: Transport, tmp_path: Path) -> Iterator[str]:
         yield folder
     finally:
         transport.remove(folder)
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Small models made once per session: ``onnx``, ``tflite``, ``torchscript`` and ``broken`` (an .onnx)."""
+    folder = tmp_path_factory.mktemp("models")
+    return {
+        "onnx": make_onnx(folder / "conv.onnx"),
+        "tflite": make_tflite(folder / "conv.tflite"),
+        "torchscript": make_torchscript(folder / "conv.pt"),
+        "broken": make_broken(folder / "broken.onnx"),
+    }

@@ -1,0 +1,468 @@
+#!/usr/bin/env python3
+"""Measure model latency on this device: ``python3 python_agent.py MANIFEST.json RESULTS.jsonl``.
+
+A host pushes this one file to a device and runs it. It needs only the standard library, numpy and whichever
+runtime the device has (ONNX Runtime, LiteRT / tflite_runtime, torch), and imports nothing from ofa-profile,
+so it runs on boards with Python 3.8 and nothing else installed.
+
+The manifest (JSON) holds the settings and the models; paths are relative to the manifest's folder::
+
+    {"threads": 1, "affinity": [4, 5], "warmup": 10, "min_count": 50, "min_time_s": 1.0,
+     "provider": "CPU",
+     "models": [{"name": "block0", "path": "block0.onnx", "inputs": [[1, 16, 56, 56]]},
+                {"name": "block0_tfl", "path": "block0.tflite", "runtime": "tflite", "provider": "xnnpack"}]}
+
+``runtime`` (per model or for all) is ``onnxruntime``, ``tflite`` or ``torch`` (TorchScript); it defaults from
+the file extension. ``provider`` is an ONNX Runtime execution provider (``CPU``, ``CUDA``, ``TensorRT``,
+``OpenVINO``, ``VitisAI``...), a TF-Lite delegate (``xnnpack``, ``gpu``, ``none``) or a torch device (``cpu``,
+``cuda``).
+
+Each model appends one JSON line to the results file, flushed and fsynced: raw samples in ms and their summary,
+or an error record. An environment record (CPU, frequencies, governors, temperatures, runtime versions) opens
+and closes each run. Models already in the results file are skipped, so a run that was cut off continues where
+it stopped. Exit status: 0 when every model was tried, 2 for a bad manifest, 3 when another agent holds the
+results file.
+"""
+
+import fcntl
+import glob
+import json
+import os
+import platform
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+
+AGENT_VERSION = 1
+_EXTENSIONS = {".onnx": "onnxruntime", ".tflite": "tflite", ".pt": "torch", ".ptl": "torch"}
+_DEFAULTS = {"threads": 1, "affinity": None, "warmup": 10, "min_count": 50, "min_time_s": 1.0}
+
+
+class ManifestError(ValueError):
+    """The manifest cannot be used; the message names the field and the fix."""
+
+
+class ModelError(RuntimeError):
+    """One model cannot be measured; recorded, and the agent goes on."""
+
+
+# ---- device facts -----------------------------------------------------------------------------------------------
+
+
+def _read(path: str) -> Optional[str]:
+    try:
+        with open(path) as handle:
+            return handle.read().strip()
+    except OSError:
+        return None
+
+
+def _int_or_none(text: Optional[str]) -> Optional[int]:
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def cpu_model() -> str:
+    """The CPU's name from /proc/cpuinfo (x86 ``model name``, Arm ``Hardware``/``CPU part``), else platform."""
+    info = _read("/proc/cpuinfo") or ""
+    for key in ("model name", "Hardware", "Model", "CPU part"):
+        for line in info.splitlines():
+            if line.split(":")[0].strip() == key:
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def cpu_frequencies(sysfs: str) -> List[Dict[str, Any]]:
+    """Governor and current/max frequency (kHz) per core, where cpufreq is readable."""
+    cores = []
+    for folder in sorted(glob.glob(os.path.join(sysfs, "devices/system/cpu/cpu[0-9]*")), key=_cpu_index):
+        freq = os.path.join(folder, "cpufreq")
+        cores.append(
+            {
+                "cpu": _cpu_index(folder),
+                "governor": _read(os.path.join(freq, "scaling_governor")),
+                "cur_khz": _int_or_none(_read(os.path.join(freq, "scaling_cur_freq"))),
+                "max_khz": _int_or_none(_read(os.path.join(freq, "cpuinfo_max_freq"))),
+            }
+        )
+    return cores
+
+
+def _cpu_index(folder: str) -> int:
+    return int(os.path.basename(folder)[3:])
+
+
+def thermal_zones(sysfs: str) -> List[Dict[str, Any]]:
+    """Temperature in degrees C of each readable thermal zone."""
+    zones = []
+    for folder in sorted(glob.glob(os.path.join(sysfs, "class/thermal/thermal_zone*"))):
+        millideg = _int_or_none(_read(os.path.join(folder, "temp")))
+        if millideg is not None:
+            zones.append(
+                {
+                    "zone": os.path.basename(folder),
+                    "type": _read(os.path.join(folder, "type")),
+                    "temp_c": millideg / 1000.0,
+                }
+            )
+    return zones
+
+
+_MODULES = {"onnxruntime": ["onnxruntime"], "tflite": ["ai_edge_litert", "tflite_runtime"], "torch": ["torch"]}
+
+
+def runtime_versions(runtimes: List[str]) -> Dict[str, Optional[str]]:
+    """Version of each module the manifest's runtimes use, None where missing.
+
+    Only those: importing torch just to report its version costs seconds on a small board.
+    """
+    versions = {}  # type: Dict[str, Optional[str]]
+    for module in sorted({module for runtime in runtimes for module in _MODULES[runtime]}):
+        try:
+            versions[module] = getattr(__import__(module), "__version__", "unknown")
+        except Exception:  # a broken install counts as missing
+            versions[module] = None
+    return versions
+
+
+def environment(phase: str, manifest: Dict[str, Any]) -> Dict[str, Any]:
+    """The record that opens and closes a run: what the numbers were measured on, and in what state."""
+    sysfs = os.environ.get("OFA_AGENT_SYSFS", "/sys")
+    return {
+        "type": "environment",
+        "phase": phase,
+        "agent_version": AGENT_VERSION,
+        "time": time.time(),
+        "host": platform.node(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "cpu_model": cpu_model(),
+        "cores": os.cpu_count(),
+        "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cpus": cpu_frequencies(sysfs),
+        "thermal": thermal_zones(sysfs),
+        "runtimes": runtime_versions([model["runtime"] for model in manifest["models"]]),
+        "threads": manifest["threads"],
+    }
+
+
+# ---- runtimes: each returns (run_once, provider actually used, runtime version) ----------------------------------
+
+
+def _random_inputs(shapes: List[List[int]], dtypes: List[Any]) -> List[Any]:
+    rng = np.random.default_rng(0)
+    return [rng.standard_normal(shape).astype(dtype) for shape, dtype in zip(shapes, dtypes)]  # noqa: B905 - strict= needs 3.10
+
+
+def _shapes(model: Dict[str, Any], declared: List[Any]) -> List[List[int]]:
+    shapes = model.get("inputs") or declared
+    for shape in shapes:
+        if not all(isinstance(dim, (int, np.integer)) and dim > 0 for dim in shape):
+            raise ModelError(
+                'input shape {} is not static; give "inputs": [[1, 3, 224, 224]] for {}'.format(shape, model["name"])
+            )
+    if len(shapes) != len(declared):
+        raise ModelError(
+            "{} takes {} inputs but the manifest gives {} shapes".format(model["name"], len(declared), len(shapes))
+        )
+    return [[int(dim) for dim in shape] for shape in shapes]
+
+
+def load_onnxruntime(model: Dict[str, Any], path: str, threads: int):
+    import onnxruntime as ort
+
+    provider = model["provider"] or "CPU"
+    if not provider.endswith("ExecutionProvider"):
+        provider += "ExecutionProvider"
+    available = ort.get_available_providers()
+    if provider not in available:
+        raise ModelError(
+            "execution provider {} is not in this onnxruntime build; available: {}".format(
+                provider, ", ".join(available)
+            )
+        )
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    try:
+        session = ort.InferenceSession(path, sess_options=options, providers=[provider])
+    except Exception as exc:
+        raise ModelError("onnxruntime cannot load {}: {}".format(path, exc)) from exc
+    declared = session.get_inputs()
+    shapes = _shapes(model, [list(item.shape) for item in declared])
+    dtypes = [_ORT_TYPES.get(item.type, np.float32) for item in declared]
+    feeds = dict(zip([item.name for item in declared], _random_inputs(shapes, dtypes)))  # noqa: B905 - strict= needs 3.10
+
+    def run_once() -> None:
+        session.run(None, feeds)
+
+    return run_once, session.get_providers()[0], ort.__version__
+
+
+_ORT_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(uint8)": np.uint8,
+    "tensor(int8)": np.int8,
+}
+
+
+def _tflite_module():
+    try:
+        from ai_edge_litert import interpreter
+
+        return interpreter, "ai_edge_litert"
+    except ImportError:
+        from tflite_runtime import interpreter  # the last option on old boards
+
+        return interpreter, "tflite_runtime"
+
+
+def load_tflite(model: Dict[str, Any], path: str, threads: int):
+    try:
+        module, name = _tflite_module()
+    except ImportError as exc:
+        raise ModelError("no TF-Lite runtime: pip install ai-edge-litert (or tflite-runtime on old boards)") from exc
+    delegate = (model["provider"] or "xnnpack").lower()
+    options = {"model_path": path, "num_threads": threads}  # type: Dict[str, Any]
+    if delegate == "gpu":
+        try:
+            options["experimental_delegates"] = [module.load_delegate("libtensorflowlite_gpu_delegate.so")]
+        except (OSError, ValueError) as exc:
+            raise ModelError("TF-Lite GPU delegate not found on this device: {}".format(exc)) from exc
+    elif delegate == "none":
+        options["experimental_op_resolver_type"] = module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    elif delegate != "xnnpack":
+        raise ModelError("unknown TF-Lite delegate {!r}; use xnnpack, gpu or none".format(delegate))
+    try:
+        interp = module.Interpreter(**options)
+        declared = interp.get_input_details()
+        shapes = _shapes(model, [list(item["shape"]) for item in declared])
+        for item, shape in zip(declared, shapes):  # noqa: B905 - strict= needs 3.10
+            if list(item["shape"]) != shape:
+                interp.resize_tensor_input(item["index"], shape)
+        interp.allocate_tensors()
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise ModelError("{} cannot load {}: {}".format(name, path, exc)) from exc
+    inputs = _random_inputs(shapes, [item["dtype"] for item in declared])
+    indices = [item["index"] for item in declared]
+
+    def run_once() -> None:
+        for index, value in zip(indices, inputs):  # noqa: B905 - strict= needs 3.10
+            interp.set_tensor(index, value)
+        interp.invoke()
+
+    version = getattr(__import__(name), "__version__", "unknown")
+    return run_once, delegate, "{} {}".format(name, version)
+
+
+def load_torch(model: Dict[str, Any], path: str, threads: int):
+    import torch
+
+    device = (model["provider"] or "cpu").lower()
+    if device not in ("cpu", "cuda"):
+        raise ModelError("unknown torch device {!r}; use cpu or cuda".format(device))
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelError(
+            "CUDA requested but torch {} sees no CUDA device (built for CUDA {})".format(
+                torch.__version__, torch.version.cuda
+            )
+        )
+    torch.set_num_threads(threads)
+    try:
+        module = torch.jit.load(path, map_location=device).eval()
+    except Exception as exc:
+        raise ModelError("torch cannot load {} as TorchScript: {}".format(path, exc)) from exc
+    if not model.get("inputs"):
+        raise ModelError('torch models need "inputs": [[1, 3, 224, 224]] in the manifest for {}'.format(model["name"]))
+    inputs = [
+        torch.from_numpy(array).to(device)
+        for array in _random_inputs(_shapes(model, model["inputs"]), [np.float32] * len(model["inputs"]))
+    ]
+    synchronize = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def run_once() -> None:
+        with torch.inference_mode():
+            module(*inputs)
+        synchronize()  # CUDA runs asynchronously: time the work, not its launch
+
+    return run_once, device, torch.__version__
+
+
+LOADERS = {"onnxruntime": load_onnxruntime, "tflite": load_tflite, "torch": load_torch}
+
+
+# ---- measuring --------------------------------------------------------------------------------------------------
+
+
+def measure(run_once: Callable[[], None], warmup: int, min_count: int, min_time_s: float) -> List[float]:
+    """Latency samples in ms: after ``warmup`` runs, at least ``min_count`` runs and ``min_time_s`` seconds."""
+    for _ in range(warmup):
+        run_once()
+    samples = []  # type: List[float]
+    started = time.perf_counter()
+    while len(samples) < min_count or time.perf_counter() - started < min_time_s:
+        begin = time.perf_counter_ns()
+        run_once()
+        samples.append((time.perf_counter_ns() - begin) / 1e6)
+    return samples
+
+
+def summarize(samples: List[float]) -> Dict[str, float]:
+    """Median first (robust to hiccups), with mean, std, p10, p90, min, max and count."""
+    values = np.asarray(samples, dtype=np.float64)
+    return {
+        "median": float(np.median(values)),
+        "mean": float(values.mean()),
+        "std": float(values.std()),
+        "p10": float(np.percentile(values, 10)),
+        "p90": float(np.percentile(values, 90)),
+        "min": float(values.min()),
+        "max": float(values.max()),
+        "count": int(values.size),
+    }
+
+
+def measure_model(model: Dict[str, Any], manifest: Dict[str, Any], base: str) -> Dict[str, Any]:
+    """One result or error record for one model."""
+    record = {
+        "type": "result",
+        "name": model["name"],
+        "path": model["path"],
+        "runtime": model["runtime"],
+        "provider": model["provider"],
+        "threads": manifest["threads"],
+    }  # type: Dict[str, Any]
+    path = os.path.join(base, model["path"])
+    try:
+        if not os.path.isfile(path):
+            raise ModelError("model file {} is missing on the device; push it first".format(path))
+        run_once, provider, version = LOADERS[model["runtime"]](model, path, manifest["threads"])
+        samples = measure(run_once, manifest["warmup"], manifest["min_count"], manifest["min_time_s"])
+    except ModelError as exc:
+        record.update(type="error", error=str(exc))
+        return record
+    except ImportError as exc:
+        record.update(type="error", error="runtime {} is not installed here: {}".format(model["runtime"], exc))
+        return record
+    except Exception as exc:  # one bad model must not stop the others
+        record.update(type="error", error="{}: {}".format(type(exc).__name__, exc))
+        return record
+    record.update(provider=provider, runtime_version=version, samples_ms=samples, summary=summarize(samples))
+    return record
+
+
+# ---- manifest and results file ----------------------------------------------------------------------------------
+
+
+def load_manifest(path: str) -> Dict[str, Any]:
+    """Read and check the manifest; fill in defaults and each model's runtime and provider."""
+    try:
+        with open(path) as handle:
+            manifest = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise ManifestError("cannot read manifest {}: {}".format(path, exc)) from exc
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("models"), list) or not manifest["models"]:
+        raise ManifestError('manifest {} needs a non-empty "models" list'.format(path))
+    for key, value in _DEFAULTS.items():
+        manifest.setdefault(key, value)
+    for key in ("threads", "warmup", "min_count"):
+        if not isinstance(manifest[key], int) or manifest[key] < (1 if key != "warmup" else 0):
+            raise ManifestError('"{}" must be a positive integer, got {!r}'.format(key, manifest[key]))
+    names = set()
+    for model in manifest["models"]:
+        if not isinstance(model, dict) or "name" not in model or "path" not in model:
+            raise ManifestError('each model needs "name" and "path", got {!r}'.format(model))
+        if model["name"] in names:
+            raise ManifestError("model name {!r} appears twice; names key the results".format(model["name"]))
+        names.add(model["name"])
+        extension = os.path.splitext(model["path"])[1].lower()
+        model.setdefault("runtime", manifest.get("runtime") or _EXTENSIONS.get(extension))
+        model.setdefault("provider", manifest.get("provider"))
+        if model["runtime"] not in LOADERS:
+            raise ManifestError(
+                'model {!r}: runtime {!r} is not one of {}; set "runtime"'.format(
+                    model["name"], model["runtime"], ", ".join(LOADERS)
+                )
+            )
+    return manifest
+
+
+def done_names(path: str) -> set:
+    """Names of models already in the results file; a torn last line (power cut) is ignored."""
+    names = set()
+    if os.path.exists(path):
+        with open(path) as handle:
+            for line in handle:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if record.get("type") in ("result", "error"):
+                    names.add(record["name"])
+    return names
+
+
+def append(handle, record: Dict[str, Any]) -> None:
+    """One line, flushed and fsynced, so a power cut loses at most the model being measured."""
+    handle.write(json.dumps(record) + "\n")
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+def main(argv: List[str]) -> int:
+    if len(argv) != 2:
+        print("usage: python3 python_agent.py MANIFEST.json RESULTS.jsonl", file=sys.stderr)
+        return 2
+    manifest_path, results_path = argv
+    try:
+        manifest = load_manifest(manifest_path)
+    except ManifestError as exc:
+        print("error: {}".format(exc), file=sys.stderr)
+        return 2
+    if manifest["affinity"]:
+        os.sched_setaffinity(0, manifest["affinity"])
+    with open(results_path, "a+") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            print(
+                "error: another agent is writing {}; wait for it to finish or stop it".format(results_path),
+                file=sys.stderr,
+            )
+            return 3
+        handle.seek(0, os.SEEK_END)
+        if handle.tell() > 0:
+            handle.seek(handle.tell() - 1)
+            if handle.read(1) != "\n":
+                handle.write("\n")  # end a line torn by a power cut before appending
+        done = done_names(results_path)
+        todo = [model for model in manifest["models"] if model["name"] not in done]
+        print("{} models, {} already measured".format(len(manifest["models"]), len(done)), file=sys.stderr)
+        append(handle, environment("start", manifest))
+        base = os.path.dirname(os.path.abspath(manifest_path))
+        for number, model in enumerate(todo, 1):
+            record = measure_model(model, manifest, base)
+            append(handle, record)
+            outcome = (
+                "{:.3f} ms".format(record["summary"]["median"])
+                if record["type"] == "result"
+                else "error: " + record["error"]
+            )
+            print("[{}/{}] {}: {}".format(number, len(todo), model["name"], outcome), file=sys.stderr)
+        append(handle, environment("end", manifest))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

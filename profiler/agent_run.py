@@ -1,0 +1,105 @@
+"""Run the Python agent on a device through any transport: push, run, pull, parse, clean up.
+
+The results file stays on the device until it has been pulled whole, so a run cut off by a lost connection
+is simply started again: the agent skips the models it already measured.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from profiler.transports.base import Transport
+
+__all__ = ["AGENT", "AgentRun", "parse_results", "run_python_agent"]
+
+AGENT = Path(__file__).resolve().parents[1] / "agents" / "python_agent.py"
+_SETTINGS = ("threads", "affinity", "warmup", "min_count", "min_time_s", "runtime", "provider")
+
+
+@dataclass
+class AgentRun:
+    """The records an agent wrote, split by kind."""
+
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    errors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    environments: list[dict[str, Any]] = field(default_factory=list)
+
+
+def parse_results(text: str) -> AgentRun:
+    """Parse a results file; a torn last line (the device lost power mid-write) is skipped."""
+    run = AgentRun()
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        kind = record.get("type")
+        if kind == "result":
+            run.results[record["name"]] = record
+        elif kind == "error":
+            run.errors[record["name"]] = record
+        elif kind == "environment":
+            run.environments.append(record)
+    return run
+
+
+def run_python_agent(
+    transport: Transport,
+    models: Sequence[Mapping[str, Any]],
+    *,
+    remote_dir: str,
+    results: Path,
+    timeout: float,
+    python: str = "python3",
+    settings: Mapping[str, Any] | None = None,
+    cleanup: bool = True,
+) -> AgentRun:
+    """Measure models on a device with the Python agent.
+
+    Args:
+        transport: How to reach the device.
+        models: One mapping per model: ``name``, local ``path``, and optionally ``inputs``, ``runtime``,
+            ``provider``.
+        remote_dir: Working folder on the device; created if missing, removed after a complete run.
+        results: Local path the device's results file is pulled to.
+        timeout: Seconds the agent may run in all.
+        python: The device's Python interpreter.
+        settings: Manifest settings (threads, affinity, warmup, min_count, min_time_s, runtime, provider).
+        cleanup: Remove ``remote_dir`` after the results were pulled.
+
+    Raises:
+        ValueError: Unknown settings, or two models with the same file name.
+        TransportError: The device failed; its files stay, and calling again continues the run.
+    """
+    settings = dict(settings or {})
+    unknown = sorted(set(settings) - set(_SETTINGS))
+    if unknown:
+        raise ValueError(f"unknown agent settings {unknown}; expected some of {list(_SETTINGS)}")
+    entries, files = [], {}
+    for model in models:
+        local = Path(model["path"])
+        if local.name in files:
+            raise ValueError(f"two models share the file name {local.name!r}; rename one")
+        files[local.name] = local
+        entries.append({**model, "path": local.name})
+    transport.make_dirs(remote_dir)
+    agent = transport.join(remote_dir, AGENT.name)
+    manifest = transport.join(remote_dir, "manifest.json")
+    remote_results = transport.join(remote_dir, "results.jsonl")
+    transport.push(AGENT, agent)
+    for name, local in files.items():
+        transport.push(local, transport.join(remote_dir, name))
+    with tempfile.TemporaryDirectory() as scratch:
+        manifest_file = Path(scratch) / "manifest.json"
+        manifest_file.write_text(json.dumps({**settings, "models": entries}, indent=1))
+        transport.push(manifest_file, manifest)
+    transport.run([python, agent, manifest, remote_results], timeout=timeout)
+    transport.pull(remote_results, results)
+    if cleanup:
+        transport.remove(remote_dir)
+    return parse_results(results.read_text())

@@ -1,0 +1,56 @@
+"""Small test models: one ONNX (TorchScript exporter), one TF-Lite (litert_torch), one TorchScript, one broken."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+SHAPE = (1, 3, 32, 32)
+
+# litert_torch takes about 6 s to import and registers global torch hooks: convert in a child process.
+_TFLITE_SCRIPT = """
+import sys, torch, litert_torch
+torch.manual_seed(0)
+net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU()).eval()
+litert_torch.convert(net, (torch.randn(1, 3, 32, 32),)).export(sys.argv[1])
+"""
+
+
+def _net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU()).eval()
+
+
+def make_onnx(path: Path) -> Path:
+    """A conv + ReLU at 1x3x32x32, exported with the fast TorchScript exporter, opset 17."""
+    torch.onnx.export(
+        _net(),
+        (torch.randn(SHAPE),),
+        str(path),
+        dynamo=False,
+        opset_version=17,
+        input_names=["input"],
+        output_names=["output"],
+    )
+    return path
+
+
+def make_tflite(path: Path) -> Path:
+    """The same net as TF-Lite, converted by litert_torch."""
+    subprocess.run([sys.executable, "-c", _TFLITE_SCRIPT, str(path)], check=True, capture_output=True, timeout=300)
+    return path
+
+
+def make_torchscript(path: Path) -> Path:
+    """The same net as TorchScript, for the agent's torch runtime."""
+    torch.jit.trace(_net(), torch.randn(SHAPE)).save(str(path))
+    return path
+
+
+def make_broken(path: Path) -> Path:
+    """A file named like a model that no runtime can load."""
+    path.write_bytes(b"this is not a model\n" * 10)
+    return path
