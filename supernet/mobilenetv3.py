@@ -7,6 +7,7 @@ here, and :attr:`MobileNetV3.config` writes the current names.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 
 from ._layers import ConvLayer, IdentityLayer, LinearLayer, MBConvLayer, ResidualBlock
+from .checkpoint import load_compatible_state_dict, read_state_dict
 
 __all__ = ["MobileNetV3", "NetConfigError", "build_from_net_config"]
 
@@ -51,6 +53,11 @@ class MobileNetV3(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+    def load_checkpoint(self, source: str | os.PathLike | Mapping[str, torch.Tensor]) -> MobileNetV3:
+        """Load weights of a released specialized model (file or dict; current or legacy key names)."""
+        load_compatible_state_dict(self, read_state_dict(source))
+        return self
 
     @property
     def config(self) -> dict[str, Any]:

@@ -157,9 +157,11 @@ class OFAMobileNetV3(nn.Module):
         if first is None or classifier is None:
             raise CheckpointError("checkpoint has no first_conv or classifier weights: is it an OFA MobileNetV3?")
         problems = []
-        if first.shape[0] != self.plan.first_conv_chs:
-            problems.append(f"its first conv has {first.shape[0]} channels, {_width_hint(first.shape[0])}, but this "
-                            f"network (width_mult={self.width_mult}) has {self.plan.first_conv_chs}")
+        widths = (first.shape[0], classifier.shape[1])
+        if widths != (self.plan.first_conv_chs, self.plan.feature_mix_chs):
+            problems.append(f"its first conv and feature mix have {widths[0]} and {widths[1]} channels, "
+                            f"{_width_hint(*widths)}, but this network (width_mult={self.width_mult}) has "
+                            f"{self.plan.first_conv_chs} and {self.plan.feature_mix_chs}")
         if classifier.shape[0] != self.n_classes:
             problems.append(f"it has {classifier.shape[0]} classes, but this network has n_classes={self.n_classes}")
         if problems:
@@ -167,7 +169,9 @@ class OFAMobileNetV3(nn.Module):
                                   + ". Build OFAMobileNetV3 with the checkpoint's width_mult and n_classes.")
 
 
-def _width_hint(first_conv_chs: int) -> str:
-    matches = [w for w in (0.5, 0.75, 1.0, 1.2, 1.5, 2.0) if NetPlan.for_width(w).first_conv_chs == first_conv_chs]
-    return f"as for width_mult in {matches}" if matches else "which matches no released width"
-
+def _width_hint(first_conv_chs: int, feature_mix_chs: int) -> str:
+    candidates = [w / 20 for w in range(5, 41)]  # width multipliers 0.25 .. 2.0
+    matches = [w for w in candidates
+               if (NetPlan.for_width(w).first_conv_chs, NetPlan.for_width(w).feature_mix_chs) == (first_conv_chs,
+                                                                                                    feature_mix_chs)]
+    return f"as for width_mult in {matches}" if matches else "which matches no width multiplier"
