@@ -53,7 +53,7 @@ class UnitError(ValueError):
 
 # --- modules of the head units ---------------------------------------------------------------------------
 class GlobalAvgPool(nn.Module):
-    """Global average pool that keeps the 1x1 spatial dims, as the network's head does before the feature mix."""
+    """The head's global average pool exactly as the network computes it (a mean that keeps 1x1 dims)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.mean((2, 3), keepdim=True)
@@ -301,7 +301,10 @@ _BUILDERS: dict[str, Callable[[Unit], nn.Module]] = {
     "Conv": lambda u: ConvLayer(3, u.out_chs, u.kernel_size, u.stride, act_func=_HEAD_ACT),
     "expanded_conv": _build_block,
     "Conv_1": lambda u: ConvLayer(u.in_chs, u.out_chs, 1, act_func=_HEAD_ACT),
-    "AvgPool2D": lambda u: GlobalAvgPool(),
+    # NOTE: the network's mean over HxW, built alone, gets a leading TRANSPOSE in TF-Lite (the network has none:
+    # a conv follows it there); a full-window AvgPool2d computes the same, converts to AVERAGE_POOL_2D with no
+    # transpose, and is the op OFA's "AvgPool2D" rows are named after.
+    "AvgPool2D": lambda u: nn.AvgPool2d(u.kernel_size),
     "Conv_2": lambda u: ConvLayer(u.in_chs, u.out_chs, 1, use_bn=False, act_func=_HEAD_ACT),
     "Logits": lambda u: Classifier(LinearLayer(u.in_chs, u.out_chs)),
 }

@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from supernet import Arch, ArchError, ArchSpace, OFAMobileNetV3
-from supernet.units import Unit, UnitError, all_units, units_from_subnet, units_of
+from supernet.units import GlobalAvgPool, Unit, UnitError, all_units, units_from_subnet, units_of
 
 RELEASE = Path(__file__).resolve().parents[2] / "shared" / "ofa-release" / "note10"
 RELEASED_RESOLUTIONS = (160, 176, 192, 208, 224)
@@ -149,3 +149,10 @@ def test_units_of_a_w12_subnet_match_the_released_keys(released_keys):
     keys = [u.key for u, _ in units_from_subnet(subnet, arch.r)]
     assert keys == [u.key for u in units_of(arch, 1.2)]
     assert set(keys) <= released_keys[176]
+
+
+def test_built_pool_computes_the_networks_mean():
+    """The AvgPool2D row's module (a full-window AvgPool2d, for TF-Lite) equals the head's mean over HxW."""
+    unit = Unit.pool(7, 960)
+    x = torch.randn(unit.input_shape)
+    torch.testing.assert_close(unit.build()(x), GlobalAvgPool()(x), rtol=0, atol=1e-6)
