@@ -1,0 +1,77 @@
+"""The shared engine of latency, MACs and parameter predictors: a cost that is a sum over an arch's layers.
+
+Every block position's input size depends only on the resolution and the position (depth only drops later,
+stride-1 blocks), so a cost is ``fixed[r] + sum over active blocks of block[r, position, kernel/expand choice]``.
+Both arrays are precomputed once; a batch of archs is then one gather and one sum.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from supernet.arch import DEPTHS, MAX_DEPTH, N_BLOCKS, N_STAGES
+
+from .archs import ArchBatch, choice_index
+
+__all__ = ["AdditiveCost", "UnknownResolutionError"]
+
+_N_CHOICES = 9
+
+
+class UnknownResolutionError(ValueError):
+    """An arch's resolution that the predictor has no entries for; the message lists the ones it has."""
+
+
+class AdditiveCost:
+    """``fixed`` (R,) and ``block`` (R, 20, 9) per resolution, summed for a batch.
+
+    Args:
+        resolutions: The R resolutions, ascending.
+        fixed: Cost of the parts every arch has (first conv, block 0, head), per resolution.
+        block: Cost of elastic block ``position`` with choice ``3 * kernel_index + expand_index``.
+    """
+
+    def __init__(self, resolutions: Sequence[int], fixed: np.ndarray, block: np.ndarray) -> None:
+        self.resolutions = tuple(int(r) for r in resolutions)
+        n_res = len(self.resolutions)
+        if fixed.shape != (n_res,) or block.shape != (n_res, N_BLOCKS, _N_CHOICES):
+            raise ValueError(f"cost arrays of shape {fixed.shape} and {block.shape}; expected ({n_res},) and "
+                             f"({n_res}, {N_BLOCKS}, {_N_CHOICES})")
+        self.fixed = fixed
+        # A tenth, zero-cost choice per position stands for "block skipped by depth": no mask multiply.
+        padded = np.zeros((n_res, N_BLOCKS, _N_CHOICES + 1), dtype=block.dtype)
+        padded[:, :, :_N_CHOICES] = block
+        self._flat = padded.reshape(-1)
+        self._res_index = np.full(max(self.resolutions) + 1, -1, dtype=np.intp)
+        self._res_index[list(self.resolutions)] = np.arange(n_res)
+        self._position_offset = np.arange(N_BLOCKS, dtype=np.intp) * (_N_CHOICES + 1)
+
+    def resolution_index(self, r: np.ndarray) -> np.ndarray:
+        """Row of each resolution in the cost arrays; raises for resolutions without entries."""
+        inside = r < len(self._res_index)
+        index = np.where(inside, self._res_index[np.where(inside, r, 0)], -1)
+        if (index < 0).any():
+            missing = sorted({int(v) for v in r[index < 0]})
+            raise UnknownResolutionError(f"resolution(s) {missing} not covered; covered: {list(self.resolutions)}")
+        return index
+
+    def total(self, batch: ArchBatch) -> np.ndarray:
+        """Cost of each arch of the batch, shape (n,)."""
+        ri = self.resolution_index(batch.r)
+        choice = np.where(batch.active, choice_index(batch.ks, batch.e), _N_CHOICES)
+        index = (ri * (N_BLOCKS * (_N_CHOICES + 1)))[:, None] + self._position_offset + choice
+        return self.fixed[ri] + self._flat[index].sum(axis=1)
+
+    def minimum(self) -> tuple[float, int]:
+        """The smallest cost any arch can have, and the resolution where it is reached."""
+        best = np.nanmin(self.block, axis=2).reshape(len(self.resolutions), N_STAGES, MAX_DEPTH)
+        per_depth = best.cumsum(axis=2)[:, :, [d - 1 for d in DEPTHS]]
+        totals = self.fixed + per_depth.min(axis=2).sum(axis=1)
+        i = int(np.nanargmin(totals))
+        return totals[i].item(), self.resolutions[i]
+
+    @property
+    def block(self) -> np.ndarray:
+        return self._flat.reshape(len(self.resolutions), N_BLOCKS, _N_CHOICES + 1)[:, :, :_N_CHOICES]

@@ -1,0 +1,170 @@
+"""Latency of archs from a lookup table: the sum of the table rows of their layers (SPEC §2), for whole batches.
+
+Table values are gathered once into per-(resolution, block position, kernel, expand) arrays, so predicting a batch
+is a numpy gather and sum (millions of archs per second). Rows an arch needs but the table lacks raise one error
+listing every missing key. Resolutions between measured ones are interpolated only when asked, and
+:meth:`LatencyPredictor.predict_result` says which values were.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from supernet.arch import DEPTHS, EXPAND_RATIOS, KERNEL_SIZES, N_BLOCKS, N_STAGES, Arch, ArchSpace
+from supernet.units import units_of
+
+from ._additive import AdditiveCost, UnknownResolutionError
+from .archs import ArchBatch, choice_index
+from .table_io import Table, read_table
+
+__all__ = ["LatencyPredictor", "LatencyResult", "MissingRowsError", "UnknownResolutionError"]
+
+_N_HEAD = 4  # final expand, pool, feature mix, logits
+
+
+class MissingRowsError(ValueError):
+    """Archs need rows the table does not have; ``keys`` lists them all (measure them, or use another table)."""
+
+    def __init__(self, keys: Iterable[tuple[int, str]], table_name: str) -> None:
+        self.keys = sorted(set(keys))
+        listed = "\n  ".join(f"r={r}: {k}" for r, k in self.keys)
+        super().__init__(f"table {table_name} lacks {len(self.keys)} row(s) these archs need (measure them with "
+                         f"ofa-profile, or search only resolutions the table covers):\n  {listed}")
+
+
+@dataclass(frozen=True)
+class LatencyResult:
+    """Predicted latency (ms) per arch and whether it was interpolated between measured resolutions."""
+
+    latency_ms: np.ndarray
+    interpolated: np.ndarray
+
+    @property
+    def any_interpolated(self) -> bool:
+        return bool(self.interpolated.any())
+
+
+class LatencyPredictor:
+    """Table-sum latency for the archs of one supernet width.
+
+    Args:
+        table: A :class:`~predictors.table_io.Table` or the path of a table CSV.
+        statistic: The column to sum: ``median_ms`` (the table value) or ``mean_ms`` (what OFA's tools sum).
+        interpolate: Allow resolutions between the table's measured ones; latency is interpolated linearly in
+            pixel count (r²) between the two neighbours, and flagged in :meth:`predict_result`.
+        width_mult: Supernet width; default: the table sidecar's ``width_mult``.
+        n_classes: Classifier outputs; default: the sidecar's ``n_classes``, else 1000.
+
+    Example:
+        >>> lat = LatencyPredictor("tables/note10_w1.2_tflite.csv")
+        >>> arch = ArchSpace.for_width(1.2).uniform(ks=3, e=3, d=2, r=160)
+        >>> round(float(lat.predict([arch])[0]), 2)
+        9.89
+    """
+
+    def __init__(self, table: Table | str | os.PathLike, statistic: str = "median_ms", interpolate: bool = False,
+                 width_mult: float | None = None, n_classes: int | None = None) -> None:
+        self.table = table if isinstance(table, Table) else read_table(table)
+        self.name = str(table) if not isinstance(table, Table) else str(self.table.meta.get("table", "<table>"))
+        self.statistic = statistic
+        self.interpolate = interpolate
+        if width_mult is None:
+            width_mult = self.table.meta.get("width_mult")
+        if width_mult is None:
+            raise ValueError(f"table {self.name} has no width_mult in its sidecar; pass width_mult=1.0 or 1.2")
+        self.width_mult = float(width_mult)
+        self.n_classes = int(n_classes or self.table.meta.get("n_classes", 1000))
+        self.measured = self.table.resolutions
+        if not self.measured:
+            raise ValueError(f"table {self.name} covers no resolution; give rows a resolution or list them in the "
+                             f"sidecar's 'resolutions'")
+        self._cost, self._keys = self._gather()
+
+    def _gather(self) -> tuple[AdditiveCost, dict]:
+        n_res = len(self.measured)
+        fixed = np.zeros(n_res)
+        block = np.zeros((n_res, N_BLOCKS, len(KERNEL_SIZES) * len(EXPAND_RATIOS)))
+        keys: dict = {"fixed": [], "block": np.empty(block.shape, dtype=object)}
+        for i, r in enumerate(self.measured):
+            values = self.table.values(r, self.statistic)
+            deepest = max(DEPTHS)
+            for k in KERNEL_SIZES:
+                for e in EXPAND_RATIOS:
+                    arch = Arch((k,) * N_BLOCKS, (e,) * N_BLOCKS, (deepest,) * N_STAGES, r)
+                    units = units_of(arch, self.width_mult, self.n_classes)
+                    c = int(choice_index(np.array(k), np.array(e)))
+                    for position, unit in enumerate(units[2:2 + N_BLOCKS]):
+                        block[i, position, c] = values.get(unit.key, np.nan)
+                        keys["block"][i, position, c] = unit.key
+            head = [units[0], units[1], *units[-_N_HEAD:]]
+            fixed[i] = sum(values.get(u.key, np.nan) for u in head)
+            keys["fixed"].append([u.key for u in head])
+        return AdditiveCost(self.measured, fixed, block), keys
+
+    # --- predicting ------------------------------------------------------------------------------------
+    def supported_resolutions(self, space: ArchSpace | None = None) -> tuple[int, ...]:
+        """Resolutions of ``space`` this predictor answers for: the measured ones, or with ``interpolate`` every
+        one between the smallest and largest measured."""
+        space = space or ArchSpace.for_width(self.width_mult)
+        if not self.interpolate:
+            return tuple(r for r in space.resolutions if r in self.measured)
+        return tuple(r for r in space.resolutions if self.measured[0] <= r <= self.measured[-1])
+
+    def _measured_total(self, batch: ArchBatch) -> np.ndarray:
+        total = self._cost.total(batch)
+        bad = np.isnan(total)
+        if bad.any():
+            raise MissingRowsError(self._missing_keys(batch[np.flatnonzero(bad)]), self.name)
+        return total
+
+    def _missing_keys(self, batch: ArchBatch) -> set[tuple[int, str]]:
+        missing = set()
+        ri = self._cost.resolution_index(batch.r)
+        choice = choice_index(batch.ks, batch.e)
+        for n in range(len(batch)):
+            r = self.measured[ri[n]]
+            values = self.table.values(r, self.statistic)
+            needed = list(self._keys["fixed"][ri[n]])
+            needed += [self._keys["block"][ri[n], p, choice[n, p]] for p in np.flatnonzero(batch.active[n])]
+            missing.update((r, k) for k in needed if k not in values)
+        return missing
+
+    def predict_result(self, archs: ArchBatch | Iterable[Arch]) -> LatencyResult:
+        """Latency in ms of each arch, with a flag per arch saying whether it was interpolated."""
+        batch = ArchBatch.coerce(archs)
+        measured = np.isin(batch.r, self.measured)
+        if measured.all():
+            return LatencyResult(self._measured_total(batch), np.zeros(len(batch), dtype=bool))
+        outside = sorted({int(r) for r in batch.r[~measured]})
+        if not self.interpolate:
+            raise UnknownResolutionError(
+                f"table {self.name} has no rows for resolution(s) {outside}; measured: {list(self.measured)}. "
+                f"Pass interpolate=True (ofa-search --interpolate) to interpolate between measured resolutions")
+        lo_edge, hi_edge = self.measured[0], self.measured[-1]
+        beyond = [r for r in outside if not lo_edge <= r <= hi_edge]
+        if beyond:
+            raise UnknownResolutionError(f"resolution(s) {beyond} lie outside the table's measured range "
+                                         f"{lo_edge}..{hi_edge}; interpolation does not extrapolate")
+        latency = np.empty(len(batch))
+        latency[measured] = self._measured_total(batch[np.flatnonzero(measured)])
+        rest = batch[np.flatnonzero(~measured)]
+        grid = np.asarray(self.measured)
+        upper = np.searchsorted(grid, rest.r)
+        lo, hi = grid[upper - 1], grid[upper]
+        weight = (rest.r.astype(float) ** 2 - lo**2) / (hi.astype(float) ** 2 - lo**2)
+        at_lo = self._measured_total(rest.with_resolution(lo))
+        at_hi = self._measured_total(rest.with_resolution(hi))
+        latency[~measured] = at_lo + weight * (at_hi - at_lo)
+        return LatencyResult(latency, ~measured)
+
+    def predict(self, archs: ArchBatch | Iterable[Arch]) -> np.ndarray:
+        """Latency in ms of each arch, shape (n,). Use :meth:`predict_result` to see which were interpolated."""
+        return self.predict_result(archs).latency_ms
+
+    def minimum(self) -> tuple[float, int]:
+        """The smallest latency any arch can reach with this table, and its resolution."""
+        return self._cost.minimum()

@@ -1,0 +1,127 @@
+"""Table-sum latency, MACs and params over batches: equal to the reference LatencyTable and to supernet's counts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from predictors.archs import ArchBatch, sample_batch
+from predictors.complexity import MacsPredictor, ParamsPredictor
+from predictors.latency import LatencyPredictor, MissingRowsError, UnknownResolutionError
+from predictors.table_io import Table, read_table
+from supernet import Arch, ArchSpace, count_macs, count_params
+from supernet.units import units_of
+from tests.ofa_oracle import reference_utils
+
+ROOT = Path(__file__).resolve().parents[1]
+RELEASE = ROOT.parent / "shared" / "ofa-release" / "note10"
+NOTE10 = ROOT / "tables" / "note10_w1.2_tflite.csv"
+MEASURED = (160, 176, 192, 208, 224)
+NOTE10_SPACE = ArchSpace(resolutions=MEASURED)
+
+
+@pytest.fixture(scope="module")
+def note10() -> LatencyPredictor:
+    return LatencyPredictor(NOTE10)
+
+
+def _reference_latency_table():
+    """The reference's tutorial LatencyTable over the released YAML files (its loader downloads; we fill it)."""
+    reference_utils()
+    from ofa.tutorial.latency_table import LatencyEstimator, LatencyTable
+
+    table = LatencyTable.__new__(LatencyTable)
+    table.latency_tables = {}
+    for r in MEASURED:
+        estimator = LatencyEstimator.__new__(LatencyEstimator)
+        estimator.lut = yaml.safe_load((RELEASE / f"{r}_lookup_table.yaml").read_text())
+        table.latency_tables[r] = estimator
+    return table
+
+
+def test_latency_equals_reference_latency_table(note10):
+    """1,000 random archs: our table sum equals the reference LatencyTable's prediction (to float rounding)."""
+    reference = _reference_latency_table()
+    batch = sample_batch(1000, NOTE10_SPACE, np.random.default_rng(0))
+    expected = np.array([reference.predict_efficiency(a.to_dict()) for a in batch.to_archs()])
+    got = note10.predict(batch)
+    np.testing.assert_allclose(got, expected, rtol=1e-13, atol=0)
+    assert len(np.unique(expected)) > 900
+
+
+def test_batch_and_single_archs_agree(note10):
+    """A batch gives the same values as its archs one by one, and as a list of Arch."""
+    batch = sample_batch(50, NOTE10_SPACE, np.random.default_rng(1))
+    archs = batch.to_archs()
+    assert ArchBatch.from_archs(archs).to_archs() == archs
+    np.testing.assert_array_equal(note10.predict(archs), note10.predict(batch))
+    np.testing.assert_array_equal([note10.predict([a])[0] for a in archs], note10.predict(batch))
+
+
+def test_skipped_blocks_do_not_count(note10):
+    """Changing a block that depth skips leaves latency unchanged."""
+    arch = NOTE10_SPACE.uniform(ks=3, e=3, d=2, r=176)
+    other = Arch(ks=(*arch.ks[:2], 7, 5, *arch.ks[4:]), e=(*arch.e[:2], 6, 6, *arch.e[4:]), d=arch.d, r=176)
+    assert note10.predict([arch, other])[0] == note10.predict([arch, other])[1]
+
+
+def test_missing_rows_listed_in_one_error(tmp_path):
+    """A table lacking rows: one error that lists every missing key an arch needs."""
+    table = read_table(NOTE10)
+    dropped = {row.key for row in table.rows if "kernel:7" in row.key and row.resolution == 160}
+    rows = tuple(row for row in table.rows if not (row.resolution == 160 and row.key in dropped))
+    predictor = LatencyPredictor(Table(rows, table.meta))
+    k7 = NOTE10_SPACE.uniform(ks=7, e=6, d=4, r=160)
+    with pytest.raises(MissingRowsError) as info:
+        predictor.predict([NOTE10_SPACE.uniform(ks=3, e=3, d=2, r=160), k7])
+    needed = {unit.key for unit in units_of(k7, 1.2)} & dropped
+    assert info.value.keys == sorted((160, key) for key in needed) and len(needed) == 10
+    for _, key in info.value.keys:
+        assert key in str(info.value)
+    assert predictor.predict([NOTE10_SPACE.uniform(ks=3, e=3, d=2, r=160)])[0] > 0
+
+
+def test_unmeasured_resolution_needs_interpolate(note10):
+    """An arch at 184 is refused unless interpolation is asked for, and then flagged as interpolated."""
+    arch = ArchSpace.for_width(1.2).uniform(ks=5, e=4, d=3, r=184)
+    with pytest.raises(UnknownResolutionError, match="interpolate=True"):
+        note10.predict([arch])
+    interp = LatencyPredictor(NOTE10, interpolate=True)
+    result = interp.predict_result([arch, arch.with_resolution(176), arch.with_resolution(192)])
+    assert result.interpolated.tolist() == [True, False, False] and result.any_interpolated
+    lo, hi = result.latency_ms[1], result.latency_ms[2]
+    weight = (184**2 - 176**2) / (192**2 - 176**2)
+    assert result.latency_ms[0] == pytest.approx(lo + weight * (hi - lo))
+    assert interp.supported_resolutions() == tuple(range(160, 225, 4))
+    with pytest.raises(UnknownResolutionError, match="outside"):
+        LatencyPredictor(NOTE10, interpolate=True, width_mult=1.0).predict([arch.with_resolution(128)])
+
+
+def test_minimum_latency(note10):
+    """The smallest reachable latency is the table's smallest arch, and no random arch goes below it."""
+    value, r = note10.minimum()
+    assert (value, r) == (pytest.approx(note10.predict([NOTE10_SPACE.uniform(3, 3, 2, 160)])[0]), 160)
+    assert note10.predict(sample_batch(20000, NOTE10_SPACE, np.random.default_rng(2))).min() >= value
+
+
+@pytest.mark.parametrize("width_mult", [1.0, 1.2])
+def test_macs_and_params_equal_supernet_counts(width_mult):
+    """Vectorized MACs and params equal count_macs / count_params exactly on 1,500 random archs."""
+    space = ArchSpace.for_width(width_mult)
+    batch = sample_batch(1500, space, np.random.default_rng(3))
+    archs = batch.to_archs()
+    macs, params = MacsPredictor(width_mult), ParamsPredictor(width_mult)
+    np.testing.assert_array_equal(macs.predict(batch), [count_macs(a, width_mult) for a in archs])
+    np.testing.assert_array_equal(params.predict(batch), [count_params(a, width_mult) for a in archs])
+    assert macs.minimum() == (count_macs(space.uniform(3, 3, 2, space.resolutions[0]), width_mult),
+                              space.resolutions[0])
+
+
+def test_macs_for_other_class_counts():
+    """n_classes changes the classifier's share only."""
+    arch = ArchSpace.for_width(1.0).uniform(5, 6, 3, 192)
+    assert MacsPredictor(1.0, n_classes=10).predict([arch])[0] == count_macs(arch, 1.0, n_classes=10)
+    assert ParamsPredictor(1.0, n_classes=10).predict([arch])[0] == count_params(arch, 1.0, n_classes=10)
