@@ -1,0 +1,278 @@
+"""Build one latency table on one device: resumable, batched, with drift checks and re-measured wide rows.
+
+The run's truth is its journal (raw samples, fsynced per batch on the host and per row on the device); the CSV
+and its sidecar are rewritten atomically from it after every batch. Starting the same command again continues
+where a killed run stopped: rows in the journal are not measured again, and a batch that was cut off is
+recovered from the device's own results file before anything new runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import random
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from predictors.table_io import Row, Table, write_table
+from profiler.agent_run import AGENT, AgentRun, parse_results, run_python_agent
+from profiler.devices import DeviceProfile
+from profiler.journal import Journal
+from profiler.protocol import Protocol, coefficient_of_variation
+from profiler.transports.base import Transport
+from supernet.export import export_units
+from supernet.units import Unit
+
+__all__ = ["REFERENCE_UNIT", "MeasurementError", "TableRun", "journal_path", "rows_from_journal"]
+
+log = logging.getLogger(__name__)
+
+# A mid-sized block, timed before every batch: when its median moves, the device has drifted.
+REFERENCE_UNIT = Unit.block(28, 40, 40, 160, 5, 1, idskip=True, se=True, hs=False)
+REFERENCE_NAME = "reference"
+AGENT_VERSION = "1"
+
+
+class MeasurementError(RuntimeError):
+    """A row that the device could not measure; the message names the row and what the agent said."""
+
+
+def journal_path(table: Path) -> Path:
+    return table.with_name(table.stem + ".samples.jsonl")
+
+
+@dataclass
+class _State:
+    """What the journal says so far: the kept record per key, attempts per key, the reference baseline."""
+
+    kept: dict[str, dict[str, Any]] = field(default_factory=dict)
+    attempts: dict[str, int] = field(default_factory=dict)
+    baseline_ms: float | None = None
+    environment: dict[str, Any] | None = None
+
+
+def _load_state(journal: Journal) -> _State:
+    state = _State()
+    for record in journal.records():
+        kind = record.get("type")
+        if kind == "row":
+            key = record["key"]
+            state.attempts[key] = max(state.attempts.get(key, 0), record["attempt"])
+            kept = state.kept.get(key)
+            if kept is None or record["cv"] < kept["cv"]:
+                state.kept[key] = record
+        elif kind == "reference":
+            state.baseline_ms = record["median_ms"]
+        elif kind == "environment" and state.environment is None:
+            state.environment = record["environment"]
+    return state
+
+
+def rows_from_journal(path: Path) -> list[Row]:
+    """The table rows a journal holds: per key, the attempt with the lowest coefficient of variation."""
+    rows = []
+    for record in _load_state(Journal(path)).kept.values():
+        s = record["summary"]
+        rows.append(Row(key=record["key"], median_ms=s["median"], mean_ms=s["mean"], std_ms=s["std"],
+                        p10_ms=s["p10"], p90_ms=s["p90"], count=s["count"]))
+    return sorted(rows, key=lambda row: row.key)
+
+
+@dataclass
+class TableRun:
+    """One table on one device target.
+
+    Args:
+        profile: The device profile (runtime, provider, threads, affinity, batch).
+        transport: An open or openable transport to the device.
+        units: The rows to measure.
+        table: The CSV to write; the journal and sidecar sit beside it.
+        cache_dir: Host cache of exported models.
+        protocol: Measurement settings.
+        meta: Extra sidecar fields (width, resolutions, n_classes, command).
+        on_rows: Called with the number of rows newly kept, for progress bars.
+    """
+
+    profile: DeviceProfile
+    transport: Transport
+    units: Sequence[Unit]
+    table: Path
+    cache_dir: Path
+    protocol: Protocol = field(default_factory=Protocol)
+    meta: dict[str, Any] = field(default_factory=dict)
+    on_rows: Callable[[int], None] = lambda n: None
+    sleep: Callable[[float], None] = time.sleep
+
+    def __post_init__(self) -> None:
+        self.table = Path(self.table)
+        self.journal = Journal(journal_path(self.table))
+        self.state = _load_state(self.journal)
+        name = self.table.stem
+        self.remote_dir = (self.profile.remote_dir or "/tmp/ofa-profile").rstrip("/") + f"/{name}"
+        self.python = self.profile.python
+        if self.profile.transport == "local":
+            self.remote_dir = str(self.table.parent / f".{name}.work")
+            # On this machine "python3" means the interpreter running us: it has the runtimes installed.
+            self.python = sys.executable if self.python == "python3" else self.python
+
+    # --- the plan ------------------------------------------------------------------------------------------
+    def _finished(self, key: str) -> bool:
+        kept = self.state.kept.get(key)
+        if kept is None:
+            return False
+        return kept["cv"] <= self.protocol.max_cv or self.state.attempts.get(key, 0) > self.protocol.retries
+
+    def pending(self) -> list[Unit]:
+        """Rows still to measure, in the run's shuffled order (the same order on every restart)."""
+        units = sorted({u.key: u for u in self.units}.values(), key=lambda u: u.key)
+        random.Random(self.protocol.seed).shuffle(units)
+        return [u for u in units if not self._finished(u.key)]
+
+    # --- running -------------------------------------------------------------------------------------------
+    def run(self) -> Table:
+        """Measure every pending row, then write the final table; returns it."""
+        self._recover()
+        self.write()
+        while pending := self.pending():
+            batch = pending[: self.protocol.batch_rows]
+            for tries in range(self.protocol.max_drift_retries + 1):
+                run, drifted = self._measure(batch)
+                if not drifted:
+                    break
+                if tries < self.protocol.max_drift_retries:
+                    log.warning("reference workload drifted; cooling down %.0f s and measuring the batch again",
+                                self.protocol.cooldown_s)
+                    self.sleep(self.protocol.cooldown_s)
+            else:
+                # The drift outlasted every cool-down: this is the device's state now; measure against it.
+                self._set_baseline(run.results[REFERENCE_NAME]["summary"]["median"], rebaseline=True)
+            self._ingest(run, drift_seen=drifted)
+            self.write()
+        return self.write()
+
+    def _models(self, batch: Sequence[Unit]) -> list[dict[str, Any]]:
+        fmt = self.profile.model_format
+        units = [REFERENCE_UNIT, *batch]
+        paths = export_units(units, fmt, self.cache_dir)
+        batch_size = self.profile.batch
+        models = []
+        for name, unit, path in zip([REFERENCE_NAME, *(u.key for u in batch)], units, paths, strict=True):
+            shape = [batch_size, *unit.input_shape[1:]]
+            models.append({"name": name, "path": str(path), "inputs": [shape]})
+        return models
+
+    def _settings(self) -> dict[str, Any]:
+        p = self.profile
+        settings = {**self.protocol.agent_settings(), "threads": p.threads, "runtime": _AGENT_RUNTIMES[p.runtime],
+                    "provider": p.provider}
+        if p.affinity:
+            settings["affinity"] = p.affinity
+        return settings
+
+    def _set_baseline(self, median_ms: float, rebaseline: bool = False) -> None:
+        self.state.baseline_ms = median_ms
+        self.journal.append({"type": "reference", "median_ms": median_ms, "rebaseline": rebaseline, "time": _now()})
+
+    def _measure(self, batch: Sequence[Unit]) -> tuple[AgentRun, bool]:
+        """Run one batch; also say whether the reference workload drifted meanwhile."""
+        local_results = self.table.parent / f".{self.table.stem}.batch.jsonl"
+        run = run_python_agent(self.transport, self._models(batch), remote_dir=self.remote_dir,
+                               results=local_results, timeout=_batch_timeout(len(batch) + 1, self.protocol),
+                               python=self.python, settings=self._settings())
+        local_results.unlink(missing_ok=True)
+        reference = run.results.get(REFERENCE_NAME)
+        if reference is None:
+            raise MeasurementError(f"{self.transport}: the reference workload failed: "
+                                   f"{run.errors.get(REFERENCE_NAME, {}).get('error', 'no result')}")
+        median = reference["summary"]["median"]
+        if self.state.baseline_ms is None:
+            self._set_baseline(median)
+        drift = abs(median - self.state.baseline_ms) / self.state.baseline_ms
+        if drift > self.protocol.drift_tolerance:
+            self.journal.append({"type": "drift", "median_ms": median, "baseline_ms": self.state.baseline_ms,
+                                 "time": _now()})
+        return run, drift > self.protocol.drift_tolerance
+
+    def _ingest(self, run: AgentRun, drift_seen: bool = False) -> None:
+        if self.state.environment is None and run.environments:
+            self.state.environment = run.environments[0]
+            self.journal.append({"type": "environment", "environment": run.environments[0]})
+        failed = {name: record for name, record in run.errors.items() if name != REFERENCE_NAME}
+        records, new = [], 0
+        for name, result in run.results.items():
+            if name == REFERENCE_NAME or self._finished(name):
+                continue
+            attempt = self.state.attempts.get(name, 0) + 1
+            record = {"type": "row", "key": name, "attempt": attempt, "cv": coefficient_of_variation(result["summary"]),
+                      "summary": result["summary"], "samples_ms": result["samples_ms"], "device": str(self.transport),
+                      "drift_seen": drift_seen, "time": _now()}
+            records.append(record)
+            new += name not in self.state.kept
+            self.state.attempts[name] = attempt
+            if name not in self.state.kept or record["cv"] < self.state.kept[name]["cv"]:
+                self.state.kept[name] = record
+        self.journal.append(*records)
+        self.on_rows(new)
+        if failed:
+            name, record = next(iter(failed.items()))
+            raise MeasurementError(f"{self.transport}: could not measure {name}: {record.get('error')}. "
+                                   f"{len(failed)} row(s) failed; the others are kept, rerun the same command "
+                                   f"after fixing the runtime")
+
+    def _recover(self) -> None:
+        """Keep what a killed run's last batch measured: stop its agent, pull its results, clean up."""
+        remote_results = self.transport.join(self.remote_dir, "results.jsonl")
+        pattern = self.transport.join(self.remote_dir, "[" + AGENT.name[0] + "]" + AGENT.name[1:])
+        self.transport.run(["pkill", "-f", pattern], timeout=30, check=False)
+        if self.transport.remote_sha256(remote_results) is None:
+            return
+        local = self.table.parent / f".{self.table.stem}.recovered.jsonl"
+        self.transport.pull(remote_results, local)
+        run = parse_results(local.read_text())
+        local.unlink()
+        run.results.pop(REFERENCE_NAME, None)
+        run.errors.clear()  # a model cut off mid-measurement is measured again, not reported
+        self._ingest(run)
+        self.transport.remove(self.remote_dir)
+
+    # --- output --------------------------------------------------------------------------------------------
+    def write(self) -> Table:
+        rows = tuple(rows_from_journal(self.journal.path))
+        wide = sum(1 for r in self.state.kept.values() if r["cv"] > self.protocol.max_cv)
+        meta = {
+            **self.meta,
+            "device": dataclasses.asdict(self.profile),
+            "runtime": self.profile.runtime,
+            "provider": self.profile.provider,
+            "environment": self.state.environment,
+            "agent": {"name": AGENT.name, "version": AGENT_VERSION},
+            "protocol": self.protocol.to_dict(),
+            "statistic": "median_ms is the median of the raw samples kept in the journal",
+            "journal": journal_path(self.table).name,
+            "rows_measured": len(rows),
+            "rows_planned": len({u.key for u in self.units}),
+            "rows_above_max_cv": wide,
+            "reference_median_ms": self.state.baseline_ms,
+            "updated": _now(),
+        }
+        table = Table(rows=rows, meta=meta)
+        write_table(self.table, table)
+        return table
+
+
+_AGENT_RUNTIMES = {"onnxruntime": "onnxruntime", "tflite": "tflite", "torch": "torch"}
+
+
+def _batch_timeout(n_models: int, protocol: Protocol) -> float:
+    """Generous: each model's minimum time, plus start-up, loading and slow runtimes' margin."""
+    return 120.0 + n_models * (protocol.min_time_s * 20 + 10)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+

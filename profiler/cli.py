@@ -1,0 +1,197 @@
+"""``ofa-profile``: build per-device latency tables, convert tables, list devices.
+
+    ofa-profile --device local --width 1.0 --resolutions 160,192,224
+    ofa-profile --device pixel1 --via adb --serial 192.168.1.20:5555
+    ofa-profile --device jetson --via ssh --host jetson-a --host jetson-b      # one table, sharded over two
+    ofa-profile --device local --device jetson                                # a fleet, measured concurrently
+    ofa-profile convert tables/note10_w1.2_tflite.csv out_yaml/               # CSV <-> OFA YAML
+
+Progress and logs go to stderr; the path of each table written goes to stdout. Rerunning the same command
+continues a run that was stopped or killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import platformdirs
+from tqdm import tqdm
+
+from predictors.table_io import Table, TableError, read_table, table_from_yaml, write_table, write_yaml_tables
+from profiler.builder import MeasurementError, TableRun
+from profiler.connect import open_transport
+from profiler.devices import DeviceError, DeviceProfile, load_profiles, resolve_device
+from profiler.protocol import Protocol, ProtocolError
+from profiler.transports.errors import TransportError
+from supernet.arch import ArchSpace
+from supernet.units import all_units
+
+__all__ = ["main", "table_path"]
+
+log = logging.getLogger("ofa-profile")
+
+
+class UsageError(ValueError):
+    """A command line that cannot run; the message says what to change."""
+
+
+def _parse_resolutions(text: str, width_mult: float) -> list[int]:
+    allowed = ArchSpace.for_width(width_mult).resolutions
+    if text == "all":
+        return list(allowed)
+    try:
+        values = sorted({int(v) for v in text.split(",") if v.strip()})
+    except ValueError:
+        raise UsageError(f"--resolutions {text!r}: expected 'all' or numbers like 160,192,224") from None
+    bad = [r for r in values if r not in allowed]
+    if bad or not values:
+        raise UsageError(f"--resolutions {text!r}: {bad or 'none given'} not in the w{width_mult} list "
+                         f"{allowed[0]}..{allowed[-1]} step 4")
+    return values
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ofa-profile", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", action="append", default=[], help="device profile name (repeat for a fleet)")
+    parser.add_argument("--list-devices", action="store_true", help="show the known device profiles and exit")
+    where = parser.add_argument_group("overrides of the device profile")
+    where.add_argument("--via", dest="transport", choices=["local", "ssh", "adb"])
+    where.add_argument("--host", dest="hosts", action="append", help="SSH host (repeat to shard one table)")
+    where.add_argument("--serial", dest="serials", action="append", help="ADB serial or host:port (repeatable)")
+    where.add_argument("--user")
+    where.add_argument("--key", help="SSH private key file")
+    where.add_argument("--port", type=int)
+    where.add_argument("--runtime", choices=["onnxruntime", "tflite", "torch", "benchmark_model"])
+    where.add_argument("--provider", help="execution provider, delegate or torch device")
+    where.add_argument("--threads", type=int)
+    where.add_argument("--batch", type=int)
+    where.add_argument("--python", help="the device's Python interpreter")
+    what = parser.add_argument_group("what to measure")
+    what.add_argument("--width", type=float, default=1.2, choices=[1.0, 1.2], help="supernet width (default 1.2)")
+    what.add_argument("--resolutions", default="224", help="'all' or a list such as 160,192,224 (default 224)")
+    what.add_argument("--n-classes", type=int, default=1000)
+    how = parser.add_argument_group("measurement protocol")
+    defaults = Protocol()
+    how.add_argument("--warmup", type=int, default=defaults.warmup)
+    how.add_argument("--min-count", type=int, default=defaults.min_count)
+    how.add_argument("--min-time", type=float, default=defaults.min_time_s, help="seconds per row at least")
+    how.add_argument("--max-cv", type=float, default=defaults.max_cv, help="re-measure rows noisier than this")
+    how.add_argument("--retries", type=int, default=defaults.retries)
+    how.add_argument("--batch-rows", type=int, default=defaults.batch_rows)
+    how.add_argument("--cooldown", type=float, default=defaults.cooldown_s, help="seconds to wait on drift")
+    how.add_argument("--drift-tolerance", type=float, default=defaults.drift_tolerance)
+    how.add_argument("--seed", type=int, default=defaults.seed)
+    out = parser.add_argument_group("output")
+    out.add_argument("--out", type=Path, default=Path("tables"), help="folder for tables (default ./tables)")
+    out.add_argument("--cache", type=Path, default=Path(platformdirs.user_cache_dir("ofa-profile")),
+                     help="exported-model cache")
+    out.add_argument("--quiet", action="store_true", help="no progress bars (for scripts)")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    names = ("transport", "hosts", "serials", "user", "key", "port", "runtime", "provider", "threads", "batch",
+             "python")
+    return {name: getattr(args, name) for name in names}
+
+
+def table_path(folder: Path, profile: DeviceProfile, width_mult: float) -> Path:
+    return folder / f"{profile.name}_w{width_mult}_{profile.runtime}_{profile.provider}.csv".lower()
+
+
+def _profile_device(profile: DeviceProfile, args: argparse.Namespace, protocol: Protocol, position: int,
+                    lock: threading.Lock) -> Path:
+    """One device's table; several targets (hosts or serials) each measure a shard, merged at the end."""
+    resolutions = _parse_resolutions(args.resolutions, args.width)
+    units = all_units(args.width, resolutions, args.n_classes)
+    path = table_path(args.out, profile, args.width)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    targets = profile.targets
+    if not targets:
+        raise UsageError(f"device {profile.name!r} has no {'host' if profile.transport == 'ssh' else 'serial'}; "
+                         f"give --{'host' if profile.transport == 'ssh' else 'serial'} or set it in devices.toml")
+    meta = {"width_mult": args.width, "resolutions": resolutions, "n_classes": args.n_classes,
+            "command": "ofa-profile " + " ".join(sys.argv[1:])}
+    shards = []
+    for i, target in enumerate(targets):
+        shard_path = path if len(targets) == 1 else path.with_name(f"{path.stem}.shard{i}.csv")
+        shards.append((target, shard_path, units[i::len(targets)]))
+
+    def measure(target: str, shard_path: Path, shard_units) -> Table:
+        with lock:
+            bar = tqdm(total=len(shard_units), desc=f"{profile.name} {target}", unit="row", disable=args.quiet,
+                       position=position, leave=True, dynamic_ncols=True)
+        with open_transport(profile, target) as transport, bar:
+            run = TableRun(profile, transport, shard_units, shard_path, args.cache, protocol, meta,
+                           on_rows=bar.update)
+            bar.update(len(shard_units) - len(run.pending()))
+            return run.run()
+
+    with ThreadPoolExecutor(len(shards)) as pool:
+        tables = list(pool.map(lambda shard: measure(*shard), shards))
+    if len(shards) > 1:
+        rows = tuple(sorted((row for table in tables for row in table.rows), key=lambda row: row.key))
+        write_table(path, Table(rows, {**tables[0].meta, "shards": [str(p.name) for _, p, _ in shards],
+                                       "devices": targets}))
+    return path
+
+
+def _convert(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="ofa-profile convert",
+                                     description="Convert a CSV table to OFA's YAML files, or a folder of them to CSV.")
+    parser.add_argument("source", type=Path, help="a table .csv, or a folder of {r}_lookup_table.yaml")
+    parser.add_argument("target", type=Path, help="a folder for the YAML files, or a .csv path")
+    parser.add_argument("--statistic", default="mean_ms", choices=["mean_ms", "median_ms"],
+                        help="the CSV column written as OFA's 'mean' (default mean_ms)")
+    args = parser.parse_args(argv)
+    if args.source.is_dir():
+        if args.target.suffix != ".csv":
+            parser.error(f"converting YAML tables from {args.source} needs a .csv target, got {args.target}")
+        print(write_table(args.target, table_from_yaml(args.source)))
+    else:
+        for path in write_yaml_tables(read_table(args.source), args.target, statistic=args.statistic):
+            print(path)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
+    try:
+        if argv[:1] == ["convert"]:
+            return _convert(argv[1:])
+        parser = _parser()
+        args = parser.parse_args(argv)
+        if args.list_devices:
+            for profile in load_profiles().values():
+                print(profile.describe())
+            return 0
+        if not args.device:
+            parser.error("give --device NAME (see --list-devices), or use `ofa-profile convert`")
+        protocol = Protocol(warmup=args.warmup, min_count=args.min_count, min_time_s=args.min_time,
+                            max_cv=args.max_cv, retries=args.retries, batch_rows=args.batch_rows,
+                            cooldown_s=args.cooldown, drift_tolerance=args.drift_tolerance, seed=args.seed)
+        profiles = [resolve_device(name, _overrides(args)) for name in args.device]
+        lock = threading.Lock()
+        with ThreadPoolExecutor(len(profiles)) as pool:
+            futures = [pool.submit(_profile_device, p, args, protocol, i, lock) for i, p in enumerate(profiles)]
+            for future in futures:
+                print(future.result())
+        return 0
+    except (UsageError, DeviceError, ProtocolError, TableError, MeasurementError, TransportError) as err:
+        print(f"ofa-profile: error: {err}", file=sys.stderr)
+        return 2 if isinstance(err, (UsageError, DeviceError, ProtocolError)) else 1
+    except KeyboardInterrupt:
+        print("ofa-profile: interrupted; rerun the same command to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""Device profiles: how to reach a device and how to time models on it.
+
+Built-in profiles cover the usual fleet; users add or change profiles in ``devices.toml`` (in the working folder
+or the user config folder), and command-line flags override any field. One decoder validates all three sources,
+so an error always names the source, the device and the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+import tomllib
+
+__all__ = ["BUILTIN_PROFILES", "DeviceError", "DeviceProfile", "config_paths", "load_profiles", "resolve_device"]
+
+TRANSPORTS = ("local", "ssh", "adb")
+RUNTIMES = ("onnxruntime", "tflite", "torch", "benchmark_model")
+
+
+class DeviceError(ValueError):
+    """A device profile that cannot be used; the message names its source, device and field."""
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    """Everything needed to reach one device and time models on it.
+
+    Args:
+        name: Profile name, as given to ``--device``.
+        transport: ``local``, ``ssh`` or ``adb``.
+        runtime: ``onnxruntime``, ``tflite`` (LiteRT), ``torch`` (Python agent) or ``benchmark_model``
+            (TF-Lite's Android binary, no Python on the device).
+        provider: ONNX Runtime execution provider (``CPU``, ``CUDA``, ``TensorRT``, ``OpenVINO``, ``VitisAI``),
+            TF-Lite delegate (``xnnpack``, ``gpu``, ``nnapi``) or torch device (``cpu``, ``cuda``).
+        threads: Intra-op threads.
+        affinity: CPUs to pin to: a list of CPU ids, ``"fast"`` (the cores with the highest max frequency)
+            or empty for no pinning.
+        batch: Batch size of the timed inputs.
+        hosts: SSH hosts (several for a table sharded across identical devices).
+        serials: ADB serials or ``host:port`` (several for sharding).
+    """
+
+    name: str
+    transport: str = "local"
+    runtime: str = "onnxruntime"
+    provider: str = "CPU"
+    threads: int = 1
+    affinity: str | list[int] = ""
+    batch: int = 1
+    hosts: list[str] = field(default_factory=list)
+    port: int = 22
+    user: str = ""
+    key: str = ""
+    serials: list[str] = field(default_factory=list)
+    python: str = "python3"
+    remote_dir: str = ""
+    benchmark_model: str = "/data/local/tmp/benchmark_model"
+    description: str = ""
+
+    @property
+    def model_format(self) -> str:
+        """The exported file format this profile's runtime loads."""
+        return "tflite" if self.runtime in ("tflite", "benchmark_model") else "onnx"
+
+    @property
+    def targets(self) -> list[str]:
+        """The device addresses a run spreads over: hosts for SSH, serials for ADB, this machine otherwise."""
+        if self.transport == "ssh":
+            return list(self.hosts)
+        if self.transport == "adb":
+            return list(self.serials)
+        return ["localhost"]
+
+    def describe(self) -> str:
+        where = {"ssh": ", ".join(self.hosts) or "(no host)", "adb": ", ".join(self.serials) or "(first device)",
+                 "local": "this machine"}[self.transport]
+        return (f"{self.name:<10} via {self.transport:<5} {self.runtime}/{self.provider}, {self.threads} thread(s), "
+                f"batch {self.batch}, on {where}" + (f"  ({self.description})" if self.description else ""))
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    f.name: (int,) if f.type == "int" else (str,) if f.type == "str" else (list,) if f.type.startswith("list")
+    else (str, list) for f in dataclasses.fields(DeviceProfile)
+}
+
+
+def _check(profile: DeviceProfile, source: str) -> DeviceProfile:
+    where = f"{source}: device {profile.name!r}"
+    if profile.transport not in TRANSPORTS:
+        raise DeviceError(f"{where}: transport = {profile.transport!r}; expected one of {', '.join(TRANSPORTS)}")
+    if profile.runtime not in RUNTIMES:
+        raise DeviceError(f"{where}: runtime = {profile.runtime!r}; expected one of {', '.join(RUNTIMES)}")
+    if profile.runtime == "benchmark_model" and profile.transport != "adb":
+        raise DeviceError(f"{where}: runtime benchmark_model runs on Android phones; use transport = \"adb\"")
+    for name in ("threads", "batch", "port"):
+        if getattr(profile, name) < 1:
+            raise DeviceError(f"{where}: {name} = {getattr(profile, name)} must be at least 1")
+    if isinstance(profile.affinity, str) and profile.affinity not in ("", "fast"):
+        raise DeviceError(f"{where}: affinity = {profile.affinity!r}; expected \"fast\", a list of CPU ids, or \"\"")
+    if isinstance(profile.affinity, list) and not all(isinstance(c, int) and c >= 0 for c in profile.affinity):
+        raise DeviceError(f"{where}: affinity must list CPU ids (ints >= 0), got {profile.affinity!r}")
+    return profile
+
+
+def _profile_from(name: str, fields: Mapping[str, Any], source: str, base: DeviceProfile | None = None
+                  ) -> DeviceProfile:
+    """A profile from a mapping of fields, on top of ``base`` (a built-in of the same name) when given."""
+    if not isinstance(fields, Mapping):
+        raise DeviceError(f"{source}: device {name!r} must be a table of fields, got {type(fields).__name__}")
+    values = dataclasses.asdict(base) if base else {"name": name}
+    for key, value in fields.items():
+        if key not in _TYPES or key == "name":
+            allowed = ", ".join(k for k in _TYPES if k != "name")
+            raise DeviceError(f"{source}: device {name!r} has unknown field {key!r}; known fields: {allowed}")
+        if isinstance(value, bool) or not isinstance(value, _TYPES[key]):
+            expected = " or ".join(t.__name__ for t in _TYPES[key])
+            raise DeviceError(f"{source}: device {name!r} field {key!r} = {value!r} should be {expected}")
+        values[key] = value
+    values["name"] = name
+    return _check(DeviceProfile(**values), source)
+
+
+BUILTIN_PROFILES: dict[str, DeviceProfile] = {
+    p.name: p for p in (
+        DeviceProfile("local", description="this machine's CPU with ONNX Runtime"),
+        DeviceProfile("pixel1", transport="adb", runtime="benchmark_model", provider="xnnpack", affinity="fast",
+                      remote_dir="/data/local/tmp/ofa-profile",
+                      description="Android phone, TF-Lite benchmark_model, 1 thread on the fast cores"),
+        DeviceProfile("jetson", transport="ssh", provider="TensorRT", hosts=["jetson.local"],
+                      description="NVIDIA Jetson over SSH, ONNX Runtime with TensorRT (CUDA as fallback)"),
+        DeviceProfile("gpu", transport="ssh", runtime="torch", provider="cuda", batch=8, hosts=["gpu-host"],
+                      description="a CUDA GPU host over SSH, torch timed with synchronisation"),
+        DeviceProfile("fpga", transport="ssh", provider="VitisAI", hosts=["fpga-host"],
+                      description="an FPGA host over SSH, ONNX Runtime with the VitisAI execution provider"),
+    )
+}
+
+
+def config_paths(cwd: Path | None = None) -> list[Path]:
+    """``devices.toml`` locations, lowest priority first: the user config folder, then the working folder."""
+    return [Path(platformdirs.user_config_dir("ofa-profile")) / "devices.toml", (cwd or Path.cwd()) / "devices.toml"]
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise DeviceError(f"{path}: not valid TOML ({err}); see `ofa-profile --list-devices` for the format") from None
+    devices = data.get("devices", {})
+    extra = sorted(set(data) - {"devices"})
+    if extra or not isinstance(devices, dict):
+        raise DeviceError(f"{path}: expected [devices.NAME] tables only, found {extra or 'devices = ...'}")
+    return devices
+
+
+def load_profiles(paths: Iterable[Path] | None = None) -> dict[str, DeviceProfile]:
+    """Built-in profiles with those of the TOML files applied on top (later files win, field by field)."""
+    profiles = dict(BUILTIN_PROFILES)
+    for path in config_paths() if paths is None else paths:
+        if path.is_file():
+            for name, fields in _read_toml(path).items():
+                profiles[name] = _profile_from(name, fields, str(path), profiles.get(name))
+    return profiles
+
+
+def resolve_device(name: str, overrides: Mapping[str, Any] | None = None,
+                   profiles: Mapping[str, DeviceProfile] | None = None) -> DeviceProfile:
+    """The named profile with command-line overrides applied (``None`` values are ignored)."""
+    profiles = load_profiles() if profiles is None else profiles
+    if name not in profiles:
+        raise DeviceError(f"unknown device {name!r}; known devices: {', '.join(sorted(profiles))}. "
+                          f"Add your own in devices.toml (see `ofa-profile --list-devices`).")
+    given = {k: v for k, v in (overrides or {}).items() if v is not None and v != []}
+    return _profile_from(name, given, "command line", profiles[name]) if given else profiles[name]

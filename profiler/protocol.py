@@ -1,0 +1,77 @@
+"""How rows are timed: warm-up, minimum count and time, re-measuring wide rows, watching for drift.
+
+SPEC §6 practice, as settings a table records in its sidecar so that anyone can see how its numbers were taken.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Protocol", "ProtocolError", "coefficient_of_variation"]
+
+
+class ProtocolError(ValueError):
+    """A measurement setting out of range; the message names it and its allowed range."""
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Measurement settings.
+
+    Args:
+        warmup: Untimed runs before timing each model.
+        min_count: Timed runs at least.
+        min_time_s: Seconds of timed runs at least (whichever of count and time comes last).
+        max_cv: Rows whose coefficient of variation (std / mean) exceeds this are measured again.
+        retries: How many times a wide row is measured again; the attempt with the lowest CV is kept.
+        batch_rows: Rows per agent run: the device keeps each run's results until the host has them.
+        drift_tolerance: A reference workload, timed before every batch, that moves more than this fraction
+            from its first median marks a drift: the run cools down and measures the batch again.
+        cooldown_s: Seconds to wait when drift is seen.
+        max_drift_retries: Batches measured again because of drift, at most, before the run goes on regardless.
+        seed: Seed of the shuffled row order.
+    """
+
+    warmup: int = 5
+    min_count: int = 30
+    min_time_s: float = 0.2
+    max_cv: float = 0.05
+    retries: int = 2
+    batch_rows: int = 40
+    drift_tolerance: float = 0.15
+    cooldown_s: float = 20.0
+    max_drift_retries: int = 3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("min_count", "batch_rows"):
+            if getattr(self, name) < 1:
+                raise ProtocolError(f"{name} = {getattr(self, name)} must be at least 1")
+        for name in ("warmup", "retries", "max_drift_retries"):
+            if getattr(self, name) < 0:
+                raise ProtocolError(f"{name} = {getattr(self, name)} must be 0 or more")
+        for name in ("min_time_s", "cooldown_s"):
+            if getattr(self, name) < 0:
+                raise ProtocolError(f"{name} = {getattr(self, name)} must be 0 or more seconds")
+        for name in ("max_cv", "drift_tolerance"):
+            if not 0 < getattr(self, name) < 1:
+                raise ProtocolError(f"{name} = {getattr(self, name)} must be a fraction between 0 and 1")
+
+    def agent_settings(self) -> dict[str, Any]:
+        return {"warmup": self.warmup, "min_count": self.min_count, "min_time_s": self.min_time_s}
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> Protocol:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def coefficient_of_variation(summary: Mapping[str, float]) -> float:
+    """std / mean of an agent summary; infinite for a zero mean."""
+    return summary["std"] / summary["mean"] if summary["mean"] > 0 else float("inf")
