@@ -1,0 +1,262 @@
+"""ONNX and TF-Lite exports of units and subnets: outputs equal PyTorch's, layouts, determinism and the cache.
+
+TF-Lite conversion takes 1-2 s per block and 10-20 s per subnet, so each TF-Lite model is converted once, in a
+module-scoped fixture, for a few well-chosen units and two shallow subnets.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
+from torch import nn
+
+from supernet import ArchSpace, OFAMobileNetV3
+from supernet.export import (
+    ExportError,
+    TFLiteUnavailableError,
+    content_hash,
+    export_module,
+    export_unit,
+    export_units,
+    onnx_bytes,
+    tflite_bytes,
+    unit_path,
+)
+from supernet.units import Unit, all_units
+
+TOL = 1e-4
+# Rows of the w1.0 table at 128 covering each kind of block: stride 1/2, SE or not, ReLU or h-swish, k 3/5/7,
+# shortcut or not, and block 0 (no expand conv).
+BLOCK_KEYS = (
+    "expanded_conv-input:64x64x16-output:64x64x16-expand:16-kernel:3-stride:1-idskip:1-se:0-hs:0",
+    "expanded_conv-input:64x64x16-output:32x32x24-expand:64-kernel:5-stride:2-idskip:0-se:0-hs:0",
+    "expanded_conv-input:16x16x40-output:16x16x40-expand:160-kernel:7-stride:1-idskip:1-se:1-hs:0",
+    "expanded_conv-input:16x16x40-output:8x8x80-expand:240-kernel:3-stride:2-idskip:0-se:0-hs:1",
+    "expanded_conv-input:8x8x112-output:4x4x160-expand:672-kernel:5-stride:2-idskip:0-se:1-hs:1",
+)
+HEAD_KEYS = (
+    "Conv-input:128x128x3-output:64x64x16",
+    "Conv_1-input:4x4x160-output:4x4x960",
+    "AvgPool2D-input:4x4x960-output:1x1x960",
+    "Conv_2-input:1x1x960-output:1x1x1280",
+    "Logits-input:1x1x1280-output:1000",
+)
+
+
+def _torch_out(module: nn.Module, x: torch.Tensor) -> np.ndarray:
+    with torch.no_grad():
+        return module(x).numpy()
+
+
+def _run_onnx(model: bytes, x: torch.Tensor) -> np.ndarray:
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    return session.run(None, {"input": x.numpy()})[0]
+
+
+def _interpreter(model: bytes) -> Interpreter:
+    # Without the default XNNPACK delegate the op list shows every builtin op (not one DELEGATE op).
+    interpreter = Interpreter(model_content=model,
+                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def _run_tflite(model: bytes, x_nchw: torch.Tensor) -> np.ndarray:
+    """Run on the NHWC input; give back NCHW (4-D outputs) so it compares with torch directly."""
+    interpreter = _interpreter(model)
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x_nchw.permute(0, 2, 3, 1).numpy())
+    interpreter.invoke()
+    y = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    return y.transpose(0, 3, 1, 2) if y.ndim == 4 else y
+
+
+def _ops(model: bytes) -> list[str]:
+    return [op["op_name"] for op in _interpreter(model)._get_ops_details()]
+
+
+def _assert_close(actual: np.ndarray, expected: np.ndarray, what: str) -> None:
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    assert expected.std() > 10 * TOL, f"{what}: outputs too flat ({expected.std():.1e}) for the check to mean much"
+    err = float(np.abs(actual - expected).max())
+    assert err <= TOL, f"{what}: max abs difference {err:.2e} > {TOL} (output scale {np.abs(expected).max():.2f})"
+
+
+@torch.no_grad()
+def _randomise_bn(net: nn.Module, seed: int) -> nn.Module:
+    """Random BN statistics, so BN folding is really tested (fresh BN is the identity)."""
+    generator = torch.Generator().manual_seed(seed)
+    for bn in net.modules():
+        if isinstance(bn, nn.BatchNorm2d):
+            n = bn.num_features
+            bn.weight.copy_(0.5 + torch.rand(n, generator=generator))
+            bn.bias.copy_(0.1 * torch.randn(n, generator=generator))
+            bn.running_mean.copy_(0.1 * torch.randn(n, generator=generator))
+            bn.running_var.copy_(0.5 + torch.rand(n, generator=generator))
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def supernets() -> dict[float, OFAMobileNetV3]:
+    torch.manual_seed(0)
+    return {w: _randomise_bn(OFAMobileNetV3(width_mult=w, n_classes=100), seed=1) for w in (1.0, 1.2)}
+
+
+def test_the_chosen_rows_are_real_rows():
+    """The keys under test are rows of the w1.0 table at 128 (so the test covers what a table times)."""
+    keys = {u.key for u in all_units(1.0, [128])}
+    assert set(BLOCK_KEYS + HEAD_KEYS) <= keys
+
+
+# --- ONNX ------------------------------------------------------------------------------------------------
+def test_every_unit_of_a_table_matches_in_onnx_runtime():
+    """All 96 rows of the w1.0 table at 128, exported to ONNX, give PyTorch's outputs in ONNX Runtime."""
+    for unit in all_units(1.0, [128]):
+        module = unit.build(seed=3)
+        x = torch.randn(unit.input_shape)
+        _assert_close(_run_onnx(onnx_bytes(module, unit.input_shape), x), _torch_out(module, x), unit.key)
+
+
+@pytest.mark.parametrize(("width", "r", "seed"), [(1.0, 128, 0), (1.0, 160, 1), (1.0, 192, 2), (1.0, 224, 3),
+                                                   (1.2, 160, 4), (1.2, 224, 5)])
+def test_subnets_match_in_onnx_runtime(supernets, width, r, seed):
+    """Whole extracted subnets at several resolutions, both widths, give PyTorch's logits in ONNX Runtime."""
+    arch = ArchSpace.for_width(width).sample(seed).with_resolution(r)
+    subnet = supernets[width].extract(arch).eval()
+    x = torch.randn(1, 3, r, r)
+    _assert_close(_run_onnx(onnx_bytes(subnet, x.shape), x), _torch_out(subnet, x), f"w{width} {arch}")
+
+
+def test_onnx_export_is_deterministic(tmp_path):
+    """The same unit exported twice, into two caches, gives the same bytes; the opset is 17."""
+    import onnx
+
+    unit = Unit.from_key(BLOCK_KEYS[-1])
+    a, b = export_unit(unit, "onnx", tmp_path / "a"), export_unit(unit, "onnx", tmp_path / "b")
+    assert a.name == b.name
+    assert a.read_bytes() == b.read_bytes()
+    model = onnx.load_from_string(a.read_bytes())
+    assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [17]
+    assert not (tmp_path / "a").with_suffix(".data").exists() and not list((tmp_path / "a").glob("*.data"))
+
+
+# --- TF-Lite ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tflite_units() -> dict[str, tuple[nn.Module, bytes]]:
+    """The chosen block and head rows, each built (seed 5) and converted once."""
+    models = {}
+    for key in BLOCK_KEYS + HEAD_KEYS:
+        unit = Unit.from_key(key)
+        module = unit.build(seed=5)
+        models[key] = module, tflite_bytes(module, unit.input_shape)
+    return models
+
+
+@pytest.mark.parametrize("key", BLOCK_KEYS + HEAD_KEYS)
+def test_tflite_units_match_pytorch(tflite_units, key):
+    """Each chosen row, converted to TF-Lite, gives PyTorch's output in LiteRT."""
+    module, model = tflite_units[key]
+    x = torch.randn(Unit.from_key(key).input_shape)
+    _assert_close(_run_tflite(model, x), _torch_out(module, x), key)
+
+
+@pytest.mark.parametrize("key", BLOCK_KEYS + HEAD_KEYS)
+def test_tflite_units_are_nhwc_without_edge_transposes(tflite_units, key):
+    """A TF-Lite unit takes NHWC and is only the unit: no TRANSPOSE anywhere, so none at its edges."""
+    unit = Unit.from_key(key)
+    interpreter = _interpreter(tflite_units[key][1])
+    assert list(interpreter.get_input_details()[0]["shape"]) == [1, unit.in_size, unit.in_size, unit.in_chs]
+    ops = _ops(tflite_units[key][1])
+    assert "TRANSPOSE" not in ops, f"{key}: ops {ops}"
+
+
+def test_tflite_ops_show_the_block(tflite_units):
+    """The SE h-swish stride-2 block converts to its real ops: explicit PAD, depthwise conv, HARD_SWISH, MEAN."""
+    ops = _ops(tflite_units[BLOCK_KEYS[-1]][1])
+    assert ops[0] == "CONV_2D" and ops[-1] == "CONV_2D", ops
+    assert {"PAD", "DEPTHWISE_CONV_2D", "HARD_SWISH", "MEAN", "MUL"} <= set(ops), ops
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("width", "r", "seed"), [(1.0, 128, 6), (1.2, 160, 7)])
+def test_subnets_match_in_litert(supernets, width, r, seed):
+    """Whole subnets (depth 2, to keep conversion short) give PyTorch's logits in LiteRT, from NHWC input."""
+    arch = ArchSpace.for_width(width).sample(seed).with_resolution(r)
+    arch = type(arch)(ks=arch.ks, e=arch.e, d=(2,) * 5, r=r)
+    subnet = supernets[width].extract(arch).eval()
+    x = torch.randn(1, 3, r, r)
+    model = tflite_bytes(subnet, x.shape)
+    assert "TRANSPOSE" not in _ops(model), _ops(model)
+    _assert_close(_run_tflite(model, x), _torch_out(subnet, x), f"w{width} {arch}")
+
+
+@pytest.mark.slow
+def test_tflite_export_is_deterministic(tmp_path, tflite_units):
+    """Exporting a unit twice gives the bytes of the first conversion (so caching by recipe is sound)."""
+    unit = Unit.from_key(BLOCK_KEYS[2])
+    path = export_unit(unit, "tflite", tmp_path)
+    assert path.read_bytes() == tflite_bytes(unit.build(0), unit.input_shape)
+    assert path.read_bytes() != tflite_units[BLOCK_KEYS[2]][1], "another seed must give other weights"
+
+
+def test_missing_litert_says_how_to_install_it(monkeypatch):
+    """Without litert-torch, TF-Lite export raises an error with the pip command for the extra."""
+    # A None entry in sys.modules makes `import litert_torch` raise ImportError, exactly as on a host without the
+    # extra; uninstalling it for real is not possible inside the test run.
+    monkeypatch.setitem(sys.modules, "litert_torch", None)
+    unit = Unit.from_key(HEAD_KEYS[-1])
+    with pytest.raises(TFLiteUnavailableError, match=r"pip install 'ofa-profile\[tflite\]'"):
+        tflite_bytes(unit.build(), unit.input_shape)
+
+
+# --- hashes, the cache and batch export ------------------------------------------------------------------
+def test_content_hash_names_the_recipe():
+    """Same unit, runtime and seed: same hash; change any of them: another hash."""
+    a, b = Unit.from_key(BLOCK_KEYS[0]), Unit.from_key(BLOCK_KEYS[1])
+    assert content_hash(a, "onnx") == content_hash(Unit.from_key(BLOCK_KEYS[0]), "onnx", seed=0)
+    hashes = {content_hash(a, "onnx"), content_hash(b, "onnx"), content_hash(a, "tflite"), content_hash(a, "onnx", 1)}
+    assert len(hashes) == 4
+
+
+def test_export_unit_reuses_the_cached_file(tmp_path, monkeypatch):
+    """A second export_unit finds the file by its hash and does not export again; no temp files remain."""
+    unit = Unit.from_key(HEAD_KEYS[1])
+    path = export_unit(unit, "onnx", tmp_path)
+    monkeypatch.setattr("supernet.export._to_bytes", lambda *a: pytest.fail("exported again despite the cache"))
+    assert export_unit(unit, "onnx", tmp_path) == path
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_export_module_writes_a_subnet(tmp_path, supernets):
+    """export_module writes any module (here a whole subnet) to the given path."""
+    arch = ArchSpace.for_width(1.0).uniform(3, 3, 2, r=128)
+    subnet = supernets[1.0].extract(arch).eval()
+    path = export_module(subnet, "onnx", tmp_path / "sub" / "net.onnx", (1, 3, 128, 128))
+    x = torch.randn(1, 3, 128, 128)
+    _assert_close(_run_onnx(path.read_bytes(), x), _torch_out(subnet, x), "export_module")
+
+
+def test_export_units_in_processes_equals_serial(tmp_path):
+    """Batch export with two processes writes the same files as one process, paths in input order."""
+    units = all_units(1.0, [128])[:6]
+    serial = export_units(units, "onnx", tmp_path / "serial")
+    parallel = export_units([*units, units[0]], "onnx", tmp_path / "parallel", jobs=2)
+    assert [p.name for p in parallel] == [p.name for p in serial] + [serial[0].name]
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(serial, parallel, strict=False))
+    assert parallel[0] == unit_path(units[0], "onnx", tmp_path / "parallel")
+
+
+@pytest.mark.parametrize(("call", "match"), [
+    (lambda d: export_unit(Unit.from_key(HEAD_KEYS[0]), "coreml", d), "unknown runtime 'coreml'"),
+    (lambda d: export_units([Unit.from_key(HEAD_KEYS[0])], "onnx", d, jobs=0), "jobs = 0"),
+    (lambda d: onnx_bytes(nn.Identity(), (3, 8, 8)), "must be NCHW"),
+])
+def test_bad_export_requests_say_what_to_pass(tmp_path: Path, call, match):
+    """Unknown runtimes, bad job counts and non-NCHW shapes raise ExportError naming the fix."""
+    with pytest.raises(ExportError, match=match):
+        call(tmp_path)
