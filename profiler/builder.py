@@ -14,6 +14,7 @@ import logging
 import random
 import sys
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,12 +55,15 @@ class _State:
     attempts: dict[str, int] = field(default_factory=dict)
     baseline_ms: float | None = None
     environment: dict[str, Any] | None = None
+    batches: set[str] = field(default_factory=set)
 
 
 def _load_state(journal: Journal) -> _State:
     state = _State()
     for record in journal.records():
         kind = record.get("type")
+        if "batch" in record:
+            state.batches.add(record["batch"])
         if kind == "row":
             key = record["key"]
             state.attempts[key] = max(state.attempts.get(key, 0), record["attempt"])
@@ -78,8 +82,17 @@ def rows_from_journal(path: Path) -> list[Row]:
     rows = []
     for record in _load_state(Journal(path)).kept.values():
         s = record["summary"]
-        rows.append(Row(key=record["key"], median_ms=s["median"], mean_ms=s["mean"], std_ms=s["std"],
-                        p10_ms=s["p10"], p90_ms=s["p90"], count=s["count"]))
+        rows.append(
+            Row(
+                key=record["key"],
+                median_ms=s["median"],
+                mean_ms=s["mean"],
+                std_ms=s["std"],
+                p10_ms=s["p10"],
+                p90_ms=s["p90"],
+                count=s["count"],
+            )
+        )
     return sorted(rows, key=lambda row: row.key)
 
 
@@ -141,18 +154,22 @@ class TableRun:
         while pending := self.pending():
             batch = pending[: self.protocol.batch_rows]
             for tries in range(self.protocol.max_drift_retries + 1):
-                run, drifted = self._measure(batch)
+                run, batch_id, drifted = self._measure(batch)
                 if not drifted:
                     break
+                self.transport.remove(self.transport.join(self.remote_dir, batch_id))
                 if tries < self.protocol.max_drift_retries:
-                    log.warning("reference workload drifted; cooling down %.0f s and measuring the batch again",
-                                self.protocol.cooldown_s)
+                    log.warning(
+                        "reference workload drifted; cooling down %.0f s and measuring the batch again",
+                        self.protocol.cooldown_s,
+                    )
                     self.sleep(self.protocol.cooldown_s)
             else:
                 # The drift outlasted every cool-down: this is the device's state now; measure against it.
                 self._set_baseline(run.results[REFERENCE_NAME]["summary"]["median"], rebaseline=True)
-            self._ingest(run, drift_seen=drifted)
+            self._ingest(run, batch_id, drift_seen=drifted)
             self.write()
+        self.transport.remove(self.remote_dir)
         return self.write()
 
     def _models(self, batch: Sequence[Unit]) -> list[dict[str, Any]]:
@@ -168,8 +185,12 @@ class TableRun:
 
     def _settings(self) -> dict[str, Any]:
         p = self.profile
-        settings = {**self.protocol.agent_settings(), "threads": p.threads, "runtime": _AGENT_RUNTIMES[p.runtime],
-                    "provider": p.provider}
+        settings = {
+            **self.protocol.agent_settings(),
+            "threads": p.threads,
+            "runtime": _AGENT_RUNTIMES[p.runtime],
+            "provider": p.provider,
+        }
         if p.affinity:
             settings["affinity"] = p.affinity
         return settings
@@ -178,27 +199,50 @@ class TableRun:
         self.state.baseline_ms = median_ms
         self.journal.append({"type": "reference", "median_ms": median_ms, "rebaseline": rebaseline, "time": _now()})
 
-    def _measure(self, batch: Sequence[Unit]) -> tuple[AgentRun, bool]:
-        """Run one batch; also say whether the reference workload drifted meanwhile."""
-        local_results = self.table.parent / f".{self.table.stem}.batch.jsonl"
-        run = run_python_agent(self.transport, self._models(batch), remote_dir=self.remote_dir,
-                               results=local_results, timeout=_batch_timeout(len(batch) + 1, self.protocol),
-                               python=self.python, settings=self._settings())
+    def _measure(self, batch: Sequence[Unit]) -> tuple[AgentRun, str, bool]:
+        """Run one batch and journal it; also say whether the reference workload drifted meanwhile.
+
+        Each batch has its own folder on the device, named by an id that the journal records with the batch's
+        rows: a killed run's leftover folders are recovered exactly once (see :meth:`_recover`).
+        """
+        batch_id = "b" + uuid.uuid4().hex[:12]
+        remote = self.transport.join(self.remote_dir, batch_id)
+        local_results = self.table.parent / f".{self.table.stem}.{batch_id}.jsonl"
+        run = run_python_agent(
+            self.transport,
+            self._models(batch),
+            remote_dir=remote,
+            results=local_results,
+            timeout=_batch_timeout(len(batch) + 1, self.protocol),
+            python=self.python,
+            settings=self._settings(),
+            cleanup=False,
+        )
         local_results.unlink(missing_ok=True)
         reference = run.results.get(REFERENCE_NAME)
         if reference is None:
-            raise MeasurementError(f"{self.transport}: the reference workload failed: "
-                                   f"{run.errors.get(REFERENCE_NAME, {}).get('error', 'no result')}")
+            raise MeasurementError(
+                f"{self.transport}: the reference workload failed: "
+                f"{run.errors.get(REFERENCE_NAME, {}).get('error', 'no result')}"
+            )
         median = reference["summary"]["median"]
         if self.state.baseline_ms is None:
             self._set_baseline(median)
-        drift = abs(median - self.state.baseline_ms) / self.state.baseline_ms
-        if drift > self.protocol.drift_tolerance:
-            self.journal.append({"type": "drift", "median_ms": median, "baseline_ms": self.state.baseline_ms,
-                                 "time": _now()})
-        return run, drift > self.protocol.drift_tolerance
+        drifted = abs(median - self.state.baseline_ms) / self.state.baseline_ms > self.protocol.drift_tolerance
+        if drifted:
+            self.journal.append(
+                {
+                    "type": "drift",
+                    "batch": batch_id,
+                    "median_ms": median,
+                    "baseline_ms": self.state.baseline_ms,
+                    "time": _now(),
+                }
+            )
+        return run, batch_id, drifted
 
-    def _ingest(self, run: AgentRun, drift_seen: bool = False) -> None:
+    def _ingest(self, run: AgentRun, batch_id: str, drift_seen: bool = False) -> None:
+        """Journal a batch's rows (one fsynced write), then remove its folder from the device."""
         if self.state.environment is None and run.environments:
             self.state.environment = run.environments[0]
             self.journal.append({"type": "environment", "environment": run.environments[0]})
@@ -208,37 +252,55 @@ class TableRun:
             if name == REFERENCE_NAME or self._finished(name):
                 continue
             attempt = self.state.attempts.get(name, 0) + 1
-            record = {"type": "row", "key": name, "attempt": attempt, "cv": coefficient_of_variation(result["summary"]),
-                      "summary": result["summary"], "samples_ms": result["samples_ms"], "device": str(self.transport),
-                      "drift_seen": drift_seen, "time": _now()}
+            record = {
+                "type": "row",
+                "key": name,
+                "batch": batch_id,
+                "attempt": attempt,
+                "cv": coefficient_of_variation(result["summary"]),
+                "summary": result["summary"],
+                "samples_ms": result["samples_ms"],
+                "device": str(self.transport),
+                "drift_seen": drift_seen,
+                "time": _now(),
+            }
             records.append(record)
             new += name not in self.state.kept
             self.state.attempts[name] = attempt
             if name not in self.state.kept or record["cv"] < self.state.kept[name]["cv"]:
                 self.state.kept[name] = record
-        self.journal.append(*records)
+        self.journal.append(*records, {"type": "batch", "batch": batch_id, "rows": len(records), "time": _now()})
+        self.state.batches.add(batch_id)
+        self.transport.remove(self.transport.join(self.remote_dir, batch_id))
         self.on_rows(new)
         if failed:
             name, record = next(iter(failed.items()))
-            raise MeasurementError(f"{self.transport}: could not measure {name}: {record.get('error')}. "
-                                   f"{len(failed)} row(s) failed; the others are kept, rerun the same command "
-                                   f"after fixing the runtime")
+            raise MeasurementError(
+                f"{self.transport}: could not measure {name}: {record.get('error')}. "
+                f"{len(failed)} row(s) failed; the others are kept, rerun the same command "
+                f"after fixing the runtime"
+            )
 
     def _recover(self) -> None:
-        """Keep what a killed run's last batch measured: stop its agent, pull its results, clean up."""
-        remote_results = self.transport.join(self.remote_dir, "results.jsonl")
-        pattern = self.transport.join(self.remote_dir, "[" + AGENT.name[0] + "]" + AGENT.name[1:])
+        """Keep what a killed run measured: stop its agent, ingest each batch the journal lacks, clean up."""
+        pattern = self.transport.join(self.remote_dir, ".*", "[" + AGENT.name[0] + "]" + AGENT.name[1:])
         self.transport.run(["pkill", "-f", pattern], timeout=30, check=False)
-        if self.transport.remote_sha256(remote_results) is None:
-            return
-        local = self.table.parent / f".{self.table.stem}.recovered.jsonl"
-        self.transport.pull(remote_results, local)
-        run = parse_results(local.read_text())
-        local.unlink()
-        run.results.pop(REFERENCE_NAME, None)
-        run.errors.clear()  # a model cut off mid-measurement is measured again, not reported
-        self._ingest(run)
-        self.transport.remove(self.remote_dir)
+        listing = self.transport.run(["ls", "-1", self.remote_dir], timeout=30, check=False)
+        leftovers = [name for name in listing.stdout.split() if name.startswith("b")] if listing.ok else []
+        for batch_id in leftovers:
+            remote = self.transport.join(self.remote_dir, batch_id)
+            results = self.transport.join(remote, "results.jsonl")
+            if batch_id in self.state.batches or self.transport.remote_sha256(results) is None:
+                self.transport.remove(remote)
+                continue
+            local = self.table.parent / f".{self.table.stem}.{batch_id}.jsonl"
+            self.transport.pull(results, local)
+            run = parse_results(local.read_text())
+            local.unlink()
+            run.results.pop(REFERENCE_NAME, None)
+            run.errors.clear()  # a model cut off mid-measurement is measured again, not reported
+            log.info("recovered %d rows of an interrupted batch from %s", len(run.results), self.transport)
+            self._ingest(run, batch_id)
 
     # --- output --------------------------------------------------------------------------------------------
     def write(self) -> Table:
@@ -275,4 +337,3 @@ def _batch_timeout(n_models: int, protocol: Protocol) -> float:
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
