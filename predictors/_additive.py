@@ -48,6 +48,11 @@ class AdditiveCost:
         self._res_index[list(self.resolutions)] = np.arange(n_res)
         self._position_offset = np.arange(N_BLOCKS, dtype=np.intp) * (_N_CHOICES + 1)
 
+    def covers(self, r: np.ndarray) -> np.ndarray:
+        """Bool per resolution: does this cost have entries for it."""
+        inside = r < len(self._res_index)
+        return inside & (self._res_index[np.where(inside, r, 0)] >= 0)
+
     def resolution_index(self, r: np.ndarray) -> np.ndarray:
         """Row of each resolution in the cost arrays; raises for resolutions without entries."""
         inside = r < len(self._res_index)
@@ -64,11 +69,13 @@ class AdditiveCost:
         index = (ri * (N_BLOCKS * (_N_CHOICES + 1)))[:, None] + self._position_offset + choice
         return self.fixed[ri] + self._flat[index].sum(axis=1)
 
-    def minimum(self) -> tuple[float, int]:
-        """The smallest cost any arch can have, and the resolution where it is reached."""
+    def minimum(self, resolutions: Sequence[int] | None = None) -> tuple[float, int]:
+        """The smallest cost any arch can have (at one of ``resolutions``, default all), and its resolution."""
         best = np.nanmin(self.block, axis=2).reshape(len(self.resolutions), N_STAGES, MAX_DEPTH)
         per_depth = best.cumsum(axis=2)[:, :, [d - 1 for d in DEPTHS]]
         totals = self.fixed + per_depth.min(axis=2).sum(axis=1)
+        allowed = np.isin(self.resolutions, self.resolutions if resolutions is None else resolutions)
+        totals = np.where(allowed, totals, np.inf)
         i = int(np.nanargmin(totals))
         return totals[i].item(), self.resolutions[i]
 

@@ -53,10 +53,11 @@ class ArchBatch:
 
     def __post_init__(self) -> None:
         n = len(self.r)
-        shapes = {"ks": (n, N_BLOCKS), "e": (n, N_BLOCKS), "d": (n, N_STAGES), "r": (n,)}
-        for name, shape in shapes.items():
-            if np.shape(getattr(self, name)) != shape:
-                raise ValueError(f"ArchBatch.{name} has shape {np.shape(getattr(self, name))}; expected {shape}")
+        if (self.ks.shape, self.e.shape, self.d.shape, self.r.shape) != ((n, N_BLOCKS), (n, N_BLOCKS), (n, N_STAGES),
+                                                                         (n,)):
+            raise ValueError(f"ArchBatch arrays of shapes ks {self.ks.shape}, e {self.e.shape}, d {self.d.shape}, "
+                             f"r {self.r.shape}; expected ({n}, {N_BLOCKS}), ({n}, {N_BLOCKS}), ({n}, {N_STAGES}), "
+                             f"({n},)")
 
     @classmethod
     def from_archs(cls, archs: Iterable[Arch]) -> ArchBatch:

@@ -67,9 +67,9 @@ class _CountPredictor:
         """The count for each arch, int64 array of shape (n,)."""
         return self._cost.total(ArchBatch.coerce(archs))
 
-    def minimum(self) -> tuple[int, int]:
-        """The smallest count any arch reaches, and its resolution."""
-        value, r = self._cost.minimum()
+    def minimum(self, resolutions: Iterable[int] | None = None) -> tuple[int, int]:
+        """The smallest count any arch reaches (at ``resolutions``, default all), and its resolution."""
+        value, r = self._cost.minimum(None if resolutions is None else list(resolutions))
         return int(value), r
 
 

@@ -136,7 +136,7 @@ class LatencyPredictor:
     def predict_result(self, archs: ArchBatch | Iterable[Arch]) -> LatencyResult:
         """Latency in ms of each arch, with a flag per arch saying whether it was interpolated."""
         batch = ArchBatch.coerce(archs)
-        measured = np.isin(batch.r, self.measured)
+        measured = self._cost.covers(batch.r)
         if measured.all():
             return LatencyResult(self._measured_total(batch), np.zeros(len(batch), dtype=bool))
         outside = sorted({int(r) for r in batch.r[~measured]})
@@ -165,6 +165,7 @@ class LatencyPredictor:
         """Latency in ms of each arch, shape (n,). Use :meth:`predict_result` to see which were interpolated."""
         return self.predict_result(archs).latency_ms
 
-    def minimum(self) -> tuple[float, int]:
-        """The smallest latency any arch can reach with this table, and its resolution."""
-        return self._cost.minimum()
+    def minimum(self, resolutions: Iterable[int] | None = None) -> tuple[float, int]:
+        """The smallest latency any arch can reach with this table (at ``resolutions``), and its resolution."""
+        measured = None if resolutions is None else [r for r in resolutions if r in self.measured]
+        return self._cost.minimum(measured or None)

@@ -1,0 +1,218 @@
+"""The accuracy predictor: OFA's 128-dimensional arch encoding and its MLP (SPEC §3).
+
+The released predictor (``acc_predictor.pth``, Han Cai, MIT) ships inside this package in its own format: the
+plain state dict saved with ``torch.save`` plus a JSON file with provenance, format version and encoding. It is
+the default for the w1.2 space. Loading OFA's original ``.pth`` gives the same outputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from supernet.arch import EXPAND_RATIOS, KERNEL_SIZES, N_BLOCKS, Arch
+
+from .archs import ArchBatch
+
+__all__ = [
+    "DEFAULT_PREDICTOR",
+    "FORMAT_VERSION",
+    "AccuracyPredictor",
+    "ArchEncoding",
+    "PredictorFileError",
+    "build_mlp",
+]
+
+FORMAT_VERSION = 1
+_ONE_THREAD_ROWS = 2048
+DEFAULT_PREDICTOR = "ofa_mbv3_w1.2_acc_predictor"
+
+
+class PredictorFileError(ValueError):
+    """A predictor file that cannot be read; the message names the file and what to do."""
+
+
+@dataclass(frozen=True)
+class ArchEncoding:
+    """OFA's encoding: per block a one-hot of kernel (60 dims), then of expand ratio (60 dims), zeros for blocks
+    that depth skips; then a one-hot of the resolution bin ``(r - resolution_start) // resolution_step``.
+
+    The released predictor uses start 112, step 16 and 8 bins (112..239); a predictor for another space may
+    choose other bins.
+    """
+
+    resolution_start: int = 112
+    resolution_step: int = 16
+    resolution_bins: int = 8
+
+    @property
+    def n_features(self) -> int:
+        return N_BLOCKS * (len(KERNEL_SIZES) + len(EXPAND_RATIOS)) + self.resolution_bins
+
+    def resolution_bin(self, r: np.ndarray) -> np.ndarray:
+        bins = (np.asarray(r, dtype=np.int64) - self.resolution_start) // self.resolution_step
+        bad = (bins < 0) | (bins >= self.resolution_bins)
+        if bad.any():
+            hi = self.resolution_start + self.resolution_step * self.resolution_bins - 1
+            raise ValueError(f"resolution(s) {sorted({int(v) for v in np.asarray(r)[bad]})} are outside this "
+                             f"predictor's encoding range {self.resolution_start}..{hi}")
+        return bins
+
+    def transform(self, archs: ArchBatch | Iterable[Arch]) -> np.ndarray:
+        """Features of each arch, float32 array of shape (n, 128)."""
+        batch = ArchBatch.coerce(archs)
+        n = len(batch)
+        active = batch.active
+        ks = (batch.ks[:, :, None] == np.asarray(KERNEL_SIZES, dtype=batch.ks.dtype)) & active[:, :, None]
+        ex = (batch.e[:, :, None] == np.asarray(EXPAND_RATIOS, dtype=batch.e.dtype)) & active[:, :, None]
+        res = np.zeros((n, self.resolution_bins), dtype=bool)
+        res[np.arange(n), self.resolution_bin(batch.r)] = True
+        return np.concatenate([ks.reshape(n, -1), ex.reshape(n, -1), res], axis=1).astype(np.float32)
+
+
+def build_mlp(n_features: int, hidden_sizes: Sequence[int] = (400, 400, 400)) -> nn.Sequential:
+    """OFA's predictor MLP: Linear-ReLU per hidden layer, then Linear to one output (keys ``0.weight``...)."""
+    layers: list[nn.Module] = []
+    width = n_features
+    for hidden in hidden_sizes:
+        layers += [nn.Linear(width, hidden), nn.ReLU()]
+        width = hidden
+    layers.append(nn.Linear(width, 1))
+    return nn.Sequential(*layers)
+
+
+def _hidden_sizes(state_dict: Mapping[str, torch.Tensor], where: str) -> tuple[int, tuple[int, ...]]:
+    weights = [state_dict[k] for k in sorted((k for k in state_dict if k.endswith(".weight")),
+                                             key=lambda k: int(k.split(".")[0]))]
+    if not weights or weights[-1].shape[0] != 1:
+        raise PredictorFileError(f"{where}: not an accuracy-predictor MLP state dict (keys 0.weight ... N.bias "
+                                 f"ending in one output); got keys {sorted(state_dict)[:6]}")
+    return int(weights[0].shape[1]), tuple(int(w.shape[0]) for w in weights[:-1])
+
+
+def _stem(path: str | os.PathLike) -> str:
+    """The common stem of a predictor's two files (names may contain dots, as in ``w1.2``)."""
+    text = os.fspath(path)
+    for suffix in (".pt", ".json"):
+        if text.endswith(suffix):
+            return text[: -len(suffix)]
+    return text
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class AccuracyPredictor:
+    """Predicted top-1 accuracy (0..1) of archs, from an MLP over :class:`ArchEncoding` features.
+
+    Args:
+        model: The MLP (see :func:`build_mlp`).
+        encoding: The arch encoding it was trained with.
+        meta: Provenance and training notes, written to the JSON file on :meth:`save`.
+
+    Example:
+        >>> predictor = AccuracyPredictor.default()
+        >>> arch = ArchSpace.for_width(1.2).uniform(ks=7, e=6, d=4, r=224)
+        >>> 0.8 < float(predictor.predict([arch])[0]) < 0.85
+        True
+    """
+
+    def __init__(self, model: nn.Module, encoding: ArchEncoding | None = None,
+                 meta: Mapping[str, Any] | None = None) -> None:
+        self.model = model.eval()
+        self.encoding = encoding or ArchEncoding()
+        self.meta = dict(meta or {})
+
+    @torch.inference_mode()
+    def predict(self, archs: ArchBatch | Iterable[Arch]) -> np.ndarray:
+        """Predicted accuracy of each arch, float32 array of shape (n,)."""
+        features = torch.from_numpy(self.encoding.transform(archs))
+        # NOTE: small batches (a search generation) run fastest on one thread, and far faster than on several
+        # when other processes share the cores; the result is the same.
+        threads = torch.get_num_threads()
+        if len(features) <= _ONE_THREAD_ROWS:
+            torch.set_num_threads(1)
+        try:
+            return self.model(features).numpy()[:, 0]
+        finally:
+            torch.set_num_threads(threads)
+
+    def resolutions(self, candidates: Iterable[int]) -> tuple[int, ...]:
+        """The candidate resolutions inside this predictor's encoding range."""
+        lo = self.encoding.resolution_start
+        hi = lo + self.encoding.resolution_step * self.encoding.resolution_bins
+        return tuple(r for r in candidates if lo <= r < hi)
+
+    # --- files ---------------------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> tuple[Path, Path]:
+        """Write ``<path>.pt`` (the state dict) and ``<path>.json`` (format version, encoding, provenance)."""
+        base = _stem(path)
+        weights, sidecar = Path(f"{base}.pt"), Path(f"{base}.json")
+        weights.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}, weights)
+        n_features, hidden = _hidden_sizes(self.model.state_dict(), str(weights))
+        info = {
+            "format_version": FORMAT_VERSION,
+            "kind": "ofa-profile accuracy predictor (MLP)",
+            "weights": weights.name,
+            "weights_sha256": _sha256(weights),
+            "n_features": n_features,
+            "hidden_sizes": list(hidden),
+            "encoding": asdict(self.encoding),
+            "torch_version": torch.__version__,
+            **{k: v for k, v in self.meta.items() if k not in ("format_version", "weights", "weights_sha256")},
+        }
+        sidecar.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        return weights, sidecar
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> AccuracyPredictor:
+        """Read a predictor saved by :meth:`save` (give the ``.pt``, the ``.json`` or their common stem)."""
+        sidecar = Path(f"{_stem(path)}.json")
+        try:
+            info = json.loads(sidecar.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise PredictorFileError(f"{sidecar}: missing; a predictor is a .pt state dict plus this JSON file (for "
+                                     f"OFA's acc_predictor.pth use AccuracyPredictor.from_ofa_release)") from None
+        if info.get("format_version") != FORMAT_VERSION:
+            raise PredictorFileError(f"{sidecar}: format_version {info.get('format_version')!r} is not "
+                                     f"{FORMAT_VERSION}; re-save it with this version of ofa-profile")
+        weights = sidecar.with_name(info["weights"])
+        if info.get("torch_version") and info["torch_version"].split("+")[0] != torch.__version__.split("+")[0]:
+            warnings.warn(f"{weights} was saved with torch {info['torch_version']}, loaded with {torch.__version__}",
+                          stacklevel=2)
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        n_features, hidden = _hidden_sizes(state, str(weights))
+        model = build_mlp(n_features, hidden)
+        model.load_state_dict(state)
+        meta = {k: v for k, v in info.items() if k not in ("n_features", "hidden_sizes", "encoding", "torch_version")}
+        return cls(model, ArchEncoding(**info.get("encoding", {})), meta)
+
+    @classmethod
+    def from_ofa_release(cls, path: str | os.PathLike) -> AccuracyPredictor:
+        """Read OFA's released ``acc_predictor.pth`` (a plain state dict of the 128-400-400-400-1 MLP)."""
+        path = Path(path)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        n_features, hidden = _hidden_sizes(state, str(path))
+        model = build_mlp(n_features, hidden)
+        model.load_state_dict(state)
+        return cls(model, ArchEncoding(), {"source_sha256": _sha256(path)})
+
+    @classmethod
+    def default(cls) -> AccuracyPredictor:
+        """The released OFA predictor for the w1.2 supernet, shipped with this package."""
+        data = resources.files("predictors") / "data" / f"{DEFAULT_PREDICTOR}.json"
+        with resources.as_file(data) as path:
+            return cls.load(path)
