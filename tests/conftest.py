@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from profiler.transports.adb import AdbTransport, load_or_create_key
 from profiler.transports.base import Transport
 from profiler.transports.local import LocalTransport
 from profiler.transports.ssh import SshTransport
+from tests.peers.adb_daemon import AdbDaemon
 from tests.peers.models import make_broken, make_onnx, make_tflite, make_torchscript
 from tests.peers.sshd import Sshd
 
@@ -45,7 +47,7 @@ def ssh(sshd: Sshd) -> Iterator[SshTransport]:
         transport.close()
 
 
-@pytest.fixture(params=["local", "ssh"])
+@pytest.fixture(params=["local", "ssh", "adb"])
 def transport(request: pytest.FixtureRequest) -> Transport:
     """Each transport in turn, connected to its real peer; the same contract holds for all."""
     return request.getfixturevalue(request.param if request.param != "local" else "local_transport")
@@ -79,3 +81,25 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "torchscript": make_torchscript(folder / "conv.pt"),
         "broken": make_broken(folder / "broken.onnx"),
     }
+
+
+@pytest.fixture(scope="session")
+def adb_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An ADB host key (private key path; the public key beside it), made once per session."""
+    path = tmp_path_factory.mktemp("adbkey") / "adbkey"
+    load_or_create_key(path)
+    return path
+
+
+@pytest.fixture
+def adb_daemon(tmp_path: Path, adb_key: Path) -> Iterator[AdbDaemon]:
+    """The test ADB device on a free loopback port, sandboxed in this test's tmp_path, trusting ``adb_key``."""
+    with AdbDaemon(tmp_path, authorized_keys=[Path(f"{adb_key}.pub").read_text()]) as daemon:
+        yield daemon
+
+
+@pytest.fixture
+def adb(adb_daemon: AdbDaemon, adb_key: Path) -> Iterator[AdbTransport]:
+    """An adb-shell transport to the test ADB device."""
+    with AdbTransport(adb_daemon.serial, key_path=adb_key, connect_timeout=5) as transport:
+        yield transport

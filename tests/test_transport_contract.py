@@ -51,9 +51,7 @@ def test_push_pull_round_trip_and_skip_unchanged(transport: Transport, tmp_path:
 
 
 @pytest.mark.parametrize("name", HOSTILE_NAMES)
-def test_hostile_file_names_are_data_not_code(
-    transport: Transport, tmp_path: Path, device_dir: str, name: str
-):
+def test_hostile_file_names_are_data_not_code(transport: Transport, tmp_path: Path, device_dir: str, name: str):
     """Names with spaces, quotes, `;` and `$(...)` survive push, run and pull, and inject nothing."""
     source = tmp_path / "source.txt"
     source.write_text("payload\n")
