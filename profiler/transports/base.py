@@ -23,9 +23,7 @@ def quote_command(argv: Sequence[str]) -> str:
         ValueError: ``argv`` is a bare string or empty, which would be split or quoted wrongly.
     """
     if isinstance(argv, str) or not argv:
-        raise ValueError(
-            f"expected a non-empty list of arguments, got {argv!r}; pass e.g. ['ls', '-l', path]"
-        )
+        raise ValueError(f"expected a non-empty list of arguments, got {argv!r}; pass e.g. ['ls', '-l', path]")
     return " ".join(shlex.quote(str(arg)) for arg in argv)
 
 

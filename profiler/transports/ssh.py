@@ -94,9 +94,7 @@ class SshTransport(Transport):
         client = paramiko.SSHClient()
         if self.known_hosts.is_file():
             client.load_host_keys(str(self.known_hosts))
-        client.set_missing_host_key_policy(
-            _RefuseUnknownHost(self.device, self.host, self.port, self.known_hosts)
-        )
+        client.set_missing_host_key_policy(_RefuseUnknownHost(self.device, self.host, self.port, self.known_hosts))
         try:
             client.connect(
                 self.host,
@@ -171,9 +169,7 @@ class SshTransport(Transport):
                 _drain(channel, stdout, stderr)
                 if channel.exit_status_ready() and channel.eof_received:
                     break
-                if not channel.get_transport().is_active() or (
-                    channel.closed and not channel.exit_status_ready()
-                ):
+                if not channel.get_transport().is_active() or (channel.closed and not channel.exit_status_ready()):
                     self.close()
                     raise ConnectionFailed(
                         self.device,
