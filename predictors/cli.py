@@ -1,0 +1,209 @@
+"""``ofa-search``: the most accurate subnet under latency, MACs and parameter limits, or a sweep over budgets.
+
+Results go to stdout (JSON with ``--json``), progress and errors to stderr. The JSON is a subnet document
+(:mod:`predictors.subnets`) that ``ofa-profile --subnets`` reads as it is; ``--out`` writes it to a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from supernet.arch import ArchSpace
+
+from .accuracy import AccuracyPredictor
+from .complexity import MacsPredictor, ParamsPredictor
+from .latency import LatencyPredictor
+from .search import Constraint, SearchResult, evolution_search, pareto_sweep
+from .subnets import SUBNETS_SCHEMA_VERSION, write_subnets
+
+__all__ = ["main"]
+
+_SUFFIXES = {"k": 1e3, "m": 1e6, "g": 1e9}
+
+
+def _count(text: str) -> float:
+    """``300M``, ``0.3G``, ``3e8`` or ``300000000``."""
+    scale = _SUFFIXES.get(text[-1:].lower(), 1.0)
+    number = text[:-1] if scale != 1.0 else text
+    try:
+        return float(number) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count; use e.g. 300M, 0.3G or 3e8") from None
+
+
+def _budgets(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers, e.g. 15,20,25") from None
+    if not values:
+        raise argparse.ArgumentTypeError("give at least one budget, e.g. 15,20,25,30")
+    return values
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ofa-search", description=__doc__.split("\n\n")[0])
+    p.add_argument("--table", action="append", default=[], type=Path, metavar="CSV",
+                   help="latency table (repeat for several devices)")
+    p.add_argument("--latency-ms", action="append", type=float, default=[], metavar="MS",
+                   help="latency limit: one for all tables, or one per --table in order")
+    p.add_argument("--macs", type=_count, help="MACs limit, e.g. 300M")
+    p.add_argument("--params", type=_count, help="parameter limit, e.g. 5M")
+    p.add_argument("--budgets", type=_budgets, help="sweep these limits (e.g. 15,20,25,30) and report each best")
+    p.add_argument("--sweep", choices=("latency", "macs", "params"), default="latency",
+                   help="what --budgets limits (latency: the first table's)")
+    p.add_argument("--width", type=float, help="supernet width (default: the tables', else 1.2)")
+    p.add_argument("--n-classes", type=int, default=None, help="classifier outputs (default: the tables', else 1000)")
+    p.add_argument("--predictor", type=Path, help="accuracy predictor (.pt + .json); default: OFA's, for w1.2")
+    p.add_argument("--interpolate", action="store_true", help="also search resolutions between measured ones")
+    p.add_argument("--statistic", choices=("median_ms", "mean_ms"), default="median_ms", help="table column to sum")
+    p.add_argument("--population", type=int, default=100)
+    p.add_argument("--generations", type=int, default=500)
+    p.add_argument("--mutate-prob", type=float, default=0.1)
+    p.add_argument("--parent-ratio", type=float, default=0.25)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--out", type=Path, help="also write the JSON result to this file (atomically)")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    return p
+
+
+def _log(args: argparse.Namespace, message: str) -> None:
+    if not args.quiet:
+        print(message, file=sys.stderr, flush=True)
+
+
+def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.latency_ms and not args.table:
+        p.error("--latency-ms needs a --table to predict latency from")
+    if len(args.latency_ms) not in (0, 1, len(args.table)):
+        p.error(f"{len(args.latency_ms)} --latency-ms for {len(args.table)} --table: give one for all, or one per "
+                f"table")
+    if args.budgets:
+        if args.sweep == "latency" and not args.table:
+            p.error("--budgets sweeps latency: give a --table (or --sweep macs / --sweep params)")
+        if args.sweep == "latency" and len(args.latency_ms) > 1:
+            p.error("--budgets replaces the first table's --latency-ms; give limits for the other tables only "
+                    "through one --latency-ms each after the first, or drop --budgets")
+    elif not (args.latency_ms or args.macs is not None or args.params is not None):
+        p.error("no constraint: give --latency-ms (with --table), --macs, --params or --budgets")
+
+
+def _table_name(path: Path, names: list[str]) -> str:
+    name = path.stem
+    return name if names.count(name) == 1 else str(path)
+
+
+def _build(args: argparse.Namespace):
+    latency = [LatencyPredictor(t, statistic=args.statistic, interpolate=args.interpolate,
+                                width_mult=args.width, n_classes=args.n_classes) for t in args.table]
+    width = args.width or (latency[0].width_mult if latency else 1.2)
+    n_classes = args.n_classes or (latency[0].n_classes if latency else 1000)
+    for lat, path in zip(latency, args.table, strict=True):
+        if lat.width_mult != width or lat.n_classes != n_classes:
+            raise ValueError(f"table {path} is for width {lat.width_mult}, {lat.n_classes} classes; the search is "
+                             f"for width {width}, {n_classes} classes: use tables of one supernet")
+    if args.predictor is not None:
+        accuracy = AccuracyPredictor.load(args.predictor)
+    elif width == 1.2:
+        accuracy = AccuracyPredictor.default()
+    else:
+        raise ValueError(f"the shipped accuracy predictor is for the w1.2 supernet; for width {width} pass "
+                         f"--predictor (train one with predictors.train)")
+    space = ArchSpace.for_width(width)
+    resolutions = accuracy.resolutions(space.resolutions)
+    for lat in latency:
+        resolutions = tuple(r for r in resolutions if r in lat.supported_resolutions(space))
+    if not resolutions:
+        raise ValueError("no resolution is covered by every table and the accuracy predictor; check the tables' "
+                         "resolutions, or pass --interpolate")
+    space = ArchSpace(resolutions=resolutions)
+    names = [p.stem for p in args.table]
+    constraints = {}
+    for i, (lat, path) in enumerate(zip(latency, args.table, strict=True)):
+        limit = args.latency_ms[0] if len(args.latency_ms) == 1 else (args.latency_ms[i] if args.latency_ms else None)
+        constraints[f"latency_ms[{_table_name(path, names)}]"] = (lat, limit)
+    constraints["macs"] = (MacsPredictor(width, n_classes, resolutions), args.macs)
+    constraints["params"] = (ParamsPredictor(width, n_classes, resolutions), args.params)
+    return accuracy, space, constraints, latency, width
+
+
+def _subnet(result: SearchResult, constraints: dict, latency: list[LatencyPredictor]) -> dict:
+    entry = {"arch": result.arch.to_dict(), "accuracy": result.accuracy}
+    batch_metrics = {name: pred.predict([result.arch])[0].item() for name, (pred, _) in constraints.items()}
+    entry["latency_ms"] = {k[len("latency_ms["):-1]: v for k, v in batch_metrics.items() if k.startswith("latency")}
+    if any(lat.predict_result([result.arch]).any_interpolated for lat in latency):
+        entry["latency_interpolated"] = True
+    entry["macs"] = int(batch_metrics["macs"])
+    entry["params"] = int(batch_metrics["params"])
+    entry["limits"] = result.limits
+    entry["search_seconds"] = result.seconds
+    entry["evaluated"] = result.evaluated
+    return entry
+
+
+def _run(args: argparse.Namespace) -> dict:
+    accuracy, space, constraints, latency, width = _build(args)
+    settings = {"population": args.population, "generations": args.generations, "mutate_prob": args.mutate_prob,
+                "parent_ratio": args.parent_ratio, "seed": args.seed}
+    active = [Constraint(name, pred, limit) for name, (pred, limit) in constraints.items() if limit is not None]
+    started = time.perf_counter()
+    if args.budgets:
+        swept_name = next(iter(constraints)) if args.sweep == "latency" else args.sweep
+        swept = Constraint(swept_name, constraints[swept_name][0], 0.0)
+        others = [c for c in active if c.name != swept_name]
+        _log(args, f"ofa-search: sweeping {swept_name} over {args.budgets} (resolutions {list(space.resolutions)})")
+        results = pareto_sweep(accuracy, swept, args.budgets, space, others, **settings)
+    else:
+        _log(args, f"ofa-search: {', '.join(f'{c.name} <= {c.limit:g}' for c in active)} "
+                   f"(resolutions {list(space.resolutions)})")
+        results = [evolution_search(accuracy, active, space, **settings)]
+    seconds = time.perf_counter() - started
+    _log(args, f"ofa-search: done in {seconds:.2f} s")
+    return {
+        "schema_version": SUBNETS_SCHEMA_VERSION,
+        "kind": "ofa-search result",
+        "subnets": [_subnet(r, constraints, latency) for r in results],
+        "search_seconds": seconds,
+        "settings": {**settings, "width_mult": width,
+                     "resolutions": list(space.resolutions), "tables": [str(t) for t in args.table],
+                     "statistic": args.statistic, "interpolate": args.interpolate,
+                     "predictor": str(args.predictor) if args.predictor else "default"},
+    }
+
+
+def _print_text(document: dict) -> None:
+    for entry in document["subnets"]:
+        lat = ", ".join(f"{name} {ms:.2f} ms" for name, ms in entry["latency_ms"].items())
+        print(f"accuracy {entry['accuracy']:.4f}  {lat}  MACs {entry['macs'] / 1e6:.1f}M  "
+              f"params {entry['params'] / 1e6:.2f}M  search {entry['search_seconds']:.2f} s")
+        print(f"  {json.dumps(entry['arch'])}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``ofa-search``; returns the exit status (0 ok, 1 failure; bad flags exit 2 through argparse)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _check_args(parser, args)
+    try:
+        document = _run(args)
+        if args.out is not None:
+            write_subnets(args.out, document)
+            _log(args, f"ofa-search: wrote {args.out} (ofa-profile --subnets {args.out} re-measures it)")
+    except (ValueError, OSError) as err:
+        print(f"ofa-search: error: {err}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(document, indent=2))
+    else:
+        _print_text(document)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,322 @@
+"""Constrained evolutionary search over the OFA space, vectorized across the population (SPEC §4).
+
+The algorithm is OFA's: keep the best quarter as parents, make half the children by mutation (each block's
+(kernel, expand) pair, each stage's depth and the resolution redrawn with probability ``mutate_prob``) and half by
+uniform crossover, redraw children that break a constraint. Here a whole generation is a few numpy calls, any
+number of constraints apply at once (latency on several tables, MACs, params), the run is reproducible from its
+seed, and nothing is asked interactively: a constraint no arch can meet is an error giving the smallest value
+reachable. Archs equal as networks (differing only in blocks that depth skips) are scored once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from supernet.arch import N_BLOCKS, N_STAGES, Arch, ArchSpace
+
+from .archs import ArchBatch, sample_batch
+
+__all__ = [
+    "Constraint",
+    "InfeasibleConstraintError",
+    "SearchResult",
+    "evolution_search",
+    "pareto_sweep",
+]
+
+
+class _Predictor(Protocol):
+    def predict(self, archs: ArchBatch) -> np.ndarray: ...
+
+
+class InfeasibleConstraintError(ValueError):
+    """No arch of the space meets the constraints; the message gives the smallest value each can reach."""
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """``predictor.predict(archs) <= limit``.
+
+    Args:
+        name: Shown in results and errors, e.g. ``latency_ms[note10]``, ``macs``, ``params``.
+        predictor: Anything with ``predict(ArchBatch) -> array``; ``minimum(resolutions)`` (as the latency, MACs
+            and params predictors have) lets an impossible limit be reported at once.
+        limit: The largest allowed value.
+    """
+
+    name: str
+    predictor: _Predictor
+    limit: float
+
+    def with_limit(self, limit: float) -> Constraint:
+        return Constraint(self.name, self.predictor, limit)
+
+
+@dataclass
+class SearchResult:
+    """The best arch found, its predicted accuracy and constraint values, and how the search went."""
+
+    arch: Arch
+    accuracy: float
+    metrics: dict[str, float]
+    limits: dict[str, float]
+    seconds: float
+    generations: int
+    evaluated: int
+    history: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"arch": self.arch.canonical().to_dict(), "accuracy": self.accuracy, "metrics": self.metrics,
+                "limits": self.limits, "search_seconds": self.seconds, "generations": self.generations,
+                "evaluated": self.evaluated}
+
+
+# --- scoring with a memo of equal networks ----------------------------------------------------------------
+class _Scorer:
+    """Accuracy of archs, each distinct network evaluated once per search (or sweep)."""
+
+    def __init__(self, accuracy: _Predictor) -> None:
+        self.accuracy = accuracy
+        self.memo: dict[bytes, float] = {}
+        self.evaluated = 0
+
+    def __call__(self, batch: ArchBatch) -> np.ndarray:
+        active = batch.active
+        rows = np.concatenate([np.where(active, batch.ks, 0), np.where(active, batch.e, 0), batch.d,
+                               batch.r.astype(np.int16).view(np.int8).reshape(-1, 2)], axis=1)
+        keys = [row.tobytes() for row in np.ascontiguousarray(rows, dtype=np.int8)]
+        new = {}
+        for i, key in enumerate(keys):
+            if key not in self.memo and key not in new:
+                new[key] = i
+        if new:
+            scores = self.accuracy.predict(batch[np.fromiter(new.values(), dtype=np.intp)])
+            self.memo.update(zip(new, scores.tolist(), strict=True))
+            self.evaluated += len(new)
+        return np.fromiter((self.memo[k] for k in keys), dtype=np.float64, count=len(keys))
+
+
+# --- the evolution ----------------------------------------------------------------------------------------
+class _Evolution:
+    def __init__(self, space: ArchSpace, constraints: Sequence[Constraint], rng: np.random.Generator,
+                 mutate_prob: float, max_redraws: int) -> None:
+        self.space = space
+        self.constraints = list(constraints)
+        self.rng = rng
+        self.mutate_prob = mutate_prob
+        self.max_redraws = max_redraws
+        self.kernels = np.asarray(space.kernel_sizes, dtype=np.int8)
+        self.expands = np.asarray(space.expand_ratios, dtype=np.int8)
+        self.depths = np.asarray(space.depths, dtype=np.int8)
+        self.resolutions = np.asarray(space.resolutions, dtype=np.int16)
+
+    def feasible(self, batch: ArchBatch) -> np.ndarray:
+        ok = np.ones(len(batch), dtype=bool)
+        for c in self.constraints:
+            ok &= c.predictor.predict(batch) <= c.limit
+        return ok
+
+    def mutate(self, parents: ArchBatch) -> ArchBatch:
+        n, rng, p = len(parents), self.rng, self.mutate_prob
+        # One draw for all decisions and one for all new values keeps a generation to a few numpy calls.
+        redraw = rng.random((n, N_BLOCKS + N_STAGES + 1)) < p
+        pick = rng.random((n, 2 * N_BLOCKS + N_STAGES + 1))
+        block, stage, res = redraw[:, :N_BLOCKS], redraw[:, N_BLOCKS:-1], redraw[:, -1]
+        return ArchBatch(
+            ks=np.where(block, self.kernels[_index(pick[:, :N_BLOCKS], self.kernels)], parents.ks),
+            e=np.where(block, self.expands[_index(pick[:, N_BLOCKS:2 * N_BLOCKS], self.expands)], parents.e),
+            d=np.where(stage, self.depths[_index(pick[:, 2 * N_BLOCKS:-1], self.depths)], parents.d),
+            r=np.where(res, self.resolutions[_index(pick[:, -1], self.resolutions)], parents.r),
+        )
+
+    def crossover(self, first: ArchBatch, second: ArchBatch) -> ArchBatch:
+        n = len(first)
+        take = self.rng.random((n, 2 * N_BLOCKS + N_STAGES + 1)) < 0.5
+        return ArchBatch(
+            ks=np.where(take[:, :N_BLOCKS], first.ks, second.ks),
+            e=np.where(take[:, N_BLOCKS:2 * N_BLOCKS], first.e, second.e),
+            d=np.where(take[:, 2 * N_BLOCKS:-1], first.d, second.d),
+            r=np.where(take[:, -1], first.r, second.r),
+        )
+
+    def until_feasible(self, make: Callable[[np.ndarray], ArchBatch], fallback: ArchBatch) -> ArchBatch:
+        """Children made by ``make(slots)``, the infeasible ones redrawn; after ``max_redraws`` a slot keeps its
+        (feasible) parent, so a generation always completes."""
+        out = make(np.arange(len(fallback)))
+        pending = np.flatnonzero(~self.feasible(out))
+        for _ in range(self.max_redraws):
+            if not len(pending):
+                return out
+            redrawn = make(pending)
+            ok = self.feasible(redrawn)
+            for name in ("ks", "e", "d", "r"):
+                getattr(out, name)[pending[ok]] = getattr(redrawn, name)[ok]
+            pending = pending[~ok]
+        for name in ("ks", "e", "d", "r"):
+            getattr(out, name)[pending] = getattr(fallback, name)[pending]
+        return out
+
+    def initial(self, size: int) -> ArchBatch:
+        """``size`` feasible archs: uniform draws first; if few pass, draws leaning to small choices."""
+        found: list[ArchBatch] = []
+        count, draws = 0, 0
+        while count < size and draws < 200:
+            batch = sample_batch(4 * size, self.space, self.rng)
+            if draws >= 5:
+                batch = self._shrunk(batch)
+            ok = self.feasible(batch)
+            found.append(batch[np.flatnonzero(ok)])
+            count += int(ok.sum())
+            draws += 1
+        if count == 0:
+            raise InfeasibleConstraintError(self._infeasible_message())
+        pool = ArchBatch.concat(found)
+        return pool[np.arange(size) % len(pool)]
+
+    def _shrunk(self, batch: ArchBatch) -> ArchBatch:
+        """Each arch takes the smallest option of each choice with its own probability (0..1)."""
+        lean = self.rng.random((len(batch), 1))
+        rng = self.rng
+
+        def small(values: np.ndarray, smallest: int) -> np.ndarray:
+            return np.where(rng.random(values.shape) < lean.reshape((-1,) + (1,) * (values.ndim - 1)),
+                            smallest, values)
+
+        return ArchBatch(small(batch.ks, self.kernels.min()), small(batch.e, self.expands.min()),
+                         small(batch.d, self.depths.min()), small(batch.r, self.resolutions.min()))
+
+    def _infeasible_message(self) -> str:
+        parts = []
+        for c in self.constraints:
+            low = _minimum(c, self.space)
+            parts.append(f"{c.name} <= {c.limit:g} (smallest reachable: {low[0]:g} at r={low[1]})" if low
+                         else f"{c.name} <= {c.limit:g}")
+        return ("no arch found that meets all constraints together: " + "; ".join(parts) +
+                ". Loosen a limit")
+
+
+def _index(uniform: np.ndarray, options: np.ndarray) -> np.ndarray:
+    """Uniform [0, 1) draws to indices into ``options``."""
+    return (uniform * len(options)).astype(np.intp)
+
+
+def _minimum(constraint: Constraint, space: ArchSpace) -> tuple[float, int] | None:
+    minimum = getattr(constraint.predictor, "minimum", None)
+    return None if minimum is None else minimum(space.resolutions)
+
+
+def _check_constraints(constraints: Sequence[Constraint], space: ArchSpace) -> None:
+    for c in constraints:
+        low = _minimum(c, space)
+        if low is not None and low[0] > c.limit:
+            raise InfeasibleConstraintError(
+                f"{c.name} <= {c.limit:g} cannot be met: the smallest {c.name} any arch reaches is {low[0]:g} "
+                f"(at r={low[1]}); set a limit of at least that")
+
+
+def _check_settings(population: int, generations: int, mutate_prob: float, parent_ratio: float,
+                    mutation_ratio: float) -> None:
+    if population < 2 or generations < 0:
+        raise ValueError(f"population = {population} must be >= 2 and generations = {generations} >= 0")
+    for name, value in (("mutate_prob", mutate_prob), ("parent_ratio", parent_ratio),
+                        ("mutation_ratio", mutation_ratio)):
+        if not 0 <= value <= 1:
+            raise ValueError(f"{name} = {value} must lie in [0, 1]")
+
+
+def _evolve(evo: _Evolution, score: _Scorer, population: ArchBatch, generations: int, parent_ratio: float,
+            mutation_ratio: float) -> tuple[ArchBatch, np.ndarray, list[float]]:
+    size = len(population)
+    n_parents = max(1, round(parent_ratio * size))
+    n_mutants = round(mutation_ratio * size)
+    acc = score(population)
+    history = []
+    for _ in range(generations):
+        order = np.argsort(-acc, kind="stable")[:n_parents]
+        parents, parent_acc = population[order], acc[order]
+        history.append(float(parent_acc[0]))
+        pick = evo.rng.integers(0, n_parents, n_mutants)
+        mutants = evo.until_feasible(lambda slots, pa=parents, pick=pick: evo.mutate(pa[pick[slots]]), parents[pick])
+        first, second = evo.rng.integers(0, n_parents, (2, size - n_mutants))
+        crossed = evo.until_feasible(
+            lambda slots, pa=parents, a=first, b=second: evo.crossover(pa[a[slots]], pa[b[slots]]), parents[first])
+        children = ArchBatch.concat([mutants, crossed])
+        population = ArchBatch.concat([parents, children])
+        acc = np.concatenate([parent_acc, score(children)])
+    return population, acc, history
+
+
+def _result(population: ArchBatch, acc: np.ndarray, constraints: Sequence[Constraint], started: float,
+            generations: int, score: _Scorer, history: list[float]) -> SearchResult:
+    best = int(np.argmax(acc))
+    winner = population[best]
+    metrics = {c.name: float(c.predictor.predict(winner)[0]) for c in constraints}
+    return SearchResult(arch=winner.to_archs()[0].canonical(), accuracy=float(acc[best]), metrics=metrics,
+                        limits={c.name: float(c.limit) for c in constraints}, seconds=time.perf_counter() - started,
+                        generations=generations, evaluated=score.evaluated, history=history)
+
+
+def evolution_search(accuracy: _Predictor, constraints: Sequence[Constraint], space: ArchSpace, *,
+                     population: int = 100, generations: int = 500, mutate_prob: float = 0.1,
+                     parent_ratio: float = 0.25, mutation_ratio: float = 0.5, seed: int = 0,
+                     max_redraws: int = 100) -> SearchResult:
+    """The most accurate arch (by ``accuracy``) that meets every constraint.
+
+    Args:
+        accuracy: Predictor with ``predict(ArchBatch) -> array`` (e.g. :class:`~predictors.accuracy.AccuracyPredictor`).
+        constraints: All must hold for every arch the search keeps.
+        space: The archs to search; restrict its resolutions to those the predictors cover.
+        population, generations, mutate_prob, parent_ratio, mutation_ratio: OFA's settings (SPEC §4).
+        seed: Same seed, same result.
+        max_redraws: Rounds of redrawing infeasible children before a slot keeps its parent.
+
+    Raises:
+        InfeasibleConstraintError: A limit below the smallest value reachable, or constraints no sampled arch
+            meets together.
+    """
+    _check_settings(population, generations, mutate_prob, parent_ratio, mutation_ratio)
+    _check_constraints(constraints, space)
+    started = time.perf_counter()
+    evo = _Evolution(space, constraints, np.random.default_rng(seed), mutate_prob, max_redraws)
+    score = _Scorer(accuracy)
+    pop, acc, history = _evolve(evo, score, evo.initial(population), generations, parent_ratio, mutation_ratio)
+    return _result(pop, acc, constraints, started, generations, score, history)
+
+
+def pareto_sweep(accuracy: _Predictor, swept: Constraint, budgets: Sequence[float], space: ArchSpace,
+                 others: Sequence[Constraint] = (), *, population: int = 100, generations: int = 500,
+                 warm_generations: int | None = None, mutate_prob: float = 0.1, parent_ratio: float = 0.25,
+                 mutation_ratio: float = 0.5, seed: int = 0, max_redraws: int = 100) -> list[SearchResult]:
+    """Best arch for each budget of ``swept`` (others fixed): the accuracy/cost Pareto front, in one run.
+
+    Budgets are searched from the tightest up; each search starts from the previous one's final population (all
+    of it still feasible under a looser budget) and runs ``warm_generations`` (default: a quarter of
+    ``generations``), sharing one memo of scored networks. Results come back in the order of ``budgets``; a
+    result that another budget beats at lower cost is still reported (each budget gets its own best).
+    """
+    _check_settings(population, generations, mutate_prob, parent_ratio, mutation_ratio)
+    if not budgets:
+        raise ValueError("budgets is empty; give at least one limit, e.g. 15,20,25,30")
+    order = np.argsort(budgets, kind="stable")
+    _check_constraints([swept.with_limit(budgets[order[0]]), *others], space)
+    warm = generations // 4 if warm_generations is None else warm_generations
+    rng = np.random.default_rng(seed)
+    score = _Scorer(accuracy)
+    results: dict[int, SearchResult] = {}
+    pop = None
+    for i in order:
+        constraints = [swept.with_limit(budgets[i]), *others]
+        started = time.perf_counter()
+        evo = _Evolution(space, constraints, rng, mutate_prob, max_redraws)
+        start = evo.initial(population) if pop is None else pop
+        n_gen = generations if pop is None else warm
+        pop, acc, history = _evolve(evo, score, start, n_gen, parent_ratio, mutation_ratio)
+        results[int(i)] = _result(pop, acc, constraints, started, n_gen, score, history)
+        keep = np.argsort(-acc, kind="stable")[:population]
+        pop = pop[keep]
+    return [results[i] for i in range(len(budgets))]

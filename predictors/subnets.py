@@ -1,0 +1,68 @@
+"""Subnet files: what ``ofa-search`` writes and ``ofa-profile --subnets`` reads.
+
+Accepted shapes (JSON): one OFA arch ``{"ks": [...], "e": [...], "d": [...], "r": [224]}``; a list of archs; a list
+of objects each with an ``"arch"``; or an object with ``"subnets"`` holding such a list (``ofa-search --json``
+output, which also carries each subnet's predicted accuracy, latency and MACs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from supernet.arch import Arch, ArchError
+
+from .table_io import _atomic_write
+
+__all__ = ["SUBNETS_SCHEMA_VERSION", "SubnetFileError", "parse_subnets", "read_subnets", "write_subnets"]
+
+SUBNETS_SCHEMA_VERSION = 1
+
+
+class SubnetFileError(ValueError):
+    """A subnet file that is not one of the accepted shapes, or holds an invalid arch; names the entry."""
+
+
+def _arch(entry: Any, where: str) -> Arch:
+    if isinstance(entry, Mapping) and "arch" in entry:
+        entry = entry["arch"]
+    try:
+        return Arch.from_dict(entry)
+    except ArchError as err:
+        raise SubnetFileError(f"{where}: {err}") from None
+
+
+def parse_subnets(document: Any, where: str = "subnets") -> list[Arch]:
+    """The archs of a parsed subnet document (see the module docstring for the shapes)."""
+    if isinstance(document, Mapping) and "subnets" in document:
+        document = document["subnets"]
+    if isinstance(document, Mapping):
+        return [_arch(document, where)]
+    if isinstance(document, Sequence) and not isinstance(document, (str, bytes)):
+        if not document:
+            raise SubnetFileError(f"{where}: the list of subnets is empty")
+        return [_arch(entry, f"{where}: entry {i}") for i, entry in enumerate(document)]
+    raise SubnetFileError(f"{where}: expected an arch object, a list of them, or {{\"subnets\": [...]}}; "
+                          f"got {type(document).__name__}")
+
+
+def read_subnets(path: str | os.PathLike) -> list[Arch]:
+    """The archs of a subnet file."""
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SubnetFileError(f"{path}: no such file; write one with ofa-search --out {path}") from None
+    except json.JSONDecodeError as err:
+        raise SubnetFileError(f"{path}: line {err.lineno}: not valid JSON ({err.msg})") from None
+    return parse_subnets(document, str(path))
+
+
+def write_subnets(path: str | os.PathLike, document: Mapping[str, Any]) -> Path:
+    """Write a subnet document atomically (temp file, then ``os.replace``)."""
+    path = Path(path)
+    _atomic_write(path, json.dumps(document, indent=2) + "\n")
+    return path
