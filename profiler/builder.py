@@ -12,7 +12,6 @@ import dataclasses
 import datetime as dt
 import logging
 import random
-import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -21,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from predictors.table_io import Row, Table, write_table
-from profiler.agent_run import AGENT, AgentRun, parse_results, run_python_agent
+from profiler.agent_run import AGENT, AgentRun, parse_results
 from profiler.devices import DeviceProfile
 from profiler.journal import Journal
+from profiler.measure import measure_models
 from profiler.protocol import Protocol, coefficient_of_variation
 from profiler.transports.base import Transport
 from supernet.export import export_units
@@ -127,11 +127,8 @@ class TableRun:
         self.state = _load_state(self.journal)
         name = self.table.stem
         self.remote_dir = (self.profile.remote_dir or "/tmp/ofa-profile").rstrip("/") + f"/{name}"
-        self.python = self.profile.python
         if self.profile.transport == "local":
             self.remote_dir = str(self.table.parent / f".{name}.work")
-            # On this machine "python3" means the interpreter running us: it has the runtimes installed.
-            self.python = sys.executable if self.python == "python3" else self.python
 
     # --- the plan ------------------------------------------------------------------------------------------
     def _finished(self, key: str) -> bool:
@@ -183,18 +180,6 @@ class TableRun:
             models.append({"name": name, "path": str(path), "inputs": [shape]})
         return models
 
-    def _settings(self) -> dict[str, Any]:
-        p = self.profile
-        settings = {
-            **self.protocol.agent_settings(),
-            "threads": p.threads,
-            "runtime": _AGENT_RUNTIMES[p.runtime],
-            "provider": p.provider,
-        }
-        if p.affinity:
-            settings["affinity"] = p.affinity
-        return settings
-
     def _set_baseline(self, median_ms: float, rebaseline: bool = False) -> None:
         self.state.baseline_ms = median_ms
         self.journal.append({"type": "reference", "median_ms": median_ms, "rebaseline": rebaseline, "time": _now()})
@@ -207,18 +192,9 @@ class TableRun:
         """
         batch_id = "b" + uuid.uuid4().hex[:12]
         remote = self.transport.join(self.remote_dir, batch_id)
-        local_results = self.table.parent / f".{self.table.stem}.{batch_id}.jsonl"
-        run = run_python_agent(
-            self.transport,
-            self._models(batch),
-            remote_dir=remote,
-            results=local_results,
-            timeout=_batch_timeout(len(batch) + 1, self.protocol),
-            python=self.python,
-            settings=self._settings(),
-            cleanup=False,
+        run = measure_models(
+            self.profile, self.transport, self._models(batch), self.protocol, remote, self.table.parent, cleanup=False
         )
-        local_results.unlink(missing_ok=True)
         reference = run.results.get(REFERENCE_NAME)
         if reference is None:
             raise MeasurementError(
@@ -326,13 +302,6 @@ class TableRun:
         write_table(self.table, table)
         return table
 
-
-_AGENT_RUNTIMES = {"onnxruntime": "onnxruntime", "tflite": "tflite", "torch": "torch"}
-
-
-def _batch_timeout(n_models: int, protocol: Protocol) -> float:
-    """Generous: each model's minimum time, plus start-up, loading and slow runtimes' margin."""
-    return 120.0 + n_models * (protocol.min_time_s * 20 + 10)
 
 
 def _now() -> str:

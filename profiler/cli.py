@@ -23,11 +23,15 @@ from pathlib import Path
 import platformdirs
 from tqdm import tqdm
 
+from predictors.latency import MissingRowsError, UnknownResolutionError
+from predictors.subnets import SubnetFileError, read_subnets
 from predictors.table_io import Table, TableError, read_table, table_from_yaml, write_table, write_yaml_tables
 from profiler.builder import MeasurementError, TableRun
+from profiler.calibration import CalibrationError
 from profiler.connect import open_transport
 from profiler.devices import DeviceError, DeviceProfile, load_profiles, resolve_device
 from profiler.protocol import Protocol, ProtocolError
+from profiler.remeasure import calibrate, plot_predicted_vs_measured, remeasure
 from profiler.transports.errors import TransportError
 from supernet.arch import ArchSpace
 from supernet.units import all_units
@@ -88,6 +92,10 @@ def _parser() -> argparse.ArgumentParser:
     how.add_argument("--cooldown", type=float, default=defaults.cooldown_s, help="seconds to wait on drift")
     how.add_argument("--drift-tolerance", type=float, default=defaults.drift_tolerance)
     how.add_argument("--seed", type=int, default=defaults.seed)
+    subnets = parser.add_argument_group("whole subnets")
+    subnets.add_argument("--subnets", type=Path, help="re-measure the archs in this file (ofa-search output, OFA JSON)")
+    subnets.add_argument("--calibrate", type=int, metavar="N", help="fit measured = a*sum + b on N random subnets")
+    subnets.add_argument("--table", type=Path, help="the table to predict with or calibrate (default: the device's)")
     out = parser.add_argument_group("output")
     out.add_argument("--out", type=Path, default=Path("tables"), help="folder for tables (default ./tables)")
     out.add_argument("--cache", type=Path, default=Path(platformdirs.user_cache_dir("ofa-profile")),
@@ -114,9 +122,6 @@ def _profile_device(profile: DeviceProfile, args: argparse.Namespace, protocol: 
     path = table_path(args.out, profile, args.width)
     path.parent.mkdir(parents=True, exist_ok=True)
     targets = profile.targets
-    if not targets:
-        raise UsageError(f"device {profile.name!r} has no {'host' if profile.transport == 'ssh' else 'serial'}; "
-                         f"give --{'host' if profile.transport == 'ssh' else 'serial'} or set it in devices.toml")
     meta = {"width_mult": args.width, "resolutions": resolutions, "n_classes": args.n_classes,
             "command": "ofa-profile " + " ".join(sys.argv[1:])}
     shards = []
@@ -141,6 +146,29 @@ def _profile_device(profile: DeviceProfile, args: argparse.Namespace, protocol: 
         write_table(path, Table(rows, {**tables[0].meta, "shards": [str(p.name) for _, p, _ in shards],
                                        "devices": targets}))
     return path
+
+
+def _whole_subnets(profile: DeviceProfile, args: argparse.Namespace, protocol: Protocol) -> Path:
+    """--subnets: measured against predicted, CSV and PNG; --calibrate: the fit, stored in the table's sidecar."""
+    table = args.table or table_path(args.out, profile, args.width)
+    if not table.is_file():
+        raise UsageError(f"no table {table} to predict with; build it first (ofa-profile --device {profile.name}) "
+                         f"or give --table PATH")
+    with open_transport(profile, profile.targets[0]) as transport:
+        if args.calibrate is not None:
+            fit = calibrate(profile, transport, table, args.calibrate, args.cache, protocol, seed=args.seed)
+            log.info("calibration on %d subnets: measured = %.3f * sum %+.3f ms; RMS error %.1f%% -> %.1f%% "
+                     "(leave-one-out %.1f%%)", fit.n, fit.a, fit.b, fit.rms_pct_before, fit.rms_pct_after,
+                     fit.loo_rms_pct)
+            return table
+        archs = read_subnets(args.subnets)
+        out_csv = args.out / f"{profile.name}_subnets.csv"
+        frame = remeasure(profile, transport, archs, table, out_csv, args.cache, protocol)
+    png = plot_predicted_vs_measured(frame, out_csv.with_suffix(".png"), f"{profile.name}: {table.name}")
+    within = (frame["error_pct"].abs() <= 10).mean() * 100
+    log.info("%d subnets: table sum vs measured, mean error %+.1f%%, %.0f%% within ±10%%; plot %s", len(frame),
+             frame["error_pct"].mean(), within, png)
+    return out_csv
 
 
 def _convert(argv: Sequence[str]) -> int:
@@ -178,14 +206,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         protocol = Protocol(warmup=args.warmup, min_count=args.min_count, min_time_s=args.min_time,
                             max_cv=args.max_cv, retries=args.retries, batch_rows=args.batch_rows,
                             cooldown_s=args.cooldown, drift_tolerance=args.drift_tolerance, seed=args.seed)
+        if args.subnets and args.calibrate is not None:
+            parser.error("--subnets and --calibrate are separate runs: give one of them")
         profiles = [resolve_device(name, _overrides(args)) for name in args.device]
+        for profile in profiles:
+            if not profile.targets:
+                flag = "host" if profile.transport == "ssh" else "serial"
+                raise UsageError(f"device {profile.name!r} has no {flag}; give --{flag} or set it in devices.toml")
         lock = threading.Lock()
         with ThreadPoolExecutor(len(profiles)) as pool:
-            futures = [pool.submit(_profile_device, p, args, protocol, i, lock) for i, p in enumerate(profiles)]
+            if args.subnets or args.calibrate is not None:
+                futures = [pool.submit(_whole_subnets, p, args, protocol) for p in profiles]
+            else:
+                futures = [pool.submit(_profile_device, p, args, protocol, i, lock) for i, p in enumerate(profiles)]
             for future in futures:
                 print(future.result())
         return 0
-    except (UsageError, DeviceError, ProtocolError, TableError, MeasurementError, TransportError) as err:
+    except (UsageError, DeviceError, ProtocolError, TableError, MeasurementError, TransportError, SubnetFileError,
+            CalibrationError, MissingRowsError, UnknownResolutionError) as err:
         print(f"ofa-profile: error: {err}", file=sys.stderr)
         return 2 if isinstance(err, (UsageError, DeviceError, ProtocolError)) else 1
     except KeyboardInterrupt:
