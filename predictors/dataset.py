@@ -1,0 +1,98 @@
+"""Build the (arch, accuracy) CSV that trains an accuracy predictor for a supernet.
+
+For each sampled arch: extract the subnet, recalibrate its BN statistics on training images (SPEC §5), measure
+top-1 on the evaluation data. Rows are appended and flushed as they come, and a rerun with the same file skips
+archs already measured, so a long build can stop and resume.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from supernet.arch import Arch, ArchSpace
+from supernet.bn import recalibrate_bn
+from supernet.ofa_mbv3 import OFAMobileNetV3
+
+__all__ = ["build_accuracy_csv", "top1"]
+
+Loader = Iterable | Callable[[int], Iterable]
+
+
+def _at_resolution(loader: Loader, resolution: int) -> Iterable:
+    """Batches at ``resolution``: a callable loader is asked for it, others are resized (bilinear)."""
+    if callable(loader) and not hasattr(loader, "__iter__"):
+        yield from loader(resolution)
+        return
+    for images, *rest in loader:
+        if images.shape[-1] != resolution or images.shape[-2] != resolution:
+            images = F.interpolate(images, size=(resolution, resolution), mode="bilinear", align_corners=False,
+                                   antialias=True)
+        yield (images, *rest)
+
+
+@torch.no_grad()
+def top1(model: torch.nn.Module, batches: Iterable) -> float:
+    """Share of images (0..1) whose top class is the label."""
+    model.eval()
+    correct = seen = 0
+    for images, labels, *_ in batches:
+        correct += int((model(images).argmax(dim=1) == labels).sum())
+        seen += len(labels)
+    if not seen:
+        raise ValueError("the evaluation loader gave no images")
+    return correct / seen
+
+
+def _done(path: Path) -> set[Arch]:
+    if not path.exists():
+        return set()
+    with open(path, newline="", encoding="utf-8") as f:
+        return {Arch.from_json(row["arch"]) for row in csv.DictReader(f)}
+
+
+def build_accuracy_csv(supernet: OFAMobileNetV3, out: str | os.PathLike, n_archs: int, calibration: Loader,
+                       evaluation: Loader, n_bn_images: int = 2000, seed: int = 0, space: ArchSpace | None = None,
+                       archs: Iterable[Arch] | None = None, progress: bool = True) -> Path:
+    """Measure ``n_archs`` seeded random archs (or the given ``archs``) and append them to ``out``.
+
+    Args:
+        supernet: The trained supernet.
+        out: CSV with columns ``arch`` (OFA JSON) and ``accuracy`` (top-1, 0..1); created or extended.
+        n_archs: How many archs to sample (ignored when ``archs`` is given).
+        calibration: Training images for BN recalibration: a loader of ``(images, labels)``, or a callable
+            ``resolution -> loader``. Images of another size are resized.
+        evaluation: Held-out images, same forms.
+        n_bn_images: Images used to recalibrate BN.
+        seed: Seed of the arch sample.
+        space: Archs to sample from; default: the supernet's space.
+        archs: Explicit archs to measure instead of a sample.
+        progress: One line per arch on stderr.
+    """
+    out = Path(out)
+    todo = list(archs) if archs is not None else list((space or supernet.space).samples(n_archs, seed))
+    done = _done(out)
+    new_file = not out.exists() or out.stat().st_size == 0
+    with open(out, "a", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        if new_file:
+            writer.writerow(["arch", "accuracy"])
+        for i, arch in enumerate(todo):
+            if arch in done:
+                continue
+            subnet = supernet.extract(arch)
+            recalibrate_bn(subnet, _at_resolution(calibration, arch.r), n_bn_images)
+            accuracy = top1(subnet, _at_resolution(evaluation, arch.r))
+            writer.writerow([arch.canonical().to_json(), repr(accuracy)])
+            f.flush()
+            os.fsync(f.fileno())
+            done.add(arch)
+            if progress:
+                print(f"accuracy dataset: {i + 1}/{len(todo)} r={arch.r} top1={accuracy:.4f}", file=sys.stderr)
+    return out

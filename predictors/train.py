@@ -1,0 +1,173 @@
+"""Accuracy predictors for new spaces and supernets, trained from a CSV of (arch, measured accuracy).
+
+Two regressors in scikit-learn's style (``__init__`` stores arguments, ``fit`` returns self, fitted state ends in
+``_``, ``predict`` checks it is fitted), both over :class:`~predictors.accuracy.ArchEncoding` features: OFA's MLP
+(torch) and a scikit-learn ridge regression. Both save as plain files with a version, never as pickles:
+the MLP as an :class:`~predictors.accuracy.AccuracyPredictor` (``.pt`` state dict + JSON), the ridge as JSON.
+scikit-learn is needed to fit the ridge model and for the estimator base classes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.stats import kendalltau, spearmanr
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.linear_model import Ridge
+from sklearn.utils.validation import check_is_fitted
+from torch import nn
+
+from supernet.arch import Arch
+
+from .accuracy import FORMAT_VERSION, AccuracyPredictor, ArchEncoding, build_mlp
+from .archs import ArchBatch
+
+__all__ = ["MLPAccuracyRegressor", "RidgeAccuracyRegressor", "evaluate", "read_accuracy_csv", "train_from_csv"]
+
+
+def read_accuracy_csv(path: str | os.PathLike) -> tuple[ArchBatch, np.ndarray]:
+    """Archs and accuracies of a CSV with columns ``arch`` (OFA JSON) and ``accuracy`` (0..1)."""
+    frame = pd.read_csv(path)
+    missing = {"arch", "accuracy"} - set(frame.columns)
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {sorted(missing)}; expected arch (OFA JSON) and accuracy")
+    archs = []
+    for i, text in enumerate(frame["arch"]):
+        try:
+            archs.append(Arch.from_json(text))
+        except ValueError as err:
+            raise ValueError(f"{path}: line {i + 2}: {err}") from None
+    return ArchBatch.from_archs(archs), frame["accuracy"].to_numpy(dtype=np.float64)
+
+
+def evaluate(model: RegressorMixin, features: np.ndarray, accuracy: np.ndarray) -> dict[str, float]:
+    """Held-out RMSE and rank correlations (Kendall tau, Spearman rho) of a fitted model."""
+    predicted = model.predict(features)
+    return {"rmse": float(np.sqrt(np.mean((predicted - accuracy) ** 2))),
+            "kendall_tau": float(kendalltau(predicted, accuracy).statistic),
+            "spearman_rho": float(spearmanr(predicted, accuracy).statistic), "n": len(accuracy)}
+
+
+class MLPAccuracyRegressor(RegressorMixin, BaseEstimator):
+    """OFA's predictor MLP fitted with Adam on mean squared error.
+
+    Args:
+        hidden_sizes: Widths of the hidden layers (OFA: 400, 400, 400).
+        epochs: Passes over the training set.
+        lr: Adam learning rate.
+        batch_size: Rows per step.
+        weight_decay: Adam weight decay.
+        random_state: Seed for initialisation and shuffling.
+    """
+
+    def __init__(self, hidden_sizes: Sequence[int] = (400, 400, 400), epochs: int = 200, lr: float = 1e-3,
+                 batch_size: int = 256, weight_decay: float = 0.0, random_state: int = 0) -> None:
+        self.hidden_sizes = hidden_sizes
+        self.epochs = epochs
+        self.lr = lr
+        self.batch_size = batch_size
+        self.weight_decay = weight_decay
+        self.random_state = random_state
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> MLPAccuracyRegressor:
+        """Fit on features ``X`` of shape (n_samples, n_features) and accuracies ``y`` of shape (n_samples,)."""
+        X, y = np.asarray(X, dtype=np.float32), np.asarray(y, dtype=np.float32)
+        if X.ndim != 2 or len(X) != len(y) or len(y) < 2:
+            raise ValueError(f"X of shape {X.shape} and y of shape {y.shape}: expected (n, n_features) and (n,), "
+                             f"n >= 2")
+        generator = torch.Generator().manual_seed(self.random_state)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.random_state)
+            model = build_mlp(X.shape[1], tuple(self.hidden_sizes))
+        # Start the output at the mean accuracy, so training refines rather than first finds the offset.
+        with torch.no_grad():
+            model[-1].bias.fill_(float(y.mean()))
+        optimizer = torch.optim.Adam(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        features, target = torch.from_numpy(X), torch.from_numpy(y)
+        for _ in range(self.epochs):
+            for batch in torch.randperm(len(X), generator=generator).split(self.batch_size):
+                optimizer.zero_grad()
+                loss = nn.functional.mse_loss(model(features[batch])[:, 0], target[batch])
+                loss.backward()
+                optimizer.step()
+        self.model_ = model.eval()
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    @torch.inference_mode()
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        check_is_fitted(self, "model_")
+        return self.model_(torch.from_numpy(np.asarray(X, dtype=np.float32))).numpy()[:, 0].astype(np.float64)
+
+    def to_predictor(self, encoding: ArchEncoding | None = None, meta: dict | None = None) -> AccuracyPredictor:
+        """The fitted MLP as an :class:`AccuracyPredictor` (what the search uses; ``save`` writes it)."""
+        check_is_fitted(self, "model_")
+        return AccuracyPredictor(self.model_, encoding, {"trained_with": self.get_params(), **(meta or {})})
+
+
+class RidgeAccuracyRegressor(RegressorMixin, BaseEstimator):
+    """Ridge regression over the one-hot features: a fast, robust baseline for small datasets.
+
+    Args:
+        alpha: L2 penalty (scikit-learn's ``Ridge(alpha)``).
+    """
+
+    def __init__(self, alpha: float = 1.0) -> None:
+        self.alpha = alpha
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> RidgeAccuracyRegressor:
+        ridge = Ridge(alpha=self.alpha).fit(np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64))
+        self.coef_ = ridge.coef_
+        self.intercept_ = float(ridge.intercept_)
+        self.n_features_in_ = ridge.n_features_in_
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        check_is_fitted(self, "coef_")
+        return np.asarray(X, dtype=np.float64) @ self.coef_ + self.intercept_
+
+    def save(self, path: str | os.PathLike, encoding: ArchEncoding | None = None) -> Path:
+        """Write the coefficients as JSON, with the format version and the scikit-learn version."""
+        import sklearn
+
+        check_is_fitted(self, "coef_")
+        path = Path(path)
+        document = {"format_version": FORMAT_VERSION, "kind": "ofa-profile accuracy predictor (ridge)",
+                    "alpha": self.alpha, "coef": self.coef_.tolist(), "intercept": self.intercept_,
+                    "encoding": vars(encoding or ArchEncoding()), "sklearn_version": sklearn.__version__}
+        path.write_text(json.dumps(document) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> RidgeAccuracyRegressor:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+        if document.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{path}: format_version {document.get('format_version')!r} is not {FORMAT_VERSION}")
+        model = cls(alpha=document["alpha"])
+        model.coef_ = np.asarray(document["coef"], dtype=np.float64)
+        model.intercept_ = float(document["intercept"])
+        model.n_features_in_ = len(model.coef_)
+        return model
+
+
+def train_from_csv(path: str | os.PathLike, model: RegressorMixin | None = None, test_fraction: float = 0.2,
+                   seed: int = 0, encoding: ArchEncoding | None = None) -> tuple[RegressorMixin, dict[str, float]]:
+    """Fit ``model`` (default: the MLP) on a random ``1 - test_fraction`` of the CSV; report on the rest."""
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction = {test_fraction} must lie strictly between 0 and 1")
+    batch, accuracy = read_accuracy_csv(path)
+    features = (encoding or ArchEncoding()).transform(batch)
+    order = np.random.default_rng(seed).permutation(len(accuracy))
+    n_test = max(2, round(test_fraction * len(accuracy)))
+    if len(accuracy) - n_test < 2:
+        raise ValueError(f"{path}: {len(accuracy)} rows are too few to hold out {n_test}; measure more archs")
+    test, train = order[:n_test], order[n_test:]
+    model = model if model is not None else MLPAccuracyRegressor(random_state=seed)
+    model.fit(features[train], accuracy[train])
+    return model, evaluate(model, features[test], accuracy[test])
