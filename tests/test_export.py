@@ -55,7 +55,9 @@ def _torch_out(module: nn.Module, x: torch.Tensor) -> np.ndarray:
 
 
 def _run_onnx(model: bytes, x: torch.Tensor) -> np.ndarray:
-    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1  # batch-1 checks: more threads only contend with the rest of the suite
+    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     return session.run(None, {"input": x.numpy()})[0]
 
 
@@ -133,11 +135,13 @@ def test_subnets_match_in_onnx_runtime(supernets, width, r, seed):
 
 
 def test_onnx_export_is_deterministic(tmp_path):
-    """The same unit exported twice, into two caches, gives the same bytes; the opset is 17."""
+    """The same unit exported twice, into two caches, gives the same bytes; the opset is 17, weights inside."""
     import onnx
 
     unit = Unit.from_key(BLOCK_KEYS[-1])
+    threads = torch.get_num_threads()
     a, b = export_unit(unit, "onnx", tmp_path / "a"), export_unit(unit, "onnx", tmp_path / "b")
+    assert torch.get_num_threads() == threads, "export must give the caller back its thread count"
     assert a.name == b.name
     assert a.read_bytes() == b.read_bytes()
     model = onnx.load_from_string(a.read_bytes())
