@@ -85,7 +85,7 @@ class Unit:
         out_size: Output height (= width).
         out_chs: Output channels (classes for ``Logits``).
         mid_chs: Middle channels of a block (its input channels for the expand-free block 0); 0 otherwise.
-        kernel_size: Depthwise kernel of a block; the conv kernel otherwise.
+        kernel_size: Depthwise kernel of a block; the conv kernel or pool window otherwise.
         stride: Stride of the block or conv.
         idskip: The block has an identity shortcut.
         se: The block has squeeze-and-excite.
