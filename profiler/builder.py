@@ -24,7 +24,7 @@ from profiler.agent_run import AGENT, AgentRun, parse_results
 from profiler.devices import DeviceProfile
 from profiler.journal import Journal
 from profiler.measure import measure_models
-from profiler.protocol import Protocol, coefficient_of_variation
+from profiler.protocol import Protocol, spread
 from profiler.transports.base import Transport
 from supernet.export import export_units
 from supernet.units import Unit
@@ -233,7 +233,7 @@ class TableRun:
                 "key": name,
                 "batch": batch_id,
                 "attempt": attempt,
-                "cv": coefficient_of_variation(result["summary"]),
+                "cv": spread(result),
                 "summary": result["summary"],
                 "samples_ms": result["samples_ms"],
                 "device": str(self.transport),

@@ -6,11 +6,12 @@ SPEC §6 practice, as settings a table records in its sidecar so that anyone can
 from __future__ import annotations
 
 import dataclasses
+import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Protocol", "ProtocolError", "coefficient_of_variation"]
+__all__ = ["Protocol", "ProtocolError", "spread"]
 
 
 class ProtocolError(ValueError):
@@ -25,7 +26,7 @@ class Protocol:
         warmup: Untimed runs before timing each model.
         min_count: Timed runs at least.
         min_time_s: Seconds of timed runs at least (whichever of count and time comes last).
-        max_cv: Rows whose coefficient of variation (std / mean) exceeds this are measured again.
+        max_cv: Rows whose spread (see :func:`spread`) exceeds this are measured again.
         retries: How many times a wide row is measured again; the attempt with the lowest CV is kept.
         batch_rows: Rows per agent run: the device keeps each run's results until the host has them.
         drift_tolerance: A reference workload, timed before every batch, that moves more than this fraction
@@ -41,9 +42,9 @@ class Protocol:
     max_cv: float = 0.05
     retries: int = 2
     batch_rows: int = 40
-    drift_tolerance: float = 0.15
-    cooldown_s: float = 20.0
-    max_drift_retries: int = 3
+    drift_tolerance: float = 0.25
+    cooldown_s: float = 10.0
+    max_drift_retries: int = 2
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -72,6 +73,17 @@ class Protocol:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
-def coefficient_of_variation(summary: Mapping[str, float]) -> float:
-    """std / mean of an agent summary; infinite for a zero mean."""
+def spread(result: Mapping[str, Any]) -> float:
+    """Relative spread of one measurement: 1.4826 · MAD / median of its raw samples.
+
+    The table value is the median, so its spread is measured around the median too: a robust coefficient of
+    variation (equal to std / mean for normal noise) that one preempted run among hundreds does not inflate.
+    Runtimes that report only aggregates (TF-Lite's benchmark_model) fall back to std / mean.
+    """
+    samples = result.get("samples_ms") or []
+    if len(samples) >= 5:
+        median = statistics.median(samples)
+        mad = statistics.median(abs(x - median) for x in samples)
+        return 1.4826 * mad / median if median > 0 else float("inf")
+    summary = result["summary"]
     return summary["std"] / summary["mean"] if summary["mean"] > 0 else float("inf")
