@@ -55,14 +55,17 @@ def _parse_resolutions(text: str, width_mult: float) -> list[int]:
         raise UsageError(f"--resolutions {text!r}: expected 'all' or numbers like 160,192,224") from None
     bad = [r for r in values if r not in allowed]
     if bad or not values:
-        raise UsageError(f"--resolutions {text!r}: {bad or 'none given'} not in the w{width_mult} list "
-                         f"{allowed[0]}..{allowed[-1]} step 4")
+        raise UsageError(
+            f"--resolutions {text!r}: {bad or 'none given'} not in the w{width_mult} list "
+            f"{allowed[0]}..{allowed[-1]} step 4"
+        )
     return values
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ofa-profile", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="ofa-profile", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", action="append", default=[], help="device profile name (repeat for a fleet)")
     parser.add_argument("--list-devices", action="store_true", help="show the known device profiles and exit")
     where = parser.add_argument_group("overrides of the device profile")
@@ -98,15 +101,27 @@ def _parser() -> argparse.ArgumentParser:
     subnets.add_argument("--table", type=Path, help="the table to predict with or calibrate (default: the device's)")
     out = parser.add_argument_group("output")
     out.add_argument("--out", type=Path, default=Path("tables"), help="folder for tables (default ./tables)")
-    out.add_argument("--cache", type=Path, default=Path(platformdirs.user_cache_dir("ofa-profile")),
-                     help="exported-model cache")
+    out.add_argument(
+        "--cache", type=Path, default=Path(platformdirs.user_cache_dir("ofa-profile")), help="exported-model cache"
+    )
     out.add_argument("--quiet", action="store_true", help="no progress bars (for scripts)")
     return parser
 
 
 def _overrides(args: argparse.Namespace) -> dict:
-    names = ("transport", "hosts", "serials", "user", "key", "port", "runtime", "provider", "threads", "batch",
-             "python")
+    names = (
+        "transport",
+        "hosts",
+        "serials",
+        "user",
+        "key",
+        "port",
+        "runtime",
+        "provider",
+        "threads",
+        "batch",
+        "python",
+    )
     return {name: getattr(args, name) for name in names}
 
 
@@ -114,28 +129,39 @@ def table_path(folder: Path, profile: DeviceProfile, width_mult: float) -> Path:
     return folder / f"{profile.name}_w{width_mult}_{profile.runtime}_{profile.provider}.csv".lower()
 
 
-def _profile_device(profile: DeviceProfile, args: argparse.Namespace, protocol: Protocol, position: int,
-                    lock: threading.Lock) -> Path:
+def _profile_device(
+    profile: DeviceProfile, args: argparse.Namespace, protocol: Protocol, position: int, lock: threading.Lock
+) -> Path:
     """One device's table; several targets (hosts or serials) each measure a shard, merged at the end."""
     resolutions = _parse_resolutions(args.resolutions, args.width)
     units = all_units(args.width, resolutions, args.n_classes)
     path = table_path(args.out, profile, args.width)
     path.parent.mkdir(parents=True, exist_ok=True)
     targets = profile.targets
-    meta = {"width_mult": args.width, "resolutions": resolutions, "n_classes": args.n_classes,
-            "command": "ofa-profile " + " ".join(sys.argv[1:])}
+    meta = {
+        "width_mult": args.width,
+        "resolutions": resolutions,
+        "n_classes": args.n_classes,
+        "command": "ofa-profile " + " ".join(sys.argv[1:]),
+    }
     shards = []
     for i, target in enumerate(targets):
         shard_path = path if len(targets) == 1 else path.with_name(f"{path.stem}.shard{i}.csv")
-        shards.append((target, shard_path, units[i::len(targets)]))
+        shards.append((target, shard_path, units[i :: len(targets)]))
 
     def measure(target: str, shard_path: Path, shard_units) -> Table:
         with lock:
-            bar = tqdm(total=len(shard_units), desc=f"{profile.name} {target}", unit="row", disable=args.quiet,
-                       position=position, leave=True, dynamic_ncols=True)
+            bar = tqdm(
+                total=len(shard_units),
+                desc=f"{profile.name} {target}",
+                unit="row",
+                disable=args.quiet,
+                position=position,
+                leave=True,
+                dynamic_ncols=True,
+            )
         with open_transport(profile, target) as transport, bar:
-            run = TableRun(profile, transport, shard_units, shard_path, args.cache, protocol, meta,
-                           on_rows=bar.update)
+            run = TableRun(profile, transport, shard_units, shard_path, args.cache, protocol, meta, on_rows=bar.update)
             bar.update(len(shard_units) - len(run.pending()))
             return run.run()
 
@@ -143,8 +169,9 @@ def _profile_device(profile: DeviceProfile, args: argparse.Namespace, protocol: 
         tables = list(pool.map(lambda shard: measure(*shard), shards))
     if len(shards) > 1:
         rows = tuple(sorted((row for table in tables for row in table.rows), key=lambda row: row.key))
-        write_table(path, Table(rows, {**tables[0].meta, "shards": [str(p.name) for _, p, _ in shards],
-                                       "devices": targets}))
+        write_table(
+            path, Table(rows, {**tables[0].meta, "shards": [str(p.name) for _, p, _ in shards], "devices": targets})
+        )
     return path
 
 
@@ -152,32 +179,51 @@ def _whole_subnets(profile: DeviceProfile, args: argparse.Namespace, protocol: P
     """--subnets: measured against predicted, CSV and PNG; --calibrate: the fit, stored in the table's sidecar."""
     table = args.table or table_path(args.out, profile, args.width)
     if not table.is_file():
-        raise UsageError(f"no table {table} to predict with; build it first (ofa-profile --device {profile.name}) "
-                         f"or give --table PATH")
+        raise UsageError(
+            f"no table {table} to predict with; build it first (ofa-profile --device {profile.name}) "
+            f"or give --table PATH"
+        )
     with open_transport(profile, profile.targets[0]) as transport:
         if args.calibrate is not None:
             fit = calibrate(profile, transport, table, args.calibrate, args.cache, protocol, seed=args.seed)
-            log.info("calibration on %d subnets: measured = %.3f * sum %+.3f ms; RMS error %.1f%% -> %.1f%% "
-                     "(leave-one-out %.1f%%)", fit.n, fit.a, fit.b, fit.rms_pct_before, fit.rms_pct_after,
-                     fit.loo_rms_pct)
+            log.info(
+                "calibration on %d subnets: measured = %.3f * sum %+.3f ms; RMS error %.1f%% -> %.1f%% "
+                "(leave-one-out %.1f%%)",
+                fit.n,
+                fit.a,
+                fit.b,
+                fit.rms_pct_before,
+                fit.rms_pct_after,
+                fit.loo_rms_pct,
+            )
             return table
         archs = read_subnets(args.subnets)
         out_csv = args.out / f"{profile.name}_subnets.csv"
         frame = remeasure(profile, transport, archs, table, out_csv, args.cache, protocol)
     png = plot_predicted_vs_measured(frame, out_csv.with_suffix(".png"), f"{profile.name}: {table.name}")
     within = (frame["error_pct"].abs() <= 10).mean() * 100
-    log.info("%d subnets: table sum vs measured, mean error %+.1f%%, %.0f%% within ±10%%; plot %s", len(frame),
-             frame["error_pct"].mean(), within, png)
+    log.info(
+        "%d subnets: table sum vs measured, mean error %+.1f%%, %.0f%% within ±10%%; plot %s",
+        len(frame),
+        frame["error_pct"].mean(),
+        within,
+        png,
+    )
     return out_csv
 
 
 def _convert(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="ofa-profile convert",
-                                     description="Convert a CSV table to OFA's YAML files, or a folder of them to CSV.")
+    parser = argparse.ArgumentParser(
+        prog="ofa-profile convert", description="Convert a CSV table to OFA's YAML files, or a folder of them to CSV."
+    )
     parser.add_argument("source", type=Path, help="a table .csv, or a folder of {r}_lookup_table.yaml")
     parser.add_argument("target", type=Path, help="a folder for the YAML files, or a .csv path")
-    parser.add_argument("--statistic", default="mean_ms", choices=["mean_ms", "median_ms"],
-                        help="the CSV column written as OFA's 'mean' (default mean_ms)")
+    parser.add_argument(
+        "--statistic",
+        default="mean_ms",
+        choices=["mean_ms", "median_ms"],
+        help="the CSV column written as OFA's 'mean' (default mean_ms)",
+    )
     args = parser.parse_args(argv)
     if args.source.is_dir():
         if args.target.suffix != ".csv":
@@ -203,9 +249,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if not args.device:
             parser.error("give --device NAME (see --list-devices), or use `ofa-profile convert`")
-        protocol = Protocol(warmup=args.warmup, min_count=args.min_count, min_time_s=args.min_time,
-                            max_cv=args.max_cv, retries=args.retries, batch_rows=args.batch_rows,
-                            cooldown_s=args.cooldown, drift_tolerance=args.drift_tolerance, seed=args.seed)
+        protocol = Protocol(
+            warmup=args.warmup,
+            min_count=args.min_count,
+            min_time_s=args.min_time,
+            max_cv=args.max_cv,
+            retries=args.retries,
+            batch_rows=args.batch_rows,
+            cooldown_s=args.cooldown,
+            drift_tolerance=args.drift_tolerance,
+            seed=args.seed,
+        )
         if args.subnets and args.calibrate is not None:
             parser.error("--subnets and --calibrate are separate runs: give one of them")
         profiles = [resolve_device(name, _overrides(args)) for name in args.device]
@@ -222,8 +276,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             for future in futures:
                 print(future.result())
         return 0
-    except (UsageError, DeviceError, ProtocolError, TableError, MeasurementError, TransportError, SubnetFileError,
-            CalibrationError, MissingRowsError, UnknownResolutionError) as err:
+    except (
+        UsageError,
+        DeviceError,
+        ProtocolError,
+        TableError,
+        MeasurementError,
+        TransportError,
+        SubnetFileError,
+        CalibrationError,
+        MissingRowsError,
+        UnknownResolutionError,
+    ) as err:
         print(f"ofa-profile: error: {err}", file=sys.stderr)
         return 2 if isinstance(err, (UsageError, DeviceError, ProtocolError)) else 1
     except KeyboardInterrupt:

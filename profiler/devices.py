@@ -77,15 +77,26 @@ class DeviceProfile:
         return ["localhost"]
 
     def describe(self) -> str:
-        where = {"ssh": ", ".join(self.hosts) or "(no host)", "adb": ", ".join(self.serials) or "(first device)",
-                 "local": "this machine"}[self.transport]
-        return (f"{self.name:<10} via {self.transport:<5} {self.runtime}/{self.provider}, {self.threads} thread(s), "
-                f"batch {self.batch}, on {where}" + (f"  ({self.description})" if self.description else ""))
+        where = {
+            "ssh": ", ".join(self.hosts) or "(no host)",
+            "adb": ", ".join(self.serials) or "(first device)",
+            "local": "this machine",
+        }[self.transport]
+        return (
+            f"{self.name:<10} via {self.transport:<5} {self.runtime}/{self.provider}, {self.threads} thread(s), "
+            f"batch {self.batch}, on {where}" + (f"  ({self.description})" if self.description else "")
+        )
 
 
 _TYPES: dict[str, tuple[type, ...]] = {
-    f.name: (int,) if f.type == "int" else (str,) if f.type == "str" else (list,) if f.type.startswith("list")
-    else (str, list) for f in dataclasses.fields(DeviceProfile)
+    f.name: (int,)
+    if f.type == "int"
+    else (str,)
+    if f.type == "str"
+    else (list,)
+    if f.type.startswith("list")
+    else (str, list)
+    for f in dataclasses.fields(DeviceProfile)
 }
 
 
@@ -96,19 +107,20 @@ def _check(profile: DeviceProfile, source: str) -> DeviceProfile:
     if profile.runtime not in RUNTIMES:
         raise DeviceError(f"{where}: runtime = {profile.runtime!r}; expected one of {', '.join(RUNTIMES)}")
     if profile.runtime == "benchmark_model" and profile.transport != "adb":
-        raise DeviceError(f"{where}: runtime benchmark_model runs on Android phones; use transport = \"adb\"")
+        raise DeviceError(f'{where}: runtime benchmark_model runs on Android phones; use transport = "adb"')
     for name in ("threads", "batch", "port"):
         if getattr(profile, name) < 1:
             raise DeviceError(f"{where}: {name} = {getattr(profile, name)} must be at least 1")
     if isinstance(profile.affinity, str) and profile.affinity not in ("", "fast"):
-        raise DeviceError(f"{where}: affinity = {profile.affinity!r}; expected \"fast\", a list of CPU ids, or \"\"")
+        raise DeviceError(f'{where}: affinity = {profile.affinity!r}; expected "fast", a list of CPU ids, or ""')
     if isinstance(profile.affinity, list) and not all(isinstance(c, int) and c >= 0 for c in profile.affinity):
         raise DeviceError(f"{where}: affinity must list CPU ids (ints >= 0), got {profile.affinity!r}")
     return profile
 
 
-def _profile_from(name: str, fields: Mapping[str, Any], source: str, base: DeviceProfile | None = None
-                  ) -> DeviceProfile:
+def _profile_from(
+    name: str, fields: Mapping[str, Any], source: str, base: DeviceProfile | None = None
+) -> DeviceProfile:
     """A profile from a mapping of fields, on top of ``base`` (a built-in of the same name) when given."""
     if not isinstance(fields, Mapping):
         raise DeviceError(f"{source}: device {name!r} must be a table of fields, got {type(fields).__name__}")
@@ -126,17 +138,41 @@ def _profile_from(name: str, fields: Mapping[str, Any], source: str, base: Devic
 
 
 BUILTIN_PROFILES: dict[str, DeviceProfile] = {
-    p.name: p for p in (
+    p.name: p
+    for p in (
         DeviceProfile("local", description="this machine's CPU with ONNX Runtime"),
-        DeviceProfile("pixel1", transport="adb", runtime="benchmark_model", provider="xnnpack", affinity="fast",
-                      remote_dir="/data/local/tmp/ofa-profile",
-                      description="Android phone, TF-Lite benchmark_model, 1 thread on the fast cores"),
-        DeviceProfile("jetson", transport="ssh", provider="TensorRT", hosts=["jetson.local"],
-                      description="NVIDIA Jetson over SSH, ONNX Runtime with TensorRT (CUDA as fallback)"),
-        DeviceProfile("gpu", transport="ssh", runtime="torch", provider="cuda", batch=8, hosts=["gpu-host"],
-                      description="a CUDA GPU host over SSH, torch timed with synchronisation"),
-        DeviceProfile("fpga", transport="ssh", provider="VitisAI", hosts=["fpga-host"],
-                      description="an FPGA host over SSH, ONNX Runtime with the VitisAI execution provider"),
+        DeviceProfile(
+            "pixel1",
+            transport="adb",
+            runtime="benchmark_model",
+            provider="xnnpack",
+            affinity="fast",
+            remote_dir="/data/local/tmp/ofa-profile",
+            description="Android phone, TF-Lite benchmark_model, 1 thread on the fast cores",
+        ),
+        DeviceProfile(
+            "jetson",
+            transport="ssh",
+            provider="TensorRT",
+            hosts=["jetson.local"],
+            description="NVIDIA Jetson over SSH, ONNX Runtime with TensorRT (CUDA as fallback)",
+        ),
+        DeviceProfile(
+            "gpu",
+            transport="ssh",
+            runtime="torch",
+            provider="cuda",
+            batch=8,
+            hosts=["gpu-host"],
+            description="a CUDA GPU host over SSH, torch timed with synchronisation",
+        ),
+        DeviceProfile(
+            "fpga",
+            transport="ssh",
+            provider="VitisAI",
+            hosts=["fpga-host"],
+            description="an FPGA host over SSH, ONNX Runtime with the VitisAI execution provider",
+        ),
     )
 }
 
@@ -168,12 +204,15 @@ def load_profiles(paths: Iterable[Path] | None = None) -> dict[str, DeviceProfil
     return profiles
 
 
-def resolve_device(name: str, overrides: Mapping[str, Any] | None = None,
-                   profiles: Mapping[str, DeviceProfile] | None = None) -> DeviceProfile:
+def resolve_device(
+    name: str, overrides: Mapping[str, Any] | None = None, profiles: Mapping[str, DeviceProfile] | None = None
+) -> DeviceProfile:
     """The named profile with command-line overrides applied (``None`` values are ignored)."""
     profiles = load_profiles() if profiles is None else profiles
     if name not in profiles:
-        raise DeviceError(f"unknown device {name!r}; known devices: {', '.join(sorted(profiles))}. "
-                          f"Add your own in devices.toml (see `ofa-profile --list-devices`).")
+        raise DeviceError(
+            f"unknown device {name!r}; known devices: {', '.join(sorted(profiles))}. "
+            f"Add your own in devices.toml (see `ofa-profile --list-devices`)."
+        )
     given = {k: v for k, v in (overrides or {}).items() if v is not None and v != []}
     return _profile_from(name, given, "command line", profiles[name]) if given else profiles[name]
