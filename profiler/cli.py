@@ -74,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--serial", dest="serials", action="append", help="ADB serial or host:port (repeatable)")
     where.add_argument("--user")
     where.add_argument("--key", help="SSH private key file")
+    where.add_argument("--known-hosts", help="SSH known_hosts file to check the host key against")
+    where.add_argument("--adb-key", help="ADB private key file (created on first use)")
     where.add_argument("--port", type=int)
     where.add_argument("--runtime", choices=["onnxruntime", "tflite", "torch", "benchmark_model"])
     where.add_argument("--provider", help="execution provider, delegate or torch device")
@@ -115,6 +117,8 @@ def _overrides(args: argparse.Namespace) -> dict:
         "serials",
         "user",
         "key",
+        "known_hosts",
+        "adb_key",
         "port",
         "runtime",
         "provider",

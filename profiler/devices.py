@@ -42,7 +42,9 @@ class DeviceProfile:
             or empty for no pinning.
         batch: Batch size of the timed inputs.
         hosts: SSH hosts (several for a table sharded across identical devices).
+        known_hosts: SSH known_hosts file the host key is checked against (empty: ``~/.ssh/known_hosts``).
         serials: ADB serials or ``host:port`` (several for sharding).
+        adb_key: ADB private key, created on first use (empty: ``~/.android/adbkey``, the one ``adb`` uses).
     """
 
     name: str
@@ -56,7 +58,9 @@ class DeviceProfile:
     port: int = 22
     user: str = ""
     key: str = ""
+    known_hosts: str = ""
     serials: list[str] = field(default_factory=list)
+    adb_key: str = ""
     python: str = "python3"
     remote_dir: str = ""
     benchmark_model: str = "/data/local/tmp/benchmark_model"
