@@ -289,7 +289,7 @@ class TableRun:
             "provider": self.profile.provider,
             "environment": self.state.environment,
             "agent": {"name": AGENT.name, "version": AGENT_VERSION},
-            "protocol": self.protocol.to_dict(),
+            "settings": self.protocol.to_dict(),
             "statistic": "median_ms is the median of the raw samples kept in the journal",
             "journal": journal_path(self.table).name,
             "rows_measured": len(rows),

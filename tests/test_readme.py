@@ -14,3 +14,4 @@ def test_readme_python_example_runs():
         namespace: dict = {}
         exec(compile(block, str(README), "exec"), namespace)
         assert namespace["model"].config == namespace["sub"].config
+        assert namespace["rows"][0].startswith("Conv-input:192x192x3")
