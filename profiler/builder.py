@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from predictors.table_io import Row, Table, write_table
-from profiler.agent_run import AGENT, AgentRun, parse_results
+from profiler.agent_run import AGENT, AgentRun
 from profiler.devices import DeviceProfile
 from profiler.journal import Journal
-from profiler.measure import measure_models
+from profiler.measure import measure_models, read_batch, stop_agent
 from profiler.protocol import Protocol, spread
 from profiler.transports.base import Transport
 from supernet.export import export_units
@@ -259,20 +259,16 @@ class TableRun:
 
     def _recover(self) -> None:
         """Keep what a killed run measured: stop its agent, ingest each batch the journal lacks, clean up."""
-        pattern = self.transport.join(self.remote_dir, ".*", "[" + AGENT.name[0] + "]" + AGENT.name[1:])
-        self.transport.run(["pkill", "-f", pattern], timeout=30, check=False)
+        stop_agent(self.profile, self.transport, self.remote_dir)
         listing = self.transport.run(["ls", "-1", self.remote_dir], timeout=30, check=False)
         leftovers = [name for name in listing.stdout.split() if name.startswith("b")] if listing.ok else []
         for batch_id in leftovers:
             remote = self.transport.join(self.remote_dir, batch_id)
-            results = self.transport.join(remote, "results.jsonl")
-            if batch_id in self.state.batches or self.transport.remote_sha256(results) is None:
+            local = self.table.parent / f".{self.table.stem}.{batch_id}.results"
+            run = None if batch_id in self.state.batches else read_batch(self.profile, self.transport, remote, local)
+            if run is None:
                 self.transport.remove(remote)
                 continue
-            local = self.table.parent / f".{self.table.stem}.{batch_id}.jsonl"
-            self.transport.pull(results, local)
-            run = parse_results(local.read_text())
-            local.unlink()
             run.results.pop(REFERENCE_NAME, None)
             run.errors.clear()  # a model cut off mid-measurement is measured again, not reported
             log.info("recovered %d rows of an interrupted batch from %s", len(run.results), self.transport)
@@ -301,7 +297,6 @@ class TableRun:
         table = Table(rows=rows, meta=meta)
         write_table(self.table, table)
         return table
-
 
 
 def _now() -> str:

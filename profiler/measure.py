@@ -1,7 +1,8 @@
 """Measure a list of model files on one device with the profile's runtime and the run's protocol.
 
 The one place that turns a device profile and a protocol into agent settings, so table rows, whole subnets and
-calibration runs are all timed the same way.
+calibration runs are all timed the same way; and the one place that knows which agent a profile uses: the
+Python agent, or the Android agent for TF-Lite's ``benchmark_model``.
 """
 
 from __future__ import annotations
@@ -11,12 +12,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from profiler.agent_run import AgentRun, run_python_agent
+from profiler.agent_run import AGENT as PYTHON_AGENT
+from profiler.agent_run import AgentRun, parse_results, run_python_agent
+from profiler.android_run import AGENT as ANDROID_AGENT
+from profiler.android_run import RESULTS as ANDROID_RESULTS
+from profiler.android_run import parse_agent_output, run_android_agent
 from profiler.devices import DeviceProfile
 from profiler.protocol import Protocol
 from profiler.transports.base import Transport
 
-__all__ = ["agent_python", "measure_models"]
+__all__ = ["agent_python", "measure_models", "read_batch", "stop_agent"]
 
 _AGENT_RUNTIMES = {"onnxruntime": "onnxruntime", "tflite": "tflite", "torch": "torch"}
 
@@ -29,8 +34,7 @@ def agent_python(profile: DeviceProfile) -> str:
 
 
 def agent_settings(profile: DeviceProfile, protocol: Protocol) -> dict[str, Any]:
-    settings = {**protocol.agent_settings(), "threads": profile.threads, "runtime": _AGENT_RUNTIMES[profile.runtime],
-                "provider": profile.provider}
+    settings = {**protocol.agent_settings(), "threads": profile.threads, "provider": profile.provider}
     if profile.affinity:
         settings["affinity"] = profile.affinity
     return settings
@@ -41,13 +45,59 @@ def batch_timeout(n_models: int, protocol: Protocol) -> float:
     return 120.0 + n_models * (protocol.min_time_s * 20 + 10)
 
 
-def measure_models(profile: DeviceProfile, transport: Transport, models: Sequence[Mapping[str, Any]],
-                   protocol: Protocol, remote_dir: str, scratch: Path, cleanup: bool = True) -> AgentRun:
+def measure_models(
+    profile: DeviceProfile,
+    transport: Transport,
+    models: Sequence[Mapping[str, Any]],
+    protocol: Protocol,
+    remote_dir: str,
+    scratch: Path,
+    cleanup: bool = True,
+) -> AgentRun:
     """Time ``models`` (``name``, local ``path``, ``inputs``) on the device; raw samples come back per model."""
-    results = scratch / f".{Path(remote_dir).name}.results.jsonl"
+    results = scratch / f".{Path(remote_dir).name}.results"
+    options = {
+        "remote_dir": remote_dir,
+        "results": results,
+        "cleanup": cleanup,
+        "timeout": batch_timeout(len(models), protocol),
+    }
+    settings = agent_settings(profile, protocol)
     try:
-        return run_python_agent(transport, models, remote_dir=remote_dir, results=results,
-                                timeout=batch_timeout(len(models), protocol), python=agent_python(profile),
-                                settings=agent_settings(profile, protocol), cleanup=cleanup)
+        if profile.runtime == "benchmark_model":
+            return run_android_agent(
+                transport, models, benchmark_model=profile.benchmark_model, settings=settings, **options
+            )
+        settings["runtime"] = _AGENT_RUNTIMES[profile.runtime]
+        return run_python_agent(transport, models, python=agent_python(profile), settings=settings, **options)
     finally:
         results.unlink(missing_ok=True)
+
+
+def _agent(profile: DeviceProfile) -> tuple[str, str]:
+    """The profile's agent script name and the name of its results file on the device."""
+    if profile.runtime == "benchmark_model":
+        return ANDROID_AGENT.name, ANDROID_RESULTS
+    return PYTHON_AGENT.name, "results.jsonl"
+
+
+def stop_agent(profile: DeviceProfile, transport: Transport, remote_dir: str) -> None:
+    """Stop an agent a killed run left measuring under ``remote_dir``: it would compete for the CPU."""
+    script, _ = _agent(profile)
+    # "[p]ython_agent.py" matches the agent but not this pkill's own command line, which holds the brackets.
+    pattern = transport.join(remote_dir, ".*", f"[{script[0]}]{script[1:]}")
+    transport.run(["pkill", "-f", pattern], timeout=30, check=False)
+
+
+def read_batch(profile: DeviceProfile, transport: Transport, remote: str, local: Path) -> AgentRun | None:
+    """The records in a batch folder's results file on the device (pulled via ``local``), None if it has none."""
+    _, name = _agent(profile)
+    results = transport.join(remote, name)
+    if transport.remote_sha256(results) is None:
+        return None
+    transport.pull(results, local)
+    try:
+        text = local.read_text()
+    finally:
+        local.unlink()
+    return parse_agent_output(text) if profile.runtime == "benchmark_model" else parse_results(text)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,97 @@ def adb(adb_daemon: AdbDaemon, adb_key: Path) -> Iterator[AdbTransport]:
     """An adb-shell transport to the test ADB device."""
     with AdbTransport(adb_daemon.serial, key_path=adb_key, connect_timeout=5) as transport:
         yield transport
+
+
+# ----------------------------------------------------------------------------------------------------
+# Android agent and benchmark_model (issues 4 and 6): a fake benchmark_model binary and a fake sysfs tree.
+# No phone exists here: the fake prints verbatim output of the real binary's formats, chosen by the first
+# word of the model file, and the ADB test daemon runs the agent with this machine's sh.
+# ----------------------------------------------------------------------------------------------------
+
+_FAKE_BENCHMARK_MODEL = """#!/bin/sh
+# Fake TF-Lite benchmark_model: prints a verbatim sample of the real binary's output, chosen by the model file's
+# first word (new, plain, old, oldest, unconsumed, fail), and logs "FILE<TAB>CPUS" (the CPUs it may run on) per call.
+# While HERE/FILE.hold exists it waits (bounded), so tests can cut a run off at a known model.
+here=$(dirname "$0")
+graph=
+for arg in "$@"; do
+    case $arg in --graph=*) graph=${arg#--graph=} ;; esac
+done
+file=$(basename "$graph")
+printf '%s\\t%s\\n' "$file" "$(sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' /proc/self/status)" >>"$here/calls.log"
+tries=0
+while [ -e "$here/$file.hold" ] && [ "$tries" -lt 600 ]; do
+    tries=$((tries + 1))
+    sleep 0.05
+done
+kind=$(head -n 1 "$graph" 2>/dev/null)
+case $kind in
+    unconsumed) echo "Unconsumed cmdline flags: --use_xnnpack=true"; cat "$here/plain.out" ;;
+    fail) echo "ERROR: Failed to load model $graph"; exit 1 ;;
+    *) cat "$here/$kind.out" ;;
+esac
+"""
+
+
+class FakeBenchmarkModel:
+    """A fake ``benchmark_model`` in a folder the ADB daemon can reach, with its call log and hold switches."""
+
+    def __init__(self, folder: Path) -> None:
+        from tests.test_benchmark_model_parse import NEW_PLAIN, NEW_WITH_MEDIAN, OLD, OLDEST
+
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        self.path = folder / "benchmark_model"
+        self.path.write_text(_FAKE_BENCHMARK_MODEL)
+        self.path.chmod(0o755)
+        for kind, text in {"new": NEW_WITH_MEDIAN, "plain": NEW_PLAIN, "old": OLD, "oldest": OLDEST}.items():
+            (folder / f"{kind}.out").write_text(text)
+
+    def calls(self) -> list[tuple[str, str]]:
+        """(model file name, CPUs it was allowed to run on) per call, in order."""
+        log = self.folder / "calls.log"
+        return [tuple(line.split("\t", 1)) for line in log.read_text().splitlines()] if log.exists() else []
+
+    def hold(self, file_name: str) -> None:
+        """Make calls for this model file wait until :meth:`release`."""
+        (self.folder / f"{file_name}.hold").touch()
+
+    def release(self, file_name: str) -> None:
+        (self.folder / f"{file_name}.hold").unlink(missing_ok=True)
+
+
+@pytest.fixture
+def fake_benchmark_model(tmp_path: Path) -> FakeBenchmarkModel:
+    """A fake benchmark_model binary inside the ADB daemon's sandbox."""
+    return FakeBenchmarkModel(tmp_path / "bin")
+
+
+def make_fake_sysfs(root: Path, max_khz: Mapping[int, int]) -> Path:
+    """A sysfs tree with cpufreq files (cpu id -> cpuinfo_max_freq) and one thermal zone."""
+    for cpu, khz in max_khz.items():
+        freq = root / "devices" / "system" / "cpu" / f"cpu{cpu}" / "cpufreq"
+        freq.mkdir(parents=True)
+        (freq / "cpuinfo_max_freq").write_text(f"{khz}\n")
+        (freq / "scaling_cur_freq").write_text(f"{khz // 2}\n")
+        (freq / "scaling_governor").write_text("schedutil\n")
+    (root / "devices" / "system" / "cpu" / "cpufreq").mkdir(parents=True, exist_ok=True)  # not a core: skipped
+    zone = root / "class" / "thermal" / "thermal_zone0"
+    zone.mkdir(parents=True)
+    (zone / "type").write_text("cpu-big\n")
+    (zone / "temp").write_text("41500\n")
+    return root
+
+
+@pytest.fixture
+def fast_core_sysfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> int:
+    """A fake sysfs whose one fast core is the highest CPU we may run on; agents read it (OFA_AGENT_SYSFS).
+
+    Returns:
+        The fast core's id.
+    """
+    allowed = sorted(os.sched_getaffinity(0))
+    fast = allowed[-1]
+    root = make_fake_sysfs(tmp_path / "sysfs", {cpu: 2_000_000 if cpu == fast else 1_000_000 for cpu in allowed})
+    monkeypatch.setenv("OFA_AGENT_SYSFS", str(root))  # the ADB daemon's commands inherit our environment
+    return fast

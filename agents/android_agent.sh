@@ -1,0 +1,252 @@
+#!/system/bin/sh
+# android_agent.sh: time TF-Lite models with benchmark_model on an Android phone, which has no Python.
+#
+# POSIX sh only (toybox, mksh, busybox, dash): no arrays, no [[ ]], no local, no $'..'. It runs detached from
+# the adb connection, so a dropped USB cable does not stop it; the host polls `status` and pulls RESULTS.
+#
+# Usage (all paths absolute; the host quotes every argument):
+#   sh android_agent.sh start  MANIFEST RESULTS   start `run` under setsid + nohup unless one already runs
+#   sh android_agent.sh status MANIFEST RESULTS   print "running PID", "done STATUS [MESSAGE]" or "stopped"
+#   sh android_agent.sh run    MANIFEST RESULTS   measure each model of MANIFEST not yet complete in RESULTS
+#   sh android_agent.sh mask   AFFINITY           print the taskset mask for AFFINITY (nothing: no pinning)
+#
+# MANIFEST: one record per line, fields separated by one TAB; lines starting with # are ignored.
+#   binary<TAB>PATH                    the benchmark_model executable
+#   affinity<TAB>fast|none|ID,ID,...   fast: the cores with the highest cpuinfo_max_freq
+#   model<TAB>NAME<TAB>FILE<TAB>FLAGS  FILE lies beside the manifest; FLAGS are separated by spaces
+# NAME and FILE may hold any character except TAB and newline; a flag may not hold a space.
+#
+# RESULTS: appended to. A model's block is written whole once its run has ended:
+#   === ofa-agent begin NAME
+#   === ofa-agent command taskset MASK BINARY --graph=FILE FLAGS...
+#   ...benchmark_model's output, verbatim...
+#   === ofa-agent status EXIT_STATUS
+#   === ofa-agent end NAME
+# A model with an "end" line is complete: a later run skips it, so a rerun continues a cut-off one. Each run
+# also appends an environment block at its start and at its end:
+#   === ofa-agent environment start|end
+#   cpu ID GOVERNOR CUR_KHZ MAX_KHZ      ("-" where unreadable)
+#   thermal ZONE TYPE MILLIDEGREES_C
+#   prop NAME VALUE
+#   mask MASK                            (empty: not pinned)
+#
+# Beside the manifest: agent.pid (the running agent), agent.log (its own messages) and done ("STATUS MESSAGE",
+# written last). OFA_AGENT_SYSFS replaces /sys, so tests can use a fake tree.
+
+TAB=$(printf '\t')
+SYSFS=${OFA_AGENT_SYSFS:-/sys}
+MARK='=== ofa-agent'
+
+fast_mask() {
+    # The cores whose cpuinfo_max_freq is the highest: the big cluster of a big.LITTLE phone.
+    best=0
+    mask=0
+    for cpu_dir in "$SYSFS"/devices/system/cpu/cpu[0-9]*; do
+        id=${cpu_dir##*/cpu}
+        freq=$(cat "$cpu_dir/cpufreq/cpuinfo_max_freq" 2>/dev/null)
+        case $id$freq in '' | *[!0-9]*) continue ;; esac
+        if [ "$freq" -gt "$best" ]; then
+            best=$freq
+            mask=0
+        fi
+        if [ "$freq" -eq "$best" ]; then
+            mask=$((mask | (1 << id)))
+        fi
+    done
+    if [ "$mask" -ne 0 ]; then
+        printf '%x\n' "$mask"
+    fi
+}
+
+list_mask() {
+    mask=0
+    saved_ifs=$IFS
+    IFS=,
+    for id in $1; do
+        case $id in '' | *[!0-9]*) IFS=$saved_ifs; echo "bad CPU id '$id' in affinity '$1'" >&2; return 1 ;; esac
+        mask=$((mask | (1 << id)))
+    done
+    IFS=$saved_ifs
+    printf '%x\n' "$mask"
+}
+
+affinity_mask() {
+    case $1 in
+        '' | none) ;;
+        fast) fast_mask ;;
+        *) list_mask "$1" ;;
+    esac
+}
+
+agent_pid() {
+    # The PID of a live `run` for this manifest; a stale PID (the phone rebooted) names another program.
+    [ -r "$dir/agent.pid" ] || return 1
+    pid=$(cat "$dir/agent.pid")
+    case $pid in '' | *[!0-9]*) return 1 ;; esac
+    kill -0 "$pid" 2>/dev/null || return 1
+    tr '\000' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -e " run $manifest " || return 1
+    echo "$pid"
+}
+
+environment() {
+    {
+        echo "$MARK environment $1"
+        for cpu_dir in "$SYSFS"/devices/system/cpu/cpu[0-9]*; do
+            [ -d "$cpu_dir" ] || continue
+            freq_dir=$cpu_dir/cpufreq
+            echo "cpu ${cpu_dir##*/cpu} $(value "$freq_dir/scaling_governor") $(value "$freq_dir/scaling_cur_freq")" \
+                "$(value "$freq_dir/cpuinfo_max_freq")"
+        done
+        for zone in "$SYSFS"/class/thermal/thermal_zone*; do
+            [ -r "$zone/temp" ] && echo "thermal ${zone##*/} $(value "$zone/type") $(value "$zone/temp")"
+        done
+        if command -v getprop >/dev/null 2>&1; then
+            for prop in ro.product.model ro.product.device ro.build.fingerprint ro.board.platform; do
+                echo "prop $prop $(getprop "$prop")"
+            done
+        fi
+        echo "prop kernel $(uname -r 2>/dev/null)"
+        printf 'prop binary %s\nmask %s\n' "$binary" "$mask"
+    } >>"$results"
+}
+
+value() {
+    # One word from a sysfs file, "-" where it is missing or unreadable (cores offline, SELinux).
+    text=$(cat "$1" 2>/dev/null | tr -s ' \t' '__')
+    echo "${text:--}"
+}
+
+finish() {
+    sync
+    echo "$*" >"$dir/done"
+    exit "$1"
+}
+
+fail() {
+    code=$1
+    shift
+    printf 'android_agent.sh: %s\n' "$*" >&2
+    finish "$code" "$*"
+}
+
+stop_child() {
+    if [ -n "$child" ]; then
+        kill "$child" 2>/dev/null
+    fi
+}
+
+measure() {
+    name=$1
+    file=$2
+    flags=$3
+    out=$dir/.current.out
+    set -f
+    if [ -n "$mask" ]; then
+        set -- taskset "$mask" "$binary" "--graph=$dir/$file" $flags
+    else
+        set -- "$binary" "--graph=$dir/$file" $flags
+    fi
+    set +f
+    # In the background, so that `wait` (unlike a foreground command) lets the TERM trap stop it at once.
+    "$@" </dev/null >"$out" 2>&1 &
+    child=$!
+    wait "$child"
+    status=$?
+    child=
+    {
+        printf '%s begin %s\n%s command %s\n' "$MARK" "$name" "$MARK" "$*"
+        cat "$out"
+        printf '\n%s status %s\n%s end %s\n' "$MARK" "$status" "$MARK" "$name"
+    } >>"$results"
+    rm -f "$out"
+    sync
+}
+
+run() {
+    echo $$ >"$dir/agent.pid"
+    child=
+    trap '' HUP
+    trap 'stop_child; exit 143' TERM INT
+    binary=
+    affinity=
+    while IFS=$TAB read -r kind first rest; do
+        case $kind in
+            binary) binary=$first ;;
+            affinity) affinity=$first ;;
+        esac
+    done <"$manifest"
+    [ -n "$binary" ] || fail 2 "no 'binary' line in $manifest"
+    [ -x "$binary" ] || fail 127 "benchmark_model is missing or not executable at $binary; push it" \
+        "(adb push benchmark_model $binary && adb shell chmod 755 $binary) or set benchmark_model in devices.toml"
+    mask=$(affinity_mask "$affinity") || fail 2 "cannot pin to affinity '$affinity'"
+    if [ "$affinity" = fast ] && [ -z "$mask" ]; then
+        echo "android_agent.sh: no readable cpuinfo_max_freq under $SYSFS; running unpinned" >&2
+    fi
+    if [ -n "$mask" ] && ! command -v taskset >/dev/null 2>&1; then
+        echo "android_agent.sh: no taskset on this device; running unpinned" >&2
+        mask=
+    fi
+    environment start
+    while IFS=$TAB read -r kind name file flags; do
+        [ "$kind" = model ] || continue
+        grep -qxF -e "$MARK end $name" "$results" 2>/dev/null && continue
+        measure "$name" "$file" "$flags"
+    done <"$manifest"
+    environment end
+    finish 0
+}
+
+start() {
+    if pid=$(agent_pid); then
+        echo "running $pid"
+        return 0
+    fi
+    rm -f "$dir/done" "$dir/agent.pid"
+    detach=
+    if command -v setsid >/dev/null 2>&1; then
+        detach=setsid  # its own session: killing the adb shell's process group does not reach it
+    fi
+    $detach nohup sh "$0" run "$manifest" "$results" </dev/null >>"$dir/agent.log" 2>&1 &
+    tries=0
+    while [ ! -s "$dir/agent.pid" ]; do
+        tries=$((tries + 1))
+        if [ "$tries" -gt 100 ]; then
+            echo "android_agent.sh: the agent did not start within 10 s; see $dir/agent.log" >&2
+            exit 1
+        fi
+        sleep 0.1 2>/dev/null || sleep 1  # old toolbox sleeps whole seconds only
+    done
+    echo "started $(cat "$dir/agent.pid")"
+}
+
+status() {
+    # Live first: an agent that ends between the two checks has written done before it exits.
+    if pid=$(agent_pid); then
+        echo "running $pid"
+    elif [ -f "$dir/done" ]; then
+        echo "done $(cat "$dir/done")"
+    else
+        echo "stopped"
+    fi
+}
+
+usage() {
+    echo "usage: sh android_agent.sh start|status|run MANIFEST RESULTS, or sh android_agent.sh mask AFFINITY" >&2
+    exit 2
+}
+
+action=$1
+case $action in
+    mask)
+        [ $# -eq 2 ] || usage
+        affinity_mask "$2"
+        ;;
+    start | status | run)
+        [ $# -eq 3 ] || usage
+        manifest=$2
+        results=$3
+        dir=$(dirname "$manifest")
+        "$action"
+        ;;
+    *) usage ;;
+esac

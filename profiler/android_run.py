@@ -1,0 +1,307 @@
+"""Run the Android agent on a phone: push, start it detached, poll with bounded calls, pull, parse.
+
+Phones have no Python, so ``agents/android_agent.sh`` drives TF-Lite's ``benchmark_model`` binary. It runs under
+``setsid nohup``, appends each model's output to a results file on the phone and writes a ``done`` file last: a
+dropped USB cable stops only the polling, and calling again finds the agent still running, or its work done, and
+continues from the results on the phone.
+
+benchmark_model prints aggregates, never per-run times, so a result's ``samples_ms`` is empty and its summary
+holds what the binary printed: ``median`` is benchmark_model's ``median=`` where the build prints it and its
+``avg=`` otherwise (``median_from`` says which); ``p10`` and ``p90`` are None (no build prints them).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from profiler.agent_run import AgentRun
+from profiler.benchmark_model import BenchmarkModelError, parse_benchmark_output
+from profiler.transports.base import Transport
+from profiler.transports.errors import TransportError
+
+__all__ = ["AGENT", "RESULTS", "AgentFailed", "benchmark_flags", "parse_agent_output", "run_android_agent"]
+
+AGENT = Path(__file__).resolve().parents[1] / "agents" / "android_agent.sh"
+RESULTS = "results.txt"
+_SETTINGS = ("threads", "affinity", "warmup", "min_count", "min_time_s", "provider")
+_DEFAULTS = {"threads": 1, "warmup": 10, "min_count": 50, "min_time_s": 1.0, "provider": "cpu"}
+# "cpu" adds no flag: the binary's own default (XNNPACK on builds since TF 2.3).
+_DELEGATE_FLAGS = {
+    "cpu": (),
+    "xnnpack": ("--use_xnnpack=true",),
+    "gpu": ("--use_gpu=true",),
+    "nnapi": ("--use_nnapi=true",),
+}
+_MARK = "=== ofa-agent "
+_CALL_TIMEOUT = 30.0
+
+
+class AgentFailed(TransportError):
+    """The agent on the phone stopped before finishing, failed, or outlived its time; its results stay there."""
+
+
+def benchmark_flags(settings: Mapping[str, Any]) -> list[str]:
+    """The benchmark_model flags for agent settings (threads, warmup, min_count, min_time_s, provider).
+
+    Raises:
+        ValueError: A provider that benchmark_model has no delegate flag for.
+    """
+    values = {**_DEFAULTS, **{k: v for k, v in settings.items() if v is not None}}
+    provider = str(values["provider"]).lower()
+    if provider not in _DELEGATE_FLAGS:
+        raise ValueError(
+            f"provider {values['provider']!r} has no benchmark_model delegate; expected one of "
+            f"{', '.join(_DELEGATE_FLAGS)} (set provider in devices.toml or --provider)"
+        )
+    return [
+        f"--num_threads={int(values['threads'])}",
+        f"--warmup_runs={int(values['warmup'])}",
+        f"--num_runs={int(values['min_count'])}",
+        f"--min_secs={float(values['min_time_s']):g}",
+        *_DELEGATE_FLAGS[provider],
+    ]
+
+
+def _field(value: str, what: str) -> str:
+    """A manifest field: the agent splits lines on TAB, so TAB and newline cannot be in one."""
+    if not value or any(c in value for c in "\t\n\r"):
+        raise ValueError(
+            f"{what} {value!r} cannot go in the Android agent's manifest: it must be non-empty, "
+            f"without TAB or newline; rename it"
+        )
+    return value
+
+
+def _affinity(affinity: str | Sequence[int] | None) -> str:
+    if not affinity:
+        return "none"
+    if isinstance(affinity, str):
+        return affinity
+    return ",".join(str(int(cpu)) for cpu in affinity)
+
+
+def _manifest(binary: str, affinity: str, models: Sequence[tuple[str, str]], flags: Sequence[str]) -> str:
+    lines = [
+        "# ofa-profile manifest for agents/android_agent.sh (TAB-separated; see the script's header)",
+        f"binary\t{_field(binary, 'benchmark_model path')}",
+        f"affinity\t{affinity}",
+    ]
+    lines += [f"model\t{name}\t{file}\t{' '.join(flags)}" for name, file in models]
+    return "\n".join(lines) + "\n"
+
+
+def run_android_agent(
+    transport: Transport,
+    models: Sequence[Mapping[str, Any]],
+    *,
+    remote_dir: str,
+    results: Path,
+    timeout: float,
+    benchmark_model: str = "/data/local/tmp/benchmark_model",
+    settings: Mapping[str, Any] | None = None,
+    cleanup: bool = True,
+    poll_interval: float = 1.0,
+) -> AgentRun:
+    """Measure TF-Lite models on a phone with benchmark_model, through the Android agent.
+
+    Args:
+        transport: How to reach the phone (ADB in practice; any transport with a POSIX sh works).
+        models: One mapping per model: ``name``, local ``path`` (a .tflite), optionally ``inputs`` (batch 1 only:
+            benchmark_model runs the shape the model was exported with).
+        remote_dir: Working folder on the phone; created if missing, removed after a complete run.
+        results: Local path the phone's results file is pulled to.
+        timeout: Seconds the agent may run in all; each call to the phone has its own shorter bound.
+        benchmark_model: Path of the binary on the phone.
+        settings: threads, affinity (``"fast"``, CPU ids or empty), warmup, min_count, min_time_s, provider.
+        cleanup: Remove ``remote_dir`` after the results were pulled.
+        poll_interval: Seconds between status checks.
+
+    Raises:
+        ValueError: Unknown settings, a provider without a delegate flag, a batch other than 1, two models with
+            the same file name, or a name the manifest cannot hold.
+        AgentFailed: The agent stopped early, failed (e.g. no binary at ``benchmark_model``) or ran too long.
+        TransportError: The phone went away; the agent goes on there, and calling again continues the run.
+    """
+    settings = dict(settings or {})
+    unknown = sorted(set(settings) - set(_SETTINGS))
+    if unknown:
+        raise ValueError(f"unknown agent settings {unknown}; expected some of {list(_SETTINGS)}")
+    flags = benchmark_flags(settings)
+    entries, files = [], {}
+    for model in models:
+        local = Path(model["path"])
+        if local.name in files:
+            raise ValueError(f"two models share the file name {local.name!r}; rename one")
+        if any(shape[0] != 1 for shape in model.get("inputs") or []):
+            raise ValueError(f"{model['name']}: benchmark_model times batch 1 only; set batch = 1 in the profile")
+        files[local.name] = local
+        entries.append((_field(model["name"], "model name"), _field(local.name, "model file")))
+    transport.make_dirs(remote_dir)
+    agent = transport.join(remote_dir, AGENT.name)
+    manifest = transport.join(remote_dir, "manifest.txt")
+    remote_results = transport.join(remote_dir, RESULTS)
+    transport.push(AGENT, agent)
+    for name, local in files.items():
+        transport.push(local, transport.join(remote_dir, name))
+    with tempfile.TemporaryDirectory() as scratch:
+        manifest_file = Path(scratch) / "manifest.txt"
+        manifest_file.write_text(_manifest(benchmark_model, _affinity(settings.get("affinity")), entries, flags))
+        transport.push(manifest_file, manifest)
+    transport.run(["sh", agent, "start", manifest, remote_results], timeout=_CALL_TIMEOUT)
+    _wait(transport, ["sh", agent, "status", manifest, remote_results], timeout, poll_interval)
+    transport.pull(remote_results, results)
+    if cleanup:
+        transport.remove(remote_dir)
+    return parse_agent_output(results.read_text())
+
+
+def _wait(transport: Transport, status_command: list[str], timeout: float, poll_interval: float) -> None:
+    """Poll the agent's status until it is done; every poll is one short, bounded call."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state, *rest = transport.run(status_command, timeout=_CALL_TIMEOUT).stdout.split(maxsplit=2) or [""]
+        if state == "done":
+            code, message = rest[0], (rest[1] if len(rest) > 1 else "")
+            if code == "0":
+                return
+            raise AgentFailed(
+                transport.device,
+                f"the Android agent failed with status {code}: {message}",
+                "fix what the message says, then run again (measured models are kept)",
+            )
+        if state == "stopped":
+            raise AgentFailed(
+                transport.device,
+                "the Android agent stopped before finishing (killed, or the phone rebooted)",
+                "run again: it continues from the results kept on the phone",
+            )
+        if state != "running":
+            raise AgentFailed(
+                transport.device,
+                f"unexpected agent status {' '.join([state, *rest])!r}",
+                "check that the phone's sh runs agents/android_agent.sh (sh android_agent.sh status)",
+            )
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AgentFailed(
+                transport.device,
+                f"the Android agent still runs after {timeout:g} s",
+                "raise the timeout, or check the phone (screen-off throttling, heat); the agent keeps going, "
+                "and running again picks up its results",
+            )
+        time.sleep(min(poll_interval, left))
+
+
+def parse_agent_output(text: str) -> AgentRun:
+    """Split the phone's results file into result, error and environment records.
+
+    A model's block counts only once its ``end`` line is there: a block cut off mid-write is ignored, and the
+    agent measures that model again on its next run.
+    """
+    run = AgentRun()
+    block: dict[str, Any] | None = None
+    environment: dict[str, Any] | None = None
+    for line in text.splitlines():
+        if line.startswith(_MARK):
+            word, _, rest = line[len(_MARK) :].partition(" ")
+            if word == "begin":
+                block, environment = {"name": rest, "lines": [], "command": "", "status": None}, None
+            elif word == "environment":
+                block, environment = None, _new_environment(rest)
+                run.environments.append(environment)
+            elif block is not None and word == "command":
+                block["command"] = rest
+            elif block is not None and word == "status":
+                block["status"] = int(rest)
+            elif block is not None and word == "end" and rest == block["name"]:
+                record = _model_record(block["name"], "\n".join(block["lines"]), block["status"], block["command"])
+                (run.results if record["type"] == "result" else run.errors)[record["name"]] = record
+                block = None
+        elif block is not None:
+            block["lines"].append(line)
+        elif environment is not None:
+            _add_environment_line(environment, line)
+    return run
+
+
+def _model_record(name: str, output: str, status: int | None, command: str) -> dict[str, Any]:
+    """A result record shaped like the Python agent's, or an error record quoting what went wrong."""
+    base = {"name": name, "runtime": "benchmark_model", "command": command}
+    if status != 0:
+        tail = "\n".join(output.strip().splitlines()[-5:])
+        return {**base, "type": "error", "error": f"benchmark_model exited with status {status}:\n{tail}"}
+    try:
+        parsed = parse_benchmark_output(output)
+    except BenchmarkModelError as exc:
+        return {**base, "type": "error", "error": str(exc)}
+    if parsed.count is None or parsed.std_ms is None:
+        return {
+            **base,
+            "type": "error",
+            "error": "benchmark_model printed no 'count=.. std=..' line, so the run has no spread to judge",
+        }
+    median_from = "median" if parsed.median_ms is not None else "avg"
+    summary = {
+        "median": parsed.median_ms if parsed.median_ms is not None else parsed.avg_ms,
+        "mean": parsed.avg_ms,
+        "std": parsed.std_ms,
+        "p10": None,
+        "p90": None,
+        "count": parsed.count,
+        "min": parsed.min_ms,
+        "max": parsed.max_ms,
+    }
+    return {
+        **base,
+        "type": "result",
+        "summary": summary,
+        "median_from": median_from,
+        "samples_ms": [],
+        "init_ms": parsed.init_ms,
+        "warmup_ms": parsed.warmup_ms,
+    }
+
+
+def _new_environment(phase: str) -> dict[str, Any]:
+    return {
+        "type": "environment",
+        "phase": phase,
+        "agent": AGENT.name,
+        "runtime": "benchmark_model",
+        "cpus": [],
+        "thermal": [],
+        "props": {},
+        "affinity_mask": None,
+    }
+
+
+def _number(text: str) -> int | None:
+    return int(text) if text.isdigit() else None
+
+
+def _add_environment_line(environment: dict[str, Any], line: str) -> None:
+    kind, _, rest = line.partition(" ")
+    words = rest.split()
+    if kind == "cpu" and len(words) == 4:
+        cpu, governor, cur, top = words
+        environment["cpus"].append(
+            {
+                "cpu": _number(cpu),
+                "governor": None if governor == "-" else governor,
+                "cur_khz": _number(cur),
+                "max_khz": _number(top),
+            }
+        )
+    elif kind == "thermal" and len(words) == 3:
+        millideg = words[2].lstrip("-")
+        temp = int(words[2]) / 1000 if millideg.isdigit() else None
+        environment["thermal"].append({"zone": words[0], "type": words[1], "temp_c": temp})
+    elif kind == "prop":
+        name, _, value = rest.partition(" ")
+        environment["props"][name] = value
+    elif kind == "mask":
+        environment["affinity_mask"] = rest or None

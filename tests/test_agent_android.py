@@ -1,0 +1,305 @@
+"""The Android agent (POSIX sh driving TF-Lite's benchmark_model) through the ADB test daemon.
+
+No phone exists here: the daemon runs the agent with this machine's sh (dash, which refuses bash-isms), and a fake
+benchmark_model prints verbatim output of the real binary (tests/conftest.py). A fake sysfs tree decides which
+cores are fast; this machine's taskset does the pinning, and the fake reports the CPUs it was allowed to use.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from profiler.android_run import AGENT, AgentFailed, benchmark_flags, parse_agent_output, run_android_agent
+from profiler.transports.adb import AdbTransport
+from profiler.transports.errors import ConnectionFailed
+from tests.conftest import FakeBenchmarkModel, make_fake_sysfs
+from tests.peers.adb_daemon import AdbDaemon
+from tests.test_benchmark_model_parse import NEW_WITH_MEDIAN
+
+FAST = {"threads": 1, "warmup": 1, "min_count": 5, "min_time_s": 0.01, "provider": "xnnpack", "affinity": "fast"}
+
+
+def _models(folder: Path, kinds: dict[str, str]) -> list[dict[str, object]]:
+    """Model files whose first word tells the fake benchmark_model which output to print."""
+    folder.mkdir(parents=True, exist_ok=True)
+    models = []
+    for name, kind in kinds.items():
+        path = folder / f"{name}.tflite"
+        path.write_text(f"{kind}\n")
+        models.append({"name": name, "path": str(path)})
+    return models
+
+
+def _until(condition: Callable[[], bool], what: str, attempts: int = 1000) -> None:
+    """Poll ``condition`` every 10 ms, at most ``attempts`` times."""
+    for _ in range(attempts):
+        if condition():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    return state != "Z"
+
+
+@pytest.mark.parametrize(
+    ("max_khz", "affinity", "mask"),
+    [
+        (
+            {
+                0: 1_800_000,
+                1: 1_800_000,
+                2: 1_800_000,
+                3: 1_800_000,
+                4: 2_400_000,
+                5: 2_400_000,
+                6: 2_400_000,
+                7: 2_400_000,
+            },
+            "fast",
+            "f0",
+        ),  # big.LITTLE, 4 + 4 (Pixel 1 class)
+        (
+            {
+                0: 1_800_000,
+                1: 1_800_000,
+                2: 1_800_000,
+                3: 1_800_000,
+                4: 2_420_000,
+                5: 2_420_000,
+                6: 2_420_000,
+                7: 2_840_000,
+            },
+            "fast",
+            "80",
+        ),  # three clusters, one prime core
+        ({0: 2_000_000, 1: 2_000_000}, "fast", "3"),  # all cores alike
+        ({0: 2_000_000, 11: 2_500_000, 10: 2_500_000}, "fast", "c00"),  # ids above 9 sort apart from their values
+        ({}, "fast", ""),  # no cpufreq readable: no pinning
+        ({0: 1_000_000}, "4,5", "30"),  # explicit CPU ids
+        ({0: 1_000_000}, "none", ""),
+    ],
+)
+def test_taskset_mask_from_cpuinfo_max_freq(tmp_path: Path, max_khz: dict[int, int], affinity: str, mask: str):
+    """The mask the agent gives taskset: the cores with the highest cpuinfo_max_freq, or the listed ones."""
+    root = make_fake_sysfs(tmp_path / "sysfs", max_khz)
+    result = subprocess.run(
+        ["sh", str(AGENT), "mask", affinity],
+        env={**os.environ, "OFA_AGENT_SYSFS": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert result.stdout.strip() == mask
+
+
+def test_bad_cpu_id_is_refused(tmp_path: Path):
+    """A non-numeric CPU id fails with a message naming it, rather than pinning somewhere else."""
+    result = subprocess.run(["sh", str(AGENT), "mask", "4,x"], capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0 and "bad CPU id 'x'" in result.stderr
+
+
+def test_both_output_formats_bad_flags_and_failures_pinned_to_the_fast_core(
+    adb: AdbTransport, fake_benchmark_model: FakeBenchmarkModel, fast_core_sysfs: int, tmp_path: Path
+):
+    """Each format parses into the Python agent's record shape; unconsumed flags and a crash are error records."""
+    kinds = {
+        "new": "new",
+        "plain": "plain",
+        "old": "old",
+        "oldest": "oldest",
+        "bad flags": "unconsumed",
+        "broken; $(touch pwned)": "fail",
+    }
+    remote_dir = tmp_path / "device"
+    run = run_android_agent(
+        adb,
+        _models(tmp_path / "models", kinds),
+        remote_dir=str(remote_dir),
+        results=tmp_path / "results.txt",
+        timeout=60,
+        benchmark_model=str(fake_benchmark_model.path),
+        settings=FAST,
+        poll_interval=0.05,
+    )
+    assert set(run.results) == {"new", "plain", "old", "oldest"}
+    new = run.results["new"]
+    assert new["median_from"] == "median" and new["summary"]["median"] == pytest.approx(1239.807)
+    assert new["summary"]["mean"] == pytest.approx(1240.27) and new["summary"]["count"] == 50
+    assert new["samples_ms"] == [] and new["summary"]["p10"] is None
+    plain = run.results["plain"]
+    assert plain["median_from"] == "avg" and plain["summary"]["median"] == pytest.approx(2950.34)
+    assert run.results["old"]["summary"]["median"] == pytest.approx(79.7609)
+    assert run.results["oldest"]["summary"]["median"] == pytest.approx(747.733)
+
+    assert "ignored flags it does not know" in run.errors["bad flags"]["error"]
+    assert "--use_xnnpack=true" in run.errors["bad flags"]["error"]
+    assert "status 1" in run.errors["broken; $(touch pwned)"]["error"]
+    assert not list(tmp_path.rglob("pwned"))
+
+    mask = format(1 << fast_core_sysfs, "x")
+    assert new["command"].startswith(f"taskset {mask} {fake_benchmark_model.path} --graph={remote_dir}/new.tflite")
+    assert "--use_xnnpack=true" in new["command"] and "--num_runs=5" in new["command"]
+    assert {cpus for _, cpus in fake_benchmark_model.calls()} == {str(fast_core_sysfs)}
+    start, end = run.environments
+    assert (start["phase"], end["phase"], start["affinity_mask"]) == ("start", "end", mask)
+    assert {cpu["cpu"]: cpu["max_khz"] for cpu in start["cpus"]}[fast_core_sysfs] == 2_000_000
+    assert start["thermal"] == [{"zone": "thermal_zone0", "type": "cpu-big", "temp_c": 41.5}]
+    assert not remote_dir.exists()
+
+
+def test_missing_binary_says_where_to_push_it(adb: AdbTransport, tmp_path: Path):
+    """No benchmark_model at the profile's path: the agent stops at once with the path and the push command."""
+    with pytest.raises(AgentFailed, match=r"status 127.*not executable at /nonexistent/benchmark_model.*adb push"):
+        run_android_agent(
+            adb,
+            _models(tmp_path / "models", {"m": "new"}),
+            remote_dir=str(tmp_path / "device"),
+            results=tmp_path / "results.txt",
+            timeout=60,
+            benchmark_model="/nonexistent/benchmark_model",
+            poll_interval=0.05,
+        )
+
+
+@pytest.mark.slow
+def test_agent_survives_the_host_going_away_and_the_host_picks_up(
+    adb_daemon: AdbDaemon, adb_key: Path, fake_benchmark_model: FakeBenchmarkModel, tmp_path: Path
+):
+    """The ADB link drops mid-run: the agent keeps measuring and writing; reconnected, the host pulls it all."""
+    models = _models(tmp_path / "models", {"m0": "new", "m1": "plain", "m2": "old"})
+    remote_dir = tmp_path / "device"
+    device_results = remote_dir / "results.txt"
+    options = {
+        "remote_dir": str(remote_dir),
+        "results": tmp_path / "results.txt",
+        "timeout": 60,
+        "benchmark_model": str(fake_benchmark_model.path),
+        "poll_interval": 0.05,
+    }
+    fake_benchmark_model.hold("m1.tflite")
+    stop = threading.Event()
+
+    def unplug() -> None:
+        # Once m0 is written and m1 is running, the cable goes.
+        for _ in range(3000):
+            if stop.is_set():
+                return
+            if "m1.tflite" in dict(fake_benchmark_model.calls()) and device_results.exists():
+                adb_daemon.stop()
+                return
+            time.sleep(0.01)
+
+    cable = threading.Thread(target=unplug)
+    cable.start()
+    try:
+        with (
+            AdbTransport(adb_daemon.serial, key_path=adb_key, connect_timeout=5) as adb,
+            pytest.raises(ConnectionFailed),
+        ):
+            run_android_agent(adb, models, **options)
+    finally:
+        stop.set()
+        cable.join()
+    pid = int((remote_dir / "agent.pid").read_text())
+    assert _alive(pid), "the agent died with the ADB connection"
+    assert set(parse_agent_output(device_results.read_text()).results) == {"m0"}
+
+    fake_benchmark_model.release("m1.tflite")
+    _until(lambda: (remote_dir / "done").exists(), "the agent to finish while the host is away")
+    assert set(parse_agent_output(device_results.read_text()).results) == {"m0", "m1", "m2"}
+
+    adb_daemon.start(adb_daemon.port)
+    with AdbTransport(adb_daemon.serial, key_path=adb_key, connect_timeout=5) as adb:
+        run = run_android_agent(adb, models, **options)
+    assert set(run.results) == {"m0", "m1", "m2"}
+    assert [name for name, _ in fake_benchmark_model.calls()] == ["m0.tflite", "m1.tflite", "m2.tflite"]
+    assert not remote_dir.exists()
+
+
+@pytest.mark.slow
+def test_agent_killed_mid_run_then_rerun_measures_only_the_rest(
+    adb: AdbTransport, fake_benchmark_model: FakeBenchmarkModel, tmp_path: Path
+):
+    """The phone reboots mid-run (agent and binary killed): a clear error; the rerun skips finished models."""
+    models = _models(tmp_path / "models", {"m0": "new", "m1": "plain", "m2": "old"})
+    remote_dir = tmp_path / "device"
+    options = {
+        "remote_dir": str(remote_dir),
+        "results": tmp_path / "results.txt",
+        "timeout": 60,
+        "benchmark_model": str(fake_benchmark_model.path),
+        "poll_interval": 0.05,
+    }
+    fake_benchmark_model.hold("m1.tflite")
+
+    def reboot() -> None:
+        _until(lambda: "m1.tflite" in dict(fake_benchmark_model.calls()), "m1 to start", attempts=3000)
+        os.killpg(int((remote_dir / "agent.pid").read_text()), signal.SIGKILL)  # setsid made it a group leader
+
+    phone = threading.Thread(target=reboot)
+    phone.start()
+    try:
+        with pytest.raises(AgentFailed, match="stopped before finishing"):
+            run_android_agent(adb, models, **options)
+    finally:
+        phone.join()
+    fake_benchmark_model.release("m1.tflite")
+    run = run_android_agent(adb, models, **options)
+    assert set(run.results) == {"m0", "m1", "m2"}
+    calls = [name for name, _ in fake_benchmark_model.calls()]
+    assert calls == ["m0.tflite", "m1.tflite", "m1.tflite", "m2.tflite"]
+
+
+def test_a_block_cut_off_mid_write_is_ignored():
+    """Only blocks with their end line count; a torn one and a torn environment block are dropped cleanly."""
+    block = (
+        "=== ofa-agent begin {name}\n=== ofa-agent command taskset 80 bm --graph=x\n{body}\n"
+        "=== ofa-agent status 0\n=== ofa-agent end {name}\n"
+    )
+    text = (
+        "=== ofa-agent environment start\ncpu 0 schedutil 900000 1800000\ncpu 1 - - -\nmask 2\n"
+        + block.format(name="a", body=NEW_WITH_MEDIAN)
+        + "=== ofa-agent begin b\nINFO: count=50 first=1\n"
+        + "=== ofa-agent environment start\ncpu 0 schedutil 900000 1800000\n"
+        + block.format(name="b", body=NEW_WITH_MEDIAN)[:-20]
+    )
+    run = parse_agent_output(text)
+    assert list(run.results) == ["a"] and not run.errors
+    assert run.environments[0]["cpus"][1] == {"cpu": 1, "governor": None, "cur_khz": None, "max_khz": None}
+    assert [env["phase"] for env in run.environments] == ["start", "start"]
+
+
+def test_unknown_delegate_and_bad_names_are_refused(adb: AdbTransport, tmp_path: Path):
+    """Settings benchmark_model cannot honour, and names the TAB-separated manifest cannot hold, fail up front."""
+    with pytest.raises(ValueError, match="provider 'hexagon' has no benchmark_model delegate"):
+        benchmark_flags({"provider": "hexagon"})
+    assert benchmark_flags({"provider": "CPU", "min_time_s": 0.002}) == [
+        "--num_threads=1",
+        "--warmup_runs=10",
+        "--num_runs=50",
+        "--min_secs=0.002",
+    ]
+    with pytest.raises(ValueError, match="without TAB or newline"):
+        run_android_agent(
+            adb,
+            _models(tmp_path / "models", {"a\tb": "new"}),
+            remote_dir=str(tmp_path / "device"),
+            results=tmp_path / "results.txt",
+            timeout=60,
+        )
