@@ -44,7 +44,8 @@ fast_mask() {
     for cpu_dir in "$SYSFS"/devices/system/cpu/cpu[0-9]*; do
         id=${cpu_dir##*/cpu}
         freq=$(cat "$cpu_dir/cpufreq/cpuinfo_max_freq" 2>/dev/null)
-        case $id$freq in '' | *[!0-9]*) continue ;; esac
+        case $id in '' | *[!0-9]*) continue ;; esac
+        case $freq in '' | *[!0-9]*) continue ;; esac  # offline cores hide their cpufreq folder
         if [ "$freq" -gt "$best" ]; then
             best=$freq
             mask=0

@@ -115,7 +115,7 @@ def adb(adb_daemon: AdbDaemon, adb_key: Path) -> Iterator[AdbTransport]:
 _FAKE_BENCHMARK_MODEL = """#!/bin/sh
 # Fake TF-Lite benchmark_model: prints a verbatim sample of the real binary's output, chosen by the model file's
 # first word (new, plain, old, oldest, unconsumed, fail), and logs "FILE<TAB>CPUS" (the CPUs it may run on) per call.
-# While HERE/FILE.hold exists it waits (bounded), so tests can cut a run off at a known model.
+# A call that finds HERE/FILE.hold waits until released (bounded), so tests can cut a run off at a known model.
 here=$(dirname "$0")
 graph=
 for arg in "$@"; do
@@ -123,11 +123,14 @@ for arg in "$@"; do
 done
 file=$(basename "$graph")
 printf '%s\\t%s\\n' "$file" "$(sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' /proc/self/status)" >>"$here/calls.log"
-tries=0
-while [ -e "$here/$file.hold" ] && [ "$tries" -lt 600 ]; do
-    tries=$((tries + 1))
-    sleep 0.05
-done
+if [ -e "$here/$file.hold" ]; then
+    mv "$here/$file.hold" "$here/$file.holding"  # holds this call only: a later call runs at once
+    tries=0
+    while [ -e "$here/$file.holding" ] && [ "$tries" -lt 600 ]; do
+        tries=$((tries + 1))
+        sleep 0.05
+    done
+fi
 kind=$(head -n 1 "$graph" 2>/dev/null)
 case $kind in
     unconsumed) echo "Unconsumed cmdline flags: --use_xnnpack=true"; cat "$here/plain.out" ;;
@@ -157,11 +160,12 @@ class FakeBenchmarkModel:
         return [tuple(line.split("\t", 1)) for line in log.read_text().splitlines()] if log.exists() else []
 
     def hold(self, file_name: str) -> None:
-        """Make calls for this model file wait until :meth:`release`."""
+        """Make the next call for this model file wait until :meth:`release` (or until it is killed)."""
         (self.folder / f"{file_name}.hold").touch()
 
     def release(self, file_name: str) -> None:
-        (self.folder / f"{file_name}.hold").unlink(missing_ok=True)
+        for suffix in (".hold", ".holding"):
+            (self.folder / f"{file_name}{suffix}").unlink(missing_ok=True)
 
 
 @pytest.fixture
@@ -170,10 +174,13 @@ def fake_benchmark_model(tmp_path: Path) -> FakeBenchmarkModel:
     return FakeBenchmarkModel(tmp_path / "bin")
 
 
-def make_fake_sysfs(root: Path, max_khz: Mapping[int, int]) -> Path:
-    """A sysfs tree with cpufreq files (cpu id -> cpuinfo_max_freq) and one thermal zone."""
+def make_fake_sysfs(root: Path, max_khz: Mapping[int, int | None]) -> Path:
+    """A sysfs tree with cpufreq files (cpu id -> cpuinfo_max_freq, None: offline) and one thermal zone."""
     for cpu, khz in max_khz.items():
         freq = root / "devices" / "system" / "cpu" / f"cpu{cpu}" / "cpufreq"
+        if khz is None:
+            freq.parent.mkdir(parents=True)
+            continue
         freq.mkdir(parents=True)
         (freq / "cpuinfo_max_freq").write_text(f"{khz}\n")
         (freq / "scaling_cur_freq").write_text(f"{khz // 2}\n")
@@ -198,3 +205,12 @@ def fast_core_sysfs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> int:
     root = make_fake_sysfs(tmp_path / "sysfs", {cpu: 2_000_000 if cpu == fast else 1_000_000 for cpu in allowed})
     monkeypatch.setenv("OFA_AGENT_SYSFS", str(root))  # the ADB daemon's commands inherit our environment
     return fast
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process runs (a zombie, dead but not yet reaped by its parent, does not count)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"

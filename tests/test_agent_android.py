@@ -20,7 +20,7 @@ import pytest
 from profiler.android_run import AGENT, AgentFailed, benchmark_flags, parse_agent_output, run_android_agent
 from profiler.transports.adb import AdbTransport
 from profiler.transports.errors import ConnectionFailed
-from tests.conftest import FakeBenchmarkModel, make_fake_sysfs
+from tests.conftest import FakeBenchmarkModel, make_fake_sysfs, process_alive
 from tests.peers.adb_daemon import AdbDaemon
 from tests.test_benchmark_model_parse import NEW_WITH_MEDIAN
 
@@ -45,15 +45,6 @@ def _until(condition: Callable[[], bool], what: str, attempts: int = 1000) -> No
             return
         time.sleep(0.01)
     raise AssertionError(f"timed out waiting for {what}")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    return state != "Z"
 
 
 @pytest.mark.parametrize(
@@ -89,12 +80,13 @@ def _alive(pid: int) -> bool:
         ),  # three clusters, one prime core
         ({0: 2_000_000, 1: 2_000_000}, "fast", "3"),  # all cores alike
         ({0: 2_000_000, 11: 2_500_000, 10: 2_500_000}, "fast", "c00"),  # ids above 9 sort apart from their values
+        ({0: None, 1: 1_500_000, 2: 1_500_000}, "fast", "6"),  # an offline core has no cpufreq folder
         ({}, "fast", ""),  # no cpufreq readable: no pinning
         ({0: 1_000_000}, "4,5", "30"),  # explicit CPU ids
         ({0: 1_000_000}, "none", ""),
     ],
 )
-def test_taskset_mask_from_cpuinfo_max_freq(tmp_path: Path, max_khz: dict[int, int], affinity: str, mask: str):
+def test_taskset_mask_from_cpuinfo_max_freq(tmp_path: Path, max_khz: dict[int, int | None], affinity: str, mask: str):
     """The mask the agent gives taskset: the cores with the highest cpuinfo_max_freq, or the listed ones."""
     root = make_fake_sysfs(tmp_path / "sysfs", max_khz)
     result = subprocess.run(
@@ -105,7 +97,7 @@ def test_taskset_mask_from_cpuinfo_max_freq(tmp_path: Path, max_khz: dict[int, i
         timeout=30,
         check=True,
     )
-    assert result.stdout.strip() == mask
+    assert (result.stdout.strip(), result.stderr) == (mask, "")
 
 
 def test_bad_cpu_id_is_refused(tmp_path: Path):
@@ -217,7 +209,7 @@ def test_agent_survives_the_host_going_away_and_the_host_picks_up(
         stop.set()
         cable.join()
     pid = int((remote_dir / "agent.pid").read_text())
-    assert _alive(pid), "the agent died with the ADB connection"
+    assert process_alive(pid), "the agent died with the ADB connection"
     assert set(parse_agent_output(device_results.read_text()).results) == {"m0"}
 
     fake_benchmark_model.release("m1.tflite")

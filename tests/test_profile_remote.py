@@ -1,0 +1,280 @@
+"""ofa-profile over SSH (a real sshd on loopback) and ADB (the test daemon) builds the table a local run builds.
+
+The Python agent runs on "the device" with this machine's Python; benchmark_model tables use the fake binary of
+tests/conftest.py (no phone exists here) and an export cache filled with stand-in files, because exporting 97
+TF-Lite units takes minutes and the fake does not read them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from profiler.builder import REFERENCE_UNIT, TableRun
+from profiler.cli import main
+from profiler.devices import resolve_device
+from profiler.protocol import Protocol
+from profiler.transports.adb import AdbTransport
+from profiler.transports.errors import ConnectionFailed
+from supernet.export import unit_path
+from supernet.units import Unit, all_units
+from tests.conftest import FakeBenchmarkModel, process_alive
+from tests.peers.adb_daemon import AdbDaemon
+from tests.peers.sshd import Sshd
+
+WIDTH, RESOLUTION = 1.0, 128
+# Tiny timings; no re-measuring and no drift cool-downs (this shared machine drifts): keys are what is compared.
+TINY = (
+    f"--width {WIDTH} --resolutions {RESOLUTION} --min-time 0.002 --min-count 3 --warmup 0 --retries 0 "
+    "--drift-tolerance 0.95 --cooldown 0 --quiet"
+).split()
+EXPECTED = {unit.key for unit in all_units(WIDTH, [RESOLUTION])}
+
+
+@pytest.fixture(scope="module")
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One ONNX export cache for the local, SSH and ADB runs: exports are the same wherever they are timed."""
+    return tmp_path_factory.mktemp("onnx-cache")
+
+
+@pytest.fixture(scope="module")
+def local_keys(onnx_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> set[str]:
+    """The keys of a local run with the same settings."""
+    out = tmp_path_factory.mktemp("local")
+    assert main(["--device", "local", *TINY, "--out", str(out), "--cache", str(onnx_cache)]) == 0
+    return set(pd.read_csv(out / "local_w1.0_onnxruntime_cpu.csv")["key"])
+
+
+def _devices_toml(folder: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    """Run from ``folder`` with this devices.toml, as a user would set a device's folders."""
+    (folder / "devices.toml").write_text(text)
+    monkeypatch.chdir(folder)
+
+
+def _stand_in_tflite(units: list[Unit], cache: Path, kind: str = "new") -> None:
+    """Cache entries for the units' TF-Lite exports, holding the fake benchmark_model's output choice."""
+    for unit in units:
+        path = unit_path(unit, "tflite", cache)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{kind}\n")
+
+
+@pytest.mark.slow
+def test_over_ssh_the_table_has_the_local_keys(
+    sshd: Sshd, onnx_cache: Path, local_keys: set[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+):
+    """`ofa-profile --device local --via ssh ...` against sshd on loopback: every key of the local table."""
+    device = tmp_path / "device"
+    _devices_toml(tmp_path, monkeypatch, f"[devices.local]\nremote_dir = {json.dumps(str(device))}\n")
+    argv = [
+        "--device",
+        "local",
+        "--via",
+        "ssh",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(sshd.port),
+        "--user",
+        sshd.user,
+        "--key",
+        str(sshd.client_key),
+        "--known-hosts",
+        str(sshd.known_hosts),
+        "--python",
+        sys.executable,
+        *TINY,
+        "--out",
+        str(tmp_path / "tables"),
+        "--cache",
+        str(onnx_cache),
+    ]
+    assert main(argv) == 0
+    table = tmp_path / "tables" / "local_w1.0_onnxruntime_cpu.csv"
+    assert capsys.readouterr().out.strip() == str(table)
+    assert set(pd.read_csv(table)["key"]) == local_keys == EXPECTED
+    sidecar = json.loads(table.with_suffix(".json").read_text())
+    assert sidecar["device"]["transport"] == "ssh" and sidecar["environment"]["cpus"]
+    assert not (device / table.stem).exists()
+
+
+@pytest.mark.slow
+def test_over_adb_the_table_has_the_local_keys(
+    adb_daemon: AdbDaemon,
+    adb_key: Path,
+    onnx_cache: Path,
+    local_keys: set[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """`ofa-profile --device local --via adb --serial HOST:PORT ...` against the ADB daemon, Python agent."""
+    device = tmp_path / "device"
+    _devices_toml(tmp_path, monkeypatch, f"[devices.local]\nremote_dir = {json.dumps(str(device))}\n")
+    argv = [
+        "--device",
+        "local",
+        "--via",
+        "adb",
+        "--serial",
+        adb_daemon.serial,
+        "--adb-key",
+        str(adb_key),
+        "--python",
+        sys.executable,
+        *TINY,
+        "--out",
+        str(tmp_path / "tables"),
+        "--cache",
+        str(onnx_cache),
+    ]
+    assert main(argv) == 0
+    table = tmp_path / "tables" / "local_w1.0_onnxruntime_cpu.csv"
+    assert set(pd.read_csv(table)["key"]) == local_keys == EXPECTED
+    assert not (device / table.stem).exists()
+
+
+def test_unknown_host_key_without_known_hosts_fails_with_the_trust_command(
+    sshd: Sshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+):
+    """Without --known-hosts naming the file that trusts the host, the run is refused, with the way out."""
+    _devices_toml(tmp_path, monkeypatch, "")
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    argv = [
+        "--device",
+        "local",
+        "--via",
+        "ssh",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(sshd.port),
+        "--user",
+        sshd.user,
+        "--key",
+        str(sshd.client_key),
+        "--known-hosts",
+        str(empty),
+        *TINY,
+        "--out",
+        str(tmp_path / "tables"),
+        "--cache",
+        str(tmp_path / "cache"),
+    ]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "unknown host key" in err and f"--known-hosts {empty}" in err
+
+
+@pytest.mark.slow
+def test_benchmark_model_table_over_adb(
+    adb_daemon: AdbDaemon,
+    adb_key: Path,
+    fake_benchmark_model: FakeBenchmarkModel,
+    fast_core_sysfs: int,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """`ofa-profile --device pixel1 --serial ...`: the Android agent fills every key, pinned to the fast core."""
+    cache = tmp_path / "cache"
+    _stand_in_tflite([REFERENCE_UNIT, *all_units(WIDTH, [RESOLUTION])], cache)
+    device = tmp_path / "device"
+    _devices_toml(
+        tmp_path,
+        monkeypatch,
+        f"[devices.pixel1]\nremote_dir = {json.dumps(str(device))}\n"
+        f"benchmark_model = {json.dumps(str(fake_benchmark_model.path))}\n",
+    )
+    argv = [
+        "--device",
+        "pixel1",
+        "--serial",
+        adb_daemon.serial,
+        "--adb-key",
+        str(adb_key),
+        *TINY,
+        "--out",
+        str(tmp_path / "tables"),
+        "--cache",
+        str(cache),
+        "--batch-rows",
+        "50",
+    ]
+    assert main(argv) == 0
+    table_path = tmp_path / "tables" / "pixel1_w1.0_benchmark_model_xnnpack.csv"
+    table = pd.read_csv(table_path)
+    assert set(table["key"]) == EXPECTED and not table["key"].duplicated().any()
+    assert (table["median_ms"] == 1239.807).all() and (table["count"] == 50).all()
+    calls = fake_benchmark_model.calls()
+    assert len(calls) == len(EXPECTED) + 2  # the reference workload opens each of the two batches
+    assert {cpus for _, cpus in calls} == {str(fast_core_sysfs)}
+    sidecar = json.loads(table_path.with_suffix(".json").read_text())
+    assert sidecar["environment"]["affinity_mask"] == format(1 << fast_core_sysfs, "x")
+    assert not (device / table_path.stem).exists()
+
+
+@pytest.mark.slow
+def test_killed_benchmark_model_table_run_keeps_its_batch(
+    adb_daemon: AdbDaemon,
+    adb_key: Path,
+    fake_benchmark_model: FakeBenchmarkModel,
+    tmp_path: Path,
+):
+    """The host dies mid-batch; the rerun stops the orphaned agent, keeps the rows it wrote, measures the rest."""
+    units = sorted(all_units(WIDTH, [RESOLUTION]), key=lambda unit: unit.key)[:5]
+    cache = tmp_path / "cache"
+    _stand_in_tflite([REFERENCE_UNIT, *units], cache)
+    device = tmp_path / "device"
+    profile = resolve_device(
+        "pixel1",
+        {"serials": [adb_daemon.serial], "remote_dir": str(device), "benchmark_model": str(fake_benchmark_model.path)},
+    )
+    protocol = Protocol(warmup=0, min_count=3, min_time_s=0.002, retries=0, drift_tolerance=0.95, cooldown_s=0)
+    table = tmp_path / "tables" / "t.csv"
+    table.parent.mkdir()
+
+    def table_run(transport: AdbTransport) -> TableRun:
+        return TableRun(profile, transport, units, table, cache, protocol)
+
+    files = {unit.key: unit_path(unit, "tflite", cache).name for unit in units}
+    reference = unit_path(REFERENCE_UNIT, "tflite", cache).name
+    with AdbTransport(adb_daemon.serial, key_path=adb_key, connect_timeout=5) as adb:
+        order = [files[unit.key] for unit in table_run(adb).pending()]
+    fake_benchmark_model.hold(order[2])
+
+    def unplug() -> None:
+        for _ in range(3000):
+            if order[2] in dict(fake_benchmark_model.calls()):
+                adb_daemon.stop()
+                return
+            time.sleep(0.01)
+
+    cable = threading.Thread(target=unplug)
+    cable.start()
+    try:
+        with (
+            AdbTransport(adb_daemon.serial, key_path=adb_key, connect_timeout=5) as adb,
+            pytest.raises(ConnectionFailed),
+        ):
+            table_run(adb).run()
+    finally:
+        cable.join()
+    orphan = int(next(device.glob("*/b*/agent.pid")).read_text())
+
+    adb_daemon.start(adb_daemon.port)
+    with AdbTransport(adb_daemon.serial, key_path=adb_key, connect_timeout=5) as adb:
+        result = table_run(adb).run()
+    fake_benchmark_model.release(order[2])
+    assert {row.key for row in result.rows} == set(files)
+    assert [name for name, _ in fake_benchmark_model.calls()] == [reference, *order[:3], reference, *order[2:]]
+    for _ in range(1000):
+        if not process_alive(orphan):
+            break
+        time.sleep(0.01)
+    assert not process_alive(orphan), "the rerun left the killed run's agent running"
