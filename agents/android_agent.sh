@@ -203,11 +203,16 @@ start() {
         return 0
     fi
     rm -f "$dir/done" "$dir/agent.pid"
+    # Its own session, so killing the adb shell's process group does not reach it; immune to hangups (the run
+    # also ignores HUP itself, for devices without nohup). Each is used where the device has it.
     detach=
     if command -v setsid >/dev/null 2>&1; then
-        detach=setsid  # its own session: killing the adb shell's process group does not reach it
+        detach=setsid
     fi
-    $detach nohup sh "$0" run "$manifest" "$results" </dev/null >>"$dir/agent.log" 2>&1 &
+    if command -v nohup >/dev/null 2>&1; then
+        detach="$detach nohup"
+    fi
+    $detach sh "$0" run "$manifest" "$results" </dev/null >>"$dir/agent.log" 2>&1 &
     tries=0
     while [ ! -s "$dir/agent.pid" ]; do
         tries=$((tries + 1))
