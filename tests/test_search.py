@@ -13,7 +13,14 @@ from predictors.accuracy import AccuracyPredictor
 from predictors.archs import ArchBatch
 from predictors.complexity import MacsPredictor, ParamsPredictor
 from predictors.latency import LatencyPredictor
-from predictors.search import Constraint, InfeasibleConstraintError, evolution_search, pareto_sweep
+from predictors.search import (
+    Constraint,
+    InfeasibleConstraintError,
+    _Evolution,
+    _parents,
+    evolution_search,
+    pareto_sweep,
+)
 from supernet import ArchSpace
 
 NOTE10 = Path(__file__).resolve().parents[1] / "tables" / "note10_w1.2_tflite.csv"
@@ -48,6 +55,31 @@ def test_search_improves_on_its_first_generation(accuracy, predictors):
                               population=50, generations=60, seed=0)
     history = np.array(result.history)
     assert (np.diff(history) >= 0).all() and history[-1] > history[0]
+
+
+def test_parents_are_distinct_networks():
+    """Copies of one network count once among the parents, so the top quarter does not collapse onto it."""
+    acc = np.array([0.9, 0.9, 0.8, 0.9, 0.7, 0.6])
+    ids = np.array([7, 7, 3, 7, 5, 1])
+    assert _parents(acc, ids, 3).tolist() == [0, 2, 4]
+
+
+def test_stops_after_patience_stalled_generations(accuracy, predictors):
+    """The search ends once the best is flat for ``patience`` generations; patience = generations runs them all."""
+    limit = [Constraint("latency_ms", predictors["latency"], 25.0)]
+    short = evolution_search(accuracy, limit, SPACE, population=16, generations=300, patience=5, seed=0)
+    assert short.generations < 300 and len(set(short.history[-6:])) == 1
+    full = evolution_search(accuracy, limit, SPACE, population=16, generations=40, patience=40, seed=0)
+    assert full.generations == 40
+
+
+def test_first_population_is_feasible_and_diverse_at_a_tight_budget(predictors):
+    """At 15 ms (0.15% of uniform draws pass) the first population is still 100 feasible, mostly distinct archs."""
+    evo = _Evolution(SPACE, [Constraint("latency_ms", predictors["latency"], 15.0)], np.random.default_rng(0), 0.1,
+                     1000)
+    population = evo.initial(100)
+    assert evo.feasible(population).all()
+    assert len({a.canonical() for a in population.to_archs()}) >= 95
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -109,5 +141,7 @@ def test_bad_settings_are_refused(accuracy, predictors):
     limit = [Constraint("latency_ms", predictors["latency"], 25.0)]
     with pytest.raises(ValueError, match="mutate_prob"):
         evolution_search(accuracy, limit, SPACE, mutate_prob=1.5)
+    with pytest.raises(ValueError, match="patience"):
+        evolution_search(accuracy, limit, SPACE, patience=0)
     with pytest.raises(ValueError, match="budgets is empty"):
         pareto_sweep(accuracy, limit[0], [], SPACE)
