@@ -71,9 +71,15 @@ class SearchResult:
     history: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"arch": self.arch.canonical().to_dict(), "accuracy": self.accuracy, "metrics": self.metrics,
-                "limits": self.limits, "search_seconds": self.seconds, "generations": self.generations,
-                "evaluated": self.evaluated}
+        return {
+            "arch": self.arch.canonical().to_dict(),
+            "accuracy": self.accuracy,
+            "metrics": self.metrics,
+            "limits": self.limits,
+            "search_seconds": self.seconds,
+            "generations": self.generations,
+            "evaluated": self.evaluated,
+        }
 
 
 # --- scoring with a memo of equal networks ----------------------------------------------------------------
@@ -93,8 +99,15 @@ class _Scorer:
     def __call__(self, batch: ArchBatch) -> tuple[np.ndarray, np.ndarray]:
         """Accuracy and network id of each arch."""
         active = batch.active
-        rows = np.concatenate([np.where(active, batch.ks, 0), np.where(active, batch.e, 0), batch.d,
-                               batch.r.astype(np.int16).view(np.int8).reshape(-1, 2)], axis=1)
+        rows = np.concatenate(
+            [
+                np.where(active, batch.ks, 0),
+                np.where(active, batch.e, 0),
+                batch.d,
+                batch.r.astype(np.int16).view(np.int8).reshape(-1, 2),
+            ],
+            axis=1,
+        )
         keys = [row.tobytes() for row in np.ascontiguousarray(rows, dtype=np.int8)]
         new: dict[bytes, int] = {}
         for i, key in enumerate(keys):
@@ -110,8 +123,14 @@ class _Scorer:
 
 # --- the evolution ----------------------------------------------------------------------------------------
 class _Evolution:
-    def __init__(self, space: ArchSpace, constraints: Sequence[Constraint], rng: np.random.Generator,
-                 mutate_prob: float, max_redraws: int) -> None:
+    def __init__(
+        self,
+        space: ArchSpace,
+        constraints: Sequence[Constraint],
+        rng: np.random.Generator,
+        mutate_prob: float,
+        max_redraws: int,
+    ) -> None:
         self.space = space
         self.constraints = list(constraints)
         self.rng = rng
@@ -136,8 +155,8 @@ class _Evolution:
         block, stage, res = redraw[:, :N_BLOCKS], redraw[:, N_BLOCKS:-1], redraw[:, -1]
         return ArchBatch(
             ks=np.where(block, self.kernels[_index(pick[:, :N_BLOCKS], self.kernels)], parents.ks),
-            e=np.where(block, self.expands[_index(pick[:, N_BLOCKS:2 * N_BLOCKS], self.expands)], parents.e),
-            d=np.where(stage, self.depths[_index(pick[:, 2 * N_BLOCKS:-1], self.depths)], parents.d),
+            e=np.where(block, self.expands[_index(pick[:, N_BLOCKS : 2 * N_BLOCKS], self.expands)], parents.e),
+            d=np.where(stage, self.depths[_index(pick[:, 2 * N_BLOCKS : -1], self.depths)], parents.d),
             r=np.where(res, self.resolutions[_index(pick[:, -1], self.resolutions)], parents.r),
         )
 
@@ -146,8 +165,8 @@ class _Evolution:
         take = self.rng.random((n, 2 * N_BLOCKS + N_STAGES + 1)) < 0.5
         return ArchBatch(
             ks=np.where(take[:, :N_BLOCKS], first.ks, second.ks),
-            e=np.where(take[:, N_BLOCKS:2 * N_BLOCKS], first.e, second.e),
-            d=np.where(take[:, 2 * N_BLOCKS:-1], first.d, second.d),
+            e=np.where(take[:, N_BLOCKS : 2 * N_BLOCKS], first.e, second.e),
+            d=np.where(take[:, 2 * N_BLOCKS : -1], first.d, second.d),
             r=np.where(take[:, -1], first.r, second.r),
         )
 
@@ -213,20 +232,25 @@ class _Evolution:
         rng = self.rng
 
         def small(values: np.ndarray, smallest: int) -> np.ndarray:
-            return np.where(rng.random(values.shape) < lean.reshape((-1,) + (1,) * (values.ndim - 1)),
-                            smallest, values)
+            return np.where(rng.random(values.shape) < lean.reshape((-1,) + (1,) * (values.ndim - 1)), smallest, values)
 
-        return ArchBatch(small(batch.ks, self.kernels.min()), small(batch.e, self.expands.min()),
-                         small(batch.d, self.depths.min()), small(batch.r, self.resolutions.min()))
+        return ArchBatch(
+            small(batch.ks, self.kernels.min()),
+            small(batch.e, self.expands.min()),
+            small(batch.d, self.depths.min()),
+            small(batch.r, self.resolutions.min()),
+        )
 
     def _infeasible_message(self) -> str:
         parts = []
         for c in self.constraints:
             low = _minimum(c, self.space)
-            parts.append(f"{c.name} <= {c.limit:g} (smallest reachable: {low[0]:g} at r={low[1]})" if low
-                         else f"{c.name} <= {c.limit:g}")
-        return ("no arch found that meets all constraints together: " + "; ".join(parts) +
-                ". Loosen a limit")
+            parts.append(
+                f"{c.name} <= {c.limit:g} (smallest reachable: {low[0]:g} at r={low[1]})"
+                if low
+                else f"{c.name} <= {c.limit:g}"
+            )
+        return "no arch found that meets all constraints together: " + "; ".join(parts) + ". Loosen a limit"
 
 
 _UNIFORM_DRAWS = 100_000  # uniform draws for the first population before leaning to small choices
@@ -249,16 +273,22 @@ def _check_constraints(constraints: Sequence[Constraint], space: ArchSpace) -> N
         if low is not None and low[0] > c.limit:
             raise InfeasibleConstraintError(
                 f"{c.name} <= {c.limit:g} cannot be met: the smallest {c.name} any arch reaches is {low[0]:g} "
-                f"(at r={low[1]}); set a limit of at least that")
+                f"(at r={low[1]}); set a limit of at least that"
+            )
 
 
-def _check_settings(population: int, generations: int, mutate_prob: float, parent_ratio: float,
-                    mutation_ratio: float, patience: int) -> None:
+def _check_settings(
+    population: int, generations: int, mutate_prob: float, parent_ratio: float, mutation_ratio: float, patience: int
+) -> None:
     if population < 2 or generations < 0 or patience < 1:
-        raise ValueError(f"population = {population} must be >= 2, generations = {generations} >= 0 and "
-                         f"patience = {patience} >= 1")
-    for name, value in (("mutate_prob", mutate_prob), ("parent_ratio", parent_ratio),
-                        ("mutation_ratio", mutation_ratio)):
+        raise ValueError(
+            f"population = {population} must be >= 2, generations = {generations} >= 0 and patience = {patience} >= 1"
+        )
+    for name, value in (
+        ("mutate_prob", mutate_prob),
+        ("parent_ratio", parent_ratio),
+        ("mutation_ratio", mutation_ratio),
+    ):
         if not 0 <= value <= 1:
             raise ValueError(f"{name} = {value} must lie in [0, 1]")
 
@@ -275,8 +305,15 @@ def _parents(acc: np.ndarray, ids: np.ndarray, n_parents: int) -> np.ndarray:
     return order[np.sort(first)][:n_parents]
 
 
-def _evolve(evo: _Evolution, score: _Scorer, population: ArchBatch, generations: int, parent_ratio: float,
-            mutation_ratio: float, patience: int) -> tuple[ArchBatch, np.ndarray, list[float]]:
+def _evolve(
+    evo: _Evolution,
+    score: _Scorer,
+    population: ArchBatch,
+    generations: int,
+    parent_ratio: float,
+    mutation_ratio: float,
+    patience: int,
+) -> tuple[ArchBatch, np.ndarray, list[float]]:
     """Up to ``generations`` generations, stopping once the best has not improved for ``patience`` of them."""
     size = len(population)
     n_parents = max(1, round(parent_ratio * size))
@@ -294,7 +331,8 @@ def _evolve(evo: _Evolution, score: _Scorer, population: ArchBatch, generations:
         mutants = evo.until_feasible(lambda slots, pa=parents, pick=pick: evo.mutate(pa[pick[slots]]), parents[pick])
         first, second = evo.rng.integers(0, n_par, (2, size - n_mutants))
         crossed = evo.until_feasible(
-            lambda slots, pa=parents, a=first, b=second: evo.crossover(pa[a[slots]], pa[b[slots]]), parents[first])
+            lambda slots, pa=parents, a=first, b=second: evo.crossover(pa[a[slots]], pa[b[slots]]), parents[first]
+        )
         children = ArchBatch.concat([mutants, crossed])
         population = ArchBatch.concat([parents, children])
         child_acc, child_ids = score(children)
@@ -302,22 +340,44 @@ def _evolve(evo: _Evolution, score: _Scorer, population: ArchBatch, generations:
     return population, acc, history
 
 
-
-
-def _result(population: ArchBatch, acc: np.ndarray, constraints: Sequence[Constraint], started: float,
-            generations: int, score: _Scorer, history: list[float]) -> SearchResult:
+def _result(
+    population: ArchBatch,
+    acc: np.ndarray,
+    constraints: Sequence[Constraint],
+    started: float,
+    generations: int,
+    score: _Scorer,
+    history: list[float],
+) -> SearchResult:
     best = int(np.argmax(acc))
     winner = population[best]
     metrics = {c.name: float(c.predictor.predict(winner)[0]) for c in constraints}
-    return SearchResult(arch=winner.to_archs()[0].canonical(), accuracy=float(acc[best]), metrics=metrics,
-                        limits={c.name: float(c.limit) for c in constraints}, seconds=time.perf_counter() - started,
-                        generations=generations, evaluated=score.evaluated, history=history)
+    return SearchResult(
+        arch=winner.to_archs()[0].canonical(),
+        accuracy=float(acc[best]),
+        metrics=metrics,
+        limits={c.name: float(c.limit) for c in constraints},
+        seconds=time.perf_counter() - started,
+        generations=generations,
+        evaluated=score.evaluated,
+        history=history,
+    )
 
 
-def evolution_search(accuracy: _Predictor, constraints: Sequence[Constraint], space: ArchSpace, *,
-                     population: int = 100, generations: int = 500, mutate_prob: float = 0.1,
-                     parent_ratio: float = 0.25, mutation_ratio: float = 0.5, seed: int = 0,
-                     max_redraws: int = 1000, patience: int = 100) -> SearchResult:
+def evolution_search(
+    accuracy: _Predictor,
+    constraints: Sequence[Constraint],
+    space: ArchSpace,
+    *,
+    population: int = 100,
+    generations: int = 500,
+    mutate_prob: float = 0.1,
+    parent_ratio: float = 0.25,
+    mutation_ratio: float = 0.5,
+    seed: int = 0,
+    max_redraws: int = 1000,
+    patience: int = 100,
+) -> SearchResult:
     """The most accurate arch (by ``accuracy``) that meets every constraint.
 
     Args:
@@ -342,16 +402,29 @@ def evolution_search(accuracy: _Predictor, constraints: Sequence[Constraint], sp
     started = time.perf_counter()
     evo = _Evolution(space, constraints, np.random.default_rng(seed), mutate_prob, max_redraws)
     score = _Scorer(accuracy)
-    pop, acc, history = _evolve(evo, score, evo.initial(population), generations, parent_ratio, mutation_ratio,
-                                patience)
+    pop, acc, history = _evolve(
+        evo, score, evo.initial(population), generations, parent_ratio, mutation_ratio, patience
+    )
     return _result(pop, acc, constraints, started, len(history), score, history)
 
 
-def pareto_sweep(accuracy: _Predictor, swept: Constraint, budgets: Sequence[float], space: ArchSpace,
-                 others: Sequence[Constraint] = (), *, population: int = 100, generations: int = 500,
-                 warm_generations: int | None = None, mutate_prob: float = 0.1, parent_ratio: float = 0.25,
-                 mutation_ratio: float = 0.5, seed: int = 0, max_redraws: int = 1000,
-                 patience: int = 100) -> list[SearchResult]:
+def pareto_sweep(
+    accuracy: _Predictor,
+    swept: Constraint,
+    budgets: Sequence[float],
+    space: ArchSpace,
+    others: Sequence[Constraint] = (),
+    *,
+    population: int = 100,
+    generations: int = 500,
+    warm_generations: int | None = None,
+    mutate_prob: float = 0.1,
+    parent_ratio: float = 0.25,
+    mutation_ratio: float = 0.5,
+    seed: int = 0,
+    max_redraws: int = 1000,
+    patience: int = 100,
+) -> list[SearchResult]:
     """Best arch for each budget of ``swept`` (others fixed): the accuracy/cost Pareto front, in one run.
 
     Budgets are searched from the tightest up; each search starts from the previous one's final population (all

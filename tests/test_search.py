@@ -35,8 +35,11 @@ def accuracy() -> AccuracyPredictor:
 
 @pytest.fixture(scope="module")
 def predictors() -> dict:
-    return {"latency": LatencyPredictor(NOTE10), "macs": MacsPredictor(1.2, 1000, SPACE.resolutions),
-            "params": ParamsPredictor(1.2, 1000, SPACE.resolutions)}
+    return {
+        "latency": LatencyPredictor(NOTE10),
+        "macs": MacsPredictor(1.2, 1000, SPACE.resolutions),
+        "params": ParamsPredictor(1.2, 1000, SPACE.resolutions),
+    }
 
 
 def test_same_seed_same_result(accuracy, predictors):
@@ -51,8 +54,9 @@ def test_same_seed_same_result(accuracy, predictors):
 
 def test_search_improves_on_its_first_generation(accuracy, predictors):
     """The best accuracy never drops across generations and ends above where it started."""
-    result = evolution_search(accuracy, [Constraint("latency_ms", predictors["latency"], 25.0)], SPACE,
-                              population=50, generations=60, seed=0)
+    result = evolution_search(
+        accuracy, [Constraint("latency_ms", predictors["latency"], 25.0)], SPACE, population=50, generations=60, seed=0
+    )
     history = np.array(result.history)
     assert (np.diff(history) >= 0).all() and history[-1] > history[0]
 
@@ -75,16 +79,21 @@ def test_stops_after_patience_stalled_generations(accuracy, predictors):
 
 def test_first_population_is_feasible_and_diverse_at_a_tight_budget(predictors):
     """At 15 ms (0.15% of uniform draws pass) the first population is still 100 feasible, mostly distinct archs."""
-    evo = _Evolution(SPACE, [Constraint("latency_ms", predictors["latency"], 15.0)], np.random.default_rng(0), 0.1,
-                     1000)
+    evo = _Evolution(
+        SPACE, [Constraint("latency_ms", predictors["latency"], 15.0)], np.random.default_rng(0), 0.1, 1000
+    )
     population = evo.initial(100)
     assert evo.feasible(population).all()
     assert len({a.canonical() for a in population.to_archs()}) >= 95
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(latency=st.one_of(st.none(), st.floats(8.0, 45.0)), macs=st.one_of(st.none(), st.floats(80e6, 600e6)),
-       params=st.one_of(st.none(), st.floats(4e6, 10e6)), seed=st.integers(0, 2**16))
+@given(
+    latency=st.one_of(st.none(), st.floats(8.0, 45.0)),
+    macs=st.one_of(st.none(), st.floats(80e6, 600e6)),
+    params=st.one_of(st.none(), st.floats(4e6, 10e6)),
+    seed=st.integers(0, 2**16),
+)
 def test_returned_arch_meets_every_constraint(accuracy, predictors, latency, macs, params, seed):
     """Random combinations of limits: the result meets all of them, or the search says none can be met."""
     limits = {"latency": latency, "macs": macs, "params": params}
@@ -127,8 +136,16 @@ def test_jointly_impossible_constraints_are_reported(accuracy, predictors):
 def test_pareto_sweep(accuracy, predictors):
     """One sweep: a result per budget in the order given, each within its budget, accuracy rising with it."""
     budgets = [30.0, 15.0, 20.0, 25.0]
-    results = pareto_sweep(accuracy, Constraint("latency_ms", predictors["latency"], 0.0), budgets, SPACE,
-                           [Constraint("macs", predictors["macs"], 500e6)], population=30, generations=20, seed=1)
+    results = pareto_sweep(
+        accuracy,
+        Constraint("latency_ms", predictors["latency"], 0.0),
+        budgets,
+        SPACE,
+        [Constraint("macs", predictors["macs"], 500e6)],
+        population=30,
+        generations=20,
+        seed=1,
+    )
     assert [r.limits["latency_ms"] for r in results] == budgets
     for budget, r in zip(budgets, results, strict=True):
         assert r.metrics["latency_ms"] <= budget and r.metrics["macs"] <= 500e6
