@@ -54,7 +54,11 @@ def measure_models(
     scratch: Path,
     cleanup: bool = True,
 ) -> AgentRun:
-    """Time ``models`` (``name``, local ``path``, ``inputs``) on the device; raw samples come back per model."""
+    """Time ``models`` (``name``, local ``path``, ``inputs``) on the device.
+
+    Raw samples come back per model, except from benchmark_model, which prints only aggregates (see
+    :mod:`profiler.android_run`).
+    """
     results = scratch / f".{Path(remote_dir).name}.results"
     options = {
         "remote_dir": remote_dir,
