@@ -6,6 +6,10 @@ uniform crossover, redraw children that break a constraint. Here a whole generat
 number of constraints apply at once (latency on several tables, MACs, params), the run is reproducible from its
 seed, and nothing is asked interactively: a constraint no arch can meet is an error giving the smallest value
 reachable. Archs equal as networks (differing only in blocks that depth skips) are scored once.
+
+Two departures from OFA, each measured against it on the Note10 tables (see ``_parents`` and ``evolution_search``):
+the parents are the best quarter of *distinct* networks, and a search stops once its best has stalled for
+``patience`` generations.
 """
 
 from __future__ import annotations
@@ -174,7 +178,7 @@ class _Evolution:
         """Children made by ``make(slots)``, each infeasible one redrawn as OFA does, until it passes.
 
         A slot takes the first feasible of several draws made at once (as many as the pass rate so far says it
-        needs), which is the same child as redrawing one at a time but costs a few numpy calls per generation
+        needs): the child is distributed as if redrawn one at a time, but it costs a few numpy calls per generation
         instead of one per round. After ``max_redraws`` draws a slot keeps its (feasible) parent, so a search
         cannot hang; on Note10 at 15-30 ms no slot ever got there.
         """
@@ -198,9 +202,10 @@ class _Evolution:
 
     def initial(self, size: int) -> ArchBatch:
         """``size`` feasible archs, drawn uniformly as OFA does (rejecting infeasible ones), so a tight budget starts
-        from the whole feasible space: at 15 ms on Note10 (0.15% of draws pass) this lifted the mean best of 10 seeds
-        from 0.7862 to 0.7872 over a start that gave up after 2,000 draws. Past ``_UNIFORM_DRAWS`` the rest come
-        from draws leaning to small choices, which still find archs where uniform ones almost never pass."""
+        from the whole feasible space: at 15 ms on Note10 (0.15% of draws pass) this lifted the mean best over seeds
+        10-29 from 0.7863 to 0.7870 against a start that gave up after 2,000 uniform draws. Past ``_UNIFORM_DRAWS``
+        the rest come from draws leaning to small choices, which still find archs where uniform ones almost never
+        pass."""
         found = self._uniform(size)
         count = len(found)
         for _ in range(200):
