@@ -63,7 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--interpolate", action="store_true", help="also search resolutions between measured ones")
     p.add_argument("--statistic", choices=("median_ms", "mean_ms"), default="median_ms", help="table column to sum")
     p.add_argument("--population", type=int, default=100)
-    p.add_argument("--generations", type=int, default=500)
+    p.add_argument("--generations", type=int, default=500, help="the most generations to run")
+    p.add_argument("--patience", type=int, default=100,
+                   help="stop once the best has not improved for this many generations")
     p.add_argument("--mutate-prob", type=float, default=0.1)
     p.add_argument("--parent-ratio", type=float, default=0.25)
     p.add_argument("--seed", type=int, default=0)
@@ -143,6 +145,7 @@ def _subnet(result: SearchResult, constraints: dict, latency: list[LatencyPredic
     entry["params"] = int(batch_metrics["params"])
     entry["limits"] = result.limits
     entry["search_seconds"] = result.seconds
+    entry["generations"] = result.generations
     entry["evaluated"] = result.evaluated
     return entry
 
@@ -150,7 +153,7 @@ def _subnet(result: SearchResult, constraints: dict, latency: list[LatencyPredic
 def _run(args: argparse.Namespace) -> dict:
     accuracy, space, constraints, latency, width = _build(args)
     settings = {"population": args.population, "generations": args.generations, "mutate_prob": args.mutate_prob,
-                "parent_ratio": args.parent_ratio, "seed": args.seed}
+                "parent_ratio": args.parent_ratio, "seed": args.seed, "patience": args.patience}
     active = [Constraint(name, pred, limit) for name, (pred, limit) in constraints.items() if limit is not None]
     started = time.perf_counter()
     if args.budgets:

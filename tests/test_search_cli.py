@@ -53,6 +53,14 @@ def test_macs_only_text_output(capsys):
     assert MacsPredictor(1.2).predict([arch])[0] <= 300e6
 
 
+def test_patience_stops_a_stalled_search(capsys):
+    """--patience ends the search once the best stalls; the JSON says how many generations ran."""
+    argv = ["--table", NOTE10, "--latency-ms", "25", "--json", "--quiet", "--population", "16", "--generations", "300"]
+    assert main([*argv, "--patience", "3"]) == 0
+    (entry,) = json.loads(capsys.readouterr().out)["subnets"]
+    assert entry["generations"] < 300
+
+
 def test_impossible_limit_exits_1_with_the_smallest_value(capsys):
     """A limit below every arch: exit status 1 and the smallest reachable latency on stderr."""
     assert main(["--table", NOTE10, "--latency-ms", "5", *FAST]) == 1
