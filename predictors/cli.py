@@ -48,15 +48,31 @@ def _budgets(text: str) -> list[float]:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ofa-search", description=__doc__.split("\n\n")[0])
-    p.add_argument("--table", action="append", default=[], type=Path, metavar="CSV",
-                   help="latency table (repeat for several devices)")
-    p.add_argument("--latency-ms", action="append", type=float, default=[], metavar="MS",
-                   help="latency limit: one for all tables, or one per --table in order")
+    p.add_argument(
+        "--table",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="CSV",
+        help="latency table (repeat for several devices)",
+    )
+    p.add_argument(
+        "--latency-ms",
+        action="append",
+        type=float,
+        default=[],
+        metavar="MS",
+        help="latency limit: one for all tables, or one per --table in order",
+    )
     p.add_argument("--macs", type=_count, help="MACs limit, e.g. 300M")
     p.add_argument("--params", type=_count, help="parameter limit, e.g. 5M")
     p.add_argument("--budgets", type=_budgets, help="sweep these limits (e.g. 15,20,25,30) and report each best")
-    p.add_argument("--sweep", choices=("latency", "macs", "params"), default="latency",
-                   help="what --budgets limits (latency: the first table's)")
+    p.add_argument(
+        "--sweep",
+        choices=("latency", "macs", "params"),
+        default="latency",
+        help="what --budgets limits (latency: the first table's)",
+    )
     p.add_argument("--width", type=float, help="supernet width (default: the tables', else 1.2)")
     p.add_argument("--n-classes", type=int, default=None, help="classifier outputs (default: the tables', else 1000)")
     p.add_argument("--predictor", type=Path, help="accuracy predictor (.pt + .json); default: OFA's, for w1.2")
@@ -64,8 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--statistic", choices=("median_ms", "mean_ms"), default="median_ms", help="table column to sum")
     p.add_argument("--population", type=int, default=100)
     p.add_argument("--generations", type=int, default=500, help="the most generations to run")
-    p.add_argument("--patience", type=int, default=100,
-                   help="stop once the best has not improved for this many generations")
+    p.add_argument(
+        "--patience", type=int, default=100, help="stop once the best has not improved for this many generations"
+    )
     p.add_argument("--mutate-prob", type=float, default=0.1)
     p.add_argument("--parent-ratio", type=float, default=0.25)
     p.add_argument("--seed", type=int, default=0)
@@ -84,14 +101,17 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.latency_ms and not args.table:
         p.error("--latency-ms needs a --table to predict latency from")
     if len(args.latency_ms) not in (0, 1, len(args.table)):
-        p.error(f"{len(args.latency_ms)} --latency-ms for {len(args.table)} --table: give one for all, or one per "
-                f"table")
+        p.error(
+            f"{len(args.latency_ms)} --latency-ms for {len(args.table)} --table: give one for all, or one per table"
+        )
     if args.budgets:
         if args.sweep == "latency" and not args.table:
             p.error("--budgets sweeps latency: give a --table (or --sweep macs / --sweep params)")
         if args.sweep == "latency" and len(args.latency_ms) > 1:
-            p.error("--budgets replaces the first table's --latency-ms; give limits for the other tables only "
-                    "through one --latency-ms each after the first, or drop --budgets")
+            p.error(
+                "--budgets replaces the first table's --latency-ms; give limits for the other tables only "
+                "through one --latency-ms each after the first, or drop --budgets"
+            )
     elif not (args.latency_ms or args.macs is not None or args.params is not None):
         p.error("no constraint: give --latency-ms (with --table), --macs, --params or --budgets")
 
@@ -102,28 +122,38 @@ def _table_name(path: Path, names: list[str]) -> str:
 
 
 def _build(args: argparse.Namespace):
-    latency = [LatencyPredictor(t, statistic=args.statistic, interpolate=args.interpolate,
-                                width_mult=args.width, n_classes=args.n_classes) for t in args.table]
+    latency = [
+        LatencyPredictor(
+            t, statistic=args.statistic, interpolate=args.interpolate, width_mult=args.width, n_classes=args.n_classes
+        )
+        for t in args.table
+    ]
     width = args.width or (latency[0].width_mult if latency else 1.2)
     n_classes = args.n_classes or (latency[0].n_classes if latency else 1000)
     for lat, path in zip(latency, args.table, strict=True):
         if lat.width_mult != width or lat.n_classes != n_classes:
-            raise ValueError(f"table {path} is for width {lat.width_mult}, {lat.n_classes} classes; the search is "
-                             f"for width {width}, {n_classes} classes: use tables of one supernet")
+            raise ValueError(
+                f"table {path} is for width {lat.width_mult}, {lat.n_classes} classes; the search is "
+                f"for width {width}, {n_classes} classes: use tables of one supernet"
+            )
     if args.predictor is not None:
         accuracy = AccuracyPredictor.load(args.predictor)
     elif width == 1.2:
         accuracy = AccuracyPredictor.default()
     else:
-        raise ValueError(f"the shipped accuracy predictor is for the w1.2 supernet; for width {width} pass "
-                         f"--predictor (train one with predictors.train)")
+        raise ValueError(
+            f"the shipped accuracy predictor is for the w1.2 supernet; for width {width} pass "
+            f"--predictor (train one with predictors.train)"
+        )
     space = ArchSpace.for_width(width)
     resolutions = accuracy.resolutions(space.resolutions)
     for lat in latency:
         resolutions = tuple(r for r in resolutions if r in lat.supported_resolutions(space))
     if not resolutions:
-        raise ValueError("no resolution is covered by every table and the accuracy predictor; check the tables' "
-                         "resolutions, or pass --interpolate")
+        raise ValueError(
+            "no resolution is covered by every table and the accuracy predictor; check the tables' "
+            "resolutions, or pass --interpolate"
+        )
     space = ArchSpace(resolutions=resolutions)
     names = [p.stem for p in args.table]
     constraints = {}
@@ -138,7 +168,7 @@ def _build(args: argparse.Namespace):
 def _subnet(result: SearchResult, constraints: dict, latency: list[LatencyPredictor]) -> dict:
     entry = {"arch": result.arch.to_dict(), "accuracy": result.accuracy}
     batch_metrics = {name: pred.predict([result.arch])[0].item() for name, (pred, _) in constraints.items()}
-    entry["latency_ms"] = {k[len("latency_ms["):-1]: v for k, v in batch_metrics.items() if k.startswith("latency")}
+    entry["latency_ms"] = {k[len("latency_ms[") : -1]: v for k, v in batch_metrics.items() if k.startswith("latency")}
     if any(lat.predict_result([result.arch]).any_interpolated for lat in latency):
         entry["latency_interpolated"] = True
     entry["macs"] = int(batch_metrics["macs"])
@@ -152,8 +182,14 @@ def _subnet(result: SearchResult, constraints: dict, latency: list[LatencyPredic
 
 def _run(args: argparse.Namespace) -> dict:
     accuracy, space, constraints, latency, width = _build(args)
-    settings = {"population": args.population, "generations": args.generations, "mutate_prob": args.mutate_prob,
-                "parent_ratio": args.parent_ratio, "seed": args.seed, "patience": args.patience}
+    settings = {
+        "population": args.population,
+        "generations": args.generations,
+        "mutate_prob": args.mutate_prob,
+        "parent_ratio": args.parent_ratio,
+        "seed": args.seed,
+        "patience": args.patience,
+    }
     active = [Constraint(name, pred, limit) for name, (pred, limit) in constraints.items() if limit is not None]
     started = time.perf_counter()
     if args.budgets:
@@ -163,8 +199,11 @@ def _run(args: argparse.Namespace) -> dict:
         _log(args, f"ofa-search: sweeping {swept_name} over {args.budgets} (resolutions {list(space.resolutions)})")
         results = pareto_sweep(accuracy, swept, args.budgets, space, others, **settings)
     else:
-        _log(args, f"ofa-search: {', '.join(f'{c.name} <= {c.limit:g}' for c in active)} "
-                   f"(resolutions {list(space.resolutions)})")
+        _log(
+            args,
+            f"ofa-search: {', '.join(f'{c.name} <= {c.limit:g}' for c in active)} "
+            f"(resolutions {list(space.resolutions)})",
+        )
         results = [evolution_search(accuracy, active, space, **settings)]
     seconds = time.perf_counter() - started
     _log(args, f"ofa-search: done in {seconds:.2f} s")
@@ -173,18 +212,25 @@ def _run(args: argparse.Namespace) -> dict:
         "kind": "ofa-search result",
         "subnets": [_subnet(r, constraints, latency) for r in results],
         "search_seconds": seconds,
-        "settings": {**settings, "width_mult": width,
-                     "resolutions": list(space.resolutions), "tables": [str(t) for t in args.table],
-                     "statistic": args.statistic, "interpolate": args.interpolate,
-                     "predictor": str(args.predictor) if args.predictor else "default"},
+        "settings": {
+            **settings,
+            "width_mult": width,
+            "resolutions": list(space.resolutions),
+            "tables": [str(t) for t in args.table],
+            "statistic": args.statistic,
+            "interpolate": args.interpolate,
+            "predictor": str(args.predictor) if args.predictor else "default",
+        },
     }
 
 
 def _print_text(document: dict) -> None:
     for entry in document["subnets"]:
         lat = ", ".join(f"{name} {ms:.2f} ms" for name, ms in entry["latency_ms"].items())
-        print(f"accuracy {entry['accuracy']:.4f}  {lat}  MACs {entry['macs'] / 1e6:.1f}M  "
-              f"params {entry['params'] / 1e6:.2f}M  search {entry['search_seconds']:.2f} s")
+        print(
+            f"accuracy {entry['accuracy']:.4f}  {lat}  MACs {entry['macs'] / 1e6:.1f}M  "
+            f"params {entry['params'] / 1e6:.2f}M  search {entry['search_seconds']:.2f} s"
+        )
         print(f"  {json.dumps(entry['arch'])}")
 
 

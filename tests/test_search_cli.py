@@ -39,8 +39,10 @@ def test_budget_sweep_and_macs(capsys):
     subnets = json.loads(captured.out)["subnets"]
     assert [s["limits"]["latency_ms[note10_w1.2_tflite]"] for s in subnets] == [15, 20, 25, 30]
     for s in subnets:
-        assert s["macs"] <= 350e6 and s["latency_ms"]["note10_w1.2_tflite"] <= s["limits"][
-            "latency_ms[note10_w1.2_tflite]"]
+        assert (
+            s["macs"] <= 350e6
+            and s["latency_ms"]["note10_w1.2_tflite"] <= s["limits"]["latency_ms[note10_w1.2_tflite]"]
+        )
     assert captured.err == ""
 
 
@@ -67,13 +69,18 @@ def test_impossible_limit_exits_1_with_the_smallest_value(capsys):
     assert "smallest" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    ([], "no constraint"),
-    (["--latency-ms", "20"], "needs a --table"),
-    (["--table", NOTE10, "--table", NOTE10, "--latency-ms", "1", "--latency-ms", "2", "--latency-ms", "3"],
-     "3 --latency-ms for 2 --table"),
-    (["--macs", "lots"], "is not a count"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "no constraint"),
+        (["--latency-ms", "20"], "needs a --table"),
+        (
+            ["--table", NOTE10, "--table", NOTE10, "--latency-ms", "1", "--latency-ms", "2", "--latency-ms", "3"],
+            "3 --latency-ms for 2 --table",
+        ),
+        (["--macs", "lots"], "is not a count"),
+    ],
+)
 def test_flag_conflicts_exit_2(capsys, argv, message):
     """Bad flag combinations go through the parser: exit 2 and a message naming the flags."""
     with pytest.raises(SystemExit) as info:
