@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from predictors.table_io import Row, Table, write_table
-from profiler.agent_run import AGENT, AgentRun
+from profiler.agent_run import AgentRun
 from profiler.devices import DeviceProfile
 from profiler.journal import Journal
-from profiler.measure import measure_models, read_batch, stop_agent
+from profiler.measure import agent_files, measure_models, read_batch, stop_agent
 from profiler.protocol import Protocol, spread
 from profiler.transports.base import Transport
 from supernet.export import export_units
@@ -284,7 +284,7 @@ class TableRun:
             "runtime": self.profile.runtime,
             "provider": self.profile.provider,
             "environment": self.state.environment,
-            "agent": {"name": AGENT.name, "version": AGENT_VERSION},
+            "agent": {"name": agent_files(self.profile)[0], "version": AGENT_VERSION},
             "settings": self.protocol.to_dict(),
             "statistic": "median_ms is the median of the raw samples kept in the journal",
             "journal": journal_path(self.table).name,

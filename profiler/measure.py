@@ -21,7 +21,7 @@ from profiler.devices import DeviceProfile
 from profiler.protocol import Protocol
 from profiler.transports.base import Transport
 
-__all__ = ["agent_python", "measure_models", "read_batch", "stop_agent"]
+__all__ = ["agent_files", "agent_python", "measure_models", "read_batch", "stop_agent"]
 
 _AGENT_RUNTIMES = {"onnxruntime": "onnxruntime", "tflite": "tflite", "torch": "torch"}
 
@@ -78,7 +78,7 @@ def measure_models(
         results.unlink(missing_ok=True)
 
 
-def _agent(profile: DeviceProfile) -> tuple[str, str]:
+def agent_files(profile: DeviceProfile) -> tuple[str, str]:
     """The profile's agent script name and the name of its results file on the device."""
     if profile.runtime == "benchmark_model":
         return ANDROID_AGENT.name, ANDROID_RESULTS
@@ -87,7 +87,7 @@ def _agent(profile: DeviceProfile) -> tuple[str, str]:
 
 def stop_agent(profile: DeviceProfile, transport: Transport, remote_dir: str) -> None:
     """Stop an agent a killed run left measuring under ``remote_dir``: it would compete for the CPU."""
-    script, _ = _agent(profile)
+    script, _ = agent_files(profile)
     # "[p]ython_agent.py" matches the agent but not this pkill's own command line, which holds the brackets.
     pattern = transport.join(remote_dir, ".*", f"[{script[0]}]{script[1:]}")
     transport.run(["pkill", "-f", pattern], timeout=30, check=False)
@@ -95,7 +95,7 @@ def stop_agent(profile: DeviceProfile, transport: Transport, remote_dir: str) ->
 
 def read_batch(profile: DeviceProfile, transport: Transport, remote: str, local: Path) -> AgentRun | None:
     """The records in a batch folder's results file on the device (pulled via ``local``), None if it has none."""
-    _, name = _agent(profile)
+    _, name = agent_files(profile)
     results = transport.join(remote, name)
     if transport.remote_sha256(results) is None:
         return None

@@ -23,6 +23,7 @@ import io
 import json
 import os
 import tempfile
+import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -87,17 +88,24 @@ def _eval_mode(module: nn.Module) -> Iterator[nn.Module]:
         module.train(training)
 
 
+# Exporters keep process-wide state (torch.onnx's GLOBALS, the thread count set below): threads of one process
+# (a fleet measured concurrently) take turns.
+_EXPORT_LOCK = threading.RLock()
+
+
 @contextmanager
 def _one_thread() -> Iterator[None]:
-    """Trace on one intra-op thread: a batch-1 trace gains nothing from more, and on a busy host the extra threads
-    only contend (an ONNX block export took 0.12-0.2 s with 2 threads, 0.03 s with 1, on a loaded 2-core machine).
+    """Trace alone, on one intra-op thread: a batch-1 trace gains nothing from more, and on a busy host the extra
+    threads only contend (an ONNX block export took 0.12-0.2 s with 2 threads, 0.03 s with 1, on a loaded 2-core
+    machine).
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+    with _EXPORT_LOCK:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
 
 
 def _sample(input_shape: Sequence[int]) -> torch.Tensor:
