@@ -37,7 +37,7 @@ import numpy as np
 
 AGENT_VERSION = 1
 _EXTENSIONS = {".onnx": "onnxruntime", ".tflite": "tflite", ".pt": "torch", ".ptl": "torch"}
-_DEFAULTS = {"threads": 1, "affinity": None, "warmup": 10, "min_count": 50, "min_time_s": 1.0}
+_DEFAULTS = {"threads": 1, "affinity": None, "warmup": 10, "min_count": 50, "min_time_s": 1.0, "evict_cache_mb": 0}
 
 
 class ManifestError(ValueError):
@@ -305,13 +305,22 @@ LOADERS = {"onnxruntime": load_onnxruntime, "tflite": load_tflite, "torch": load
 # ---- measuring --------------------------------------------------------------------------------------------------
 
 
-def measure(run_once: Callable[[], None], warmup: int, min_count: int, min_time_s: float) -> List[float]:
-    """Latency samples in ms: after ``warmup`` runs, at least ``min_count`` runs and ``min_time_s`` seconds."""
+def measure(
+    run_once: Callable[[], None], warmup: int, min_count: int, min_time_s: float, evict_cache_mb: int = 0
+) -> List[float]:
+    """Latency samples in ms: after ``warmup`` runs, at least ``min_count`` runs and ``min_time_s`` seconds.
+
+    With ``evict_cache_mb``, a buffer of that size is written before each run (untimed), so that every run starts
+    with the model's weights out of cache, as they are inside a whole network that streams megabytes of weights.
+    """
+    evict = np.zeros(evict_cache_mb * 2**20 // 8) if evict_cache_mb else None
     for _ in range(warmup):
         run_once()
     samples = []  # type: List[float]
     started = time.perf_counter()
     while len(samples) < min_count or time.perf_counter() - started < min_time_s:
+        if evict is not None:
+            evict += 1.0
         begin = time.perf_counter_ns()
         run_once()
         samples.append((time.perf_counter_ns() - begin) / 1e6)
@@ -342,13 +351,16 @@ def measure_model(model: Dict[str, Any], manifest: Dict[str, Any], base: str) ->
         "runtime": model["runtime"],
         "provider": model["provider"],
         "threads": manifest["threads"],
+        "evict_cache_mb": manifest["evict_cache_mb"],
     }  # type: Dict[str, Any]
     path = os.path.join(base, model["path"])
     try:
         if not os.path.isfile(path):
             raise ModelError("model file {} is missing on the device; push it first".format(path))
         run_once, provider, version = LOADERS[model["runtime"]](model, path, manifest["threads"])
-        samples = measure(run_once, manifest["warmup"], manifest["min_count"], manifest["min_time_s"])
+        samples = measure(
+            run_once, manifest["warmup"], manifest["min_count"], manifest["min_time_s"], manifest["evict_cache_mb"]
+        )
     except ModelError as exc:
         record.update(type="error", error=str(exc))
         return record
@@ -376,9 +388,10 @@ def load_manifest(path: str) -> Dict[str, Any]:
         raise ManifestError('manifest {} needs a non-empty "models" list'.format(path))
     for key, value in _DEFAULTS.items():
         manifest.setdefault(key, value)
-    for key in ("threads", "warmup", "min_count"):
-        if not isinstance(manifest[key], int) or manifest[key] < (1 if key != "warmup" else 0):
-            raise ManifestError('"{}" must be a positive integer, got {!r}'.format(key, manifest[key]))
+    for key in ("threads", "warmup", "min_count", "evict_cache_mb"):
+        lowest = 0 if key in ("warmup", "evict_cache_mb") else 1
+        if isinstance(manifest[key], bool) or not isinstance(manifest[key], int) or manifest[key] < lowest:
+            raise ManifestError('"{}" must be an integer of at least {}, got {!r}'.format(key, lowest, manifest[key]))
     names = set()
     for model in manifest["models"]:
         if not isinstance(model, dict) or "name" not in model or "path" not in model:

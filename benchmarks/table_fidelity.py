@@ -40,11 +40,12 @@ def main() -> None:
     parser.add_argument("--subnets", type=int, default=100)
     parser.add_argument("--calibration-subnets", type=int, default=20)
     parser.add_argument("--min-time", type=float, default=Protocol().min_time_s)
+    parser.add_argument("--evict-cache-mb", type=int, default=0, help="time table rows with cold caches")
     args = parser.parse_args()
     resolutions = [int(r) for r in args.resolutions.split(",")]
     cache = args.out / "cache"
     common = ["--device", "local", "--width", "1.0", "--resolutions", args.resolutions, "--cache", str(cache),
-              "--min-time", str(args.min_time), "--quiet"]
+              "--min-time", str(args.min_time), "--evict-cache-mb", str(args.evict_cache_mb), "--quiet"]
     for name, seed in (("a", 0), ("b", 1)):
         if profile_main([*common, "--out", str(args.out / name), "--seed", str(seed)]) != 0:
             raise SystemExit(f"table run {name} failed")
@@ -68,6 +69,7 @@ def main() -> None:
                                      f"{args.subnets} subnets, w1.0, r in {resolutions}, ONNX Runtime CPU")
     print(json.dumps({
         "subnets": len(frame),
+        "table_rows_timed_with_cold_caches_mb": args.evict_cache_mb,
         "resolutions": resolutions,
         "raw": _scores(frame["error_pct"].to_numpy()),
         "calibrated": _scores(frame["calibrated_error_pct"].to_numpy()),

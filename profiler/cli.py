@@ -97,6 +97,12 @@ def _parser() -> argparse.ArgumentParser:
     how.add_argument("--cooldown", type=float, default=defaults.cooldown_s, help="seconds to wait on drift")
     how.add_argument("--drift-tolerance", type=float, default=defaults.drift_tolerance)
     how.add_argument("--seed", type=int, default=defaults.seed)
+    how.add_argument(
+        "--evict-cache-mb",
+        type=int,
+        default=defaults.evict_cache_mb,
+        help="write this many MB between timed runs, so units run with cold caches as inside a network",
+    )
     subnets = parser.add_argument_group("whole subnets")
     subnets.add_argument("--subnets", type=Path, help="re-measure the archs in this file (ofa-search output, OFA JSON)")
     subnets.add_argument("--calibrate", type=int, metavar="N", help="fit measured = a*sum + b on N random subnets")
@@ -263,6 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cooldown_s=args.cooldown,
             drift_tolerance=args.drift_tolerance,
             seed=args.seed,
+            evict_cache_mb=args.evict_cache_mb,
         )
         if args.subnets and args.calibrate is not None:
             parser.error("--subnets and --calibrate are separate runs: give one of them")

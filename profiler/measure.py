@@ -18,7 +18,7 @@ from profiler.android_run import AGENT as ANDROID_AGENT
 from profiler.android_run import RESULTS as ANDROID_RESULTS
 from profiler.android_run import parse_agent_output, run_android_agent
 from profiler.devices import DeviceProfile
-from profiler.protocol import Protocol
+from profiler.protocol import Protocol, ProtocolError
 from profiler.transports.base import Transport
 
 __all__ = ["agent_files", "agent_python", "measure_models", "read_batch", "stop_agent"]
@@ -69,6 +69,11 @@ def measure_models(
     settings = agent_settings(profile, protocol)
     try:
         if profile.runtime == "benchmark_model":
+            if protocol.evict_cache_mb:
+                raise ProtocolError(
+                    f"{profile.name}: --evict-cache-mb needs the Python agent; benchmark_model "
+                    f"times with warm caches: correct sums with --calibrate instead"
+                )
             return run_android_agent(
                 transport, models, benchmark_model=profile.benchmark_model, settings=settings, **options
             )

@@ -34,6 +34,8 @@ class Protocol:
         cooldown_s: Seconds to wait when drift is seen.
         max_drift_retries: Batches measured again because of drift, at most, before the run goes on regardless.
         seed: Seed of the shuffled row order.
+        evict_cache_mb: Write a buffer of this many MB before each timed run (Python agent only), so units are
+            timed with cold caches as inside a whole network; 0 keeps caches warm (calibration corrects sums).
     """
 
     warmup: int = 5
@@ -46,12 +48,13 @@ class Protocol:
     cooldown_s: float = 10.0
     max_drift_retries: int = 2
     seed: int = 0
+    evict_cache_mb: int = 0
 
     def __post_init__(self) -> None:
         for name in ("min_count", "batch_rows"):
             if getattr(self, name) < 1:
                 raise ProtocolError(f"{name} = {getattr(self, name)} must be at least 1")
-        for name in ("warmup", "retries", "max_drift_retries"):
+        for name in ("warmup", "retries", "max_drift_retries", "evict_cache_mb"):
             if getattr(self, name) < 0:
                 raise ProtocolError(f"{name} = {getattr(self, name)} must be 0 or more")
         for name in ("min_time_s", "cooldown_s"):
@@ -62,7 +65,10 @@ class Protocol:
                 raise ProtocolError(f"{name} = {getattr(self, name)} must be a fraction between 0 and 1")
 
     def agent_settings(self) -> dict[str, Any]:
-        return {"warmup": self.warmup, "min_count": self.min_count, "min_time_s": self.min_time_s}
+        settings = {"warmup": self.warmup, "min_count": self.min_count, "min_time_s": self.min_time_s}
+        if self.evict_cache_mb:
+            settings["evict_cache_mb"] = self.evict_cache_mb
+        return settings
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

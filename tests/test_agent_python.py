@@ -174,7 +174,7 @@ def test_missing_runtime_is_an_error_record(tmp_path: Path, models: dict[str, Pa
     [
         ({"models": []}, 'needs a non-empty "models" list'),
         ({"models": [{"name": "a", "path": "a.bin"}]}, "runtime None is not one of onnxruntime, tflite, torch"),
-        ({"threads": 0, "models": [{"name": "a", "path": "a.onnx"}]}, '"threads" must be a positive integer'),
+        ({"threads": 0, "models": [{"name": "a", "path": "a.onnx"}]}, '"threads" must be an integer of at least 1'),
         ({"models": [{"name": "a", "path": "a.onnx"}, {"name": "a", "path": "b.onnx"}]}, "appears twice"),
     ],
 )
