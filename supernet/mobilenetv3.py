@@ -8,7 +8,7 @@ here, and :attr:`MobileNetV3.config` writes the current names.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -27,21 +27,18 @@ class NetConfigError(ValueError):
     """A ``net.config`` that cannot be built; the message names the path inside the config."""
 
 
-class MobileNetV3(nn.Module):
-    """A fixed MobileNetV3: first conv, blocks, final expand, global pool, feature mix, classifier."""
+class MobileNetV3Base(nn.Module):
+    """The forward pass static and elastic MobileNetV3 share; subclasses say which blocks run.
 
-    def __init__(self, first_conv: ConvLayer, blocks: list[ResidualBlock], final_expand_layer: ConvLayer,
-                 feature_mix_layer: ConvLayer, classifier: LinearLayer) -> None:
-        super().__init__()
-        self.first_conv = first_conv
-        self.blocks = nn.ModuleList(blocks)
-        self.final_expand_layer = final_expand_layer
-        self.feature_mix_layer = feature_mix_layer
-        self.classifier = classifier
+    Subclasses set ``first_conv``, ``final_expand_layer``, ``feature_mix_layer`` and ``classifier``.
+    """
+
+    def active_blocks(self) -> Iterable[nn.Module]:
+        raise NotImplementedError
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.first_conv(x)
-        for block in self.blocks:
+        for block in self.active_blocks():
             x = block(x)
         return self.final_expand_layer(x)
 
@@ -53,6 +50,22 @@ class MobileNetV3(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+class MobileNetV3(MobileNetV3Base):
+    """A fixed MobileNetV3: first conv, blocks, final expand, global pool, feature mix, classifier."""
+
+    def __init__(self, first_conv: ConvLayer, blocks: list[ResidualBlock], final_expand_layer: ConvLayer,
+                 feature_mix_layer: ConvLayer, classifier: LinearLayer) -> None:
+        super().__init__()
+        self.first_conv = first_conv
+        self.blocks = nn.ModuleList(blocks)
+        self.final_expand_layer = final_expand_layer
+        self.feature_mix_layer = feature_mix_layer
+        self.classifier = classifier
+
+    def active_blocks(self) -> Iterable[nn.Module]:
+        return self.blocks
 
     def load_checkpoint(self, source: str | os.PathLike | Mapping[str, torch.Tensor]) -> MobileNetV3:
         """Load weights of a released specialized model (file or dict; current or legacy key names)."""

@@ -17,13 +17,13 @@ from ._dynamic import DynamicMBConvLayer
 from ._layers import ConvLayer, IdentityLayer, LinearLayer, MBConvLayer, ResidualBlock
 from .arch import DEPTHS, EXPAND_RATIOS, KERNEL_SIZES, MAX_DEPTH, Arch, ArchSpace
 from .checkpoint import CheckpointError, load_compatible_state_dict, read_state_dict
-from .mobilenetv3 import MobileNetV3
+from .mobilenetv3 import MobileNetV3, MobileNetV3Base
 from .plan import NetPlan
 
 __all__ = ["OFAMobileNetV3"]
 
 
-class OFAMobileNetV3(nn.Module):
+class OFAMobileNetV3(MobileNetV3Base):
     """OFA MobileNetV3 supernet.
 
     Args:
@@ -93,27 +93,12 @@ class OFAMobileNetV3(nn.Module):
                     e=tuple(self._elastic(i).active_expand_ratio for i in range(n)),
                     d=tuple(self.active_depths), r=self.active_resolution)
 
-    def _active_blocks(self) -> list[nn.Module]:
+    def active_blocks(self) -> list[nn.Module]:
+        """Block 0 and the first ``d`` blocks of each stage."""
         active = [self.blocks[0]]
         for s, depth in enumerate(self.active_depths):
             active.extend(self.blocks[1 + s * MAX_DEPTH + j] for j in range(depth))
         return active
-
-    # --- forward ---------------------------------------------------------------------------------------
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.first_conv(x)
-        for block in self._active_blocks():
-            x = block(x)
-        return self.final_expand_layer(x)
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.mean((2, 3), keepdim=True)
-        x = self.feature_mix_layer(x)
-        x = torch.flatten(x, 1)
-        return self.classifier(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
     # --- subnets ---------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -122,7 +107,7 @@ class OFAMobileNetV3(nn.Module):
         if arch is not None:
             self.set_active(arch)
         blocks = []
-        for block in self._active_blocks():
+        for block in self.active_blocks():
             conv = block.conv.extract() if isinstance(block.conv, DynamicMBConvLayer) else copy.deepcopy(block.conv)
             shortcut = None if block.shortcut is None else IdentityLayer(block.shortcut.chs)
             blocks.append(ResidualBlock(conv, shortcut))
