@@ -8,8 +8,10 @@ recovered from the device's own results file before anything new runs.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
+import itertools
 import logging
 import random
 import time
@@ -26,17 +28,38 @@ from profiler.journal import Journal
 from profiler.measure import agent_files, measure_models, read_batch, stop_agent
 from profiler.protocol import Protocol, spread
 from profiler.transports.base import Transport
-from supernet.export import export_units
+from profiler.transports.errors import (
+    AuthenticationFailed,
+    CommandTimedOut,
+    ConnectionFailed,
+    HostKeyError,
+    TransferFailed,
+    TransportError,
+)
+from supernet.export import export_unit, export_units
 from supernet.units import Unit
 
-__all__ = ["REFERENCE_UNIT", "MeasurementError", "TableRun", "journal_path", "rows_from_journal"]
+__all__ = [
+    "REFERENCE_SEED",
+    "REFERENCE_UNIT",
+    "DeviceLost",
+    "MeasurementError",
+    "TableRun",
+    "journal_path",
+    "rows_from_journal",
+]
 
 log = logging.getLogger(__name__)
 
 # A mid-sized block, timed before every batch: when its median moves, the device has drifted.
 REFERENCE_UNIT = Unit.block(28, 40, 40, 160, 5, 1, idskip=True, se=True, hs=False)
 REFERENCE_NAME = "reference"
+REFERENCE_SEED = 1
 AGENT_VERSION = "1"
+
+
+class DeviceLost(TransportError):
+    """The device stayed unreachable through every reconnect; the run's rows are safe in its journal."""
 
 
 class MeasurementError(RuntimeError):
@@ -146,39 +169,67 @@ class TableRun:
     # --- running -------------------------------------------------------------------------------------------
     def run(self) -> Table:
         """Measure every pending row, then write the final table; returns it."""
-        self._recover()
+        self._patiently(self._recover)
         self.write()
         while pending := self.pending():
-            batch = pending[: self.protocol.batch_rows]
-            for tries in range(self.protocol.max_drift_retries + 1):
-                run, batch_id, drifted = self._measure(batch)
-                if not drifted:
-                    break
-                self.transport.remove(self.transport.join(self.remote_dir, batch_id))
-                if tries < self.protocol.max_drift_retries:
-                    log.warning(
-                        "reference workload drifted; cooling down %.0f s and measuring the batch again",
-                        self.protocol.cooldown_s,
-                    )
-                    self.sleep(self.protocol.cooldown_s)
-            else:
-                # The drift outlasted every cool-down: this is the device's state now; measure against it.
-                self._set_baseline(run.results[REFERENCE_NAME]["summary"]["median"], rebaseline=True)
-            self._ingest(run, batch_id, drift_seen=drifted)
-            self.write()
-        self.transport.remove(self.remote_dir)
+            self._patiently(self._measure_batch, pending[: self.protocol.batch_rows])
+        self._patiently(self.transport.remove, self.remote_dir)
         return self.write()
 
+    def _measure_batch(self, batch: Sequence[Unit]) -> None:
+        """One batch, measured again after a cool-down while the reference workload says the device drifted."""
+        for tries in range(self.protocol.max_drift_retries + 1):
+            run, batch_id, drifted = self._measure(batch)
+            if not drifted:
+                break
+            self.transport.remove(self.transport.join(self.remote_dir, batch_id))
+            if tries < self.protocol.max_drift_retries:
+                log.warning(
+                    "reference workload drifted; cooling down %.0f s and measuring the batch again",
+                    self.protocol.cooldown_s,
+                )
+                self.sleep(self.protocol.cooldown_s)
+        else:
+            # The drift outlasted every cool-down: this is the device's state now; measure against it.
+            self._set_baseline(run.results[REFERENCE_NAME]["summary"]["median"], rebaseline=True)
+        self._ingest(run, batch_id, drift_seen=drifted)
+        self.write()
+
+    def _patiently(self, step: Callable[..., Any], *args: Any) -> Any:
+        """Run one step; when the device goes away, reconnect with backoff and keep what it measured meanwhile."""
+        for attempt in itertools.count():
+            try:
+                return step(*args)
+            except (AuthenticationFailed, HostKeyError):
+                raise  # waiting does not fix a key
+            except (ConnectionFailed, TransferFailed, CommandTimedOut) as err:
+                if attempt >= self.protocol.reconnects:
+                    raise DeviceLost(
+                        str(self.transport),
+                        f"still unreachable after {attempt} reconnect(s): {err.problem}",
+                        f"every measured row is kept in {self.journal.path}; bring the device back and rerun the "
+                        f"same command to continue",
+                    ) from err
+                wait = self.protocol.backoff_s * 2**attempt
+                log.warning("%s: %s; reconnecting in %.0f s (%d of %d)", self.transport, err.problem, wait,
+                            attempt + 1, self.protocol.reconnects)
+                self.transport.close()
+                self.sleep(wait)
+                with contextlib.suppress(TransportError):  # still away: the next try counts it
+                    self._recover()
+
     def _models(self, batch: Sequence[Unit]) -> list[dict[str, Any]]:
+        """The reference workload, then the batch's rows: names, exported files and input shapes."""
         fmt = self.profile.model_format
+        # The reference block is also a row of some tables: its own seed keeps its file apart from that row's.
+        reference = export_unit(REFERENCE_UNIT, fmt, self.cache_dir, seed=REFERENCE_SEED)
+        paths = [reference, *export_units(batch, fmt, self.cache_dir)]
+        names = [REFERENCE_NAME, *(u.key for u in batch)]
         units = [REFERENCE_UNIT, *batch]
-        paths = export_units(units, fmt, self.cache_dir)
-        batch_size = self.profile.batch
-        models = []
-        for name, unit, path in zip([REFERENCE_NAME, *(u.key for u in batch)], units, paths, strict=True):
-            shape = [batch_size, *unit.input_shape[1:]]
-            models.append({"name": name, "path": str(path), "inputs": [shape]})
-        return models
+        return [
+            {"name": name, "path": str(path), "inputs": [[self.profile.batch, *unit.input_shape[1:]]]}
+            for name, unit, path in zip(names, units, paths, strict=True)
+        ]
 
     def _set_baseline(self, median_ms: float, rebaseline: bool = False) -> None:
         self.state.baseline_ms = median_ms

@@ -97,6 +97,8 @@ def _parser() -> argparse.ArgumentParser:
     how.add_argument("--cooldown", type=float, default=defaults.cooldown_s, help="seconds to wait on drift")
     how.add_argument("--drift-tolerance", type=float, default=defaults.drift_tolerance)
     how.add_argument("--seed", type=int, default=defaults.seed)
+    how.add_argument("--reconnects", type=int, default=defaults.reconnects, help="when a device goes away")
+    how.add_argument("--backoff", type=float, default=defaults.backoff_s, help="seconds before the first reconnect")
     how.add_argument(
         "--evict-cache-mb",
         type=int,
@@ -270,6 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             drift_tolerance=args.drift_tolerance,
             seed=args.seed,
             evict_cache_mb=args.evict_cache_mb,
+            reconnects=args.reconnects,
+            backoff_s=args.backoff,
         )
         if args.subnets and args.calibrate is not None:
             parser.error("--subnets and --calibrate are separate runs: give one of them")

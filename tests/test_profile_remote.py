@@ -16,12 +16,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from profiler.builder import REFERENCE_UNIT, TableRun
+from profiler.builder import REFERENCE_SEED, REFERENCE_UNIT, DeviceLost, TableRun
 from profiler.cli import main
 from profiler.devices import resolve_device
 from profiler.protocol import Protocol
 from profiler.transports.adb import AdbTransport
-from profiler.transports.errors import ConnectionFailed
 from supernet.export import unit_path
 from supernet.units import Unit, all_units
 from tests.conftest import FakeBenchmarkModel, process_alive
@@ -58,9 +57,10 @@ def _devices_toml(folder: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> N
 
 
 def _stand_in_tflite(units: list[Unit], cache: Path, kind: str = "new") -> None:
-    """Cache entries for the units' TF-Lite exports, holding the fake benchmark_model's output choice."""
-    for unit in units:
-        path = unit_path(unit, "tflite", cache)
+    """Cache entries for the units' TF-Lite exports (and the reference's), holding the fake's output choice."""
+    paths = [unit_path(unit, "tflite", cache) for unit in units]
+    paths.append(unit_path(REFERENCE_UNIT, "tflite", cache, seed=REFERENCE_SEED))
+    for path in paths:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f"{kind}\n")
 
@@ -183,7 +183,7 @@ def test_benchmark_model_table_over_adb(
 ):
     """`ofa-profile --device pixel1 --serial ...`: the Android agent fills every key, pinned to the fast core."""
     cache = tmp_path / "cache"
-    _stand_in_tflite([REFERENCE_UNIT, *all_units(WIDTH, [RESOLUTION])], cache)
+    _stand_in_tflite(all_units(WIDTH, [RESOLUTION]), cache)
     device = tmp_path / "device"
     _devices_toml(
         tmp_path,
@@ -229,13 +229,16 @@ def test_killed_benchmark_model_table_run_keeps_its_batch(
     """The host dies mid-batch; the rerun stops the orphaned agent, keeps the rows it wrote, measures the rest."""
     units = sorted(all_units(WIDTH, [RESOLUTION]), key=lambda unit: unit.key)[:5]
     cache = tmp_path / "cache"
-    _stand_in_tflite([REFERENCE_UNIT, *units], cache)
+    _stand_in_tflite(units, cache)
     device = tmp_path / "device"
     profile = resolve_device(
         "pixel1",
         {"serials": [adb_daemon.serial], "remote_dir": str(device), "benchmark_model": str(fake_benchmark_model.path)},
     )
-    protocol = Protocol(warmup=0, min_count=3, min_time_s=0.002, retries=0, drift_tolerance=0.95, cooldown_s=0)
+    # No reconnects: the host gives up at once, as if it had died with the device.
+    protocol = Protocol(
+        warmup=0, min_count=3, min_time_s=0.002, retries=0, drift_tolerance=0.95, cooldown_s=0, reconnects=0
+    )
     table = tmp_path / "tables" / "t.csv"
     table.parent.mkdir()
 
@@ -243,7 +246,7 @@ def test_killed_benchmark_model_table_run_keeps_its_batch(
         return TableRun(profile, transport, units, table, cache, protocol)
 
     files = {unit.key: unit_path(unit, "tflite", cache).name for unit in units}
-    reference = unit_path(REFERENCE_UNIT, "tflite", cache).name
+    reference = unit_path(REFERENCE_UNIT, "tflite", cache, seed=REFERENCE_SEED).name
     with AdbTransport(adb_daemon.serial, key_path=adb_key, connect_timeout=5) as adb:
         order = [files[unit.key] for unit in table_run(adb).pending()]
     fake_benchmark_model.hold(order[2])
@@ -260,7 +263,7 @@ def test_killed_benchmark_model_table_run_keeps_its_batch(
     try:
         with (
             AdbTransport(adb_daemon.serial, key_path=adb_key, connect_timeout=5) as adb,
-            pytest.raises(ConnectionFailed),
+            pytest.raises(DeviceLost),
         ):
             table_run(adb).run()
     finally:

@@ -1,0 +1,100 @@
+"""A device that goes away mid-run: reconnect with backoff and finish, or stop clearly and resume later."""
+
+from __future__ import annotations
+
+import collections
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from profiler.cli import main
+from supernet.units import all_units
+from tests.peers.adb_daemon import AdbDaemon
+
+EXPECTED = {unit.key for unit in all_units(1.0, [128])}
+TABLE = "local_w1.0_onnxruntime_cpu.csv"
+
+
+def _argv(tmp_path: Path, daemon: AdbDaemon, adb_key: Path, reconnects: int) -> list[str]:
+    return [
+        *("--device", "local", "--via", "adb", "--serial", daemon.serial, "--adb-key", str(adb_key)),
+        *("--python", sys.executable, "--width", "1.0", "--resolutions", "128", "--batch-rows", "8"),
+        *("--min-time", "0.002", "--min-count", "3", "--warmup", "0", "--retries", "0", "--drift-tolerance", "0.95"),
+        *("--reconnects", str(reconnects), "--backoff", "0.5", "--quiet"),
+        *("--out", str(tmp_path / "tables"), "--cache", str(tmp_path / "cache")),
+    ]
+
+
+def _journal(tmp_path: Path) -> list[dict]:
+    path = tmp_path / "tables" / "local_w1.0_onnxruntime_cpu.samples.jsonl"
+    return [json.loads(line) for line in path.open()] if path.exists() else []
+
+
+def _wait_for_rows(tmp_path: Path, done: threading.Event) -> None:
+    """Until the journal holds a measured row (bounded; polled)."""
+    for _ in range(3000):
+        if done.is_set() or any(r["type"] == "row" for r in _journal(tmp_path)):
+            return
+        time.sleep(0.02)
+
+
+def _setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "devices.toml").write_text(f"[devices.local]\nremote_dir = {json.dumps(str(tmp_path / 'dev'))}\n")
+    monkeypatch.chdir(tmp_path)
+
+
+def _assert_complete(tmp_path: Path) -> None:
+    table = pd.read_csv(tmp_path / "tables" / TABLE)
+    assert set(table["key"]) == EXPECTED and not table["key"].duplicated().any()
+    rows = collections.Counter(r["key"] for r in _journal(tmp_path) if r["type"] == "row")
+    assert max(rows.values()) == 1
+
+
+@pytest.mark.slow
+def test_device_comes_back_and_the_run_finishes(tmp_path, adb_key, monkeypatch, caplog):
+    """The phone vanishes mid-run and returns a second later: the run reconnects and completes the table."""
+    _setup(tmp_path, monkeypatch)
+    public = [Path(f"{adb_key}.pub").read_text()]
+    with AdbDaemon(tmp_path, authorized_keys=public) as daemon:
+        done, outcome = threading.Event(), []
+        worker = threading.Thread(target=lambda: (outcome.append(main(_argv(tmp_path, daemon, adb_key, 5))),
+                                                  done.set()))
+        worker.start()
+        _wait_for_rows(tmp_path, done)
+        port = daemon.port
+        daemon.stop()
+        time.sleep(1.0)  # the phone is away for a while: that is the scenario, not a wait for readiness
+        daemon.start(port)
+        worker.join(timeout=300)
+    assert outcome == [0]
+    assert "reconnecting in" in caplog.text
+    _assert_complete(tmp_path)
+
+
+@pytest.mark.slow
+def test_device_stays_away_then_a_rerun_continues(tmp_path, adb_key, monkeypatch, capsys):
+    """After the last reconnect the run stops with the journal's path and what to do; a rerun completes it."""
+    _setup(tmp_path, monkeypatch)
+    public = [Path(f"{adb_key}.pub").read_text()]
+    with AdbDaemon(tmp_path, authorized_keys=public) as daemon:
+        done, outcome = threading.Event(), []
+        worker = threading.Thread(target=lambda: (outcome.append(main(_argv(tmp_path, daemon, adb_key, 2))),
+                                                  done.set()))
+        worker.start()
+        _wait_for_rows(tmp_path, done)
+        port = daemon.port
+        daemon.stop()
+        worker.join(timeout=300)
+        assert outcome == [1]
+        err = capsys.readouterr().err
+        assert "still unreachable after 2 reconnect(s)" in err and "rerun the same command to continue" in err
+        kept = {r["key"] for r in _journal(tmp_path) if r["type"] == "row"}
+        assert kept and kept < EXPECTED
+        daemon.start(port)
+        assert main(_argv(tmp_path, daemon, adb_key, 2)) == 0
+    _assert_complete(tmp_path)
