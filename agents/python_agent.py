@@ -12,6 +12,10 @@ The manifest (JSON) holds the settings and the models; paths are relative to the
      "models": [{"name": "block0", "path": "block0.onnx", "inputs": [[1, 16, 56, 56]]},
                 {"name": "block0_tfl", "path": "block0.tflite", "runtime": "tflite", "provider": "xnnpack"}]}
 
+Optional settings: ``min_sample_ms`` (each sample times enough back-to-back runs to last this long, and is
+their per-run mean; default 0: one run per sample) and ``evict_cache_mb`` (write a buffer this large before
+each run, so that runs start with cold caches; default 0).
+
 ``runtime`` (per model or for all) is ``onnxruntime``, ``tflite`` or ``torch`` (TorchScript); it defaults from
 the file extension. ``provider`` is an ONNX Runtime execution provider (``CPU``, ``CUDA``, ``TensorRT``,
 ``OpenVINO``, ``VitisAI``...), a TF-Lite delegate (``xnnpack``, ``gpu``, ``none``) or a torch device (``cpu``,
@@ -27,17 +31,19 @@ results file.
 import fcntl
 import glob
 import json
+import math
 import os
 import platform
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
 AGENT_VERSION = 1
 _EXTENSIONS = {".onnx": "onnxruntime", ".tflite": "tflite", ".pt": "torch", ".ptl": "torch"}
-_DEFAULTS = {"threads": 1, "affinity": None, "warmup": 10, "min_count": 50, "min_time_s": 1.0, "evict_cache_mb": 0}
+_DEFAULTS = {"threads": 1, "affinity": None, "warmup": 10, "min_count": 50, "min_time_s": 1.0, "evict_cache_mb": 0,
+             "min_sample_ms": 0.0}
 
 
 class ManifestError(ValueError):
@@ -306,25 +312,40 @@ LOADERS = {"onnxruntime": load_onnxruntime, "tflite": load_tflite, "torch": load
 
 
 def measure(
-    run_once: Callable[[], None], warmup: int, min_count: int, min_time_s: float, evict_cache_mb: int = 0
-) -> List[float]:
-    """Latency samples in ms: after ``warmup`` runs, at least ``min_count`` runs and ``min_time_s`` seconds.
+    run_once: Callable[[], None],
+    warmup: int,
+    min_count: int,
+    min_time_s: float,
+    evict_cache_mb: int = 0,
+    min_sample_ms: float = 0.0,
+) -> Tuple[List[float], int]:
+    """Latency samples in ms per inference, and the number of back-to-back runs behind each sample.
 
-    With ``evict_cache_mb``, a buffer of that size is written before each run (untimed), so that every run starts
-    with the model's weights out of cache, as they are inside a whole network that streams megabytes of weights.
+    After ``warmup`` runs, at least ``min_count`` samples and ``min_time_s`` seconds. A sample times enough
+    back-to-back runs to last ``min_sample_ms`` (judged from the warm-up) and divides by their number: alone, a
+    run of a few microseconds is mostly timer and dispatch jitter. With ``evict_cache_mb``, a buffer of that size
+    is written before each run (untimed), one run per sample, so every run starts with the model's weights out
+    of cache, as they are inside a whole network that streams megabytes of weights.
     """
     evict = np.zeros(evict_cache_mb * 2**20 // 8) if evict_cache_mb else None
-    for _ in range(warmup):
+    warm = []  # type: List[float]
+    for _ in range(max(warmup, 1 if min_sample_ms and evict is None else 0)):
+        begin = time.perf_counter_ns()
         run_once()
+        warm.append((time.perf_counter_ns() - begin) / 1e6)
+    runs = 1
+    if min_sample_ms and evict is None:
+        runs = max(1, math.ceil(min_sample_ms / max(float(np.median(warm)), 1e-6)))
     samples = []  # type: List[float]
     started = time.perf_counter()
     while len(samples) < min_count or time.perf_counter() - started < min_time_s:
         if evict is not None:
             evict += 1.0
         begin = time.perf_counter_ns()
-        run_once()
-        samples.append((time.perf_counter_ns() - begin) / 1e6)
-    return samples
+        for _ in range(runs):
+            run_once()
+        samples.append((time.perf_counter_ns() - begin) / 1e6 / runs)
+    return samples, runs
 
 
 def summarize(samples: List[float]) -> Dict[str, float]:
@@ -358,8 +379,13 @@ def measure_model(model: Dict[str, Any], manifest: Dict[str, Any], base: str) ->
         if not os.path.isfile(path):
             raise ModelError("model file {} is missing on the device; push it first".format(path))
         run_once, provider, version = LOADERS[model["runtime"]](model, path, manifest["threads"])
-        samples = measure(
-            run_once, manifest["warmup"], manifest["min_count"], manifest["min_time_s"], manifest["evict_cache_mb"]
+        samples, runs = measure(
+            run_once,
+            manifest["warmup"],
+            manifest["min_count"],
+            manifest["min_time_s"],
+            manifest["evict_cache_mb"],
+            manifest["min_sample_ms"],
         )
     except ModelError as exc:
         record.update(type="error", error=str(exc))
@@ -370,7 +396,9 @@ def measure_model(model: Dict[str, Any], manifest: Dict[str, Any], base: str) ->
     except Exception as exc:  # one bad model must not stop the others
         record.update(type="error", error="{}: {}".format(type(exc).__name__, exc))
         return record
-    record.update(provider=provider, runtime_version=version, samples_ms=samples, summary=summarize(samples))
+    record.update(
+        provider=provider, runtime_version=version, runs_per_sample=runs, samples_ms=samples, summary=summarize(samples)
+    )
     return record
 
 
@@ -392,6 +420,10 @@ def load_manifest(path: str) -> Dict[str, Any]:
         lowest = 0 if key in ("warmup", "evict_cache_mb") else 1
         if isinstance(manifest[key], bool) or not isinstance(manifest[key], int) or manifest[key] < lowest:
             raise ManifestError('"{}" must be an integer of at least {}, got {!r}'.format(key, lowest, manifest[key]))
+    for key in ("min_time_s", "min_sample_ms"):
+        value = manifest[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ManifestError('"{}" must be a number of at least 0, got {!r}'.format(key, value))
     names = set()
     for model in manifest["models"]:
         if not isinstance(model, dict) or "name" not in model or "path" not in model:

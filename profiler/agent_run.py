@@ -18,7 +18,10 @@ from profiler.transports.base import Transport
 __all__ = ["AGENT", "AgentRun", "parse_results", "run_python_agent"]
 
 AGENT = Path(__file__).resolve().parents[1] / "agents" / "python_agent.py"
-_SETTINGS = ("threads", "affinity", "warmup", "min_count", "min_time_s", "evict_cache_mb", "runtime", "provider")
+_SETTINGS = (
+    *("threads", "affinity", "warmup", "min_count", "min_time_s", "min_sample_ms", "evict_cache_mb"),
+    *("runtime", "provider"),
+)
 
 
 @dataclass

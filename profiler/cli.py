@@ -97,6 +97,12 @@ def _parser() -> argparse.ArgumentParser:
     how.add_argument("--cooldown", type=float, default=defaults.cooldown_s, help="seconds to wait on drift")
     how.add_argument("--drift-tolerance", type=float, default=defaults.drift_tolerance)
     how.add_argument("--seed", type=int, default=defaults.seed)
+    how.add_argument(
+        "--min-sample-ms",
+        type=float,
+        default=defaults.min_sample_ms,
+        help="each sample times enough back-to-back runs to last this long (0: one run per sample)",
+    )
     how.add_argument("--reconnects", type=int, default=defaults.reconnects, help="when a device goes away")
     how.add_argument("--backoff", type=float, default=defaults.backoff_s, help="seconds before the first reconnect")
     how.add_argument(
@@ -273,6 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             evict_cache_mb=args.evict_cache_mb,
             reconnects=args.reconnects,
+            min_sample_ms=args.min_sample_ms,
             backoff_s=args.backoff,
         )
         if args.subnets and args.calibrate is not None:

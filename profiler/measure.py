@@ -78,6 +78,7 @@ def measure_models(
                 transport, models, benchmark_model=profile.benchmark_model, settings=settings, **options
             )
         settings["runtime"] = _AGENT_RUNTIMES[profile.runtime]
+        settings["min_sample_ms"] = protocol.min_sample_ms
         return run_python_agent(transport, models, python=agent_python(profile), settings=settings, **options)
     finally:
         results.unlink(missing_ok=True)

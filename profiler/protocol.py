@@ -34,6 +34,8 @@ class Protocol:
         cooldown_s: Seconds to wait when drift is seen.
         max_drift_retries: Batches measured again because of drift, at most, before the run goes on regardless.
         seed: Seed of the shuffled row order.
+        min_sample_ms: Each raw sample times enough back-to-back runs to last this long (Python agent): a run of
+            microseconds alone is mostly timer and dispatch jitter. 0 times every run alone.
         reconnects: When the device goes away, reconnect this many times before stopping (resumably).
         backoff_s: Seconds before the first reconnect; each next one waits twice as long.
         evict_cache_mb: Write a buffer of this many MB before each timed run (Python agent only), so units are
@@ -50,6 +52,7 @@ class Protocol:
     cooldown_s: float = 10.0
     max_drift_retries: int = 2
     seed: int = 0
+    min_sample_ms: float = 1.0
     reconnects: int = 3
     backoff_s: float = 5.0
     evict_cache_mb: int = 0
@@ -61,7 +64,7 @@ class Protocol:
         for name in ("warmup", "retries", "max_drift_retries", "evict_cache_mb", "reconnects"):
             if getattr(self, name) < 0:
                 raise ProtocolError(f"{name} = {getattr(self, name)} must be 0 or more")
-        for name in ("min_time_s", "cooldown_s", "backoff_s"):
+        for name in ("min_time_s", "cooldown_s", "backoff_s", "min_sample_ms"):
             if getattr(self, name) < 0:
                 raise ProtocolError(f"{name} = {getattr(self, name)} must be 0 or more seconds")
         for name in ("max_cv", "drift_tolerance"):
