@@ -100,10 +100,10 @@ def _load_state(journal: Journal) -> _State:
     return state
 
 
-def rows_from_journal(path: Path) -> list[Row]:
-    """The table rows a journal holds: per key, the attempt with the lowest coefficient of variation."""
+def _rows(kept: dict[str, dict[str, Any]]) -> list[Row]:
+    """Table rows from the kept record of each key, sorted by key."""
     rows = []
-    for record in _load_state(Journal(path)).kept.values():
+    for record in kept.values():
         s = record["summary"]
         rows.append(
             Row(
@@ -117,6 +117,11 @@ def rows_from_journal(path: Path) -> list[Row]:
             )
         )
     return sorted(rows, key=lambda row: row.key)
+
+
+def rows_from_journal(path: Path) -> list[Row]:
+    """The table rows a journal holds: per key, the attempt with the lowest spread."""
+    return _rows(_load_state(Journal(path)).kept)
 
 
 @dataclass
@@ -327,7 +332,7 @@ class TableRun:
 
     # --- output --------------------------------------------------------------------------------------------
     def write(self) -> Table:
-        rows = tuple(rows_from_journal(self.journal.path))
+        rows = tuple(_rows(self.state.kept))
         wide = sum(1 for r in self.state.kept.values() if r["cv"] > self.protocol.max_cv)
         meta = {
             **self.meta,

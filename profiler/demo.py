@@ -18,6 +18,7 @@ import pandas as pd
 from predictors.cli import main as search_main
 from predictors.latency import LatencyPredictor
 from profiler.cli import main as profile_main
+from profiler.protocol import Protocol
 
 __all__ = ["main"]
 
@@ -35,11 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resolution", type=int, default=176, help="resolution to profile and search (default 176)")
     parser.add_argument("--min-time", default="0.3", help="seconds of timed runs per row (default 0.3)")
     parser.add_argument("--generations", default="100", help="search generations per budget (default 100)")
+    parser.add_argument("--retries", default=str(Protocol().retries), help="times a noisy row is measured again")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     quiet = ["--quiet"] if args.quiet else []
     common = ["--device", "local", "--width", "1.2", "--out", str(args.out), "--cache", str(args.out / "cache"),
-              "--min-time", args.min_time, *quiet]
+              "--min-time", args.min_time, "--retries", args.retries, *quiet]
 
     _step(f"1/3 ofa-profile: latency table of the w1.2 supernet at r={args.resolution} on this CPU")
     if profile_main([*common, "--resolutions", str(args.resolution)]) != 0:

@@ -14,7 +14,10 @@ from profiler.calibration import CalibrationError, fit_calibration
 from profiler.cli import main
 from supernet import ArchSpace
 
-FAST = ["--min-time", "0.01", "--min-count", "5", "--warmup", "1", "--drift-tolerance", "0.95", "--quiet"]
+FAST = [
+    *("--min-time", "0.01", "--min-count", "5", "--warmup", "1"),
+    *("--retries", "1", "--drift-tolerance", "0.95", "--quiet"),
+]
 
 
 @pytest.fixture(scope="module")
