@@ -43,6 +43,20 @@ def _wait_for_rows(tmp_path: Path, done: threading.Event) -> None:
         time.sleep(0.02)
 
 
+def _start_run(tmp_path: Path, daemon: AdbDaemon, adb_key: Path, reconnects: int) -> tuple[threading.Thread, list]:
+    """ofa-profile in a thread, once it has measured a row (or ended); its exit code lands in the list."""
+    done, outcome = threading.Event(), []
+
+    def run() -> None:
+        outcome.append(main(_argv(tmp_path, daemon, adb_key, reconnects)))
+        done.set()
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    _wait_for_rows(tmp_path, done)
+    return worker, outcome
+
+
 def _setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "devices.toml").write_text(f"[devices.local]\nremote_dir = {json.dumps(str(tmp_path / 'dev'))}\n")
     monkeypatch.chdir(tmp_path)
@@ -61,11 +75,7 @@ def test_device_comes_back_and_the_run_finishes(tmp_path, adb_key, monkeypatch, 
     _setup(tmp_path, monkeypatch)
     public = [Path(f"{adb_key}.pub").read_text()]
     with AdbDaemon(tmp_path, authorized_keys=public) as daemon:
-        done, outcome = threading.Event(), []
-        worker = threading.Thread(target=lambda: (outcome.append(main(_argv(tmp_path, daemon, adb_key, 5))),
-                                                  done.set()))
-        worker.start()
-        _wait_for_rows(tmp_path, done)
+        worker, outcome = _start_run(tmp_path, daemon, adb_key, 5)
         port = daemon.port
         daemon.stop()
         time.sleep(1.0)  # the phone is away for a while: that is the scenario, not a wait for readiness
@@ -82,11 +92,7 @@ def test_device_stays_away_then_a_rerun_continues(tmp_path, adb_key, monkeypatch
     _setup(tmp_path, monkeypatch)
     public = [Path(f"{adb_key}.pub").read_text()]
     with AdbDaemon(tmp_path, authorized_keys=public) as daemon:
-        done, outcome = threading.Event(), []
-        worker = threading.Thread(target=lambda: (outcome.append(main(_argv(tmp_path, daemon, adb_key, 2))),
-                                                  done.set()))
-        worker.start()
-        _wait_for_rows(tmp_path, done)
+        worker, outcome = _start_run(tmp_path, daemon, adb_key, 2)
         port = daemon.port
         daemon.stop()
         worker.join(timeout=300)
