@@ -16,6 +16,16 @@ Optional settings: ``min_sample_ms`` (each sample times enough back-to-back runs
 their per-run mean; default 0: one run per sample) and ``evict_cache_mb`` (write a buffer this large before
 each run, so that runs start with cold caches; default 0).
 
+Drift-proof timing: with ``"reference": {"name": ..., "path": ..., "inputs": ...}`` every model is timed in
+alternating blocks of ``block_ms`` (default 25) with that fixed reference workload: reference, model, reference,
+..., reference. The device's speed moves by several percent within minutes, but both sides of a ratio move
+together, so each record keeps, beside the absolute samples, the reference's samples and one ratio per model
+sample (the sample over the mean of the reference medians of the blocks just before and after it).
+
+In-network unit times: a model with ``"profile_nodes": true`` (ONNX Runtime only) is, after its timing, run
+again under ONNX Runtime's profiler, and the record gets ``node_times_us``: ``[name, op_type, mean us]`` per
+node in execution order. Profiling slows the run, so only the shares are meant to be used.
+
 ``runtime`` (per model or for all) is ``onnxruntime``, ``tflite`` or ``torch`` (TorchScript); it defaults from
 the file extension. ``provider`` is an ONNX Runtime execution provider (``CPU``, ``CUDA``, ``TensorRT``,
 ``OpenVINO``, ``VitisAI``...), a TF-Lite delegate (``xnnpack``, ``gpu``, ``none``) or a torch device (``cpu``,
@@ -42,8 +52,18 @@ import numpy as np
 
 AGENT_VERSION = 1
 _EXTENSIONS = {".onnx": "onnxruntime", ".tflite": "tflite", ".pt": "torch", ".ptl": "torch"}
-_DEFAULTS = {"threads": 1, "affinity": None, "warmup": 10, "min_count": 50, "min_time_s": 1.0, "evict_cache_mb": 0,
-             "min_sample_ms": 0.0}
+_DEFAULTS = {
+    "threads": 1,
+    "affinity": None,
+    "warmup": 10,
+    "min_count": 50,
+    "min_time_s": 1.0,
+    "evict_cache_mb": 0,
+    "min_sample_ms": 0.0,
+    "reference": None,
+    "block_ms": 25.0,
+    "profile_runs": 20,
+}
 
 
 class ManifestError(ValueError):
@@ -153,6 +173,7 @@ def environment(phase: str, manifest: Dict[str, Any]) -> Dict[str, Any]:
         "cpus": cpu_frequencies(sysfs),
         "thermal": thermal_zones(sysfs),
         "runtimes": runtime_versions([model["runtime"] for model in manifest["models"]]),
+        "reference": (manifest["reference"] or {}).get("name"),
         "threads": manifest["threads"],
     }
 
@@ -179,7 +200,8 @@ def _shapes(model: Dict[str, Any], declared: List[Any]) -> List[List[int]]:
     return [[int(dim) for dim in shape] for shape in shapes]
 
 
-def load_onnxruntime(model: Dict[str, Any], path: str, threads: int):
+def _ort_session(model: Dict[str, Any], path: str, threads: int, profile_prefix: Optional[str] = None):
+    """An ONNX Runtime session on the model's provider, and random feeds of its input shapes."""
     import onnxruntime as ort
 
     provider = model["provider"] or "CPU"
@@ -196,6 +218,9 @@ def load_onnxruntime(model: Dict[str, Any], path: str, threads: int):
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if profile_prefix:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
     try:
         session = ort.InferenceSession(path, sess_options=options, providers=[provider])
     except Exception as exc:
@@ -204,6 +229,13 @@ def load_onnxruntime(model: Dict[str, Any], path: str, threads: int):
     shapes = _shapes(model, [list(item.shape) for item in declared])
     dtypes = [_ORT_TYPES.get(item.type, np.float32) for item in declared]
     feeds = dict(zip([item.name for item in declared], _random_inputs(shapes, dtypes)))  # noqa: B905 - strict= needs 3.10
+    return session, feeds
+
+
+def load_onnxruntime(model: Dict[str, Any], path: str, threads: int):
+    import onnxruntime as ort
+
+    session, feeds = _ort_session(model, path, threads)
 
     def run_once() -> None:
         session.run(None, feeds)
@@ -311,41 +343,79 @@ LOADERS = {"onnxruntime": load_onnxruntime, "tflite": load_tflite, "torch": load
 # ---- measuring --------------------------------------------------------------------------------------------------
 
 
-def measure(
-    run_once: Callable[[], None],
-    warmup: int,
-    min_count: int,
-    min_time_s: float,
-    evict_cache_mb: int = 0,
-    min_sample_ms: float = 0.0,
-) -> Tuple[List[float], int]:
-    """Latency samples in ms per inference, and the number of back-to-back runs behind each sample.
+class Timer:
+    """Times one loaded model: warm-up, then samples of enough back-to-back runs to last ``min_sample_ms``.
 
-    After ``warmup`` runs, at least ``min_count`` samples and ``min_time_s`` seconds. A sample times enough
-    back-to-back runs to last ``min_sample_ms`` (judged from the warm-up) and divides by their number: alone, a
-    run of a few microseconds is mostly timer and dispatch jitter. With ``evict_cache_mb``, a buffer of that size
-    is written before each run (untimed), one run per sample, so every run starts with the model's weights out
-    of cache, as they are inside a whole network that streams megabytes of weights.
+    Alone, a run of a few microseconds is mostly timer and dispatch jitter, hence ``min_sample_ms``.
+
+    With ``evict_cache_mb``, a buffer of that size is written before each run (untimed), one run per sample, so
+    every run starts with the model's weights out of cache, as they are inside a whole network that streams
+    megabytes of weights.
     """
-    evict = np.zeros(evict_cache_mb * 2**20 // 8) if evict_cache_mb else None
-    warm = []  # type: List[float]
-    for _ in range(max(warmup, 1 if min_sample_ms and evict is None else 0)):
+
+    def __init__(self, run_once: Callable[[], None], warmup: int, min_sample_ms: float, evict: Any) -> None:
+        self.run_once = run_once
+        self.evict = evict
+        warm = []  # type: List[float]
+        for _ in range(max(warmup, 1 if min_sample_ms and evict is None else 0)):
+            begin = time.perf_counter_ns()
+            run_once()
+            warm.append((time.perf_counter_ns() - begin) / 1e6)
+        self.run_ms = float(np.median(warm)) if warm else 0.0
+        self.runs = 1
+        if min_sample_ms and evict is None:
+            self.runs = max(1, math.ceil(min_sample_ms / max(self.run_ms, 1e-6)))
+
+    def sample(self) -> float:
+        """One sample in ms per inference."""
+        if self.evict is not None:
+            self.evict += 1.0
         begin = time.perf_counter_ns()
-        run_once()
-        warm.append((time.perf_counter_ns() - begin) / 1e6)
-    runs = 1
-    if min_sample_ms and evict is None:
-        runs = max(1, math.ceil(min_sample_ms / max(float(np.median(warm)), 1e-6)))
+        for _ in range(self.runs):
+            self.run_once()
+        return (time.perf_counter_ns() - begin) / 1e6 / self.runs
+
+    def block(self, block_ms: float) -> List[float]:
+        """Samples lasting about ``block_ms`` in all (at least one)."""
+        count = max(1, int(block_ms / max(self.run_ms * self.runs, 1e-6)))
+        return [self.sample() for _ in range(count)]
+
+
+def _evict_buffer(evict_cache_mb: int) -> Any:
+    return np.zeros(evict_cache_mb * 2**20 // 8) if evict_cache_mb else None
+
+
+def measure(timer: Timer, min_count: int, min_time_s: float) -> List[float]:
+    """Latency samples in ms per inference: at least ``min_count`` of them and ``min_time_s`` seconds."""
     samples = []  # type: List[float]
     started = time.perf_counter()
     while len(samples) < min_count or time.perf_counter() - started < min_time_s:
-        if evict is not None:
-            evict += 1.0
-        begin = time.perf_counter_ns()
-        for _ in range(runs):
-            run_once()
-        samples.append((time.perf_counter_ns() - begin) / 1e6 / runs)
-    return samples, runs
+        samples.append(timer.sample())
+    return samples
+
+
+def measure_interleaved(
+    model: Timer, reference: Timer, min_count: int, min_time_s: float, block_ms: float
+) -> Tuple[List[float], List[float], List[float]]:
+    """Model samples, reference samples and one ratio per model sample, timed in alternating blocks.
+
+    Blocks go reference, model, reference, ..., reference, so each model block is bracketed; its ratios divide
+    by the mean of the two bracketing reference medians. ``min_time_s`` counts the model's time only.
+    """
+    reference_blocks = [reference.block(block_ms)]
+    samples, ratios, reference_samples = [], [], list(reference_blocks[0])  # type: List[float], List[float], List[float]
+    timed = 0.0
+    while len(samples) < min_count or timed < min_time_s:
+        begin = time.perf_counter()
+        block = model.block(block_ms)
+        timed += time.perf_counter() - begin
+        after = reference.block(block_ms)
+        reference_samples.extend(after)
+        scale = (float(np.median(reference_blocks[-1])) + float(np.median(after))) / 2
+        reference_blocks.append(after)
+        samples.extend(block)
+        ratios.extend(sample / scale for sample in block)
+    return samples, reference_samples, ratios
 
 
 def summarize(samples: List[float]) -> Dict[str, float]:
@@ -363,8 +433,36 @@ def summarize(samples: List[float]) -> Dict[str, float]:
     }
 
 
-def measure_model(model: Dict[str, Any], manifest: Dict[str, Any], base: str) -> Dict[str, Any]:
-    """One result or error record for one model."""
+def profile_nodes(model: Dict[str, Any], path: str, threads: int, runs: int, warmup: int = 2) -> List[List[Any]]:
+    """``[name, op_type, mean us]`` per node, in execution order, from ONNX Runtime's own profiler.
+
+    The profiler starts with the session, so the first ``warmup`` runs are cut off by their "model_run" spans.
+    """
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        session, feeds = _ort_session(model, path, threads, profile_prefix=os.path.join(scratch, "profile"))
+        for _ in range(warmup + runs):
+            session.run(None, feeds)
+        with open(session.end_profiling()) as handle:
+            events = json.load(handle)
+    spans = sorted(e["ts"] + e["dur"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
+    start = spans[warmup - 1] if warmup and len(spans) >= warmup else 0
+    totals = {}  # type: Dict[str, List[Any]]
+    for event in sorted(events, key=lambda e: e.get("ts", 0)):
+        name = event.get("name", "")
+        if event.get("cat") != "Node" or not name.endswith("_kernel_time") or event["ts"] < start:
+            continue
+        node = name[: -len("_kernel_time")]
+        entry = totals.setdefault(node, [node, event.get("args", {}).get("op_name", ""), 0.0])
+        entry[2] += event["dur"]
+    return [[node, op, total / runs] for node, op, total in totals.values()]
+
+
+def measure_model(
+    model: Dict[str, Any], manifest: Dict[str, Any], base: str, reference: Optional[Timer] = None
+) -> Dict[str, Any]:
+    """One result or error record for one model; timed against ``reference`` when given."""
     record = {
         "type": "result",
         "name": model["name"],
@@ -376,17 +474,32 @@ def measure_model(model: Dict[str, Any], manifest: Dict[str, Any], base: str) ->
     }  # type: Dict[str, Any]
     path = os.path.join(base, model["path"])
     try:
-        if not os.path.isfile(path):
-            raise ModelError("model file {} is missing on the device; push it first".format(path))
-        run_once, provider, version = LOADERS[model["runtime"]](model, path, manifest["threads"])
-        samples, runs = measure(
-            run_once,
-            manifest["warmup"],
-            manifest["min_count"],
-            manifest["min_time_s"],
-            manifest["evict_cache_mb"],
-            manifest["min_sample_ms"],
+        run_once, provider, version = load(model, base, manifest["threads"])
+        timer = Timer(
+            run_once, manifest["warmup"], manifest["min_sample_ms"], _evict_buffer(manifest["evict_cache_mb"])
         )
+        if reference is None:
+            samples = measure(timer, manifest["min_count"], manifest["min_time_s"])
+        else:
+            samples, reference_samples, ratios = measure_interleaved(
+                timer, reference, manifest["min_count"], manifest["min_time_s"], manifest["block_ms"]
+            )
+            record.update(
+                reference={
+                    "name": manifest["reference"]["name"],
+                    "samples_ms": reference_samples,
+                    "summary": summarize(reference_samples),
+                },
+                ratio_samples=ratios,
+                ratio=summarize(ratios),
+            )
+        if model.get("profile_nodes"):
+            if model["runtime"] != "onnxruntime":
+                raise ModelError("profile_nodes needs onnxruntime, not {}".format(model["runtime"]))
+            record.update(
+                node_times_us=profile_nodes(model, path, manifest["threads"], manifest["profile_runs"]),
+                profile_runs=manifest["profile_runs"],
+            )
     except ModelError as exc:
         record.update(type="error", error=str(exc))
         return record
@@ -397,9 +510,27 @@ def measure_model(model: Dict[str, Any], manifest: Dict[str, Any], base: str) ->
         record.update(type="error", error="{}: {}".format(type(exc).__name__, exc))
         return record
     record.update(
-        provider=provider, runtime_version=version, runs_per_sample=runs, samples_ms=samples, summary=summarize(samples)
+        provider=provider,
+        runtime_version=version,
+        runs_per_sample=timer.runs,
+        samples_ms=samples,
+        summary=summarize(samples),
     )
     return record
+
+
+def load(model: Dict[str, Any], base: str, threads: int):
+    """The model's ``run_once``, the provider it really got and the runtime's version."""
+    path = os.path.join(base, model["path"])
+    if not os.path.isfile(path):
+        raise ModelError("model file {} is missing on the device; push it first".format(path))
+    return LOADERS[model["runtime"]](model, path, threads)
+
+
+def reference_timer(manifest: Dict[str, Any], base: str) -> Timer:
+    """The reference workload, loaded once for the whole run."""
+    run_once, _, _ = load(manifest["reference"], base, manifest["threads"])
+    return Timer(run_once, manifest["warmup"], manifest["min_sample_ms"], _evict_buffer(manifest["evict_cache_mb"]))
 
 
 # ---- manifest and results file ----------------------------------------------------------------------------------
@@ -420,14 +551,18 @@ def load_manifest(path: str) -> Dict[str, Any]:
         lowest = 0 if key in ("warmup", "evict_cache_mb") else 1
         if isinstance(manifest[key], bool) or not isinstance(manifest[key], int) or manifest[key] < lowest:
             raise ManifestError('"{}" must be an integer of at least {}, got {!r}'.format(key, lowest, manifest[key]))
-    for key in ("min_time_s", "min_sample_ms"):
+    for key in ("profile_runs",):
+        if isinstance(manifest[key], bool) or not isinstance(manifest[key], int) or manifest[key] < 1:
+            raise ManifestError('"{}" must be an integer of at least 1, got {!r}'.format(key, manifest[key]))
+    for key in ("min_time_s", "min_sample_ms", "block_ms"):
         value = manifest[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise ManifestError('"{}" must be a number of at least 0, got {!r}'.format(key, value))
     names = set()
-    for model in manifest["models"]:
+    reference = [manifest["reference"]] if manifest["reference"] is not None else []
+    for model in manifest["models"] + reference:
         if not isinstance(model, dict) or "name" not in model or "path" not in model:
-            raise ManifestError('each model needs "name" and "path", got {!r}'.format(model))
+            raise ManifestError('each model and the reference need "name" and "path", got {!r}'.format(model))
         if model["name"] in names:
             raise ManifestError("model name {!r} appears twice; names key the results".format(model["name"]))
         names.add(model["name"])
@@ -496,8 +631,17 @@ def main(argv: List[str]) -> int:
         print("{} models, {} already measured".format(len(manifest["models"]), len(done)), file=sys.stderr)
         append(handle, environment("start", manifest))
         base = os.path.dirname(os.path.abspath(manifest_path))
+        reference, reference_error = None, None
+        if manifest["reference"] is not None and todo:
+            try:
+                reference = reference_timer(manifest, base)
+            except Exception as exc:  # reported on every model: none can be timed against it
+                reference_error = "the reference workload {} failed: {}".format(manifest["reference"]["name"], exc)
         for number, model in enumerate(todo, 1):
-            record = measure_model(model, manifest, base)
+            if reference_error:
+                record = {"type": "error", "name": model["name"], "path": model["path"], "error": reference_error}
+            else:
+                record = measure_model(model, manifest, base, reference)
             append(handle, record)
             outcome = (
                 "{:.3f} ms".format(record["summary"]["median"])

@@ -20,7 +20,7 @@ __all__ = ["AGENT", "AgentRun", "parse_results", "run_python_agent"]
 AGENT = Path(__file__).resolve().parents[1] / "agents" / "python_agent.py"
 _SETTINGS = (
     *("threads", "affinity", "warmup", "min_count", "min_time_s", "min_sample_ms", "evict_cache_mb"),
-    *("runtime", "provider"),
+    *("runtime", "provider", "block_ms", "profile_runs"),
 )
 
 
@@ -61,6 +61,7 @@ def run_python_agent(
     python: str = "python3",
     settings: Mapping[str, Any] | None = None,
     cleanup: bool = True,
+    reference: Mapping[str, Any] | None = None,
 ) -> AgentRun:
     """Measure models on a device with the Python agent.
 
@@ -74,6 +75,8 @@ def run_python_agent(
         python: The device's Python interpreter.
         settings: Manifest settings (threads, affinity, warmup, min_count, min_time_s, runtime, provider).
         cleanup: Remove ``remote_dir`` after the results were pulled.
+        reference: A model (``name``, local ``path``, ``inputs``) that every model is timed against, in
+            alternating blocks; records then carry the reference's samples and per-sample ratios.
 
     Raises:
         ValueError: Unknown settings, or two models with the same file name.
@@ -84,12 +87,14 @@ def run_python_agent(
     if unknown:
         raise ValueError(f"unknown agent settings {unknown}; expected some of {list(_SETTINGS)}")
     entries, files = [], {}
-    for model in models:
+    for model in [*models, *([reference] if reference else [])]:
         local = Path(model["path"])
         if local.name in files:
             raise ValueError(f"two models share the file name {local.name!r}; rename one")
         files[local.name] = local
         entries.append({**model, "path": local.name})
+    if reference:
+        settings["reference"] = entries.pop()
     transport.make_dirs(remote_dir)
     agent = transport.join(remote_dir, AGENT.name)
     manifest = transport.join(remote_dir, "manifest.json")

@@ -32,9 +32,9 @@ from profiler.connect import open_transport
 from profiler.devices import DeviceError, DeviceProfile, load_profiles, resolve_device
 from profiler.protocol import Protocol, ProtocolError
 from profiler.remeasure import calibrate, plot_predicted_vs_measured, remeasure
+from profiler.rows import STRATEGIES, RowStrategy, StrategyError, default_rows, strategy_for
 from profiler.transports.errors import TransportError
 from supernet.arch import ArchSpace
-from supernet.units import all_units
 
 __all__ = ["main", "table_path"]
 
@@ -86,6 +86,14 @@ def _parser() -> argparse.ArgumentParser:
     what.add_argument("--width", type=float, default=1.2, choices=[1.0, 1.2], help="supernet width (default 1.2)")
     what.add_argument("--resolutions", default="224", help="'all' or a list such as 160,192,224 (default 224)")
     what.add_argument("--n-classes", type=int, default=1000)
+    what.add_argument(
+        "--rows",
+        choices=STRATEGIES,
+        default=None,
+        help="how rows are taken: in_network (whole covering subnets split by ONNX Runtime's profiler; the "
+        "default for ONNX Runtime on CPU) or isolated (each unit exported and timed alone; the default elsewhere)",
+    )
+    what.add_argument("--cover-repeats", type=int, default=1, help="in-network rows: covering subnets per choice")
     how = parser.add_argument_group("measurement protocol")
     defaults = Protocol()
     how.add_argument("--warmup", type=int, default=defaults.warmup)
@@ -103,6 +111,13 @@ def _parser() -> argparse.ArgumentParser:
         default=defaults.min_sample_ms,
         help="each sample times enough back-to-back runs to last this long (0: one run per sample)",
     )
+    how.add_argument(
+        "--block-ms",
+        type=float,
+        default=defaults.block_ms,
+        help="items and the reference workload alternate in blocks of about this many ms",
+    )
+    how.add_argument("--profile-runs", type=int, default=defaults.profile_runs, help="profiled runs per network")
     how.add_argument("--reconnects", type=int, default=defaults.reconnects, help="when a device goes away")
     how.add_argument("--backoff", type=float, default=defaults.backoff_s, help="seconds before the first reconnect")
     how.add_argument(
@@ -152,7 +167,9 @@ def _profile_device(
 ) -> Path:
     """One device's table; several targets (hosts or serials) each measure a shard, merged at the end."""
     resolutions = _parse_resolutions(args.resolutions, args.width)
-    units = all_units(args.width, resolutions, args.n_classes)
+    strategy = strategy_for(
+        args.rows or default_rows(profile), args.width, resolutions, args.n_classes, args.cover_repeats, args.seed
+    )
     path = table_path(args.out, profile, args.width)
     path.parent.mkdir(parents=True, exist_ok=True)
     targets = profile.targets
@@ -165,22 +182,22 @@ def _profile_device(
     shards = []
     for i, target in enumerate(targets):
         shard_path = path if len(targets) == 1 else path.with_name(f"{path.stem}.shard{i}.csv")
-        shards.append((target, shard_path, units[i :: len(targets)]))
+        shards.append((target, shard_path, strategy.shard(i, len(targets))))
 
-    def measure(target: str, shard_path: Path, shard_units) -> Table:
+    def measure(target: str, shard_path: Path, shard: RowStrategy) -> Table:
         with lock:
             bar = tqdm(
-                total=len(shard_units),
+                total=len(shard.items()),
                 desc=f"{profile.name} {target}",
-                unit="row",
+                unit="net" if shard.kind == "in_network" else "row",
                 disable=args.quiet,
                 position=position,
                 leave=True,
                 dynamic_ncols=True,
             )
         with open_transport(profile, target) as transport, bar:
-            run = TableRun(profile, transport, shard_units, shard_path, args.cache, protocol, meta, on_rows=bar.update)
-            bar.update(len(shard_units) - len(run.pending()))
+            run = TableRun(profile, transport, shard, shard_path, args.cache, protocol, meta, on_rows=bar.update)
+            bar.update(run.total() - len(run.pending()))
             return run.run()
 
     with ThreadPoolExecutor(len(shards)) as pool:
@@ -281,6 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             reconnects=args.reconnects,
             min_sample_ms=args.min_sample_ms,
             backoff_s=args.backoff,
+            block_ms=args.block_ms,
+            profile_runs=args.profile_runs,
         )
         if args.subnets and args.calibrate is not None:
             parser.error("--subnets and --calibrate are separate runs: give one of them")
@@ -307,6 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         TransportError,
         SubnetFileError,
         CalibrationError,
+        StrategyError,
         MissingRowsError,
         UnknownResolutionError,
     ) as err:

@@ -53,11 +53,13 @@ def measure_models(
     remote_dir: str,
     scratch: Path,
     cleanup: bool = True,
+    reference: Mapping[str, Any] | None = None,
 ) -> AgentRun:
-    """Time ``models`` (``name``, local ``path``, ``inputs``) on the device.
+    """Time ``models`` (``name``, local ``path``, ``inputs``) on the device, each against ``reference``.
 
     Raw samples come back per model, except from benchmark_model, which prints only aggregates (see
-    :mod:`profiler.android_run`).
+    :mod:`profiler.android_run`). With ``reference``, each record also holds the reference's samples and the
+    per-sample ratios (:mod:`profiler.reference`).
     """
     results = scratch / f".{Path(remote_dir).name}.results"
     options = {
@@ -74,12 +76,19 @@ def measure_models(
                     f"{profile.name}: --evict-cache-mb needs the Python agent; benchmark_model "
                     f"times with warm caches: correct sums with --calibrate instead"
                 )
+            settings = {k: v for k, v in settings.items() if k not in ("block_ms", "profile_runs")}
             return run_android_agent(
-                transport, models, benchmark_model=profile.benchmark_model, settings=settings, **options
+                transport,
+                [*([reference] if reference else []), *models],
+                benchmark_model=profile.benchmark_model,
+                settings=settings,
+                **options,
             )
         settings["runtime"] = _AGENT_RUNTIMES[profile.runtime]
         settings["min_sample_ms"] = protocol.min_sample_ms
-        return run_python_agent(transport, models, python=agent_python(profile), settings=settings, **options)
+        return run_python_agent(
+            transport, models, python=agent_python(profile), settings=settings, reference=reference, **options
+        )
     finally:
         results.unlink(missing_ok=True)
 

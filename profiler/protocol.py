@@ -42,6 +42,9 @@ class Protocol:
         backoff_s: Seconds before the first reconnect; each next one waits twice as long.
         evict_cache_mb: Write a buffer of this many MB before each timed run (Python agent only), so units are
             timed with cold caches as inside a whole network; 0 keeps caches warm (calibration corrects sums).
+        block_ms: Every item is timed in alternating blocks of about this many ms with the reference workload
+            (:mod:`profiler.reference`), so its ratio to the reference holds while the device's speed drifts.
+        profile_runs: Profiled runs of a whole network whose time is split among its units (in-network rows).
     """
 
     warmup: int = 5
@@ -58,15 +61,17 @@ class Protocol:
     reconnects: int = 3
     backoff_s: float = 5.0
     evict_cache_mb: int = 0
+    block_ms: float = 25.0
+    profile_runs: int = 20
 
     def __post_init__(self) -> None:
-        for name in ("min_count", "batch_rows"):
+        for name in ("min_count", "batch_rows", "profile_runs"):
             if getattr(self, name) < 1:
                 raise ProtocolError(f"{name} = {getattr(self, name)} must be at least 1")
         for name in ("warmup", "retries", "max_drift_retries", "evict_cache_mb", "reconnects"):
             if getattr(self, name) < 0:
                 raise ProtocolError(f"{name} = {getattr(self, name)} must be 0 or more")
-        for name in ("min_time_s", "cooldown_s", "backoff_s", "min_sample_ms"):
+        for name in ("min_time_s", "cooldown_s", "backoff_s", "min_sample_ms", "block_ms"):
             if getattr(self, name) < 0:
                 raise ProtocolError(f"{name} = {getattr(self, name)} must be 0 or more seconds")
         for name in ("max_cv", "drift_tolerance"):
@@ -74,7 +79,8 @@ class Protocol:
                 raise ProtocolError(f"{name} = {getattr(self, name)} must be a fraction between 0 and 1")
 
     def agent_settings(self) -> dict[str, Any]:
-        settings = {"warmup": self.warmup, "min_count": self.min_count, "min_time_s": self.min_time_s}
+        settings = {"warmup": self.warmup, "min_count": self.min_count, "min_time_s": self.min_time_s,
+                    "block_ms": self.block_ms, "profile_runs": self.profile_runs}
         if self.evict_cache_mb:
             settings["evict_cache_mb"] = self.evict_cache_mb
         return settings
@@ -89,13 +95,14 @@ class Protocol:
 
 
 def spread(result: Mapping[str, Any]) -> float:
-    """Relative spread of one measurement: 1.4826 · MAD / median of its raw samples.
+    """Relative spread of one measurement: 1.4826 · MAD / median of its raw samples (of its ratios, if any).
 
     The table value is the median, so its spread is measured around the median too: a robust coefficient of
     variation (equal to std / mean for normal noise) that one preempted run among hundreds does not inflate.
-    Runtimes that report only aggregates (TF-Lite's benchmark_model) fall back to std / mean.
+    A result timed against the reference is judged by its ratios, which are its values. Runtimes that report only
+    aggregates (TF-Lite's benchmark_model without the reference) fall back to std / mean.
     """
-    samples = result.get("samples_ms") or []
+    samples = result.get("ratio_samples") or result.get("samples_ms") or []
     if len(samples) >= 5:
         median = statistics.median(samples)
         mad = statistics.median(abs(x - median) for x in samples)

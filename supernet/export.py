@@ -38,6 +38,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .arch import Arch
+from .ofa_mbv3 import OFAMobileNetV3
 from .units import Unit
 
 __all__ = [
@@ -48,6 +50,7 @@ __all__ = [
     "TFLiteUnavailableError",
     "content_hash",
     "export_module",
+    "export_subnet",
     "export_unit",
     "export_units",
     "onnx_bytes",
@@ -247,3 +250,33 @@ def export_units(units: Sequence[Unit], runtime: str, cache_dir: str | os.PathLi
         for future in [pool.submit(_export_chunk, chunk, runtime, str(cache_dir), seed) for chunk in chunks]:
             future.result()
     return paths
+
+
+SUPERNET_SEED = 0
+
+
+@cache
+def _seeded_supernet(width_mult: float, n_classes: int) -> OFAMobileNetV3:
+    """Seeded random weights: latency does not depend on their values, and exports stay reproducible."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SUPERNET_SEED)
+        return OFAMobileNetV3(width_mult=width_mult, n_classes=n_classes).eval()
+
+
+def export_subnet(arch: Arch, width_mult: float, n_classes: int, runtime: str, cache_dir: str | os.PathLike,
+                  batch: int = 1) -> Path:
+    """A whole subnet of the seeded supernet as one model, cached by arch, width, classes, batch and recipe.
+
+    ONNX node names keep the module paths (``/blocks.7/conv/...``), which is what attributing a runtime
+    profiler's node times to table rows relies on.
+    """
+    _check_runtime(runtime)
+    recipe = {"arch": arch.canonical().to_json(), "width": width_mult, "classes": n_classes, "batch": batch,
+              "seed": SUPERNET_SEED, "runtime": runtime, "format": EXPORT_FORMAT,
+              "versions": _exporter_versions(runtime)}
+    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:24]
+    path = Path(cache_dir) / f"subnet-{digest}{SUFFIXES[runtime]}"
+    if not path.exists():
+        subnet = _seeded_supernet(float(width_mult), int(n_classes)).extract(arch)
+        _write_atomic(path, _to_bytes(subnet, runtime, (batch, 3, arch.r, arch.r)))
+    return path

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from profiler.builder import REFERENCE_UNIT, TableRun
+from profiler.builder import TableRun
 from profiler.devices import resolve_device
 from profiler.protocol import Protocol
+from profiler.reference import REFERENCE_UNIT
 from profiler.transports.local import LocalTransport
 from supernet.units import all_units
 

@@ -15,15 +15,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from profiler.rows import InNetworkRows
 from supernet.units import all_units
 
 ROOT = Path(__file__).resolve().parents[1]
 KILLS = 20
 
 
-def _command(out: Path) -> list[str]:
+def _command(out: Path, rows: str) -> list[str]:
     # Tiny timings keep each batch short, so kills land in every phase: start-up, export, agent, ingest, write.
     return [sys.executable, "-m", "profiler.cli", "--device", "local", "--width", "1.0", "--resolutions", "128,160",
+            "--rows", rows, "--block-ms", "1",
             "--min-time", "0.002", "--min-count", "3", "--warmup", "0", "--batch-rows", "4", "--retries", "0",
             "--drift-tolerance", "0.95", "--quiet", "--out", str(out), "--cache", str(out / "cache")]
 
@@ -41,8 +43,11 @@ def _wait_for_a_batch(work: Path, process: subprocess.Popen, seen: set[str]) -> 
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_points_then_resume(tmp_path):
-    """20 SIGKILLs, then a clean finish: every key once in the CSV, one journal row per key, no batch twice.
+@pytest.mark.parametrize(("rows", "kills"), [("isolated", KILLS), ("in_network", KILLS // 2)])
+def test_sigkill_at_random_points_then_resume(tmp_path, rows: str, kills: int):
+    """SIGKILLs, then a clean finish: every key once in the CSV, one journal record per item, no batch twice.
+
+    Both ways of taking rows: units alone (an item per row) and covering subnets (an item per subnet).
 
     Kills are anchored to the run's own progress, so each attempt gets at most a batch or two done whatever the
     machine's speed: most land a random moment after a batch starts on the device (agent running, results being
@@ -53,8 +58,8 @@ def test_sigkill_at_random_points_then_resume(tmp_path):
     work = tmp_path / ".local_w1.0_onnxruntime_cpu.work"
     seen: set[str] = set()
     killed = 0
-    while killed < KILLS:
-        process = subprocess.Popen(_command(tmp_path), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+    while killed < kills:
+        process = subprocess.Popen(_command(tmp_path, rows), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.PIPE)
         try:
             if killed % 4 == 3:
@@ -72,10 +77,10 @@ def test_sigkill_at_random_points_then_resume(tmp_path):
             break  # finished before we could kill it: the table is complete
         finally:
             process.stderr.close()
-    assert killed >= KILLS, f"the run finished after {killed} kills; make the work longer"
+    assert killed >= kills, f"the run finished after {killed} kills; make the work longer"
     progress = sum(1 for _ in (tmp_path / "local_w1.0_onnxruntime_cpu.samples.jsonl").open())
     assert progress > 0, "20 kills and not one row measured: the run never got past start-up"
-    final = subprocess.run(_command(tmp_path), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    final = subprocess.run(_command(tmp_path, rows), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert final.returncode == 0, final.stderr
 
     table = pd.read_csv(tmp_path / "local_w1.0_onnxruntime_cpu.csv")
@@ -84,9 +89,11 @@ def test_sigkill_at_random_points_then_resume(tmp_path):
     assert not table["key"].duplicated().any()
 
     records = [json.loads(line) for line in (tmp_path / "local_w1.0_onnxruntime_cpu.samples.jsonl").open()]
-    rows = collections.Counter(r["key"] for r in records if r["type"] == "row")
-    assert set(rows) == expected
-    assert max(rows.values()) == 1, [k for k, n in rows.items() if n > 1]
+    items = collections.Counter(r["key"] for r in records if r["type"] == "row")
+    if rows == "in_network":
+        expected = {item.name for item in InNetworkRows(1.0, (128, 160)).items()}
+    assert set(items) == expected
+    assert max(items.values()) == 1, [k for k, n in items.items() if n > 1]
     batches = collections.Counter(r["batch"] for r in records if r["type"] == "batch")
     assert max(batches.values()) == 1
     assert not (tmp_path / ".local_w1.0_onnxruntime_cpu.work").exists()

@@ -1,0 +1,64 @@
+"""Split a whole network's time among its table rows by the shares a runtime's own profiler gives its nodes.
+
+ONNX Runtime's profiler names each node by the module path of the export (``/first_conv/...``,
+``/blocks.7/conv/depth_conv/...``, ``/final_expand_layer/...``, ``/ReduceMean`` for the head's pool,
+``/feature_mix_layer/...``, ``/Flatten`` and ``/classifier/...``), so every node belongs to one unit of
+:func:`supernet.units.units_of`. Nodes ONNX Runtime adds itself (layout reorders, named ``ReorderInput`` or
+``..._token_N``) carry no path: they count toward the unit that follows them, which needs that layout. Profiling
+slows every node, so only shares are used; the total comes from an unprofiled, reference-interleaved timing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["AttributionError", "unit_of_node", "unit_shares"]
+
+# Units after the blocks, counted from the end: final expand, pool, feature mix, classifier.
+_HEAD = {"final_expand_layer": 4, "ReduceMean": 3, "feature_mix_layer": 2, "Flatten": 1, "classifier": 1}
+
+
+class AttributionError(ValueError):
+    """Node times that cannot be split among a network's units; the message names the node or unit."""
+
+
+def unit_of_node(name: str, n_units: int) -> int | None:
+    """The index in the network's units of the node ``name``; None for nodes the runtime added itself."""
+    if not name.startswith("/"):
+        return None
+    parts = name.split("/")
+    top = parts[1]
+    if top == "first_conv":
+        return 0
+    if top.startswith("blocks."):
+        index = 1 + int(top.removeprefix("blocks."))
+        if index >= n_units - 4:
+            raise AttributionError(f"node {name} names block {index - 1}, but the network has {n_units - 6} blocks")
+        return index
+    for module, from_end in _HEAD.items():
+        if top == module or (len(parts) == 2 and top.split("_")[0] == module):
+            return n_units - from_end
+    raise AttributionError(f"node {name} belongs to no unit of the network; was it exported by supernet.export?")
+
+
+def unit_shares(node_times: Sequence[Sequence[Any]], n_units: int) -> np.ndarray:
+    """Each unit's share of the profiled time, from ``[name, op_type, us]`` per node in execution order."""
+    times = np.zeros(n_units)
+    waiting = 0.0
+    for name, _, us in node_times:
+        index = unit_of_node(name, n_units)
+        if index is None:
+            waiting += us
+            continue
+        times[index] += us + waiting
+        waiting = 0.0
+    times[-1] += waiting
+    if times.sum() <= 0:
+        raise AttributionError("the profile holds no node times")
+    empty = np.flatnonzero(times <= 0)
+    if len(empty):
+        raise AttributionError(f"units {empty.tolist()} of {n_units} got no node of the profile")
+    return times / times.sum()

@@ -1,0 +1,240 @@
+"""Ways to take a table's rows: each unit exported and timed alone, or units timed inside whole networks.
+
+A table run (:class:`profiler.builder.TableRun`) measures *items* in batches and journals one record per item;
+a strategy says what the items are, how to export them, and how records become rows:
+
+- :class:`IsolatedRows`: one item per row, the unit exported alone and timed in a loop. Works with every runtime,
+  but a unit timed hot in a loop runs with warm caches it does not have inside a network: here sums of such rows
+  came out 16-24% below whole networks (issue 9).
+- :class:`InNetworkRows`: a covering set of whole subnets (depth 4 everywhere, every (position, kernel, expand)
+  choice in ``repeats`` of them per resolution), each timed end to end and split among its units by ONNX
+  Runtime's profiler (:mod:`profiler.attribution`). A row is the mean of its share over the subnets that hold it.
+  Nine subnets per resolution replace about 96 exported units.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from predictors.table_io import Row
+from profiler.attribution import unit_shares
+from profiler.devices import DeviceProfile
+from profiler.reference import stats_ms
+from supernet.arch import DEPTHS, EXPAND_RATIOS, KERNEL_SIZES, N_BLOCKS, N_STAGES, Arch
+from supernet.export import export_subnet, export_units
+from supernet.units import Unit, all_units, units_of
+
+__all__ = [
+    "STRATEGIES",
+    "InNetworkRows",
+    "IsolatedRows",
+    "Item",
+    "RowStrategy",
+    "StrategyError",
+    "default_rows",
+    "strategy_for",
+]
+
+_CHOICES = [(k, e) for k in KERNEL_SIZES for e in EXPAND_RATIOS]
+
+
+class StrategyError(ValueError):
+    """A way of taking rows that cannot serve this device or table; the message says what to use instead."""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One thing a table run measures: a unit alone (``unit``) or a whole covering subnet (``arch``)."""
+
+    name: str
+    unit: Unit | None = None
+    arch: Arch | None = None
+
+
+class RowStrategy(Protocol):
+    """What a table run needs to know about how rows are taken."""
+
+    kind: str
+
+    def items(self) -> list[Item]: ...
+
+    def planned_keys(self) -> set[str]: ...
+
+    def models(self, items: Sequence[Item], model_format: str, cache_dir: Path, batch: int) -> list[dict]: ...
+
+    def journal_fields(self, item_name: str, result: Mapping[str, Any]) -> dict[str, Any]: ...
+
+    def rows(self, kept: Mapping[str, Mapping[str, Any]], anchor_ms: float | None) -> list[Row]: ...
+
+    def shard(self, index: int, count: int) -> RowStrategy: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+def _row(key: str, stats: Mapping[str, float | None], count: int, extra: Mapping[str, str]) -> Row:
+    return Row(key=key, median_ms=stats["median"], mean_ms=stats["mean"], std_ms=stats["std"], p10_ms=stats["p10"],
+               p90_ms=stats["p90"], count=count, extra=dict(extra))
+
+
+@dataclass(frozen=True)
+class IsolatedRows:
+    """Every row exported alone and timed alone (against the reference)."""
+
+    units: tuple[Unit, ...]
+    kind: str = "isolated"
+
+    def items(self) -> list[Item]:
+        return [Item(u.key, unit=u) for u in {u.key: u for u in self.units}.values()]
+
+    def planned_keys(self) -> set[str]:
+        return {u.key for u in self.units}
+
+    def models(self, items: Sequence[Item], model_format: str, cache_dir: Path, batch: int) -> list[dict]:
+        paths = export_units([item.unit for item in items], model_format, cache_dir)
+        return [{"name": item.name, "path": str(path), "inputs": [[batch, *item.unit.input_shape[1:]]]}
+                for item, path in zip(items, paths, strict=True)]
+
+    def journal_fields(self, item_name: str, result: Mapping[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def rows(self, kept: Mapping[str, Mapping[str, Any]], anchor_ms: float | None) -> list[Row]:
+        rows = []
+        for key, record in kept.items():
+            stats = stats_ms(record, anchor_ms)
+            ratio = record.get("ratio")
+            extra = {"ratio": f"{ratio['median']:.6g}"} if ratio else {}
+            rows.append(_row(key, stats, stats["count"], extra))
+        return sorted(rows, key=lambda row: row.key)
+
+    def shard(self, index: int, count: int) -> IsolatedRows:
+        return IsolatedRows(self.units[index::count])
+
+    def describe(self) -> dict[str, Any]:
+        return {"rows": self.kind, "statistic": "median_ms is the median of the unit's own samples"}
+
+
+@dataclass(frozen=True)
+class InNetworkRows:
+    """Rows taken from whole covering subnets, split by the runtime profiler's node shares.
+
+    Args:
+        width_mult: Supernet width.
+        resolutions: Resolutions of the table.
+        n_classes: Classifier outputs.
+        repeats: How many covering subnets hold each (position, kernel, expand) choice per resolution; the
+            table has 9·repeats subnets per resolution.
+        seed: Seed of the choice permutations.
+    """
+
+    width_mult: float
+    resolutions: tuple[int, ...]
+    n_classes: int = 1000
+    repeats: int = 1
+    seed: int = 0
+    only: tuple[str, ...] | None = None
+    kind: str = "in_network"
+
+    def __post_init__(self) -> None:
+        if self.repeats < 1:
+            raise StrategyError(f"--cover-repeats {self.repeats} must be at least 1")
+
+    @cached_property
+    def covering_archs(self) -> dict[str, Arch]:
+        """``9·repeats`` depth-4 subnets per resolution; block p of subnet j takes choice ``perm_p[j]``."""
+        archs = {}
+        for r in self.resolutions:
+            for repeat in range(self.repeats):
+                rng = random.Random(f"{self.seed}-{r}-{repeat}")
+                perms = [rng.sample(range(len(_CHOICES)), len(_CHOICES)) for _ in range(N_BLOCKS)]
+                for j in range(len(_CHOICES)):
+                    choices = [_CHOICES[perm[j]] for perm in perms]
+                    arch = Arch(tuple(k for k, _ in choices), tuple(e for _, e in choices), (max(DEPTHS),) * N_STAGES,
+                                r)
+                    archs[f"net-r{r}-{repeat * len(_CHOICES) + j:02d}"] = arch
+        return archs
+
+    def items(self) -> list[Item]:
+        archs = self.covering_archs
+        names = self.only if self.only is not None else tuple(archs)
+        return [Item(name, arch=archs[name]) for name in names]
+
+    def planned_keys(self) -> set[str]:
+        return {u.key for u in all_units(self.width_mult, self.resolutions, self.n_classes)}
+
+    def models(self, items: Sequence[Item], model_format: str, cache_dir: Path, batch: int) -> list[dict]:
+        if model_format != "onnx":
+            raise StrategyError(
+                f"in-network rows need ONNX Runtime's node profiler; this device's models are {model_format}: "
+                f"use --rows isolated (and --calibrate)"
+            )
+        return [
+            {"name": item.name, "inputs": [[batch, 3, item.arch.r, item.arch.r]], "profile_nodes": True,
+             "path": str(export_subnet(item.arch, self.width_mult, self.n_classes, model_format, cache_dir, batch))}
+            for item in items
+        ]
+
+    def journal_fields(self, item_name: str, result: Mapping[str, Any]) -> dict[str, Any]:
+        return {"arch": self.covering_archs[item_name].to_json(), "node_times_us": result.get("node_times_us")}
+
+    def rows(self, kept: Mapping[str, Mapping[str, Any]], anchor_ms: float | None) -> list[Row]:
+        contributions: dict[str, list[dict[str, float]]] = defaultdict(list)
+        for record in kept.values():
+            units = units_of(Arch.from_json(record["arch"]), self.width_mult, self.n_classes)
+            shares = unit_shares(record["node_times_us"], len(units))
+            stats = stats_ms(record, anchor_ms)
+            ratio = (record.get("ratio") or {}).get("median")
+            for unit, share in zip(units, shares, strict=True):
+                contributions[unit.key].append(
+                    {name: stats[name] * share for name in ("median", "mean", "p10", "p90")}
+                    | {"ratio": ratio * share if ratio else np.nan}
+                )
+        rows = []
+        for key, parts in contributions.items():
+            mean = {name: float(np.mean([p[name] for p in parts])) for name in ("median", "mean", "p10", "p90")}
+            medians = [p["median"] for p in parts]
+            stats = {**mean, "std": float(np.std(medians))}
+            extra = {"networks": str(len(parts))}
+            if not np.isnan(parts[0]["ratio"]):
+                extra["ratio"] = f"{np.mean([p['ratio'] for p in parts]):.6g}"
+            rows.append(_row(key, stats, len(parts), extra))
+        return sorted(rows, key=lambda row: row.key)
+
+    def shard(self, index: int, count: int) -> InNetworkRows:
+        names = tuple(item.name for item in self.items())[index::count]
+        return InNetworkRows(self.width_mult, self.resolutions, self.n_classes, self.repeats, self.seed, only=names)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "rows": self.kind,
+            "cover_repeats": self.repeats,
+            "cover_seed": self.seed,
+            "statistic": "each row is the mean, over the covering subnets that hold it, of the subnet's time "
+                         "(its ratio to the reference times the anchor) times the unit's share of ONNX Runtime's "
+                         "profiled node times; count is the number of subnets; std_ms their spread",
+        }
+
+
+STRATEGIES = ("isolated", "in_network")
+
+
+def default_rows(profile: DeviceProfile) -> str:
+    """In-network rows where ONNX Runtime's CPU profiler can split networks; isolated rows elsewhere."""
+    return "in_network" if profile.runtime == "onnxruntime" and profile.provider.upper() == "CPU" else "isolated"
+
+
+def strategy_for(kind: str, width_mult: float, resolutions: Sequence[int], n_classes: int, repeats: int = 1,
+                 seed: int = 0) -> RowStrategy:
+    """The named strategy for a table of the space at ``resolutions``."""
+    if kind == "isolated":
+        return IsolatedRows(tuple(all_units(width_mult, resolutions, n_classes)))
+    if kind == "in_network":
+        return InNetworkRows(width_mult, tuple(resolutions), n_classes, repeats, seed)
+    raise StrategyError(f"unknown way to take rows {kind!r}; use one of {', '.join(STRATEGIES)}")

@@ -1,0 +1,70 @@
+"""Whole subnets timed on the device with the table's protocol: each against the reference, in one agent run.
+
+Used by every check of a table against reality (``--subnets``, ``--calibrate``, the closed-loop search and the
+fidelity benchmark), so predictions and measurements are always compared at the table's anchor: a subnet's
+measured value is its ratio to the reference times the table's ``anchor_ms``, and drift between the table run
+and now cancels. The absolute time, as measured now, is kept beside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from profiler.devices import DeviceProfile
+from profiler.measure import measure_models
+from profiler.protocol import Protocol
+from profiler.reference import reference_model, reference_ms, stats_ms
+from profiler.transports.base import Transport
+from supernet import Arch
+from supernet.export import export_subnet
+
+__all__ = ["SubnetMeasurementError", "measure_subnets"]
+
+
+class SubnetMeasurementError(RuntimeError):
+    """A subnet the device could not time; the message names it and what the agent said."""
+
+
+def measure_subnets(
+    profile: DeviceProfile,
+    transport: Transport,
+    archs: Sequence[Arch],
+    *,
+    width_mult: float,
+    n_classes: int,
+    anchor_ms: float | None,
+    protocol: Protocol,
+    cache_dir: Path,
+    scratch: Path,
+    work_name: str = "subnets",
+) -> list[dict[str, Any]]:
+    """One dict per arch: ``measured_ms`` (at the anchor), p10/p90, ``absolute_ms``, ``ratio``, ``reference_ms``."""
+    models = [
+        {"name": f"subnet-{i}", "inputs": [[profile.batch, 3, arch.r, arch.r]],
+         "path": str(export_subnet(arch, width_mult, n_classes, profile.model_format, cache_dir, profile.batch))}
+        for i, arch in enumerate(archs)
+    ]
+    remote = transport.join(profile.remote_dir or "/tmp/ofa-profile", work_name)
+    if profile.transport == "local":
+        remote = str(scratch / f".{work_name}.work")
+    run = measure_models(profile, transport, models, protocol, remote, scratch,
+                         reference=reference_model(profile, cache_dir))
+    measured = []
+    for i, arch in enumerate(archs):
+        result = run.results.get(f"subnet-{i}")
+        if result is None:
+            error = run.errors.get(f"subnet-{i}", {}).get("error", "no result")
+            raise SubnetMeasurementError(f"{transport}: subnet {i} ({arch.to_json()}) could not be measured: {error}")
+        stats = stats_ms(result, anchor_ms)
+        measured.append({
+            "measured_ms": stats["median"],
+            "measured_p10_ms": stats["p10"],
+            "measured_p90_ms": stats["p90"],
+            "absolute_ms": result["summary"]["median"],
+            "ratio": (result.get("ratio") or {}).get("median"),
+            "reference_ms": reference_ms(result),
+            "count": stats["count"],
+        })
+    return measured
