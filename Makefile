@@ -13,10 +13,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test,tflite]'
 	touch $@
 
-# Real test peers: OpenSSH's sshd and Debian's adb client.
+# Real test peers: OpenSSH's sshd, Debian's adb client, and the shells phones have (mksh, busybox ash).
 system-deps:
-	@if ! command -v /usr/sbin/sshd >/dev/null || ! command -v adb >/dev/null; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server adb >/dev/null; \
+	@if ! command -v /usr/sbin/sshd >/dev/null || ! command -v adb >/dev/null || ! command -v mksh >/dev/null \
+		|| ! command -v busybox >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server adb mksh busybox \
+			>/dev/null; \
 	fi
 
 test: $(STAMP) system-deps

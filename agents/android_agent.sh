@@ -14,6 +14,8 @@
 #   binary<TAB>PATH                    the benchmark_model executable
 #   affinity<TAB>fast|none|ID,ID,...   fast: the cores with the highest cpuinfo_max_freq
 #   model<TAB>NAME<TAB>FILE<TAB>FLAGS  FILE lies beside the manifest; FLAGS are separated by spaces
+#   reference<TAB>NAME<TAB>FILE<TAB>FLAGS  optional: time every model interleaved with this fixed workload
+#   rounds<TAB>N                       model invocations per model when timed against the reference (default 1)
 # NAME and FILE may hold any character except TAB and newline; a flag may not hold a space.
 #
 # RESULTS: appended to. A model's block is written whole once its run has ended:
@@ -22,16 +24,31 @@
 #   ...benchmark_model's output, verbatim...
 #   === ofa-agent status EXIT_STATUS
 #   === ofa-agent end NAME
-# A model with an "end" line is complete: a later run skips it, so a rerun continues a cut-off one. Each run
-# also appends an environment block at its start and at its end:
+# A phone's speed drifts by several percent within minutes, but a model's time over a fixed workload's, timed
+# interleaved, holds. So with a reference line each model is timed as reference, model, reference, ..., model,
+# reference: N model invocations, N + 1 of the reference, reference ROUND i just before model ROUND i (counted
+# from 0), so every model invocation is bracketed. Its block holds one sub-block per invocation, ROLE reference
+# or model, and the sequence stops at the first invocation that fails:
+#   === ofa-agent begin NAME
+#   === ofa-agent reference REFERENCE_NAME
+#   === ofa-agent rounds N
+#   === ofa-agent invocation ROLE ROUND
+#   === ofa-agent command ...
+#   ...benchmark_model's output, verbatim...
+#   === ofa-agent status EXIT_STATUS
+#   ...one such sub-block per invocation...
+#   === ofa-agent end NAME
+# A model with an "end" line is complete: a later run skips it, so a rerun continues a cut-off one (a model cut
+# off mid-sequence is timed again from its first invocation). Each run also appends an environment block at its
+# start and at its end:
 #   === ofa-agent environment start|end
 #   cpu ID GOVERNOR CUR_KHZ MAX_KHZ      ("-" where unreadable)
 #   thermal ZONE TYPE MILLIDEGREES_C
 #   prop NAME VALUE
 #   mask MASK                            (empty: not pinned)
 #
-# Beside the manifest: agent.pid (the running agent), agent.log (its own messages) and done ("STATUS MESSAGE",
-# written last). OFA_AGENT_SYSFS replaces /sys, so tests can use a fake tree.
+# Beside the manifest: agent.pid (the running agent), agent.log (its own messages), done ("STATUS MESSAGE",
+# written last) and .current.block (the block being measured, restarted with each model). OFA_AGENT_SYSFS replaces /sys, so tests can use a fake tree.
 
 TAB=$(printf '\t')
 SYSFS=${OFA_AGENT_SYSFS:-/sys}
@@ -136,30 +153,59 @@ stop_child() {
     fi
 }
 
-measure() {
-    name=$1
-    file=$2
-    flags=$3
-    out=$dir/.current.out
+invoke() {
+    # One benchmark_model run of FILE ($3) with FLAGS ($4), appended to the pending block; returns its exit status.
+    # ROLE ($1) and ROUND ($2) head a sub-block when the model is timed against the reference.
+    if [ -n "$1" ]; then
+        printf '%s invocation %s %s\n' "$MARK" "$1" "$2" >>"$block"
+    fi
+    invoke_flags=$4
     set -f
     if [ -n "$mask" ]; then
-        set -- taskset "$mask" "$binary" "--graph=$dir/$file" $flags
+        set -- taskset "$mask" "$binary" "--graph=$dir/$3" $invoke_flags
     else
-        set -- "$binary" "--graph=$dir/$file" $flags
+        set -- "$binary" "--graph=$dir/$3" $invoke_flags
     fi
     set +f
     # In the background, so that `wait` (unlike a foreground command) lets the TERM trap stop it at once.
     "$@" </dev/null >"$out" 2>&1 &
     child=$!
     wait "$child"
-    status=$?
+    invoke_status=$?
     child=
     {
-        printf '%s begin %s\n%s command %s\n' "$MARK" "$name" "$MARK" "$*"
+        printf '%s command %s\n' "$MARK" "$*"
         cat "$out"
-        printf '\n%s status %s\n%s end %s\n' "$MARK" "$status" "$MARK" "$name"
+        printf '\n%s status %s\n' "$MARK" "$invoke_status"
+    } >>"$block"
+    return "$invoke_status"
+}
+
+measure() {
+    # The block grows in a scratch file and is appended whole, so RESULTS never holds part of a sequence.
+    name=$1
+    out=$dir/.current.out
+    block=$dir/.current.block
+    : >"$block"
+    if [ -z "$ref_name" ]; then
+        invoke '' '' "$2" "$3"
+    else
+        printf '%s reference %s\n%s rounds %s\n' "$MARK" "$ref_name" "$MARK" "$rounds" >>"$block"
+        round=0
+        while [ "$round" -lt "$rounds" ] && invoke reference "$round" "$ref_file" "$ref_flags" &&
+            invoke model "$round" "$2" "$3"; do
+            round=$((round + 1))
+        done
+        if [ "$round" -eq "$rounds" ]; then
+            invoke reference "$rounds" "$ref_file" "$ref_flags"
+        fi
+    fi
+    {
+        printf '%s begin %s\n' "$MARK" "$name"
+        cat "$block"
+        printf '%s end %s\n' "$MARK" "$name"
     } >>"$results"
-    rm -f "$out"
+    rm -f "$out" "$block"
     sync
 }
 
@@ -170,13 +216,20 @@ run() {
     trap 'stop_child; exit 143' TERM INT
     binary=
     affinity=
-    while IFS=$TAB read -r kind first rest; do
+    ref_name=
+    rounds=1
+    while IFS=$TAB read -r kind first second third; do
         case $kind in
             binary) binary=$first ;;
             affinity) affinity=$first ;;
+            rounds) rounds=$first ;;
+            reference) ref_name=$first ref_file=$second ref_flags=$third ;;
         esac
     done <"$manifest"
     [ -n "$binary" ] || fail 2 "no 'binary' line in $manifest"
+    case $rounds in
+        '' | *[!0-9]* | 0) fail 2 "rounds '$rounds' in $manifest is not a whole number of at least 1" ;;
+    esac
     [ -x "$binary" ] || fail 127 "benchmark_model is missing or not executable at $binary; push it" \
         "(adb push benchmark_model $binary && adb shell chmod 755 $binary) or set benchmark_model in devices.toml"
     mask=$(affinity_mask "$affinity") || fail 2 "cannot pin to affinity '$affinity'"

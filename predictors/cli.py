@@ -2,6 +2,8 @@
 
 Results go to stdout (JSON with ``--json``), progress and errors to stderr. The JSON is a subnet document
 (:mod:`predictors.subnets`) that ``ofa-profile --subnets`` reads as it is; ``--out`` writes it to a file.
+Latency is calibrated with each table's stored calibration where it has one (``--raw-latency``: plain table sums);
+limits apply to the calibrated values, and each found subnet carries its raw sum and interval beside them.
 """
 
 from __future__ import annotations
@@ -78,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--predictor", type=Path, help="accuracy predictor (.pt + .json); default: OFA's, for w1.2")
     p.add_argument("--interpolate", action="store_true", help="also search resolutions between measured ones")
     p.add_argument("--statistic", choices=("median_ms", "mean_ms"), default="median_ms", help="table column to sum")
+    p.add_argument(
+        "--raw-latency", action="store_true", help="plain table sums: do not apply the tables' stored calibration"
+    )
     p.add_argument("--population", type=int, default=100)
     p.add_argument("--generations", type=int, default=500, help="the most generations to run")
     p.add_argument(
@@ -124,7 +129,12 @@ def _table_name(path: Path, names: list[str]) -> str:
 def _build(args: argparse.Namespace):
     latency = [
         LatencyPredictor(
-            t, statistic=args.statistic, interpolate=args.interpolate, width_mult=args.width, n_classes=args.n_classes
+            t,
+            statistic=args.statistic,
+            interpolate=args.interpolate,
+            width_mult=args.width,
+            n_classes=args.n_classes,
+            calibrated=not args.raw_latency,
         )
         for t in args.table
     ]
@@ -157,22 +167,40 @@ def _build(args: argparse.Namespace):
     space = ArchSpace(resolutions=resolutions)
     names = [p.stem for p in args.table]
     constraints = {}
+    latency_by_name = {}
     for i, (lat, path) in enumerate(zip(latency, args.table, strict=True)):
         limit = args.latency_ms[0] if len(args.latency_ms) == 1 else (args.latency_ms[i] if args.latency_ms else None)
-        constraints[f"latency_ms[{_table_name(path, names)}]"] = (lat, limit)
+        name = _table_name(path, names)
+        latency_by_name[name] = lat
+        constraints[f"latency_ms[{name}]"] = (lat, limit)
     constraints["macs"] = (MacsPredictor(width, n_classes, resolutions), args.macs)
     constraints["params"] = (ParamsPredictor(width, n_classes, resolutions), args.params)
-    return accuracy, space, constraints, latency, width
+    return accuracy, space, constraints, latency_by_name, width
 
 
-def _subnet(result: SearchResult, constraints: dict, latency: list[LatencyPredictor]) -> dict:
+def _latency_model(latency: dict[str, LatencyPredictor]) -> dict:
+    """Per table: whether its latency is calibrated, and with which fit (what the limits were compared against)."""
+    return {
+        name: {
+            "calibrated": lat.calibration is not None,
+            "calibration": None if lat.calibration is None else lat.calibration.to_dict(),
+            "description": lat.describe(),
+        }
+        for name, lat in latency.items()
+    }
+
+
+def _subnet(result: SearchResult, constraints: dict, latency: dict[str, LatencyPredictor]) -> dict:
     entry = {"arch": result.arch.to_dict(), "accuracy": result.accuracy}
-    batch_metrics = {name: pred.predict([result.arch])[0].item() for name, (pred, _) in constraints.items()}
-    entry["latency_ms"] = {k[len("latency_ms[") : -1]: v for k, v in batch_metrics.items() if k.startswith("latency")}
-    if any(lat.predict_result([result.arch]).any_interpolated for lat in latency):
+    predicted = {name: lat.predict_result([result.arch]) for name, lat in latency.items()}
+    entry["latency_ms"] = {name: p.latency_ms[0].item() for name, p in predicted.items()}
+    entry["latency_low_ms"] = {name: p.low_ms[0].item() for name, p in predicted.items()}
+    entry["latency_high_ms"] = {name: p.high_ms[0].item() for name, p in predicted.items()}
+    entry["latency_raw_ms"] = {name: p.raw_ms[0].item() for name, p in predicted.items()}
+    if any(p.any_interpolated for p in predicted.values()):
         entry["latency_interpolated"] = True
-    entry["macs"] = int(batch_metrics["macs"])
-    entry["params"] = int(batch_metrics["params"])
+    entry["macs"] = int(constraints["macs"][0].predict([result.arch])[0])
+    entry["params"] = int(constraints["params"][0].predict([result.arch])[0])
     entry["limits"] = result.limits
     entry["search_seconds"] = result.seconds
     entry["generations"] = result.generations
@@ -182,6 +210,8 @@ def _subnet(result: SearchResult, constraints: dict, latency: list[LatencyPredic
 
 def _run(args: argparse.Namespace) -> dict:
     accuracy, space, constraints, latency, width = _build(args)
+    for name, lat in latency.items():
+        _log(args, f"ofa-search: latency of {name}: {lat.describe()}")
     settings = {
         "population": args.population,
         "generations": args.generations,
@@ -211,6 +241,7 @@ def _run(args: argparse.Namespace) -> dict:
         "schema_version": SUBNETS_SCHEMA_VERSION,
         "kind": "ofa-search result",
         "subnets": [_subnet(r, constraints, latency) for r in results],
+        "latency_model": _latency_model(latency),
         "search_seconds": seconds,
         "settings": {
             **settings,
@@ -226,12 +257,19 @@ def _run(args: argparse.Namespace) -> dict:
 
 def _print_text(document: dict) -> None:
     for entry in document["subnets"]:
-        lat = ", ".join(f"{name} {ms:.2f} ms" for name, ms in entry["latency_ms"].items())
+        lat = ", ".join(
+            f"{name} {ms:.2f} ms" + _interval_text(entry["latency_low_ms"][name], entry["latency_high_ms"][name], ms)
+            for name, ms in entry["latency_ms"].items()
+        )
         print(
             f"accuracy {entry['accuracy']:.4f}  {lat}  MACs {entry['macs'] / 1e6:.1f}M  "
             f"params {entry['params'] / 1e6:.2f}M  search {entry['search_seconds']:.2f} s"
         )
         print(f"  {json.dumps(entry['arch'])}")
+
+
+def _interval_text(low: float, high: float, ms: float) -> str:
+    return "" if low == high == ms else f" [{low:.2f}, {high:.2f}]"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

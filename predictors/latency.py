@@ -3,7 +3,9 @@
 Table values are gathered once into per-(resolution, block position, kernel, expand) arrays, so predicting a batch
 is a numpy gather and sum (millions of archs per second). Rows an arch needs but the table lacks raise one error
 listing every missing key. Resolutions between measured ones are interpolated only when asked, and
-:meth:`LatencyPredictor.predict_result` says which values were.
+:meth:`LatencyPredictor.predict_result` says which values were. Sums are calibrated against whole networks by
+default, with the fit in the table's sidecar (``ofa-profile --calibrate N``, :mod:`predictors.calibration`): plain
+sums of units timed alone come out low on CPUs.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from supernet.units import units_of
 
 from ._additive import AdditiveCost, UnknownResolutionError
 from .archs import ArchBatch, choice_index
+from .calibration import Calibration, CalibrationError
 from .table_io import Table, read_table
 
 __all__ = ["LatencyPredictor", "LatencyResult", "MissingRowsError", "UnknownResolutionError"]
@@ -38,10 +41,23 @@ class MissingRowsError(ValueError):
 
 @dataclass(frozen=True)
 class LatencyResult:
-    """Predicted latency (ms) per arch and whether it was interpolated between measured resolutions."""
+    """Predicted latency (ms) per arch, its raw table sum and interval, and whether it was interpolated.
+
+    Attributes:
+        latency_ms: The prediction, shape (n,): calibrated where ``calibrated``, else the raw sum.
+        interpolated: Bool per arch: interpolated between measured resolutions.
+        raw_ms: The plain table sum.
+        low_ms, high_ms: Where the calibration's own subnets measured relative to their predictions (see
+            :meth:`~predictors.calibration.Calibration.interval`); equal to ``latency_ms`` when uncalibrated.
+        calibrated: Whether a calibration was applied.
+    """
 
     latency_ms: np.ndarray
     interpolated: np.ndarray
+    raw_ms: np.ndarray
+    low_ms: np.ndarray
+    high_ms: np.ndarray
+    calibrated: bool
 
     @property
     def any_interpolated(self) -> bool:
@@ -49,7 +65,7 @@ class LatencyResult:
 
 
 class LatencyPredictor:
-    """Table-sum latency for the archs of one supernet width.
+    """Table-sum latency for the archs of one supernet width, calibrated against whole networks where possible.
 
     Args:
         table: A :class:`~predictors.table_io.Table` or the path of a table CSV.
@@ -58,6 +74,12 @@ class LatencyPredictor:
             pixel count (r²) between the two neighbours, and flagged in :meth:`predict_result`.
         width_mult: Supernet width; default: the table sidecar's ``width_mult``.
         n_classes: Classifier outputs; default: the sidecar's ``n_classes``, else 1000.
+        calibrated: Apply a calibration (``measured ≈ a · sum + b``): ``calibration`` if given, else the table
+            sidecar's ``calibration`` where it has one. ``False`` predicts raw table sums.
+        calibration: A calibration to apply instead of the sidecar's (e.g. one refitted on new measurements).
+
+    Attributes:
+        calibration: The :class:`~predictors.calibration.Calibration` applied, or None for raw sums.
 
     Example:
         >>> lat = LatencyPredictor("tables/note10_w1.2_tflite.csv")
@@ -67,7 +89,8 @@ class LatencyPredictor:
     """
 
     def __init__(self, table: Table | str | os.PathLike, statistic: str = "median_ms", interpolate: bool = False,
-                 width_mult: float | None = None, n_classes: int | None = None) -> None:
+                 width_mult: float | None = None, n_classes: int | None = None, calibrated: bool = True,
+                 calibration: Calibration | None = None) -> None:
         self.table = table if isinstance(table, Table) else read_table(table)
         self.name = str(table) if not isinstance(table, Table) else str(self.table.meta.get("table", "<table>"))
         self.statistic = statistic
@@ -82,7 +105,29 @@ class LatencyPredictor:
         if not self.measured:
             raise ValueError(f"table {self.name} covers no resolution; give rows a resolution or list them in the "
                              f"sidecar's 'resolutions'")
+        self.calibration = self._calibration(calibrated, calibration)
         self._cost, self._keys = self._gather()
+
+    def _calibration(self, calibrated: bool, calibration: Calibration | None) -> Calibration | None:
+        if calibration is not None and not calibrated:
+            raise ValueError("calibration= given with calibrated=False: pass one of them")
+        if not calibrated:
+            return None
+        if calibration is None and "calibration" in self.table.meta:
+            calibration = Calibration.from_dict(self.table.meta["calibration"])
+        if calibration is not None and calibration.a <= 0:
+            # minimum() and every limit check rely on the calibrated order of archs being the table's.
+            raise CalibrationError(f"calibration slope a = {calibration.a:g} of table {self.name} is not positive; "
+                                   f"run ofa-profile --calibrate again")
+        return calibration
+
+    def describe(self) -> str:
+        """Which latency this predictor gives: the calibration's line, or raw table sums and how to calibrate."""
+        if self.calibration is not None:
+            return self.calibration.describe()
+        if "calibration" in self.table.meta:
+            return "raw table sums (the table's calibration is not applied)"
+        return "raw table sums (the table has no calibration: run ofa-profile --calibrate N)"
 
     def _gather(self) -> tuple[AdditiveCost, dict]:
         n_res = len(self.measured)
@@ -133,12 +178,11 @@ class LatencyPredictor:
             missing.update((r, k) for k in needed if k not in values)
         return missing
 
-    def predict_result(self, archs: ArchBatch | Iterable[Arch]) -> LatencyResult:
-        """Latency in ms of each arch, with a flag per arch saying whether it was interpolated."""
-        batch = ArchBatch.coerce(archs)
+    def _raw(self, batch: ArchBatch) -> tuple[np.ndarray, np.ndarray]:
+        """Plain table sums of the batch, and a flag per arch saying whether it was interpolated."""
         measured = self._cost.covers(batch.r)
         if measured.all():
-            return LatencyResult(self._measured_total(batch), np.zeros(len(batch), dtype=bool))
+            return self._measured_total(batch), np.zeros(len(batch), dtype=bool)
         outside = sorted({int(r) for r in batch.r[~measured]})
         if not self.interpolate:
             raise UnknownResolutionError(
@@ -159,13 +203,26 @@ class LatencyPredictor:
         at_lo = self._measured_total(rest.with_resolution(lo))
         at_hi = self._measured_total(rest.with_resolution(hi))
         latency[~measured] = at_lo + weight * (at_hi - at_lo)
-        return LatencyResult(latency, ~measured)
+        return latency, ~measured
+
+    def predict_result(self, archs: ArchBatch | Iterable[Arch]) -> LatencyResult:
+        """Latency in ms of each arch with its raw sum, its interval and whether it was interpolated."""
+        raw, interpolated = self._raw(ArchBatch.coerce(archs))
+        if self.calibration is None:
+            return LatencyResult(raw, interpolated, raw, raw, raw, calibrated=False)
+        latency = self.calibration.apply(raw)
+        low, high = self.calibration.interval(latency)
+        return LatencyResult(latency, interpolated, raw, low, high, calibrated=True)
 
     def predict(self, archs: ArchBatch | Iterable[Arch]) -> np.ndarray:
-        """Latency in ms of each arch, shape (n,). Use :meth:`predict_result` to see which were interpolated."""
-        return self.predict_result(archs).latency_ms
+        """Latency in ms of each arch, shape (n,): calibrated unless raw sums were asked for. Use
+        :meth:`predict_result` for raw sums, intervals and which values were interpolated."""
+        raw, _ = self._raw(ArchBatch.coerce(archs))
+        return raw if self.calibration is None else self.calibration.apply(raw)
 
     def minimum(self, resolutions: Iterable[int] | None = None) -> tuple[float, int]:
-        """The smallest latency any arch can reach with this table (at ``resolutions``), and its resolution."""
+        """The smallest latency any arch can reach with this table (at ``resolutions``), and its resolution;
+        calibrated like :meth:`predict` (the slope is positive, so the fastest arch is the same)."""
         measured = None if resolutions is None else [r for r in resolutions if r in self.measured]
-        return self._cost.minimum(measured or None)
+        value, r = self._cost.minimum(measured or None)
+        return (value if self.calibration is None else float(self.calibration.apply(value))), r

@@ -15,7 +15,7 @@ from typing import Any
 
 from supernet.arch import Arch, ArchError
 
-from .table_io import _atomic_write
+from .table_io import atomic_write
 
 __all__ = ["SUBNETS_SCHEMA_VERSION", "SubnetFileError", "parse_subnets", "read_subnets", "write_subnets"]
 
@@ -64,5 +64,5 @@ def read_subnets(path: str | os.PathLike) -> list[Arch]:
 def write_subnets(path: str | os.PathLike, document: Mapping[str, Any]) -> Path:
     """Write a subnet document atomically (temp file, then ``os.replace``)."""
     path = Path(path)
-    _atomic_write(path, json.dumps(document, indent=2) + "\n")
+    atomic_write(path, json.dumps(document, indent=2) + "\n")
     return path

@@ -34,6 +34,7 @@ __all__ = [
     "Table",
     "TableError",
     "append_rows",
+    "atomic_write",
     "read_table",
     "read_yaml_tables",
     "sidecar_path",
@@ -157,7 +158,8 @@ def _to_csv_text(rows: Sequence[Row], header: bool = True, extra_columns: Sequen
     return buf.getvalue()
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
+    """Write a file whole or not at all (temp file, fsync, rename): the one atomic writer of the project."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -182,8 +184,8 @@ def write_table(path: str | os.PathLike, table: Table) -> Path:
         _check_key(row.key, str(path), None)
     meta = {"schema_version": SCHEMA_VERSION, **{k: v for k, v in table.meta.items() if k != "schema_version"}}
     meta["table"] = path.name
-    _atomic_write(path, _to_csv_text(table.rows))
-    _atomic_write(sidecar_path(path), json.dumps(meta, indent=2, sort_keys=False) + "\n")
+    atomic_write(path, _to_csv_text(table.rows))
+    atomic_write(sidecar_path(path), json.dumps(meta, indent=2, sort_keys=False) + "\n")
     return path
 
 
@@ -417,6 +419,6 @@ def write_yaml_tables(table: Table, folder: str | os.PathLike, statistic: str = 
                       **({"std": row.std_ms} if row.std_ms is not None else {})}
                 for key, row in sorted(chosen.items())}
         path = folder / _YAML_NAME.format(r=r)
-        _atomic_write(path, yaml.safe_dump(data, sort_keys=True))
+        atomic_write(path, yaml.safe_dump(data, sort_keys=True))
         written.append(path)
     return written

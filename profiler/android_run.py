@@ -5,9 +5,16 @@ Phones have no Python, so ``agents/android_agent.sh`` drives TF-Lite's ``benchma
 dropped USB cable stops only the polling, and calling again finds the agent still running, or its work done, and
 continues from the results on the phone.
 
-benchmark_model prints aggregates, never per-run times, so a result's ``samples_ms`` is empty and its summary
-holds what the binary printed: ``median`` is benchmark_model's ``median=`` where the build prints it and its
-``avg=`` otherwise (``median_from`` says which); ``p10`` and ``p90`` are None (no build prints them).
+benchmark_model prints aggregates, never per-run times. Timed alone, a result's ``samples_ms`` is empty and its
+summary holds what the binary printed: ``median`` is benchmark_model's ``median=`` where the build prints it and
+its ``avg=`` otherwise (``median_from`` says which); ``p10`` and ``p90`` are None (no build prints them).
+
+Timed against a ``reference`` (the phone's speed drifts by several percent within minutes, but the ratio of a
+model's time to a fixed workload's, timed interleaved, holds), each model is run in ``rounds`` invocations, each
+bracketed by invocations of the reference, with the runs and seconds split among them. Then ``samples_ms`` holds
+one value per model invocation (its ``median=``, or ``avg=``, as above), ``summary`` summarizes those, and the
+record has the Python agent's ``reference`` (its own ``samples_ms`` and ``summary``), ``ratio_samples`` (each
+model value over the mean of the reference values just before and after it) and ``ratio``, plus ``rounds``.
 """
 
 from __future__ import annotations
@@ -18,8 +25,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from profiler.agent_run import AgentRun
-from profiler.benchmark_model import BenchmarkModelError, parse_benchmark_output
+from profiler.benchmark_model import BenchmarkModelError, BenchmarkModelResult, parse_benchmark_output
 from profiler.transports.base import Transport
 from profiler.transports.errors import TransportError
 
@@ -38,14 +47,21 @@ _DELEGATE_FLAGS = {
 }
 _MARK = "=== ofa-agent "
 _CALL_TIMEOUT = 30.0
+_WARMUP_MIN_SECS = 0.5  # benchmark_model's own default for --warmup_min_secs
+# Below this many values, p10 and p90 would be little more than the min and the max.
+_MIN_FOR_PERCENTILES = 10
 
 
 class AgentFailed(TransportError):
     """The agent on the phone stopped before finishing, failed, or outlived its time; its results stay there."""
 
 
-def benchmark_flags(settings: Mapping[str, Any]) -> list[str]:
+def benchmark_flags(settings: Mapping[str, Any], rounds: int = 1) -> list[str]:
     """The benchmark_model flags for agent settings (threads, warmup, min_count, min_time_s, provider).
+
+    With ``rounds`` > 1 (a model timed in that many invocations), each invocation gets its share of the timed
+    runs, the seconds and the warm-up seconds, so the model costs about the device time it costs in one; the
+    warm-up runs stay whole, since each invocation is a fresh process.
 
     Raises:
         ValueError: A provider that benchmark_model has no delegate flag for.
@@ -57,11 +73,13 @@ def benchmark_flags(settings: Mapping[str, Any]) -> list[str]:
             f"provider {values['provider']!r} has no benchmark_model delegate; expected one of "
             f"{', '.join(_DELEGATE_FLAGS)} (set provider in devices.toml or --provider)"
         )
+    split = [f"--warmup_min_secs={_WARMUP_MIN_SECS / rounds:g}"] if rounds > 1 else []
     return [
         f"--num_threads={int(values['threads'])}",
         f"--warmup_runs={int(values['warmup'])}",
-        f"--num_runs={int(values['min_count'])}",
-        f"--min_secs={float(values['min_time_s']):g}",
+        *split,
+        f"--num_runs={max(1, int(values['min_count']) // rounds)}",
+        f"--min_secs={float(values['min_time_s']) / rounds:g}",
         *_DELEGATE_FLAGS[provider],
     ]
 
@@ -84,12 +102,21 @@ def _affinity(affinity: str | Sequence[int] | None) -> str:
     return ",".join(str(int(cpu)) for cpu in affinity)
 
 
-def _manifest(binary: str, affinity: str, models: Sequence[tuple[str, str]], flags: Sequence[str]) -> str:
+def _manifest(
+    binary: str,
+    affinity: str,
+    models: Sequence[tuple[str, str]],
+    flags: Sequence[str],
+    reference: tuple[str, str] | None,
+    rounds: int,
+) -> str:
     lines = [
         "# ofa-profile manifest for agents/android_agent.sh (TAB-separated; see the script's header)",
         f"binary\t{_field(binary, 'benchmark_model path')}",
         f"affinity\t{affinity}",
     ]
+    if reference is not None:
+        lines += [f"reference\t{reference[0]}\t{reference[1]}\t{' '.join(flags)}", f"rounds\t{rounds}"]
     lines += [f"model\t{name}\t{file}\t{' '.join(flags)}" for name, file in models]
     return "\n".join(lines) + "\n"
 
@@ -103,6 +130,8 @@ def run_android_agent(
     timeout: float,
     benchmark_model: str = "/data/local/tmp/benchmark_model",
     settings: Mapping[str, Any] | None = None,
+    reference: Mapping[str, Any] | None = None,
+    rounds: int = 5,
     cleanup: bool = True,
     poll_interval: float = 1.0,
 ) -> AgentRun:
@@ -117,12 +146,16 @@ def run_android_agent(
         timeout: Seconds the agent may run in all; each call to the phone has its own shorter bound.
         benchmark_model: Path of the binary on the phone.
         settings: threads, affinity (``"fast"``, CPU ids or empty), warmup, min_count, min_time_s, provider.
+        reference: One more model mapping, a fixed workload: each model is then timed in ``rounds`` invocations
+            alternating with invocations of it (reference first and last), and its record carries ratios.
+        rounds: Model invocations per model when timed against ``reference``; min_count and min_time_s are
+            split among them. Unused without ``reference``.
         cleanup: Remove ``remote_dir`` after the results were pulled.
         poll_interval: Seconds between status checks.
 
     Raises:
         ValueError: Unknown settings, a provider without a delegate flag, a batch other than 1, two models with
-            the same file name, or a name the manifest cannot hold.
+            the same file name, a name the manifest cannot hold, or rounds below 1.
         AgentFailed: The agent stopped early, failed (e.g. no binary at ``benchmark_model``) or ran too long.
         TransportError: The phone went away; the agent goes on there, and calling again continues the run.
     """
@@ -130,9 +163,11 @@ def run_android_agent(
     unknown = sorted(set(settings) - set(_SETTINGS))
     if unknown:
         raise ValueError(f"unknown agent settings {unknown}; expected some of {list(_SETTINGS)}")
-    flags = benchmark_flags(settings)
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"rounds must be a whole number of at least 1, got {rounds!r}")
+    flags = benchmark_flags(settings, rounds if reference is not None else 1)
     entries, files = [], {}
-    for model in models:
+    for model in [*models, *([reference] if reference is not None else [])]:
         local = Path(model["path"])
         if local.name in files:
             raise ValueError(f"two models share the file name {local.name!r}; rename one")
@@ -140,6 +175,7 @@ def run_android_agent(
             raise ValueError(f"{model['name']}: benchmark_model times batch 1 only; set batch = 1 in the profile")
         files[local.name] = local
         entries.append((_field(model["name"], "model name"), _field(local.name, "model file")))
+    reference_entry = entries.pop() if reference is not None else None
     transport.make_dirs(remote_dir)
     agent = transport.join(remote_dir, AGENT.name)
     manifest = transport.join(remote_dir, "manifest.txt")
@@ -149,7 +185,9 @@ def run_android_agent(
         transport.push(local, transport.join(remote_dir, name))
     with tempfile.TemporaryDirectory() as scratch:
         manifest_file = Path(scratch) / "manifest.txt"
-        manifest_file.write_text(_manifest(benchmark_model, _affinity(settings.get("affinity")), entries, flags))
+        manifest_file.write_text(
+            _manifest(benchmark_model, _affinity(settings.get("affinity")), entries, flags, reference_entry, rounds)
+        )
         transport.push(manifest_file, manifest)
     transport.run(["sh", agent, "start", manifest, remote_results], timeout=_CALL_TIMEOUT)
     _wait(transport, ["sh", agent, "status", manifest, remote_results], timeout, poll_interval)
@@ -208,34 +246,63 @@ def parse_agent_output(text: str) -> AgentRun:
     for line in text.splitlines():
         if line.startswith(_MARK):
             word, _, rest = line[len(_MARK) :].partition(" ")
+            # Lines, command and status go to the invocation the block is in (the block itself when timed alone).
+            current = block["invocations"][-1] if block and block["invocations"] else block
             if word == "begin":
-                block, environment = {"name": rest, "lines": [], "command": "", "status": None}, None
+                block = {**_new_invocation(), "name": rest, "reference": None, "rounds": None, "invocations": []}
+                environment = None
             elif word == "environment":
                 block, environment = None, _new_environment(rest)
                 run.environments.append(environment)
-            elif block is not None and word == "command":
-                block["command"] = rest
-            elif block is not None and word == "status":
-                block["status"] = int(rest)
+            elif block is not None and word == "reference":
+                block["reference"] = rest
+            elif block is not None and word == "rounds":
+                block["rounds"] = int(rest)
+            elif block is not None and word == "invocation":
+                role, _, number = rest.partition(" ")
+                block["invocations"].append({**_new_invocation(), "role": role, "round": int(number)})
+            elif current is not None and word == "command":
+                current["command"] = rest
+            elif current is not None and word == "status":
+                current["status"] = int(rest)
             elif block is not None and word == "end" and rest == block["name"]:
-                record = _model_record(block["name"], "\n".join(block["lines"]), block["status"], block["command"])
+                record = _block_record(block)
                 (run.results if record["type"] == "result" else run.errors)[record["name"]] = record
                 block = None
         elif block is not None:
-            block["lines"].append(line)
+            (block["invocations"][-1] if block["invocations"] else block)["lines"].append(line)
         elif environment is not None:
             _add_environment_line(environment, line)
     return run
 
 
+def _new_invocation() -> dict[str, Any]:
+    return {"lines": [], "command": "", "status": None}
+
+
+def _block_record(block: Mapping[str, Any]) -> dict[str, Any]:
+    if block["reference"] is None:
+        return _model_record(block["name"], "\n".join(block["lines"]), block["status"], block["command"])
+    return _interleaved_record(block)
+
+
+def _run_result(output: str, status: int | None) -> BenchmarkModelResult:
+    """One invocation's timings.
+
+    Raises:
+        BenchmarkModelError: The binary failed (the message quotes its last lines) or printed no timings.
+    """
+    if status != 0:
+        tail = "\n".join(output.strip().splitlines()[-5:])
+        raise BenchmarkModelError(f"benchmark_model exited with status {status}:\n{tail}")
+    return parse_benchmark_output(output)
+
+
 def _model_record(name: str, output: str, status: int | None, command: str) -> dict[str, Any]:
     """A result record shaped like the Python agent's, or an error record quoting what went wrong."""
     base = {"name": name, "runtime": "benchmark_model", "command": command}
-    if status != 0:
-        tail = "\n".join(output.strip().splitlines()[-5:])
-        return {**base, "type": "error", "error": f"benchmark_model exited with status {status}:\n{tail}"}
     try:
-        parsed = parse_benchmark_output(output)
+        parsed = _run_result(output, status)
     except BenchmarkModelError as exc:
         return {**base, "type": "error", "error": str(exc)}
     if parsed.count is None or parsed.std_ms is None:
@@ -263,6 +330,75 @@ def _model_record(name: str, output: str, status: int | None, command: str) -> d
         "samples_ms": [],
         "init_ms": parsed.init_ms,
         "warmup_ms": parsed.warmup_ms,
+    }
+
+
+def _interleaved_record(block: Mapping[str, Any]) -> dict[str, Any]:
+    """The record of a model timed against the reference: one sample and one ratio per model invocation."""
+    reference = block["reference"]
+    models = [item for item in block["invocations"] if item["role"] == "model"]
+    base = {"name": block["name"], "runtime": "benchmark_model", "command": models[0]["command"] if models else ""}
+    parsed: dict[tuple[str, int], BenchmarkModelResult] = {}
+    for item in block["invocations"]:
+        try:
+            parsed[item["role"], item["round"]] = _run_result("\n".join(item["lines"]), item["status"])
+        except BenchmarkModelError as exc:
+            if item["role"] == "reference":
+                who, count = f"the reference {reference!r}", block["rounds"] + 1
+            else:
+                who, count = "the model", block["rounds"]
+            error = f"{who} failed in its invocation {item['round'] + 1} of {count} for this model: {exc}"
+            return {**base, "command": item["command"], "type": "error", "error": error}
+    references = {number: result for (role, number), result in parsed.items() if role == "reference"}
+    if not models or any(item["round"] not in references for item in models):
+        return {
+            **base,
+            "type": "error",
+            "error": f"not every one of the {len(models)} model invocations follows one of the reference "
+            f"{reference!r} ({len(references)} in the block)",
+        }
+    # One statistic for every value of the record, so that ratios compare like with like.
+    median_from = "median" if all(result.median_ms is not None for result in parsed.values()) else "avg"
+
+    def value(result: BenchmarkModelResult) -> float:
+        return result.median_ms if median_from == "median" else result.avg_ms
+
+    samples, ratios = [], []
+    for item in models:
+        before, after = references[item["round"]], references.get(item["round"] + 1)
+        scale = (value(before) + value(after)) / 2 if after is not None else value(before)
+        samples.append(value(parsed["model", item["round"]]))
+        ratios.append(samples[-1] / scale)
+    reference_samples = [value(references[number]) for number in sorted(references)]
+    model_results = [parsed["model", item["round"]] for item in models]
+    return {
+        **base,
+        "type": "result",
+        "summary": _summarize(samples),
+        "median_from": median_from,
+        "samples_ms": samples,
+        "init_ms": float(np.median([result.init_ms for result in model_results])),
+        "warmup_ms": float(np.median([result.warmup_ms for result in model_results])),
+        "reference": {"name": reference, "samples_ms": reference_samples, "summary": _summarize(reference_samples)},
+        "ratio_samples": ratios,
+        "ratio": _summarize(ratios),
+        "rounds": block["rounds"],
+    }
+
+
+def _summarize(values: Sequence[float]) -> dict[str, Any]:
+    """The Python agent's summary fields; p10 and p90 are None for fewer than ten values."""
+    array = np.asarray(values, dtype=np.float64)
+    few = array.size < _MIN_FOR_PERCENTILES
+    return {
+        "median": float(np.median(array)),
+        "mean": float(array.mean()),
+        "std": float(array.std()),
+        "p10": None if few else float(np.percentile(array, 10)),
+        "p90": None if few else float(np.percentile(array, 90)),
+        "min": float(array.min()),
+        "max": float(array.max()),
+        "count": int(array.size),
     }
 
 

@@ -1,11 +1,21 @@
-"""Parse the output of TF-Lite's ``benchmark_model`` (newer and older formats), failing loudly on bad flags."""
+"""Parse the output of TF-Lite's ``benchmark_model`` (newer and older formats), failing loudly on bad flags.
+
+With ``--enable_op_profiling=true`` the binary also prints per-node tables (tensorflow/lite/profiling): "Run Order",
+"Top by Computation Time" and "Summary by node type", each row tab-separated as ``[node type] [first] [avg ms]
+[%] [cdf%] [mem KB] [times called] [Name]`` (older builds add ``[start]`` after the type), once for the
+initialization and once for the regular runs. A node's name is ``[OUTPUT TENSOR NAMES]:NODE_INDEX`` for TF-Lite's
+own kernels and ``Delegate/XNNPACK OPERATOR:INDEX`` inside the XNNPACK delegate (the default on CPU), which keeps no
+tensor names. Our TF-Lite exports name tensors by module path (``.../supernet._layers.ResidualBlock_7/...``), fused
+ops by all their modules joined with ``;``, the op's own last; so only runs with ``--use_xnnpack=false`` can be
+attributed to network units by name.
+"""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
-__all__ = ["BenchmarkModelError", "BenchmarkModelResult", "parse_benchmark_output"]
+__all__ = ["BenchmarkModelError", "BenchmarkModelResult", "parse_benchmark_output", "parse_op_profile"]
 
 _STATS = re.compile(r"count=(\d+)((?:\s+\w+=[-\d.e+]+)+)")
 _FIELD = re.compile(r"(\w+)=([-\d.e+]+)")
@@ -13,6 +23,9 @@ _NEW_TIMINGS = re.compile(
     r"Inference timings in us: Init: ([\d.e+]+), First inference: ([\d.e+]+), "
     r"Warmup \(avg\): ([\d.e+]+), Inference \(avg\): ([\d.e+]+)"
 )
+# The op profiler's own summary of the per-node sums; the binary's timing lines come first where both are printed.
+_PROFILER_TIMINGS = "Timings (microseconds):"
+_OP_PROFILE = "Operator-wise Profiling Info for Regular Benchmark Runs"
 # Older builds call the steady-state mean "Inference" or, before that, "no stats".
 _OLD_TIMINGS = re.compile(
     r"Average inference timings in us: Warmup: ([\d.e+]+), Init: ([\d.e+]+), (?:Inference|no stats): ([\d.e+]+)"
@@ -80,11 +93,55 @@ def parse_benchmark_output(text: str) -> BenchmarkModelResult:
 
 
 def _steady_state_stats(text: str) -> dict[str, float] | None:
-    """The last ``count=`` line: benchmark_model prints warm-up stats first, then the timed runs."""
-    lines = list(_STATS.finditer(text))
+    """The last ``count=`` line: benchmark_model prints warm-up stats first, then the timed runs.
+
+    The op profiler's ``Timings (microseconds): count=..`` lines (sums of the profiled nodes) count only in
+    builds that print nothing else, such as the old one in TF's op-profiling example.
+    """
+    lines = [match for line in text.splitlines() for match in _STATS.finditer(line)]
     if not lines:
         return None
-    last = lines[-1]
+    last = ([match for match in lines if _PROFILER_TIMINGS not in match.string] or lines)[-1]
     fields = {"count": float(last.group(1))}
     fields.update((name, float(value)) for name, value in _FIELD.findall(last.group(2)))
     return fields
+
+
+def parse_op_profile(text: str) -> list[tuple[str, str, float]]:
+    """(node name, node type, mean ms per run) per node, in run order, from ``--enable_op_profiling=true`` output.
+
+    Only the regular runs' "Run Order" table is read: the initialization's table times set-up steps, and the
+    other tables repeat the same nodes sorted. Names are kept as printed (see the module docstring).
+
+    Raises:
+        BenchmarkModelError: No such table (the run had no ``--enable_op_profiling=true``), or a row that does
+            not fit the table's header.
+    """
+    lines = text.splitlines()
+    start = next((number for number, line in enumerate(lines) if _OP_PROFILE in line), len(lines))
+    header = next((number + 1 for number in range(start, len(lines) - 1) if "= Run Order =" in lines[number]), None)
+    if header is None:
+        raise BenchmarkModelError(
+            f"no '{_OP_PROFILE}' table in benchmark_model output; run it with --enable_op_profiling=true"
+        )
+    columns = [field.strip() for field in lines[header].split("\t")]
+    if not {"[node type]", "[avg ms]", "[Name]"} <= set(columns) or columns[-1] != "[Name]":
+        raise BenchmarkModelError(f"unexpected op profiling header {lines[header]!r}")
+    kind, avg = columns.index("[node type]"), columns.index("[avg ms]")
+    rows = []
+    for line in lines[header + 1 :]:
+        if not line.strip():
+            break
+        fields = line.split("\t", len(columns) - 1)  # the name comes last, whatever it holds
+        avg_ms = _float(fields[avg]) if len(fields) == len(columns) else None
+        if avg_ms is None:
+            raise BenchmarkModelError(f"op profiling row {line!r} does not fit the header {lines[header]!r}")
+        rows.append((fields[-1], fields[kind].strip(), avg_ms))
+    return rows
+
+
+def _float(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None

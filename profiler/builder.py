@@ -211,6 +211,26 @@ class TableRun:
                 f"after fixing the runtime"
             )
 
+    def reanchor(self) -> Table:
+        """State the table at the device's speed now: time the reference alone and make that the anchor.
+
+        Rows keep their ratios; their values in ms become those ratios times the new anchor.
+        """
+        model = reference_model(self.profile, self.cache_dir)
+        run = self.reconnector.call(
+            measure_models, self.profile, self.transport, [model], self.protocol,
+            self.transport.join(self.remote_dir, "reanchor"), self.table.parent,
+        )
+        result = run.results.get(REFERENCE_NAME)
+        if result is None:
+            error = run.errors.get(REFERENCE_NAME, {}).get("error", "no result")
+            raise MeasurementError(f"{self.transport}: the reference workload failed: {error}")
+        record = {"type": "anchor", "anchor_ms": result["summary"]["median"], "count": result["summary"]["count"],
+                  "time": now()}
+        self.journal.append(record)
+        self.state.reanchored = {k: record[k] for k in ("anchor_ms", "time", "count")}
+        return self.write()
+
     # --- output --------------------------------------------------------------------------------------------
     def write(self) -> Table:
         rows = tuple(self.strategy.rows(self.state.kept, self.state.anchor_ms))

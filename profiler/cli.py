@@ -23,16 +23,19 @@ from pathlib import Path
 import platformdirs
 from tqdm import tqdm
 
+from predictors.accuracy import AccuracyPredictor
+from predictors.calibration import CalibrationError
 from predictors.latency import MissingRowsError, UnknownResolutionError
 from predictors.subnets import SubnetFileError, read_subnets
 from predictors.table_io import Table, TableError, read_table, table_from_yaml, write_table, write_yaml_tables
 from profiler.builder import MeasurementError, TableRun
-from profiler.calibration import CalibrationError
 from profiler.connect import open_transport
+from profiler.deliver import deliver, write_report
 from profiler.devices import DeviceError, DeviceProfile, load_profiles, resolve_device
+from profiler.plots import plot_predicted_vs_measured
 from profiler.protocol import Protocol, ProtocolError
-from profiler.remeasure import calibrate, plot_predicted_vs_measured, remeasure
-from profiler.rows import STRATEGIES, RowStrategy, StrategyError, default_rows, strategy_for
+from profiler.remeasure import calibrate, remeasure
+from profiler.rows import STRATEGIES, RowStrategy, StrategyError, default_rows, merge_shards, strategy_for
 from profiler.transports.errors import TransportError
 from supernet.arch import ArchSpace
 
@@ -59,6 +62,16 @@ def _parse_resolutions(text: str, width_mult: float) -> list[int]:
             f"--resolutions {text!r}: {bad or 'none given'} not in the w{width_mult} list "
             f"{allowed[0]}..{allowed[-1]} step 4"
         )
+    return values
+
+
+def _budget_list(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected budgets in ms such as 8,10,12") from None
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected positive budgets in ms such as 8,10,12")
     return values
 
 
@@ -130,6 +143,23 @@ def _parser() -> argparse.ArgumentParser:
     subnets.add_argument("--subnets", type=Path, help="re-measure the archs in this file (ofa-search output, OFA JSON)")
     subnets.add_argument("--calibrate", type=int, metavar="N", help="fit measured = a*sum + b on N random subnets")
     subnets.add_argument("--table", type=Path, help="the table to predict with or calibrate (default: the device's)")
+    subnets.add_argument(
+        "--reanchor",
+        action="store_true",
+        help="time the reference workload alone and restate the table's values at the device's speed now",
+    )
+    loop = parser.add_argument_group("closed loop: subnets that measure under their budget")
+    loop.add_argument(
+        "--search",
+        action="store_true",
+        help="build (or finish) the table, then search each --latency-ms budget, measure what was found and "
+        "search again while a subnet measures over its budget",
+    )
+    loop.add_argument("--latency-ms", type=_budget_list, help="budgets in ms, e.g. 8,10,12")
+    loop.add_argument("--rounds", type=int, default=3, help="searches per budget at most (default 3)")
+    loop.add_argument("--generations", type=int, default=500, help="search generations (default 500)")
+    loop.add_argument("--predictor", type=Path, help="accuracy predictor (default: OFA's released one, w1.2)")
+    loop.add_argument("--raw-latency", action="store_true", help="search with raw table sums, no calibration")
     out = parser.add_argument_group("output")
     out.add_argument("--out", type=Path, default=Path("tables"), help="folder for tables (default ./tables)")
     out.add_argument(
@@ -166,6 +196,8 @@ def _profile_device(
     profile: DeviceProfile, args: argparse.Namespace, protocol: Protocol, position: int, lock: threading.Lock
 ) -> Path:
     """One device's table; several targets (hosts or serials) each measure a shard, merged at the end."""
+    if args.rows == "isolated" and args.cover_repeats != 1:
+        raise UsageError("--cover-repeats is for --rows in_network")
     resolutions = _parse_resolutions(args.resolutions, args.width)
     strategy = strategy_for(
         args.rows or default_rows(profile), args.width, resolutions, args.n_classes, args.cover_repeats, args.seed
@@ -197,13 +229,15 @@ def _profile_device(
             )
         with open_transport(profile, target) as transport, bar:
             run = TableRun(profile, transport, shard, shard_path, args.cache, protocol, meta, on_rows=bar.update)
+            if args.reanchor:
+                return run.reanchor()
             bar.update(run.total() - len(run.pending()))
             return run.run()
 
     with ThreadPoolExecutor(len(shards)) as pool:
         tables = list(pool.map(lambda shard: measure(*shard), shards))
     if len(shards) > 1:
-        rows = tuple(sorted((row for table in tables for row in table.rows), key=lambda row: row.key))
+        rows = merge_shards([table.rows for table in tables])
         write_table(
             path, Table(rows, {**tables[0].meta, "shards": [str(p.name) for _, p, _ in shards], "devices": targets})
         )
@@ -238,13 +272,44 @@ def _whole_subnets(profile: DeviceProfile, args: argparse.Namespace, protocol: P
     png = plot_predicted_vs_measured(frame, out_csv.with_suffix(".png"), f"{profile.name}: {table.name}")
     within = (frame["error_pct"].abs() <= 10).mean() * 100
     log.info(
-        "%d subnets: table sum vs measured, mean error %+.1f%%, %.0f%% within ±10%%; plot %s",
+        "%d subnets: %s prediction vs measured, mean error %+.1f%%, %.0f%% within ±10%%; plot %s",
         len(frame),
+        "calibrated" if frame["calibrated"].any() else "raw table-sum",
         frame["error_pct"].mean(),
         within,
         png,
     )
     return out_csv
+
+
+def _accuracy(args: argparse.Namespace) -> AccuracyPredictor:
+    if args.predictor:
+        return AccuracyPredictor.load(args.predictor)
+    if args.width != 1.2:
+        raise UsageError(
+            f"the shipped accuracy predictor is for the w1.2 supernet; for width {args.width} give "
+            f"--predictor PATH (train one with predictors.train)"
+        )
+    return AccuracyPredictor.default()
+
+
+def _closed_loop(profile: DeviceProfile, args: argparse.Namespace, protocol: Protocol, position: int,
+                 lock: threading.Lock) -> Path:
+    """--search: the table (resumed or built), then search, measure, refit, search again; the report."""
+    accuracy = _accuracy(args)
+    table = args.table or _profile_device(profile, args, protocol, position, lock)
+    with open_transport(profile, profile.targets[0]) as transport:
+        deliveries, predictor = deliver(profile, transport, table, args.latency_ms, accuracy, protocol, args.cache,
+                                        max_rounds=args.rounds, generations=args.generations, seed=args.seed,
+                                        raw_latency=args.raw_latency)
+    paths = write_report(deliveries, predictor, args.out / f"{profile.name}_delivered", f"{profile.name}: "
+                         f"{table.name}")
+    for d in deliveries:
+        verdict = "met" if d.met else "NOT MET"
+        log.info("budget %.2f ms: %s, measured %.2f ms, predicted %.2f ms [%.2f, %.2f], top-1 %.4f, %d round(s)%s",
+                 d.budget_ms, verdict, d.measured_ms, d.predicted_ms, d.low_ms, d.high_ms, d.accuracy, d.rounds,
+                 f"; {d.note}" if d.note else "")
+    return paths[0]
 
 
 def _convert(argv: Sequence[str]) -> int:
@@ -301,8 +366,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             block_ms=args.block_ms,
             profile_runs=args.profile_runs,
         )
-        if args.subnets and args.calibrate is not None:
-            parser.error("--subnets and --calibrate are separate runs: give one of them")
+        if sum([bool(args.subnets), args.calibrate is not None, args.search, args.reanchor]) > 1:
+            parser.error("--subnets, --calibrate, --search and --reanchor are separate runs: give one of them")
+        if args.search and not args.latency_ms:
+            parser.error("--search needs budgets: --latency-ms 8,10,12")
         profiles = [resolve_device(name, _overrides(args)) for name in args.device]
         for profile in profiles:
             if not profile.targets:
@@ -310,7 +377,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise UsageError(f"device {profile.name!r} has no {flag}; give --{flag} or set it in devices.toml")
         lock = threading.Lock()
         with ThreadPoolExecutor(len(profiles)) as pool:
-            if args.subnets or args.calibrate is not None:
+            if args.search:
+                futures = [pool.submit(_closed_loop, p, args, protocol, i, lock) for i, p in enumerate(profiles)]
+            elif args.subnets or args.calibrate is not None:
                 futures = [pool.submit(_whole_subnets, p, args, protocol) for p in profiles]
             else:
                 futures = [pool.submit(_profile_device, p, args, protocol, i, lock) for i, p in enumerate(profiles)]

@@ -41,8 +41,9 @@ def agent_settings(profile: DeviceProfile, protocol: Protocol) -> dict[str, Any]
 
 
 def batch_timeout(n_models: int, protocol: Protocol) -> float:
-    """Generous: each model's minimum time, plus start-up, loading and slow runtimes' margin."""
-    return 120.0 + n_models * (protocol.min_time_s * 20 + 10)
+    """Generous: each model's minimum time and as much again for the reference blocks interleaved with it, plus
+    start-up, loading (benchmark_model starts a process per invocation) and slow runtimes' margin."""
+    return 120.0 + n_models * (protocol.min_time_s * 40 + 30)
 
 
 def measure_models(
@@ -79,9 +80,10 @@ def measure_models(
             settings = {k: v for k, v in settings.items() if k not in ("block_ms", "profile_runs")}
             return run_android_agent(
                 transport,
-                [*([reference] if reference else []), *models],
+                models,
                 benchmark_model=profile.benchmark_model,
                 settings=settings,
+                reference=reference,
                 **options,
             )
         settings["runtime"] = _AGENT_RUNTIMES[profile.runtime]

@@ -1,56 +1,58 @@
-"""Whole subnets on the device: re-measure what a search found, and calibrate table sums.
+"""Whole subnets on the device against a table: ``ofa-profile --subnets`` and ``--calibrate``.
 
-``ofa-profile --subnets found.json`` exports each arch as one network, times it end to end with the table's
-protocol, and writes measured against table-predicted latency (CSV and a PNG plot). ``--calibrate N`` times N
-random subnets together with their own units, shuffled in the same batches, and fits measured ≈ a·sum + b.
+``--subnets found.json`` times each arch end to end with the table's protocol (:mod:`profiler.whole_subnets`) and
+writes measured against predicted latency, raw and calibrated (CSV; the CLI adds the plot). ``--calibrate N``
+times N random subnets the same way and fits measured ≈ a·sum + b into the table's sidecar, where
+:class:`~predictors.latency.LatencyPredictor` and ``ofa-search`` pick it up.
 """
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import torch
 
+from predictors.calibration import Calibration, fit_calibration
 from predictors.latency import LatencyPredictor
-from predictors.table_io import Table, read_table, write_table
-from profiler.calibration import Calibration, fit_calibration
+from predictors.table_io import Table, atomic_write, read_table, write_table
 from profiler.devices import DeviceProfile
-from profiler.measure import measure_models
 from profiler.protocol import Protocol
 from profiler.transports.base import Transport
-from supernet import Arch, OFAMobileNetV3, count_macs
-from supernet.export import SUFFIXES, export_module, export_units
-from supernet.units import units_of
+from profiler.whole_subnets import measure_subnets
+from supernet import Arch, ArchSpace, count_macs
 
-__all__ = ["calibrate", "plot_predicted_vs_measured", "remeasure"]
-
-_SUPERNET_SEED = 0
+__all__ = ["calibrate", "remeasure", "table_anchor"]
 
 
-def _supernet(width_mult: float, n_classes: int) -> OFAMobileNetV3:
-    """Seeded random weights: latency does not depend on their values, and exports stay reproducible."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_SUPERNET_SEED)
-        return OFAMobileNetV3(width_mult=width_mult, n_classes=n_classes).eval()
+def table_anchor(table: Table) -> float | None:
+    """The reference latency the table's values are stated at (None for tables built without the reference)."""
+    anchor = (table.meta.get("reference") or {}).get("anchor") or {}
+    return anchor.get("anchor_ms")
 
 
-def subnet_model(
-    arch: Arch, supernet: OFAMobileNetV3, profile: DeviceProfile, cache_dir: Path
-) -> tuple[Path, list[int]]:
-    """The exported whole subnet (cached by arch, width, classes, batch and format) and its input shape."""
-    fmt = profile.model_format
-    shape = [profile.batch, 3, arch.r, arch.r]
-    recipe = f"{arch.canonical().to_json()}|w{supernet.width_mult}|c{supernet.n_classes}|{shape}|{torch.__version__}"
-    path = Path(cache_dir) / f"subnet-{hashlib.sha256(recipe.encode()).hexdigest()[:24]}{SUFFIXES[fmt]}"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        export_module(supernet.extract(arch), fmt, path, shape)
-    return path, shape
+def _space_of(table: Table) -> tuple[float, int]:
+    return float(table.meta.get("width_mult", 1.2)), int(table.meta.get("n_classes", 1000))
+
+
+def compare(
+    archs: Sequence[Arch], measured: Sequence[dict], predictor: LatencyPredictor, width: float, n_classes: int
+) -> pd.DataFrame:
+    """Predicted (calibrated where the table has a calibration, with its interval) against measured, per arch."""
+    result = predictor.predict_result(archs)
+    frame = pd.DataFrame(measured)
+    frame.insert(0, "arch", [arch.to_json() for arch in archs])
+    frame.insert(1, "resolution", [arch.r for arch in archs])
+    frame.insert(2, "macs_m", [count_macs(arch, width, n_classes) / 1e6 for arch in archs])
+    frame["raw_sum_ms"] = result.raw_ms
+    frame["predicted_ms"] = result.latency_ms
+    frame["low_ms"] = result.low_ms
+    frame["high_ms"] = result.high_ms
+    frame["calibrated"] = result.calibrated
+    frame["error_pct"] = (frame["predicted_ms"] - frame["measured_ms"]) / frame["measured_ms"] * 100
+    frame["raw_error_pct"] = (frame["raw_sum_ms"] - frame["measured_ms"]) / frame["measured_ms"] * 100
+    return frame
 
 
 def remeasure(
@@ -62,76 +64,17 @@ def remeasure(
     cache_dir: Path,
     protocol: Protocol,
 ) -> pd.DataFrame:
-    """Measure each arch end to end; write measured and predicted (raw and, if fitted, calibrated) side by side."""
+    """Measure each arch end to end; write measured beside predicted (raw sum and calibrated) to ``out_csv``."""
     table = read_table(table_path)
-    width, n_classes = float(table.meta.get("width_mult", 1.2)), int(table.meta.get("n_classes", 1000))
+    width, n_classes = _space_of(table)
     predictor = LatencyPredictor(table)
-    predicted = predictor.predict(archs)
-    supernet = _supernet(width, n_classes)
-    models = []
-    for i, arch in enumerate(archs):
-        path, shape = subnet_model(arch, supernet, profile, cache_dir)
-        models.append({"name": f"subnet-{i}", "path": str(path), "inputs": [shape]})
-    remote = transport.join(profile.remote_dir or "/tmp/ofa-profile", "subnets")
-    if profile.transport == "local":
-        remote = str(out_csv.parent / f".{out_csv.stem}.work")
-    run = measure_models(profile, transport, models, protocol, remote, out_csv.parent)
-    rows = []
-    for i, arch in enumerate(archs):
-        result = run.results.get(f"subnet-{i}")
-        if result is None:
-            error = run.errors.get(f"subnet-{i}", {}).get("error", "no result")
-            raise RuntimeError(f"{transport}: subnet {i} ({arch.to_json()}) could not be measured: {error}")
-        s = result["summary"]
-        rows.append(
-            {
-                "arch": arch.to_json(),
-                "resolution": arch.r,
-                "macs_m": count_macs(arch, width, n_classes) / 1e6,
-                "predicted_ms": float(predicted[i]),
-                "measured_ms": s["median"],
-                "measured_p10_ms": s["p10"],
-                "measured_p90_ms": s["p90"],
-                "count": s["count"],
-                "error_pct": (float(predicted[i]) - s["median"]) / s["median"] * 100,
-            }
-        )
-    frame = pd.DataFrame(rows)
-    if "calibration" in table.meta:
-        calibration = Calibration.from_dict(table.meta["calibration"])
-        frame["calibrated_ms"] = calibration.apply(frame["predicted_ms"].to_numpy())
-        frame["calibrated_error_pct"] = (frame["calibrated_ms"] - frame["measured_ms"]) / frame["measured_ms"] * 100
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_csv.with_name(f".{out_csv.name}.tmp")
-    frame.to_csv(tmp, index=False)
-    tmp.replace(out_csv)
+    predictor.predict(archs)  # a table that lacks rows or resolutions fails before anything is exported
+    measured = measure_subnets(profile, transport, archs, width_mult=width, n_classes=n_classes,
+                               anchor_ms=table_anchor(table), protocol=protocol, cache_dir=cache_dir,
+                               scratch=out_csv.parent, work_name=out_csv.stem)
+    frame = compare(archs, measured, predictor, width, n_classes)
+    atomic_write(out_csv, frame.to_csv(index=False))
     return frame
-
-
-def plot_predicted_vs_measured(frame: pd.DataFrame, png: Path, title: str) -> Path:
-    """Scatter of table-predicted against measured latency, with y = x and a ±10% band."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    measured = frame["measured_ms"].to_numpy()
-    ax.scatter(measured, frame["predicted_ms"], s=18, label="table sum")
-    if "calibrated_ms" in frame:
-        ax.scatter(measured, frame["calibrated_ms"], s=18, marker="x", label="calibrated")
-    lo, hi = 0.9 * measured.min(), 1.1 * measured.max()
-    line = np.linspace(lo, hi, 10)
-    ax.plot(line, line, color="black", linewidth=1, label="y = x")
-    ax.fill_between(line, 0.9 * line, 1.1 * line, color="grey", alpha=0.2, label="±10%")
-    ax.set_xlabel("measured latency (ms, median)")
-    ax.set_ylabel("predicted latency (ms)")
-    ax.set_title(title)
-    ax.legend(loc="upper left")
-    fig.tight_layout()
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
-    return png
 
 
 def calibrate(
@@ -143,43 +86,25 @@ def calibrate(
     protocol: Protocol,
     seed: int = 0,
 ) -> Calibration:
-    """Fit measured ≈ a·sum + b on ``n_subnets`` random subnets timed in the same batches as their units.
+    """Fit measured ≈ a·sum + b on ``n_subnets`` random subnets timed against the reference; store it.
 
-    The sums come from the units measured in this run (not the table), so drift between the table run and now
-    does not leak into the fit. The fit is stored in the table's sidecar under ``calibration``.
+    Both sides are stated at the table's anchor (measured ratios times the table's anchor), so drift between the
+    table run and now does not leak into the fit.
     """
     table = read_table(table_path)
-    width, n_classes = float(table.meta.get("width_mult", 1.2)), int(table.meta.get("n_classes", 1000))
-    resolutions = table.resolutions
+    width, n_classes = _space_of(table)
     rng = random.Random(seed)
-    space = OFAMobileNetV3(width_mult=width, n_classes=n_classes).space
-    archs = [space.sample(rng).with_resolution(rng.choice(resolutions)) for _ in range(n_subnets)]
-    supernet = _supernet(width, n_classes)
-    sums, measured = [], []
-    scratch = table_path.parent
-    for i, arch in enumerate(archs):
-        units = units_of(arch, width, n_classes)
-        unique = list({u.key: u for u in units}.values())
-        paths = export_units(unique, profile.model_format, cache_dir)
-        models = [
-            {"name": u.key, "path": str(p), "inputs": [[profile.batch, *u.input_shape[1:]]]}
-            for u, p in zip(unique, paths, strict=True)
-        ]
-        path, shape = subnet_model(arch, supernet, profile, cache_dir)
-        models.append({"name": "subnet", "path": str(path), "inputs": [shape]})
-        rng.shuffle(models)
-        remote = transport.join(profile.remote_dir or "/tmp/ofa-profile", f"calibrate{i}")
-        if profile.transport == "local":
-            remote = str(scratch / f".{table_path.stem}.calibrate{i}")
-        run = measure_models(profile, transport, models, protocol, remote, scratch)
-        medians = {name: record["summary"]["median"] for name, record in run.results.items()}
-        missing = [m["name"] for m in models if m["name"] not in medians]
-        if missing:
-            raise RuntimeError(f"{transport}: calibration subnet {i} lacks measurements of {missing[:3]}")
-        sums.append(sum(medians[u.key] for u in units))
-        measured.append(medians["subnet"])
-    calibration = fit_calibration(sums, measured)
-    stored = read_table(table_path)
-    write_table(table_path, Table(stored.rows, {**stored.meta, "calibration": calibration.to_dict()}))
+    space = ArchSpace.for_width(width)
+    archs = [space.sample(rng).with_resolution(rng.choice(table.resolutions)) for _ in range(n_subnets)]
+    sums = LatencyPredictor(table, calibrated=False).predict(archs)
+    measured = measure_subnets(profile, transport, archs, width_mult=width, n_classes=n_classes,
+                               anchor_ms=table_anchor(table), protocol=protocol, cache_dir=cache_dir,
+                               scratch=table_path.parent, work_name=f"{table_path.stem}.calibrate")
+    calibration = fit_calibration(sums, [m["measured_ms"] for m in measured])
+    store_calibration(table_path, calibration)
     return calibration
 
+
+def store_calibration(table_path: Path, calibration: Calibration) -> None:
+    stored = read_table(table_path)
+    write_table(table_path, Table(stored.rows, {**stored.meta, "calibration": calibration.to_dict()}))

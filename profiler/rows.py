@@ -40,10 +40,12 @@ __all__ = [
     "RowStrategy",
     "StrategyError",
     "default_rows",
+    "merge_shards",
     "strategy_for",
 ]
 
 _CHOICES = [(k, e) for k in KERNEL_SIZES for e in EXPAND_RATIOS]
+_STATS = ("median", "mean", "std", "p10", "p90")
 
 
 class StrategyError(ValueError):
@@ -214,6 +216,9 @@ class InNetworkRows:
     def describe(self) -> dict[str, Any]:
         return {
             "rows": self.kind,
+            "width_mult": self.width_mult,
+            "resolutions": list(self.resolutions),
+            "n_classes": self.n_classes,
             "cover_repeats": self.repeats,
             "cover_seed": self.seed,
             "statistic": "each row is the mean, over the covering subnets that hold it, of the subnet's time "
@@ -238,3 +243,32 @@ def strategy_for(kind: str, width_mult: float, resolutions: Sequence[int], n_cla
     if kind == "in_network":
         return InNetworkRows(width_mult, tuple(resolutions), n_classes, repeats, seed)
     raise StrategyError(f"unknown way to take rows {kind!r}; use one of {', '.join(STRATEGIES)}")
+
+
+def merge_shards(shards: Sequence[Sequence[Row]]) -> tuple[Row, ...]:
+    """One table's rows from shards measured on identical devices.
+
+    Units alone are split among shards, so each key comes from one; covering subnets are split, so a key that
+    several shards' subnets hold (the head's rows, for one) becomes the mean of theirs, weighted by the subnets
+    behind each.
+    """
+    by_key: dict[str, list[Row]] = defaultdict(list)
+    for rows in shards:
+        for row in rows:
+            by_key[row.key].append(row)
+    merged = []
+    for key, parts in sorted(by_key.items()):
+        if len(parts) == 1:
+            merged.append(parts[0])
+            continue
+        weights = np.array([row.count for row in parts], dtype=float)
+
+        def mean(values: list[float | None], weights: np.ndarray = weights) -> float | None:
+            return None if any(v is None for v in values) else float(np.average(values, weights=weights))
+
+        extra = {"networks": str(int(weights.sum()))}
+        if all("ratio" in row.extra for row in parts):
+            extra["ratio"] = f"{mean([float(row.extra['ratio']) for row in parts]):.6g}"
+        stats = {name: mean([getattr(row, f"{name}_ms") for row in parts]) for name in _STATS}
+        merged.append(_row(key, stats, int(weights.sum()), extra))
+    return tuple(merged)

@@ -108,21 +108,31 @@ def adb(adb_daemon: AdbDaemon, adb_key: Path) -> Iterator[AdbTransport]:
 
 # ----------------------------------------------------------------------------------------------------
 # Android agent and benchmark_model (issues 4 and 6): a fake benchmark_model binary and a fake sysfs tree.
-# No phone exists here: the fake prints verbatim output of the real binary's formats, chosen by the first
-# word of the model file, and the ADB test daemon runs the agent with this machine's sh.
+# No phone exists here: the fake prints verbatim output of the real binary's formats, or a time that drifts with
+# every call, chosen by the first line of the model file, and the ADB test daemon runs the agent with this
+# machine's sh.
 # ----------------------------------------------------------------------------------------------------
 
 _FAKE_BENCHMARK_MODEL = """#!/bin/sh
 # Fake TF-Lite benchmark_model: prints a verbatim sample of the real binary's output, chosen by the model file's
-# first word (new, plain, old, oldest, unconsumed, fail), and logs "FILE<TAB>CPUS" (the CPUs it may run on) per call.
+# first word (new, plain, old, oldest, unconsumed, fail), and logs "FILE<TAB>CPUS<TAB>PARENT" per call (the CPUs it
+# may run on, and the program that started it: the agent's shell).
+# "timed MS" prints the newer format with a median of MS ms times a speed factor that drifts with every call:
+# 1 + DRIFT * (N - 1) for the Nth call, DRIFT read from HERE/drift (0 without it), and count= the --num_runs asked.
 # A call that finds HERE/FILE.hold waits until released (bounded), so tests can cut a run off at a known model.
 here=$(dirname "$0")
 graph=
+runs=50
 for arg in "$@"; do
-    case $arg in --graph=*) graph=${arg#--graph=} ;; esac
+    case $arg in
+        --graph=*) graph=${arg#--graph=} ;;
+        --num_runs=*) runs=${arg#--num_runs=} ;;
+    esac
 done
 file=$(basename "$graph")
-printf '%s\\t%s\\n' "$file" "$(sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' /proc/self/status)" >>"$here/calls.log"
+printf '%s\\t%s\\t%s\\n' "$file" "$(sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' /proc/self/status)" \\
+    "$(readlink "/proc/$PPID/exe")" >>"$here/calls.log"
+call=$(wc -l <"$here/calls.log")
 if [ -e "$here/$file.hold" ]; then
     mv "$here/$file.hold" "$here/$file.holding"  # holds this call only: a later call runs at once
     tries=0
@@ -135,13 +145,22 @@ kind=$(head -n 1 "$graph" 2>/dev/null)
 case $kind in
     unconsumed) echo "Unconsumed cmdline flags: --use_xnnpack=true"; cat "$here/plain.out" ;;
     fail) echo "ERROR: Failed to load model $graph"; exit 1 ;;
+    timed\\ *)
+        awk -v ms="${kind#timed }" -v call="$call" -v drift="$(cat "$here/drift" 2>/dev/null || echo 0)" \\
+            -v runs="$runs" 'BEGIN {
+            t = ms * 1000 * (1 + drift * (call - 1))
+            printf "INFO: count=%d first=%.0f curr=%.0f min=%.0f max=%.0f avg=%.0f std=3 " \\
+                "p5=%.0f median=%.0f p95=%.0f\\n", runs, t, t, t - 10, t + 40, t + 5, t - 8, t, t + 30
+            printf "INFO: Inference timings in us: Init: 5579, First inference: %.0f, " \\
+                "Warmup (avg): %.0f, Inference (avg): %.0f\\n", t, t, t + 5
+        }' ;;
     *) cat "$here/$kind.out" ;;
 esac
 """
 
 
 class FakeBenchmarkModel:
-    """A fake ``benchmark_model`` in a folder the ADB daemon can reach, with its call log and hold switches."""
+    """A fake ``benchmark_model`` in a folder the ADB daemon can reach, with its call log, hold and drift switches."""
 
     def __init__(self, folder: Path) -> None:
         from tests.test_benchmark_model_parse import NEW_PLAIN, NEW_WITH_MEDIAN, OLD, OLDEST
@@ -156,8 +175,19 @@ class FakeBenchmarkModel:
 
     def calls(self) -> list[tuple[str, str]]:
         """(model file name, CPUs it was allowed to run on) per call, in order."""
+        return [(file, cpus) for file, cpus, _ in self._log()]
+
+    def parents(self) -> set[str]:
+        """The programs that started the calls (the agent's shell, by its executable's path)."""
+        return {parent for _, _, parent in self._log()}
+
+    def drift(self, per_call: float) -> None:
+        """Make "timed" models slow down by ``per_call`` of their base time with every call."""
+        (self.folder / "drift").write_text(f"{per_call}\n")
+
+    def _log(self) -> list[list[str]]:
         log = self.folder / "calls.log"
-        return [tuple(line.split("\t", 1)) for line in log.read_text().splitlines()] if log.exists() else []
+        return [line.split("\t") for line in log.read_text().splitlines()] if log.exists() else []
 
     def hold(self, file_name: str) -> None:
         """Make the next call for this model file wait until :meth:`release` (or until it is killed)."""

@@ -1,13 +1,15 @@
 """The Android agent (POSIX sh driving TF-Lite's benchmark_model) through the ADB test daemon.
 
-No phone exists here: the daemon runs the agent with this machine's sh (dash, which refuses bash-isms), and a fake
-benchmark_model prints verbatim output of the real binary (tests/conftest.py). A fake sysfs tree decides which
-cores are fast; this machine's taskset does the pinning, and the fake reports the CPUs it was allowed to use.
+No phone exists here: the daemon runs the agent with this machine's sh (dash, which refuses bash-isms; mksh and
+busybox ash too where installed), and a fake benchmark_model prints verbatim output of the real binary, or a time
+set by the model file that drifts with every call (tests/conftest.py). A fake sysfs tree decides which cores are
+fast; this machine's taskset does the pinning, and the fake reports the CPUs it was allowed to use.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -15,6 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from profiler.android_run import AGENT, AgentFailed, benchmark_flags, parse_agent_output, run_android_agent
@@ -295,3 +298,173 @@ def test_unknown_delegate_and_bad_names_are_refused(adb: AdbTransport, tmp_path:
             results=tmp_path / "results.txt",
             timeout=60,
         )
+
+
+# ---- timed against the reference (issue 9) ----------------------------------------------------------------------
+
+DRIFT = 0.04  # per call: the fake's speed moves 4% of its base time with every invocation
+
+
+@pytest.fixture(params=["dash", "mksh", "busybox"])
+def phone_shell(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each POSIX sh a phone may have, as the ``sh`` the ADB daemon and the agent start (the path it runs as)."""
+    program = shutil.which(request.param)
+    if program is None:
+        pytest.skip(f"{request.param} is not installed here (apt-get install mksh busybox)")
+    shim = tmp_path / "shell"
+    shim.mkdir()
+    (shim / "sh").symlink_to(program)  # busybox runs its ash when called as sh
+    monkeypatch.setenv("PATH", f"{shim}{os.pathsep}{os.environ['PATH']}")  # the daemon's commands inherit it
+    return os.path.realpath(program)
+
+
+def _interleaved(files: list[str], reference: str, rounds: int) -> list[str]:
+    """The call order of models timed against the reference: reference, model, ..., model, reference."""
+    return [name for file in files for name in [reference, file] * rounds + [reference]]
+
+
+def test_ratios_hold_while_absolute_times_drift(
+    adb: AdbTransport, fake_benchmark_model: FakeBenchmarkModel, phone_shell: str, tmp_path: Path
+):
+    """Each model bracketed by the reference, in every shell: the speed moves by over 20%, the ratios not at all."""
+    fake_benchmark_model.drift(DRIFT)
+    models = _models(tmp_path / "models", {"m0": "timed 2.5", "m1": "timed 4"})
+    [reference] = _models(tmp_path / "reference", {"ref": "timed 1"})
+    run = run_android_agent(
+        adb,
+        models,
+        remote_dir=str(tmp_path / "device"),
+        results=tmp_path / "results.txt",
+        timeout=60,
+        benchmark_model=str(fake_benchmark_model.path),
+        settings={**FAST, "affinity": "none"},
+        reference=reference,
+        rounds=5,
+        poll_interval=0.05,
+    )
+    assert fake_benchmark_model.parents() == {phone_shell}
+    calls = [name for name, _ in fake_benchmark_model.calls()]
+    assert calls == _interleaved(["m0.tflite", "m1.tflite"], "ref.tflite", 5)
+    assert set(run.results) == {"m0", "m1"} and not run.errors
+    for name, ratio in {"m0": 2.5, "m1": 4.0}.items():
+        result = run.results[name]
+        samples = result["samples_ms"]
+        assert len(samples) == 5 and max(samples) / min(samples) > 1.2, "the fake's speed did not drift"
+        assert result["ratio_samples"] == pytest.approx([ratio] * 5, rel=1e-12)
+        assert result["ratio"]["median"] == pytest.approx(ratio) and result["ratio"]["std"] == pytest.approx(0)
+        assert result["summary"]["median"] == pytest.approx(float(np.median(samples)))
+        assert (result["summary"]["count"], result["summary"]["p10"], result["rounds"]) == (5, None, 5)
+        assert result["median_from"] == "median"
+        assert result["reference"]["name"] == "ref" and len(result["reference"]["samples_ms"]) == 6
+        assert "--num_runs=1 " in result["command"] and "--min_secs=0.002 " in result["command"]
+        assert "--warmup_min_secs=0.1 " in result["command"]
+
+
+def test_a_failing_reference_or_model_stops_that_sequence_with_an_error_record(
+    adb: AdbTransport, fake_benchmark_model: FakeBenchmarkModel, tmp_path: Path
+):
+    """A reference that fails is named with the binary's output; a model failing mid-sequence stops it there."""
+    options = {
+        "results": tmp_path / "results.txt",
+        "timeout": 60,
+        "benchmark_model": str(fake_benchmark_model.path),
+        "settings": FAST,
+        "rounds": 3,
+        "poll_interval": 0.05,
+    }
+    models = _models(tmp_path / "models", {"good": "timed 2", "broken": "fail"})
+    [broken_reference] = _models(tmp_path / "broken reference", {"ref": "fail"})
+    run = run_android_agent(adb, models, remote_dir=str(tmp_path / "a"), reference=broken_reference, **options)
+    assert not run.results and set(run.errors) == {"good", "broken"}
+    error = run.errors["good"]["error"]
+    assert "the reference 'ref' failed in its invocation 1 of 4" in error
+    assert "status 1" in error and "ERROR: Failed to load model" in error and "ref.tflite" in error
+    assert [name for name, _ in fake_benchmark_model.calls()] == ["ref.tflite", "ref.tflite"]
+
+    [reference] = _models(tmp_path / "reference", {"ref": "timed 1"})
+    run = run_android_agent(adb, models, remote_dir=str(tmp_path / "b"), reference=reference, **options)
+    assert set(run.results) == {"good"} and set(run.errors) == {"broken"}
+    assert "the model failed in its invocation 1 of 3" in run.errors["broken"]["error"]
+    calls = [name for name, _ in fake_benchmark_model.calls()][2:]
+    assert calls == [*_interleaved(["good.tflite"], "ref.tflite", 3), "ref.tflite", "broken.tflite"]
+
+
+@pytest.mark.slow
+def test_killed_mid_sequence_then_rerun_times_that_model_again_whole(
+    adb: AdbTransport, fake_benchmark_model: FakeBenchmarkModel, tmp_path: Path
+):
+    """Killed inside a model's sequence: nothing of it reaches the results; the rerun skips the finished model."""
+    fake_benchmark_model.drift(DRIFT)
+    models = _models(tmp_path / "models", {"m0": "timed 2.5", "m1": "timed 4", "m2": "timed 3"})
+    [reference] = _models(tmp_path / "reference", {"ref": "timed 1"})
+    remote_dir = tmp_path / "device"
+    options = {
+        "remote_dir": str(remote_dir),
+        "results": tmp_path / "results.txt",
+        "timeout": 60,
+        "benchmark_model": str(fake_benchmark_model.path),
+        "reference": reference,
+        "rounds": 3,
+        "poll_interval": 0.05,
+    }
+    fake_benchmark_model.hold("m1.tflite")  # m1's first model invocation, after the reference's first
+
+    def reboot() -> None:
+        _until(lambda: "m1.tflite" in dict(fake_benchmark_model.calls()), "m1 to start", attempts=3000)
+        os.killpg(int((remote_dir / "agent.pid").read_text()), signal.SIGKILL)
+
+    phone = threading.Thread(target=reboot)
+    phone.start()
+    try:
+        with pytest.raises(AgentFailed, match="stopped before finishing"):
+            run_android_agent(adb, models, **options)
+    finally:
+        phone.join()
+    assert set(parse_agent_output((remote_dir / "results.txt").read_text()).results) == {"m0"}
+    fake_benchmark_model.release("m1.tflite")
+    run = run_android_agent(adb, models, **options)
+    assert set(run.results) == {"m0", "m1", "m2"}
+    calls = [name for name, _ in fake_benchmark_model.calls()]
+    first = _interleaved(["m0.tflite"], "ref.tflite", 3)
+    assert calls == [*first, "ref.tflite", "m1.tflite", *_interleaved(["m1.tflite", "m2.tflite"], "ref.tflite", 3)]
+    for name, ratio in {"m0": 2.5, "m1": 4.0, "m2": 3.0}.items():
+        assert run.results[name]["ratio_samples"] == pytest.approx([ratio] * 3, rel=1e-12)
+        assert len(run.results[name]["reference"]["samples_ms"]) == 4
+
+
+def test_reference_block_parsing_and_split_flags():
+    """The last model invocation without a reference after it divides by the one before; flags are split."""
+    invocation = (
+        "=== ofa-agent invocation {role} {round}\n=== ofa-agent command bm --graph={role}\n"
+        "INFO: count=10 first=1 curr=1 min=1 max=1 avg={avg} std=1\n"
+        "INFO: Inference timings in us: Init: 100, First inference: 1, Warmup (avg): 1, Inference (avg): {avg}\n"
+        "\n=== ofa-agent status 0\n"
+    )
+    sequence = [("reference", 0, 1000), ("model", 0, 3000), ("reference", 1, 2000), ("model", 1, 6000)]
+    body = "".join(invocation.format(role=role, round=number, avg=avg) for role, number, avg in sequence)
+    text = f"=== ofa-agent begin m\n=== ofa-agent reference ref\n=== ofa-agent rounds 2\n{body}=== ofa-agent end m\n"
+    result = parse_agent_output(text).results["m"]
+    assert result["median_from"] == "avg" and result["samples_ms"] == pytest.approx([3.0, 6.0])
+    assert result["ratio_samples"] == pytest.approx([2.0, 3.0])
+    assert result["reference"]["samples_ms"] == pytest.approx([1.0, 2.0])
+    assert result["command"] == "bm --graph=model" and result["init_ms"] == pytest.approx(0.1)
+
+    flags = benchmark_flags({"min_count": 50, "min_time_s": 1.0, "warmup": 10}, rounds=5)
+    assert flags == ["--num_threads=1", "--warmup_runs=10", "--warmup_min_secs=0.1", "--num_runs=10", "--min_secs=0.2"]
+    assert benchmark_flags({"min_count": 3}, rounds=5)[3] == "--num_runs=1"
+
+
+def test_rounds_below_one_are_refused(adb: AdbTransport, tmp_path: Path):
+    """A reference with no rounds would time nothing: refused before anything is pushed."""
+    [reference] = _models(tmp_path / "reference", {"ref": "timed 1"})
+    with pytest.raises(ValueError, match="rounds must be a whole number of at least 1, got 0"):
+        run_android_agent(
+            adb,
+            _models(tmp_path / "models", {"m": "timed 2"}),
+            remote_dir=str(tmp_path / "device"),
+            results=tmp_path / "results.txt",
+            timeout=60,
+            reference=reference,
+            rounds=0,
+        )
+    assert not (tmp_path / "device").exists()

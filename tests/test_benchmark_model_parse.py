@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from profiler.benchmark_model import BenchmarkModelError, parse_benchmark_output
+from profiler.benchmark_model import BenchmarkModelError, parse_benchmark_output, parse_op_profile
 
 # Newer build with p5/median/p95 (an XNNPACK run on an Arm board).
 NEW_WITH_MEDIAN = """\
@@ -64,6 +64,62 @@ count=50 first=747738 curr=747428 min=747331 max=748577 avg=747733 std=293
 Average inference timings in us: Warmup: 751932, Init: 21039, no stats: 747733
 """
 
+# The common prefix of our TF-Lite exports' tensor names: litert-torch names each module "CLASS_ATTRIBUTE".
+EXPORT_PREFIX = "litert_torch._convert.to_channel_last_io.ChannelLastIOWrapper/supernet.mobilenetv3.MobileNetV3_wrapped"
+
+# Our TF-Lite export of a w1.0 subnet (first_conv, 11 blocks, head; r=128), timed with --use_xnnpack=false
+# --enable_op_profiling=true: the format of tensorflow/lite/profiling (StatsCalculator), tab-separated columns, with
+# the tensor names the export really has ({W} is their common prefix); 8 of the 93 nodes are shown.
+OP_PROFILE = (
+    """\
+INFO: Running benchmark for at least 50 iterations and at least 1 seconds but terminate if exceeding 150 seconds.
+INFO: count=50 first=4391 curr=4262 min=4240 max=4478 avg=4291.6 std=48 p5=4245 median=4279 p95=4402
+
+INFO: Inference timings in us: Init: 21771, First inference: 5127, Warmup (avg): 4456.3, Inference (avg): 4291.6
+INFO: Profiling Info for Benchmark Initialization:
+============================== Run Order ==============================
+\t                             [node type]\t  [first]\t [avg ms]\t     [%]\t  [cdf%]\t  [mem KB]\t[times called]\t[Name]
+\t                         AllocateTensors\t    1.102\t    1.102\t100.000%\t100.000%\t   512.000\t        1\tAllocateTensors/0
+
+Number of nodes executed: 1
+============================== Summary by node type ==============================
+\t                             [Node type]\t  [count]\t  [avg ms]\t    [avg %]\t    [cdf %]\t  [mem KB]\t[times called]
+\t                         AllocateTensors\t        1\t     1.102\t   100.000%\t   100.000%\t     0.000\t        1
+
+Timings (microseconds): count=1 curr=1102
+Memory (bytes): count=0
+1 nodes observed
+
+INFO: Operator-wise Profiling Info for Regular Benchmark Runs:
+============================== Run Order ==============================
+\t                             [node type]\t  [first]\t [avg ms]\t     [%]\t  [cdf%]\t  [mem KB]\t[times called]\t[Name]
+\t                                     PAD\t    0.061\t    0.058\t  4.571%\t  4.571%\t     0.000\t        1\t[{W}/supernet._layers.ConvLayer_first_conv/torch.nn.modules.conv.Conv2d_conv;]:0
+\t                                 CONV_2D\t    0.412\t    0.398\t 31.363%\t 35.934%\t     0.000\t        1\t[{W}/supernet._layers.ConvLayer_first_conv/torch.nn.modules.batchnorm.BatchNorm2d_bn;;{W}/supernet._layers.ConvLayer_first_conv/torch.nn.modules.conv.Conv2d_conv;1]:1
+\t                              HARD_SWISH\t    0.097\t    0.091\t  7.171%\t 43.105%\t     0.000\t        1\t[{W}/supernet._layers.ConvLayer_first_conv/torch.nn.modules.activation.Hardswish_act;]:2
+\t                       DEPTHWISE_CONV_2D\t    0.083\t    0.079\t  6.225%\t 49.330%\t     0.000\t        1\t[{W}/supernet._layers.ResidualBlock_7/supernet._layers.MBConvLayer_conv/torch.nn.modules.container.Sequential_depth_conv/torch.nn.modules.batchnorm.BatchNorm2d_bn;;{W}/supernet._layers.ResidualBlock_6/supernet._layers.MBConvLayer_conv/torch.nn.modules.container.Sequential_inverted_bottleneck/torch.nn.modules.batchnorm.BatchNorm2d_bn;;{W}/supernet._layers.ResidualBlock_7/supernet._layers.MBConvLayer_conv/torch.nn.modules.container.Sequential_depth_conv/torch.nn.modules.conv.Conv2d_conv;1]:46
+\t                                     ADD\t    0.006\t    0.005\t  0.394%\t 49.724%\t     0.000\t        1\t[{W}/supernet._layers.ResidualBlock_10;]:86
+\t                                    MEAN\t    0.031\t    0.029\t  2.285%\t 52.009%\t     0.000\t        1\t[{W};]:89
+\t                                 CONV_2D\t    0.352\t    0.347\t 27.344%\t 79.354%\t     0.000\t        1\t[{W}/supernet._layers.ConvLayer_feature_mix_layer/torch.nn.modules.conv.Conv2d_conv;2]:90
+\t                         FULLY_CONNECTED\t    0.268\t    0.262\t 20.646%\t100.000%\t     0.000\t        1\t[serving_default_output_0_output]:92
+
+============================== Top by Computation Time ==============================
+\t                             [node type]\t  [first]\t [avg ms]\t     [%]\t  [cdf%]\t  [mem KB]\t[times called]\t[Name]
+\t                                 CONV_2D\t    0.412\t    0.398\t 31.363%\t 31.363%\t     0.000\t        1\t[{W}/supernet._layers.ConvLayer_first_conv/torch.nn.modules.batchnorm.BatchNorm2d_bn;;{W}/supernet._layers.ConvLayer_first_conv/torch.nn.modules.conv.Conv2d_conv;1]:1
+\t                                 CONV_2D\t    0.352\t    0.347\t 27.344%\t 58.708%\t     0.000\t        1\t[{W}/supernet._layers.ConvLayer_feature_mix_layer/torch.nn.modules.conv.Conv2d_conv;2]:90
+\t                         FULLY_CONNECTED\t    0.268\t    0.262\t 20.646%\t 79.354%\t     0.000\t        1\t[serving_default_output_0_output]:92
+
+Number of nodes executed: 93
+============================== Summary by node type ==============================
+\t                             [Node type]\t  [count]\t  [avg ms]\t    [avg %]\t    [cdf %]\t  [mem KB]\t[times called]
+\t                                 CONV_2D\t       45\t     3.021\t    70.412%\t    70.412%\t     0.000\t        1
+\t                       DEPTHWISE_CONV_2D\t       11\t     0.604\t    14.078%\t    84.490%\t     0.000\t        1
+
+Timings (microseconds): count=50 first=4380 curr=4250 min=4229 max=4466 avg=4280.4 std=47
+Memory (bytes): count=0
+93 nodes observed
+"""
+).replace("{W}", EXPORT_PREFIX)
+
 
 def test_newer_format_with_percentiles():
     """Init/warm-up/avg from the summary line; count, std, min, max and median from the timed count= line."""
@@ -108,3 +164,64 @@ def test_output_without_timings_quotes_its_tail():
     """A crashed run (no summary line) is an error that shows the last lines."""
     with pytest.raises(BenchmarkModelError, match="Failed to load model"):
         parse_benchmark_output("STARTING!\nERROR: Failed to load model /data/local/tmp/x.tflite\n")
+
+
+def test_op_profile_rows_of_the_regular_runs_in_run_order():
+    """Only the regular runs' Run Order table: names as printed (module paths), type, avg ms; no set-up rows."""
+    rows = parse_op_profile(OP_PROFILE)
+    assert [(kind, avg) for _, kind, avg in rows] == [
+        ("PAD", 0.058),
+        ("CONV_2D", 0.398),
+        ("HARD_SWISH", 0.091),
+        ("DEPTHWISE_CONV_2D", 0.079),
+        ("ADD", 0.005),
+        ("MEAN", 0.029),
+        ("CONV_2D", 0.347),
+        ("FULLY_CONNECTED", 0.262),
+    ]
+    assert rows[0][0] == f"[{EXPORT_PREFIX}/supernet._layers.ConvLayer_first_conv/torch.nn.modules.conv.Conv2d_conv;]:0"
+    assert rows[3][0].endswith(
+        "ResidualBlock_7/supernet._layers.MBConvLayer_conv/torch.nn.modules.container."
+        "Sequential_depth_conv/torch.nn.modules.conv.Conv2d_conv;1]:46"
+    )
+    assert (rows[5][0], rows[7][0]) == (f"[{EXPORT_PREFIX};]:89", "[serving_default_output_0_output]:92")
+
+
+def test_op_profile_does_not_replace_the_binary_s_own_timings():
+    """The profiler's 'Timings (microseconds): count=..' sums come after the binary's count= line; they lose."""
+    result = parse_benchmark_output(OP_PROFILE)
+    assert (result.count, result.median_ms, result.std_ms) == (50, pytest.approx(4.279), pytest.approx(0.048))
+
+
+def test_op_profile_older_builds_and_the_xnnpack_delegate():
+    """Older builds add a [start] column; XNNPACK's rows are named by its operators, with no tensor names."""
+    older = (
+        "Operator-wise Profiling Info for Regular Benchmark Runs:\n"
+        "============================== Run Order ==============================\n"
+        "\t             [node type]\t          [start]\t  [first]\t [avg ms]\t     [%]\t  [cdf%]\t  [mem KB]"
+        "\t[times called]\t[Name]\n"
+        "\t                 CONV_2D\t            0.066\t   87.754\t   60.957\t  2.066%\t  2.066%\t     0.000"
+        "\t        1\t[MobilenetV1/MobilenetV1/Conv2d_0/Relu6]:0\n"
+        "\n"
+    )
+    assert parse_op_profile(older) == [("[MobilenetV1/MobilenetV1/Conv2d_0/Relu6]:0", "CONV_2D", 60.957)]
+    xnnpack = (
+        "INFO: Operator-wise Profiling Info for Regular Benchmark Runs:\n"
+        "============================== Run Order ==============================\n"
+        "\t                             [node type]\t  [first]\t [avg ms]\t     [%]\t  [cdf%]\t  [mem KB]"
+        "\t[times called]\t[Name]\n"
+        "\t           Convolution (NHWC, F32) IGEMM\t    0.412\t    0.398\t 31.363%\t 31.363%\t     0.000"
+        "\t        1\tDelegate/Convolution (NHWC, F32) IGEMM:0\n"
+    )
+    assert parse_op_profile(xnnpack) == [
+        ("Delegate/Convolution (NHWC, F32) IGEMM:0", "Convolution (NHWC, F32) IGEMM", 0.398)
+    ]
+
+
+def test_op_profile_missing_or_malformed_is_refused():
+    """Output without the table names the flag to pass; a row that does not fit the header is quoted."""
+    with pytest.raises(BenchmarkModelError, match="--enable_op_profiling=true"):
+        parse_op_profile(NEW_WITH_MEDIAN)
+    broken = OP_PROFILE.replace("\t    0.398\t", "\t    n/a\t", 1)
+    with pytest.raises(BenchmarkModelError, match="does not fit the header"):
+        parse_op_profile(broken)

@@ -9,9 +9,10 @@ import pytest
 import yaml
 
 from predictors.archs import ArchBatch, sample_batch
+from predictors.calibration import Calibration, CalibrationError
 from predictors.complexity import MacsPredictor, ParamsPredictor
 from predictors.latency import LatencyPredictor, MissingRowsError, UnknownResolutionError
-from predictors.table_io import Table, read_table
+from predictors.table_io import Row, Table, read_table
 from supernet import Arch, ArchSpace, count_macs, count_params
 from supernet.units import units_of
 from tests.ofa_oracle import reference_utils
@@ -21,6 +22,11 @@ RELEASE = ROOT.parent / "shared" / "ofa-release" / "note10"
 NOTE10 = ROOT / "tables" / "note10_w1.2_tflite.csv"
 MEASURED = (160, 176, 192, 208, 224)
 NOTE10_SPACE = ArchSpace(resolutions=MEASURED)
+W10 = ArchSpace.for_width(1.0)
+SMALL, DEEP = W10.uniform(ks=3, e=3, d=2, r=128), W10.uniform(ks=3, e=3, d=4, r=128)
+# measured = 1.5 · sum + 0.2, and measurements fell 4% under to 6% over their leave-one-out predictions.
+CALIBRATION = Calibration(a=1.5, b=0.2, n=5, rms_pct_before=20.0, rms_pct_after=2.0, loo_rms_pct=3.0,
+                          residual_lo=-0.04, residual_hi=0.06)
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +111,75 @@ def test_minimum_latency(note10):
     value, r = note10.minimum()
     assert (value, r) == (pytest.approx(note10.predict([NOTE10_SPACE.uniform(3, 3, 2, 160)])[0]), 160)
     assert note10.predict(sample_batch(20000, NOTE10_SPACE, np.random.default_rng(2))).min() >= value
+
+
+def _tiny_table(calibration: Calibration | None) -> Table:
+    """The k3/e3 units of the w1.0 space at r=128, each 0.5 ms: an arch sums to 0.5 ms per unit it runs."""
+    keys = sorted({unit.key for unit in units_of(DEEP, 1.0)})
+    rows = tuple(Row(key, median_ms=0.5, mean_ms=0.5, count=10, resolution=128) for key in keys)
+    meta = {"table": "tiny.csv", "width_mult": 1.0, "n_classes": 1000}
+    return Table(rows, meta if calibration is None else {**meta, "calibration": calibration.to_dict()})
+
+
+def test_tiny_table_sums_by_hand():
+    """Stem and first block, 2 or 4 blocks in each of 5 stages, 4 head units: 16 and 26 units of 0.5 ms."""
+    assert (len(units_of(SMALL, 1.0)), len(units_of(DEEP, 1.0))) == (16, 26)
+    np.testing.assert_array_equal(LatencyPredictor(_tiny_table(None)).predict([SMALL, DEEP]), [8.0, 13.0])
+
+
+def test_sidecar_calibration_applied_by_default():
+    """A table with a calibration predicts 1.5 · sum + 0.2, with the raw sum and the interval beside it."""
+    predictor = LatencyPredictor(_tiny_table(CALIBRATION))
+    assert predictor.calibration == CALIBRATION and predictor.describe() == CALIBRATION.describe()
+    calibrated = np.array([1.5 * 8.0 + 0.2, 1.5 * 13.0 + 0.2])
+    np.testing.assert_array_equal(predictor.predict([SMALL, DEEP]), calibrated)
+    result = predictor.predict_result([SMALL, DEEP])
+    assert result.calibrated and not result.any_interpolated
+    np.testing.assert_array_equal(result.latency_ms, calibrated)
+    np.testing.assert_array_equal(result.raw_ms, [8.0, 13.0])
+    np.testing.assert_array_equal(result.low_ms, calibrated * 0.96)
+    np.testing.assert_array_equal(result.high_ms, calibrated * 1.06)
+
+
+def test_raw_sums_on_request():
+    """calibrated=False ignores the sidecar's calibration: raw sums, a zero-width interval, and it says so."""
+    predictor = LatencyPredictor(_tiny_table(CALIBRATION), calibrated=False)
+    assert predictor.calibration is None and "not applied" in predictor.describe()
+    result = predictor.predict_result([SMALL, DEEP])
+    assert not result.calibrated
+    for values in (result.latency_ms, result.raw_ms, result.low_ms, result.high_ms):
+        np.testing.assert_array_equal(values, [8.0, 13.0])
+    assert predictor.minimum() == (8.0, 128)
+
+
+def test_explicit_calibration_overrides_the_sidecar():
+    """calibration= replaces the stored one (a refit, say); with calibrated=False it is refused."""
+    other = Calibration(a=2.0, b=-1.0, n=3, rms_pct_before=1.0, rms_pct_after=1.0, loo_rms_pct=1.0,
+                        residual_lo=0.0, residual_hi=0.0)
+    predictor = LatencyPredictor(_tiny_table(CALIBRATION), calibration=other)
+    np.testing.assert_array_equal(predictor.predict([SMALL, DEEP]), [15.0, 25.0])
+    assert predictor.minimum() == (15.0, 128)
+    with pytest.raises(ValueError, match="calibrated=False"):
+        LatencyPredictor(_tiny_table(None), calibrated=False, calibration=other)
+
+
+def test_table_without_calibration_says_how_to_get_one():
+    """No calibration in the sidecar: raw sums, and describe() names ofa-profile --calibrate."""
+    predictor = LatencyPredictor(_tiny_table(None))
+    assert predictor.calibration is None and "ofa-profile --calibrate" in predictor.describe()
+    assert not predictor.predict_result([SMALL]).calibrated
+
+
+def test_minimum_is_calibrated():
+    """The smallest reachable latency is the calibrated sum of the smallest arch: 1.5 · 8 + 0.2 ms."""
+    assert LatencyPredictor(_tiny_table(CALIBRATION)).minimum() == (1.5 * 8.0 + 0.2, 128)
+
+
+def test_calibration_with_a_falling_slope_is_refused():
+    """A sidecar whose slope is not positive (edited by hand) would reorder archs: refused, naming the table."""
+    bad = Calibration.from_dict({**CALIBRATION.to_dict(), "a": -0.5})
+    with pytest.raises(CalibrationError, match=r"a = -0\.5 of table tiny\.csv"):
+        LatencyPredictor(_tiny_table(bad))
 
 
 @pytest.mark.parametrize("width_mult", [1.0, 1.2])

@@ -35,8 +35,11 @@ def test_a_fleet_is_measured_concurrently(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.slow
-def test_one_table_sharded_over_two_devices(tmp_path, adb_key, monkeypatch):
-    """Two ADB devices (`--serial a --serial b`) each measure half the rows; the merged table has every key."""
+@pytest.mark.parametrize("rows", ["isolated", "in_network"])
+def test_one_table_sharded_over_two_devices(tmp_path, adb_key, monkeypatch, rows):
+    """Two ADB devices (`--serial a --serial b`) each measure half the items; the merged table has every key.
+
+    Units alone split the rows; covering subnets split the subnets, and rows both halves hold are merged."""
     public = [Path(f"{adb_key}.pub").read_text()]
     # Both sandboxed in this test's folder: each shard works in its own remote folder.
     with AdbDaemon(tmp_path, authorized_keys=public) as a, AdbDaemon(tmp_path, authorized_keys=public) as b:
@@ -45,13 +48,19 @@ def test_one_table_sharded_over_two_devices(tmp_path, adb_key, monkeypatch):
         out = tmp_path / "tables"
         assert main(["--device", "local", "--via", "adb", "--serial", a.serial, "--serial", b.serial,
                      "--adb-key", str(adb_key), "--python", sys.executable, *TINY, "--out", str(out),
-                     "--cache", str(tmp_path / "cache")]) == 0
+                     "--cache", str(tmp_path / "cache"), "--rows", rows]) == 0
     table = out / "local_w1.0_onnxruntime_cpu.csv"
     merged = pd.read_csv(table)
     assert set(merged["key"]) == EXPECTED and not merged["key"].duplicated().any()
-    shards = [pd.read_csv(out / f"local_w1.0_onnxruntime_cpu.shard{i}.csv") for i in (0, 1)]
-    assert not set(shards[0]["key"]) & set(shards[1]["key"])
-    assert min(len(s) for s in shards) >= len(EXPECTED) // 2 - 1
+    if rows == "isolated":
+        shards = [pd.read_csv(out / f"local_w1.0_onnxruntime_cpu.shard{i}.csv") for i in (0, 1)]
+        assert not set(shards[0]["key"]) & set(shards[1]["key"])
+        assert min(len(s) for s in shards) >= len(EXPECTED) // 2 - 1
+    else:
+        journals = [out / f"local_w1.0_onnxruntime_cpu.shard{i}.samples.jsonl" for i in (0, 1)]
+        items = [{r["key"] for r in map(json.loads, path.open()) if r["type"] == "row"} for path in journals]
+        assert not items[0] & items[1] and len(items[0] | items[1]) == 9
+        assert merged["count"].max() == 9  # the head's rows: every covering subnet, from both shards
     sidecar = json.loads(table.with_suffix(".json").read_text())
     assert sidecar["devices"] == [a.serial, b.serial]
     assert sidecar["shards"] == ["local_w1.0_onnxruntime_cpu.shard0.csv", "local_w1.0_onnxruntime_cpu.shard1.csv"]

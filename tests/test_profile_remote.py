@@ -7,19 +7,22 @@ TF-Lite units takes minutes and the fake does not read them.
 
 from __future__ import annotations
 
+import collections
 import json
 import sys
 import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from profiler.builder import REFERENCE_SEED, REFERENCE_UNIT, DeviceLost, TableRun
+from profiler.builder import DeviceLost, TableRun
 from profiler.cli import main
 from profiler.devices import resolve_device
 from profiler.protocol import Protocol
+from profiler.reference import REFERENCE_SEED, REFERENCE_UNIT
 from profiler.transports.adb import AdbTransport
 from supernet.export import unit_path
 from supernet.units import Unit, all_units
@@ -210,9 +213,14 @@ def test_benchmark_model_table_over_adb(
     table_path = tmp_path / "tables" / "pixel1_w1.0_benchmark_model_xnnpack.csv"
     table = pd.read_csv(table_path)
     assert set(table["key"]) == EXPECTED and not table["key"].duplicated().any()
-    assert (table["median_ms"] == 1239.807).all() and (table["count"] == 50).all()
+    # The fake prints the same time for every model and the reference: each ratio is 1, each value the anchor.
+    assert np.allclose(table["median_ms"], 1239.807) and np.allclose(table["ratio"], 1.0)
+    rounds = int(table["count"].iloc[0])
+    assert rounds > 1 and (table["count"] == rounds).all()  # one sample per benchmark_model invocation
     calls = fake_benchmark_model.calls()
-    assert len(calls) == len(EXPECTED) + 2  # the reference workload opens each of the two batches
+    assert len(calls) == len(EXPECTED) * (2 * rounds + 1)  # reference, model, reference, ..., reference
+    journal = [json.loads(line) for line in table_path.with_name(table_path.stem + ".samples.jsonl").open()]
+    assert all(len(r["ratio_samples"]) == rounds for r in journal if r["type"] == "row")
     assert {cpus for _, cpus in calls} == {str(fast_core_sysfs)}
     sidecar = json.loads(table_path.with_suffix(".json").read_text())
     assert sidecar["environment"]["affinity_mask"] == format(1 << fast_core_sysfs, "x")
@@ -248,7 +256,7 @@ def test_killed_benchmark_model_table_run_keeps_its_batch(
     files = {unit.key: unit_path(unit, "tflite", cache).name for unit in units}
     reference = unit_path(REFERENCE_UNIT, "tflite", cache, seed=REFERENCE_SEED).name
     with AdbTransport(adb_daemon.serial, key_path=adb_key, connect_timeout=5) as adb:
-        order = [files[unit.key] for unit in table_run(adb).pending()]
+        order = [files[item.name] for item in table_run(adb).pending()]
     fake_benchmark_model.hold(order[2])
 
     def unplug() -> None:
@@ -275,7 +283,15 @@ def test_killed_benchmark_model_table_run_keeps_its_batch(
         result = table_run(adb).run()
     fake_benchmark_model.release(order[2])
     assert {row.key for row in result.rows} == set(files)
-    assert [name for name, _ in fake_benchmark_model.calls()] == [reference, *order[:3], reference, *order[2:]]
+    # Each model runs in rounds between reference invocations; the cut-off one once more, from its first round.
+    calls = [name for name, _ in fake_benchmark_model.calls()]
+    models = [name for name in calls if name != reference]
+    assert list(dict.fromkeys(models)) == order and calls[0] == reference
+    counts = collections.Counter(models)
+    rounds = counts[order[0]]
+    assert rounds > 1 and counts[order[2]] == rounds + 1
+    assert all(counts[name] == rounds for name in order if name != order[2])
+    assert len(calls) - len(models) == len(order) * (rounds + 1) + 1  # + the cut-off sequence's first
     for _ in range(1000):
         if not process_alive(orphan):
             break

@@ -7,13 +7,26 @@ from pathlib import Path
 
 import pytest
 
+from predictors.calibration import Calibration
 from predictors.cli import main
 from predictors.complexity import MacsPredictor
 from predictors.latency import LatencyPredictor
 from predictors.subnets import SubnetFileError, parse_subnets, read_subnets
+from predictors.table_io import Table, read_table, write_table
 
 NOTE10 = str(Path(__file__).resolve().parents[1] / "tables" / "note10_w1.2_tflite.csv")
 FAST = ["--population", "20", "--generations", "10"]
+CALIBRATION = Calibration(a=1.5, b=0.2, n=5, rms_pct_before=20.0, rms_pct_after=2.0, loo_rms_pct=3.0,
+                          residual_lo=-0.04, residual_hi=0.06)
+
+
+@pytest.fixture
+def calibrated(tmp_path) -> str:
+    """The Note10 table with measured = 1.5 · sum + 0.2 in its sidecar."""
+    table = read_table(NOTE10)
+    path = tmp_path / "note10_cal.csv"
+    write_table(path, Table(table.rows, {**table.meta, "calibration": CALIBRATION.to_dict()}))
+    return str(path)
 
 
 def test_json_result_is_a_subnet_file(capsys, tmp_path):
@@ -30,6 +43,64 @@ def test_json_result_is_a_subnet_file(capsys, tmp_path):
     assert LatencyPredictor(NOTE10).predict([arch])[0] == entry["latency_ms"]["note10_w1.2_tflite"]
     assert read_subnets(out) == [arch]
     assert "ofa-search: done" in captured.err and "done" not in captured.out
+    assert document["latency_model"]["note10_w1.2_tflite"]["calibrated"] is False
+    assert "raw table sums" in captured.err
+
+
+def test_calibrated_by_default(capsys, calibrated, tmp_path):
+    """A table with a calibration: limits hold for 1.5 · sum + 0.2; raw sum and interval are reported beside it."""
+    out = tmp_path / "found.json"
+    assert main(["--table", calibrated, "--latency-ms", "25", "--json", "--out", str(out), *FAST]) == 0
+    captured = capsys.readouterr()
+    document = json.loads(captured.out)
+    assert document["latency_model"]["note10_cal"]["calibrated"] is True
+    assert Calibration.from_dict(document["latency_model"]["note10_cal"]["calibration"]) == CALIBRATION
+    assert CALIBRATION.describe() in captured.err
+    (entry,) = document["subnets"]
+    (arch,) = read_subnets(out)
+    raw = LatencyPredictor(NOTE10).predict([arch])[0]
+    predicted = 1.5 * raw + 0.2
+    assert entry["latency_raw_ms"]["note10_cal"] == raw
+    assert entry["latency_ms"]["note10_cal"] == predicted <= 25
+    assert entry["latency_low_ms"]["note10_cal"] == predicted * 0.96
+    assert entry["latency_high_ms"]["note10_cal"] == predicted * 1.06
+
+
+def test_raw_latency_changes_what_is_feasible(capsys, calibrated):
+    """12 ms lies between the raw minimum (9.89) and the calibrated one: met raw, refused calibrated."""
+    raw_minimum, r = LatencyPredictor(NOTE10).minimum()
+    assert raw_minimum < 12 < 1.5 * raw_minimum + 0.2
+    assert main(["--table", calibrated, "--latency-ms", "12", *FAST]) == 1
+    assert f"smallest latency_ms[note10_cal] any arch reaches is {1.5 * raw_minimum + 0.2:g} (at r={r})" in (
+        capsys.readouterr().err
+    )
+    assert main(["--table", calibrated, "--latency-ms", "12", "--raw-latency", "--json", *FAST]) == 0
+    captured = capsys.readouterr()
+    document = json.loads(captured.out)
+    (entry,) = document["subnets"]
+    assert document["latency_model"]["note10_cal"] == {
+        "calibrated": False,
+        "calibration": None,
+        "description": "raw table sums (the table's calibration is not applied)",
+    }
+    ms = entry["latency_ms"]["note10_cal"]
+    assert ms <= 12 and ms == entry["latency_raw_ms"]["note10_cal"] == entry["latency_low_ms"]["note10_cal"]
+    assert "not applied" in captured.err
+
+
+def test_each_table_keeps_its_own_latency_model(capsys, calibrated):
+    """A calibrated and a raw table searched together: each limit holds for its own table's latency."""
+    argv = ["--table", calibrated, "--table", NOTE10, "--latency-ms", "22", "--latency-ms", "16", "--json", *FAST]
+    assert main(argv) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert {name: model["calibrated"] for name, model in document["latency_model"].items()} == {
+        "note10_cal": True,
+        "note10_w1.2_tflite": False,
+    }
+    (entry,) = document["subnets"]
+    raw = entry["latency_raw_ms"]
+    assert raw["note10_cal"] == raw["note10_w1.2_tflite"] == entry["latency_ms"]["note10_w1.2_tflite"] <= 16
+    assert entry["latency_ms"]["note10_cal"] == 1.5 * raw["note10_cal"] + 0.2 <= 22
 
 
 def test_budget_sweep_and_macs(capsys):

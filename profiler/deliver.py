@@ -1,0 +1,82 @@
+"""``ofa-profile --device X --search --latency-ms 8,10,12``: the table, then the closed loop, then its report.
+
+The report has one line per budget: the delivered subnet, its predicted accuracy, predicted latency (with the
+calibration's interval) and measured latency, the rounds it took and whether it met its budget, as CSV, as a
+subnet document (JSON, which ``ofa-profile --subnets`` reads back) and as a plot.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from predictors.accuracy import AccuracyPredictor
+from predictors.latency import LatencyPredictor
+from predictors.subnets import SUBNETS_SCHEMA_VERSION, write_subnets
+from predictors.table_io import atomic_write, read_table
+from profiler.closed_loop import Delivery, closed_loop
+from profiler.devices import DeviceProfile
+from profiler.plots import plot_delivered
+from profiler.protocol import Protocol
+from profiler.remeasure import store_calibration, table_anchor
+from profiler.transports.base import Transport
+from profiler.whole_subnets import measure_subnets
+from supernet import Arch, ArchSpace
+
+__all__ = ["deliver", "write_report"]
+
+log = logging.getLogger(__name__)
+
+
+def deliver(
+    profile: DeviceProfile,
+    transport: Transport,
+    table_path: Path,
+    budgets: Sequence[float],
+    accuracy: AccuracyPredictor,
+    protocol: Protocol,
+    cache_dir: Path,
+    *,
+    max_rounds: int = 3,
+    generations: int = 500,
+    seed: int = 0,
+    raw_latency: bool = False,
+) -> tuple[list[Delivery], LatencyPredictor]:
+    """Run the closed loop on the device for ``budgets``; store the refitted calibration in the table's sidecar."""
+    table = read_table(table_path)
+    predictor = LatencyPredictor(table, calibrated=not raw_latency)
+    log.info("latency model: %s", predictor.describe())
+    space = ArchSpace(resolutions=tuple(predictor.supported_resolutions()))
+    rounds = iter(range(1, 1000))
+
+    def measure(archs: Sequence[Arch]) -> list[float]:
+        measured = measure_subnets(profile, transport, archs, width_mult=predictor.width_mult,
+                                   n_classes=predictor.n_classes, anchor_ms=table_anchor(table), protocol=protocol,
+                                   cache_dir=cache_dir, scratch=table_path.parent,
+                                   work_name=f"{table_path.stem}.loop{next(rounds)}")
+        return [m["measured_ms"] for m in measured]
+
+    deliveries, calibration = closed_loop(predictor, accuracy, space, budgets, measure, max_rounds=max_rounds,
+                                          generations=generations, seed=seed)
+    if calibration is not None and not raw_latency:
+        store_calibration(table_path, calibration)
+    return deliveries, predictor
+
+
+def write_report(deliveries: Sequence[Delivery], predictor: LatencyPredictor, stem: Path, title: str) -> list[Path]:
+    """``stem``.csv, .json and .png."""
+    frame = pd.DataFrame([d.to_dict() for d in deliveries])
+    csv, document, png = stem.with_suffix(".csv"), stem.with_suffix(".json"), stem.with_suffix(".png")
+    atomic_write(csv, frame.to_csv(index=False))
+    write_subnets(document, {
+        "schema_version": SUBNETS_SCHEMA_VERSION,
+        "kind": "ofa-profile closed loop",
+        "latency_model": predictor.describe(),
+        "subnets": [{**d.to_dict(), "arch": json.loads(d.arch)} for d in deliveries],
+    })
+    plot_delivered(frame, png, title)
+    return [csv, document, png]

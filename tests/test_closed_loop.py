@@ -1,0 +1,87 @@
+"""The closed loop: found subnets measure under their budget, or the budget is reported as unmeetable."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from predictors.accuracy import AccuracyPredictor
+from predictors.latency import LatencyPredictor
+from predictors.table_io import Row, Table
+from profiler.cli import main
+from profiler.closed_loop import closed_loop
+from supernet import ArchSpace
+from supernet.units import all_units
+
+
+@pytest.fixture(scope="module")
+def table() -> Table:
+    """A w1.2 table at r=160 whose rows grow with the unit's MACs-ish size (deterministic, no device)."""
+    rows = []
+    for unit in all_units(1.2, [160]):
+        size = unit.in_size * unit.in_size * max(unit.mid_chs, unit.in_chs) * unit.kernel_size
+        value = 0.01 + size / 2e7
+        rows.append(Row(key=unit.key, median_ms=value, mean_ms=value, count=10))
+    return Table(tuple(rows), {"width_mult": 1.2, "resolutions": [160], "n_classes": 1000})
+
+
+def test_a_device_slower_than_the_table_is_met_within_three_rounds(table: Table):
+    """A device 15% slower than the raw sums, plus 0.2 ms: round one overshoots, later rounds refit and meet."""
+    predictor = LatencyPredictor(table, calibrated=False)
+    raw = LatencyPredictor(table, calibrated=False)
+    calls = []
+
+    def device(archs):
+        calls.append(len(archs))
+        return list(1.15 * raw.predict(archs) + 0.2)
+
+    space = ArchSpace(resolutions=(160,))
+    fastest, _ = predictor.minimum()
+    budgets = [(1.15 * fastest + 0.2) * factor for factor in (1.3, 1.8, 2.5)]
+    deliveries, calibration = closed_loop(predictor, AccuracyPredictor.default(), space, budgets, device,
+                                          generations=30)
+    assert all(d.met and d.measured_ms <= d.budget_ms for d in deliveries)
+    assert all(d.rounds >= 2 for d in deliveries), "the raw table under-predicts: round one must overshoot"
+    assert np.mean([d.rounds for d in deliveries]) <= 3
+    assert calibration is not None and calibration.n == sum(calls)  # every measurement once
+    assert calibration.a == pytest.approx(1.15, rel=1e-6)
+    assert calibration.b == pytest.approx(0.2, abs=1e-6)
+    assert all(d.open_loop_measured_ms > d.budget_ms for d in deliveries)
+    assert all(d.accuracy <= d.open_loop_accuracy + 1e-9 for d in deliveries)
+
+
+def test_an_unmeetable_budget_reports_the_fastest_subnet(table: Table):
+    predictor = LatencyPredictor(table, calibrated=False)
+    fastest, _ = predictor.minimum()
+
+    def device(archs):
+        return list(0.98 * predictor.predict(archs))
+
+    deliveries, _ = closed_loop(predictor, AccuracyPredictor.default(), ArchSpace(resolutions=(160,)),
+                                [fastest * 0.5, fastest * 2], device, generations=20)
+    impossible, fine = deliveries
+    assert not impossible.met and "cannot be met" in impossible.note
+    assert impossible.measured_ms == pytest.approx(0.98 * fastest, rel=0.02)
+    assert fine.met and fine.rounds == 1
+
+
+@pytest.mark.slow
+def test_search_command_end_to_end_with_an_unmeetable_budget(tmp_path):
+    """`ofa-profile --device local --search --latency-ms ...` builds the table, delivers and reports."""
+    common = ["--device", "local", "--width", "1.2", "--resolutions", "160", "--out", str(tmp_path), "--cache",
+              str(tmp_path / "cache"), "--min-time", "0.02", "--retries", "0", "--block-ms", "2", "--quiet"]
+    assert main(common) == 0
+    fastest, _ = LatencyPredictor(tmp_path / "local_w1.2_onnxruntime_cpu.csv").minimum()
+    budgets = [round(fastest * 0.3, 3), round(fastest * 1.5, 3)]
+    assert main([*common, "--search", "--latency-ms", ",".join(map(str, budgets)), "--generations", "20"]) == 0
+    report = pd.read_csv(tmp_path / "local_delivered.csv")
+    assert list(report["budget_ms"]) == budgets
+    impossible, possible = report.itertuples()
+    assert not impossible.met and "cannot be met" in impossible.note
+    assert possible.met and possible.measured_ms <= possible.budget_ms and possible.rounds <= 3
+    document = json.loads((tmp_path / "local_delivered.json").read_text())
+    assert [s["budget_ms"] for s in document["subnets"]] == budgets and "ks" in document["subnets"][1]["arch"]
+    assert (tmp_path / "local_delivered.png").stat().st_size > 0
