@@ -62,7 +62,7 @@ _DEFAULTS = {
     "min_sample_ms": 0.0,
     "reference": None,
     "block_ms": 25.0,
-    "profile_runs": 20,
+    "profile_runs": 80,
 }
 
 
@@ -400,7 +400,9 @@ def measure_interleaved(
     """Model samples, reference samples and one ratio per model sample, timed in alternating blocks.
 
     Blocks go reference, model, reference, ..., reference, so each model block is bracketed; its ratios divide
-    by the mean of the two bracketing reference medians. ``min_time_s`` counts the model's time only.
+    by the mean of the two bracketing reference medians. ``min_time_s`` counts the model's time only. (Reference
+    blocks a quarter as long saved 7% of a full table's time here, but rows of two runs then agreed within 5% less
+    often, 93% against 97%, so both get the same length.)
     """
     reference_blocks = [reference.block(block_ms)]
     samples, ratios, reference_samples = [], [], list(reference_blocks[0])  # type: List[float], List[float], List[float]

@@ -105,6 +105,11 @@ def test_over_ssh_the_table_has_the_local_keys(
     sidecar = json.loads(table.with_suffix(".json").read_text())
     assert sidecar["device"]["transport"] == "ssh" and sidecar["environment"]["cpus"]
     assert not (device / table.stem).exists()
+    # The drift-proof path over SSH: covering subnets, each timed against the reference, split by node profiles.
+    assert sidecar["rows"] == "in_network" and sidecar["reference"]["anchor"]["anchor_ms"] > 0
+    journal = [json.loads(line) for line in table.with_name(table.stem + ".samples.jsonl").open()]
+    items = [r for r in journal if r["type"] == "row"]
+    assert items and all(len(r["ratio_samples"]) == len(r["samples_ms"]) and r["node_times_us"] for r in items)
 
 
 @pytest.mark.slow
