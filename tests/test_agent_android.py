@@ -50,6 +50,23 @@ def _until(condition: Callable[[], bool], what: str, attempts: int = 1000) -> No
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _reboot_while_m1_runs(adb, models, options, fake_benchmark_model, remote_dir: Path) -> None:
+    """Run the agent and SIGKILL its process group (a phone reboot) while m1.tflite is held mid-run."""
+    fake_benchmark_model.hold("m1.tflite")
+
+    def reboot() -> None:
+        _until(lambda: "m1.tflite" in dict(fake_benchmark_model.calls()), "m1 to start", attempts=3000)
+        os.killpg(int((remote_dir / "agent.pid").read_text()), signal.SIGKILL)  # setsid made it a group leader
+
+    phone = threading.Thread(target=reboot)
+    phone.start()
+    try:
+        with pytest.raises(AgentFailed, match="stopped before finishing"):
+            run_android_agent(adb, models, **options)
+    finally:
+        phone.join()
+
+
 @pytest.mark.parametrize(
     ("max_khz", "affinity", "mask"),
     [
@@ -241,19 +258,7 @@ def test_agent_killed_mid_run_then_rerun_measures_only_the_rest(
         "benchmark_model": str(fake_benchmark_model.path),
         "poll_interval": 0.05,
     }
-    fake_benchmark_model.hold("m1.tflite")
-
-    def reboot() -> None:
-        _until(lambda: "m1.tflite" in dict(fake_benchmark_model.calls()), "m1 to start", attempts=3000)
-        os.killpg(int((remote_dir / "agent.pid").read_text()), signal.SIGKILL)  # setsid made it a group leader
-
-    phone = threading.Thread(target=reboot)
-    phone.start()
-    try:
-        with pytest.raises(AgentFailed, match="stopped before finishing"):
-            run_android_agent(adb, models, **options)
-    finally:
-        phone.join()
+    _reboot_while_m1_runs(adb, models, options, fake_benchmark_model, remote_dir)
     fake_benchmark_model.release("m1.tflite")
     run = run_android_agent(adb, models, **options)
     assert set(run.results) == {"m0", "m1", "m2"}
@@ -407,19 +412,7 @@ def test_killed_mid_sequence_then_rerun_times_that_model_again_whole(
         "rounds": 3,
         "poll_interval": 0.05,
     }
-    fake_benchmark_model.hold("m1.tflite")  # m1's first model invocation, after the reference's first
-
-    def reboot() -> None:
-        _until(lambda: "m1.tflite" in dict(fake_benchmark_model.calls()), "m1 to start", attempts=3000)
-        os.killpg(int((remote_dir / "agent.pid").read_text()), signal.SIGKILL)
-
-    phone = threading.Thread(target=reboot)
-    phone.start()
-    try:
-        with pytest.raises(AgentFailed, match="stopped before finishing"):
-            run_android_agent(adb, models, **options)
-    finally:
-        phone.join()
+    _reboot_while_m1_runs(adb, models, options, fake_benchmark_model, remote_dir)  # m1's first model invocation
     assert set(parse_agent_output((remote_dir / "results.txt").read_text()).results) == {"m0"}
     fake_benchmark_model.release("m1.tflite")
     run = run_android_agent(adb, models, **options)
