@@ -2,7 +2,7 @@
 
 Both use the Note10 tables and the released accuracy predictor, at 15, 20, 25 and 30 ms over 5 seeds, with OFA's
 settings (population 100, 500 generations). Prints one JSON line per budget, then one for a 20-budget sweep.
-Reads the reference's files from ../shared (a benchmark, not something users run).
+Reads the released files from the project's own copies in tests/data/ofa-release/.
 
     .venv/bin/python benchmarks/search_vs_reference.py [--seeds 5] [--budgets 15,20,25,30]
 """
@@ -31,7 +31,7 @@ from predictors.search import Constraint, evolution_search, pareto_sweep  # noqa
 from supernet import ArchSpace  # noqa: E402
 from tests.ofa_oracle import reference_utils  # noqa: E402
 
-RELEASE = ROOT.parent / "shared" / "ofa-release"
+RELEASE = ROOT / "tests" / "data" / "ofa-release"
 RESOLUTIONS = (160, 176, 192, 208, 224)
 
 

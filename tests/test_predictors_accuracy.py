@@ -14,7 +14,7 @@ from predictors.archs import sample_batch
 from supernet import ArchSpace
 from tests.ofa_oracle import reference_utils
 
-RELEASED = Path(__file__).resolve().parents[2] / "shared" / "ofa-release" / "acc_predictor.pth"
+RELEASED = Path(__file__).resolve().parent / "data" / "ofa-release" / "acc_predictor.pth"
 W12 = ArchSpace.for_width(1.2)
 
 

@@ -18,7 +18,7 @@ from supernet.units import units_of
 from tests.ofa_oracle import reference_utils
 
 ROOT = Path(__file__).resolve().parents[1]
-RELEASE = ROOT.parent / "shared" / "ofa-release" / "note10"
+RELEASE = Path(__file__).resolve().parent / "data" / "ofa-release" / "note10"
 NOTE10 = ROOT / "tables" / "note10_w1.2_tflite.csv"
 MEASURED = (160, 176, 192, 208, 224)
 NOTE10_SPACE = ArchSpace(resolutions=MEASURED)

@@ -21,7 +21,7 @@ from predictors.table_io import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-RELEASE = ROOT.parent / "shared" / "ofa-release" / "note10"
+RELEASE = Path(__file__).resolve().parent / "data" / "ofa-release" / "note10"
 NOTE10 = ROOT / "tables" / "note10_w1.2_tflite.csv"
 RESOLUTIONS = (160, 176, 192, 208, 224)
 BLOCK_KEY = "expanded_conv-input:28x28x48-output:14x14x96-expand:192-kernel:5-stride:2-idskip:0-se:0-hs:1"

@@ -12,7 +12,7 @@ import yaml
 from supernet import Arch, ArchError, ArchSpace, OFAMobileNetV3
 from supernet.units import GlobalAvgPool, Unit, UnitError, all_units, units_from_subnet, units_of
 
-RELEASE = Path(__file__).resolve().parents[2] / "shared" / "ofa-release" / "note10"
+RELEASE = Path(__file__).resolve().parent / "data" / "ofa-release" / "note10"
 RELEASED_RESOLUTIONS = (160, 176, 192, 208, 224)
 
 
