@@ -22,7 +22,7 @@ from profiler.devices import resolve_device
 from profiler.journal import Journal
 from profiler.protocol import Protocol
 from profiler.rows import STRATEGIES, strategy_for
-from profiler.run_state import journal_path
+from profiler.run_state import journal_path, load_state
 from supernet.arch import ArchSpace
 
 
@@ -52,11 +52,9 @@ def main() -> None:
         raise SystemExit(f"ofa-profile failed with exit code {code}")
 
     table = args.out / f"local_w{width}_onnxruntime_cpu.csv"
-    records = list(Journal(journal_path(table)).records())
-    kept: dict[str, dict] = {}
-    for record in records:
-        if record["type"] == "row" and (record["key"] not in kept or record["cv"] < kept[record["key"]]["cv"]):
-            kept[record["key"]] = record
+    journal = Journal(journal_path(table))
+    records = list(journal.records())
+    kept = load_state(journal).kept
     robust = np.array([r["cv"] for r in kept.values()])
     print(json.dumps({
         "table": str(table),

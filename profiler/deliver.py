@@ -7,6 +7,7 @@ subnet document (JSON, which ``ofa-profile --subnets`` reads back) and as a plot
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from collections.abc import Sequence
@@ -51,7 +52,7 @@ def deliver(
     predictor = LatencyPredictor(table, calibrated=not raw_latency)
     log.info("latency model: %s", predictor.describe())
     space = ArchSpace(resolutions=tuple(predictor.supported_resolutions()))
-    rounds = iter(range(1, 1000))
+    rounds = itertools.count(1)
 
     def measure(archs: Sequence[Arch]) -> list[float]:
         measured = measure_subnets(profile, transport, archs, width_mult=predictor.width_mult,

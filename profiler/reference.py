@@ -18,13 +18,13 @@ from profiler.devices import DeviceProfile
 from supernet.export import export_unit
 from supernet.units import Unit
 
-__all__ = ["REFERENCE_NAME", "REFERENCE_SEED", "REFERENCE_UNIT", "reference_model", "stats_ms"]
+__all__ = ["REFERENCE_NAME", "REFERENCE_SEED", "REFERENCE_UNIT", "STATS", "reference_model", "stats_ms"]
 
 # A mid-sized block of w1.0 tables (r=224); its own export seed keeps its file apart from that row's.
 REFERENCE_UNIT = Unit.block(28, 40, 40, 160, 5, 1, idskip=True, se=True, hs=False)
 REFERENCE_NAME = "reference"
 REFERENCE_SEED = 1
-_STATS = ("median", "mean", "std", "p10", "p90")
+STATS = ("median", "mean", "std", "p10", "p90")
 
 
 def reference_model(profile: DeviceProfile, cache_dir: Path) -> dict[str, Any]:
@@ -53,7 +53,7 @@ def stats_ms(result: Mapping[str, Any], anchor_ms: float | None) -> dict[str, fl
     """
     ratio = result.get("ratio")
     if ratio and anchor_ms:
-        stats = {name: (ratio[name] * anchor_ms if ratio.get(name) is not None else None) for name in _STATS}
+        stats = {name: (ratio[name] * anchor_ms if ratio.get(name) is not None else None) for name in STATS}
     else:
-        stats = {name: result["summary"].get(name) for name in _STATS}
+        stats = {name: result["summary"].get(name) for name in STATS}
     return {**stats, "count": result["summary"]["count"]}

@@ -27,9 +27,10 @@ import numpy as np
 from predictors.table_io import Row
 from profiler.attribution import unit_shares
 from profiler.devices import DeviceProfile
-from profiler.reference import stats_ms
+from profiler.reference import STATS, stats_ms
+from profiler.whole_subnets import subnet_model
 from supernet.arch import DEPTHS, EXPAND_RATIOS, KERNEL_SIZES, N_BLOCKS, N_STAGES, Arch
-from supernet.export import export_subnet, export_units
+from supernet.export import export_units
 from supernet.units import Unit, all_units, units_of
 
 __all__ = [
@@ -45,7 +46,6 @@ __all__ = [
 ]
 
 _CHOICES = [(k, e) for k in KERNEL_SIZES for e in EXPAND_RATIOS]
-_STATS = ("median", "mean", "std", "p10", "p90")
 
 
 class StrategyError(ValueError):
@@ -177,11 +177,8 @@ class InNetworkRows:
                 f"in-network rows need ONNX Runtime's node profiler; this device's models are {model_format}: "
                 f"use --rows isolated (and --calibrate)"
             )
-        return [
-            {"name": item.name, "inputs": [[batch, 3, item.arch.r, item.arch.r]], "profile_nodes": True,
-             "path": str(export_subnet(item.arch, self.width_mult, self.n_classes, model_format, cache_dir, batch))}
-            for item in items
-        ]
+        return [{**subnet_model(item.name, item.arch, self.width_mult, self.n_classes, model_format, cache_dir, batch),
+                 "profile_nodes": True} for item in items]
 
     def journal_fields(self, item_name: str, result: Mapping[str, Any]) -> dict[str, Any]:
         return {"arch": self.covering_archs[item_name].to_json(), "node_times_us": result.get("node_times_us")}
@@ -269,6 +266,6 @@ def merge_shards(shards: Sequence[Sequence[Row]]) -> tuple[Row, ...]:
         extra = {"networks": str(int(weights.sum()))}
         if all("ratio" in row.extra for row in parts):
             extra["ratio"] = f"{mean([float(row.extra['ratio']) for row in parts]):.6g}"
-        stats = {name: mean([getattr(row, f"{name}_ms") for row in parts]) for name in _STATS}
+        stats = {name: mean([getattr(row, f"{name}_ms") for row in parts]) for name in STATS}
         merged.append(_row(key, stats, int(weights.sum()), extra))
     return tuple(merged)

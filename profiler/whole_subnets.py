@@ -20,11 +20,18 @@ from profiler.transports.base import Transport
 from supernet import Arch
 from supernet.export import export_subnet
 
-__all__ = ["SubnetMeasurementError", "measure_subnets"]
+__all__ = ["SubnetMeasurementError", "measure_subnets", "subnet_model"]
 
 
 class SubnetMeasurementError(RuntimeError):
     """A subnet the device could not time; the message names it and what the agent said."""
+
+
+def subnet_model(name: str, arch: Arch, width_mult: float, n_classes: int, model_format: str, cache_dir: Path,
+                 batch: int) -> dict[str, Any]:
+    """A whole subnet as a model mapping for the agents: its name, exported file and input shape."""
+    path = export_subnet(arch, width_mult, n_classes, model_format, cache_dir, batch)
+    return {"name": name, "path": str(path), "inputs": [[batch, 3, arch.r, arch.r]]}
 
 
 def measure_subnets(
@@ -41,11 +48,8 @@ def measure_subnets(
     work_name: str = "subnets",
 ) -> list[dict[str, Any]]:
     """One dict per arch: ``measured_ms`` (at the anchor), p10/p90, ``absolute_ms``, ``ratio``, ``reference_ms``."""
-    models = [
-        {"name": f"subnet-{i}", "inputs": [[profile.batch, 3, arch.r, arch.r]],
-         "path": str(export_subnet(arch, width_mult, n_classes, profile.model_format, cache_dir, profile.batch))}
-        for i, arch in enumerate(archs)
-    ]
+    models = [subnet_model(f"subnet-{i}", arch, width_mult, n_classes, profile.model_format, cache_dir, profile.batch)
+              for i, arch in enumerate(archs)]
     remote = transport.join(profile.remote_dir or "/tmp/ofa-profile", work_name)
     if profile.transport == "local":
         remote = str(scratch / f".{work_name}.work")
