@@ -68,7 +68,7 @@ def run_python_agent(
     Args:
         transport: How to reach the device.
         models: One mapping per model: ``name``, local ``path``, and optionally ``inputs``, ``runtime``,
-            ``provider``.
+            ``provider``, ``dim_overrides`` (ONNX symbolic input dimensions to fix, by name).
         remote_dir: Working folder on the device; created if missing, removed after a complete run.
         results: Local path the device's results file is pulled to.
         timeout: Seconds the agent may run in all.
@@ -79,7 +79,8 @@ def run_python_agent(
             alternating blocks; records then carry the reference's samples and per-sample ratios.
 
     Raises:
-        ValueError: Unknown settings, or two models with the same file name.
+        ValueError: Unknown settings, or two different files with the same name (models may share a file,
+            which is pushed once).
         TransportError: The device failed; its files stay, and calling again continues the run.
     """
     settings = dict(settings or {})
@@ -89,7 +90,7 @@ def run_python_agent(
     entries, files = [], {}
     for model in [*models, *([reference] if reference else [])]:
         local = Path(model["path"])
-        if local.name in files:
+        if files.get(local.name, local) != local:
             raise ValueError(f"two models share the file name {local.name!r}; rename one")
         files[local.name] = local
         entries.append({**model, "path": local.name})

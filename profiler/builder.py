@@ -156,7 +156,8 @@ class TableRun:
         """
         batch_id = "b" + uuid.uuid4().hex[:12]
         remote = self.transport.join(self.remote_dir, batch_id)
-        models = self.strategy.models(batch, self.profile.model_format, self.cache_dir, self.profile.batch)
+        models = self.strategy.models(batch, self.profile.model_format, self.cache_dir, self.profile.batch,
+                                      self.state.kept)
         run = measure_models(self.profile, self.transport, models, self.protocol, remote, self.table.parent,
                              cleanup=False, reference=reference_model(self.profile, self.cache_dir))
         try:
@@ -183,7 +184,7 @@ class TableRun:
         if result.get("reference"):
             record.update(reference_ms=reference_ms(result), reference_samples_ms=result["reference"]["samples_ms"],
                           ratio=result["ratio"], ratio_samples=result["ratio_samples"])
-        return {**record, **self.strategy.journal_fields(name, result)}
+        return {**record, **self.strategy.journal_fields(name, result, self.state.kept.get(name))}
 
     def _ingest(self, run: AgentRun, batch_id: str, drift_seen: bool = False) -> None:
         """Journal a batch's items (one fsynced write), then remove its folder from the device."""

@@ -70,9 +70,14 @@ class RowStrategy(Protocol):
 
     def planned_keys(self) -> set[str]: ...
 
-    def models(self, items: Sequence[Item], model_format: str, cache_dir: Path, batch: int) -> list[dict]: ...
+    def models(self, items: Sequence[Item], model_format: str, cache_dir: Path, batch: int,
+               earlier: Mapping[str, Mapping[str, Any]]) -> list[dict]:
+        """The agent's model mappings for ``items``; ``earlier`` holds the journaled record of items measured
+        before (a re-measure of a wide item)."""
 
-    def journal_fields(self, item_name: str, result: Mapping[str, Any]) -> dict[str, Any]: ...
+    def journal_fields(self, item_name: str, result: Mapping[str, Any],
+                       earlier: Mapping[str, Any] | None) -> dict[str, Any]:
+        """What the journal keeps beside the samples; ``earlier`` is the item's kept record, if any."""
 
     def rows(self, kept: Mapping[str, Mapping[str, Any]], anchor_ms: float | None) -> list[Row]: ...
 
@@ -99,12 +104,14 @@ class IsolatedRows:
     def planned_keys(self) -> set[str]:
         return {u.key for u in self.units}
 
-    def models(self, items: Sequence[Item], model_format: str, cache_dir: Path, batch: int) -> list[dict]:
+    def models(self, items: Sequence[Item], model_format: str, cache_dir: Path, batch: int,
+               earlier: Mapping[str, Mapping[str, Any]]) -> list[dict]:
         paths = export_units([item.unit for item in items], model_format, cache_dir)
         return [{"name": item.name, "path": str(path), "inputs": [[batch, *item.unit.input_shape[1:]]]}
                 for item, path in zip(items, paths, strict=True)]
 
-    def journal_fields(self, item_name: str, result: Mapping[str, Any]) -> dict[str, Any]:
+    def journal_fields(self, item_name: str, result: Mapping[str, Any],
+                       earlier: Mapping[str, Any] | None) -> dict[str, Any]:
         return {}
 
     def rows(self, kept: Mapping[str, Mapping[str, Any]], anchor_ms: float | None) -> list[Row]:
@@ -150,18 +157,20 @@ class InNetworkRows:
 
     @cached_property
     def covering_archs(self) -> dict[str, Arch]:
-        """``9·repeats`` depth-4 subnets per resolution; block p of subnet j takes choice ``perm_p[j]``."""
-        archs = {}
-        for r in self.resolutions:
-            for repeat in range(self.repeats):
-                rng = random.Random(f"{self.seed}-{r}-{repeat}")
-                perms = [rng.sample(range(len(_CHOICES)), len(_CHOICES)) for _ in range(N_BLOCKS)]
-                for j in range(len(_CHOICES)):
-                    choices = [_CHOICES[perm[j]] for perm in perms]
-                    arch = Arch(tuple(k for k, _ in choices), tuple(e for _, e in choices), (max(DEPTHS),) * N_STAGES,
-                                r)
-                    archs[f"net-r{r}-{repeat * len(_CHOICES) + j:02d}"] = arch
-        return archs
+        """``9·repeats`` depth-4 subnets per resolution; block p of subnet j takes choice ``perm_p[j]``.
+
+        Every resolution has the same subnets, so each is exported once (see ``export_subnet``).
+        """
+        shapes = []
+        for repeat in range(self.repeats):
+            rng = random.Random(f"{self.seed}-{repeat}")
+            perms = [rng.sample(range(len(_CHOICES)), len(_CHOICES)) for _ in range(N_BLOCKS)]
+            for j in range(len(_CHOICES)):
+                choices = [_CHOICES[perm[j]] for perm in perms]
+                shapes.append((tuple(k for k, _ in choices), tuple(e for _, e in choices)))
+        depths = (max(DEPTHS),) * N_STAGES
+        return {f"net-r{r}-{i:02d}": Arch(ks, e, depths, r) for r in self.resolutions
+                for i, (ks, e) in enumerate(shapes)}
 
     def items(self) -> list[Item]:
         archs = self.covering_archs
@@ -171,17 +180,21 @@ class InNetworkRows:
     def planned_keys(self) -> set[str]:
         return {u.key for u in all_units(self.width_mult, self.resolutions, self.n_classes)}
 
-    def models(self, items: Sequence[Item], model_format: str, cache_dir: Path, batch: int) -> list[dict]:
+    def models(self, items: Sequence[Item], model_format: str, cache_dir: Path, batch: int,
+               earlier: Mapping[str, Mapping[str, Any]]) -> list[dict]:
+        """Each subnet is profiled once: a re-measure (its ratio was too wide) keeps the first node profile."""
         if model_format != "onnx":
             raise StrategyError(
                 f"in-network rows need ONNX Runtime's node profiler; this device's models are {model_format}: "
                 f"use --rows isolated (and --calibrate)"
             )
         return [{**subnet_model(item.name, item.arch, self.width_mult, self.n_classes, model_format, cache_dir, batch),
-                 "profile_nodes": True} for item in items]
+                 "profile_nodes": not (earlier.get(item.name) or {}).get("node_times_us")} for item in items]
 
-    def journal_fields(self, item_name: str, result: Mapping[str, Any]) -> dict[str, Any]:
-        return {"arch": self.covering_archs[item_name].to_json(), "node_times_us": result.get("node_times_us")}
+    def journal_fields(self, item_name: str, result: Mapping[str, Any],
+                       earlier: Mapping[str, Any] | None) -> dict[str, Any]:
+        node_times = result.get("node_times_us") or (earlier or {}).get("node_times_us")
+        return {"arch": self.covering_archs[item_name].to_json(), "node_times_us": node_times}
 
     def rows(self, kept: Mapping[str, Mapping[str, Any]], anchor_ms: float | None) -> list[Row]:
         contributions: dict[str, list[dict[str, float]]] = defaultdict(list)

@@ -16,7 +16,7 @@ from profiler.run_state import RunState
 
 __all__ = ["AGENT_VERSION", "now", "table_meta"]
 
-AGENT_VERSION = "2"
+AGENT_VERSION = "3"
 
 
 def now() -> str:

@@ -18,7 +18,7 @@ from profiler.protocol import Protocol
 from profiler.reference import reference_model, reference_ms, stats_ms
 from profiler.transports.base import Transport
 from supernet import Arch
-from supernet.export import export_subnet
+from supernet.export import ONNX_FREE_DIMS, export_subnet
 
 __all__ = ["SubnetMeasurementError", "measure_subnets", "subnet_model"]
 
@@ -29,9 +29,15 @@ class SubnetMeasurementError(RuntimeError):
 
 def subnet_model(name: str, arch: Arch, width_mult: float, n_classes: int, model_format: str, cache_dir: Path,
                  batch: int) -> dict[str, Any]:
-    """A whole subnet as a model mapping for the agents: its name, exported file and input shape."""
+    """A whole subnet as a model mapping for the agents: its name, exported file and input shape.
+
+    An ONNX subnet's file serves every resolution; ``dim_overrides`` tells the agent which one to fix.
+    """
     path = export_subnet(arch, width_mult, n_classes, model_format, cache_dir, batch)
-    return {"name": name, "path": str(path), "inputs": [[batch, 3, arch.r, arch.r]]}
+    model = {"name": name, "path": str(path), "inputs": [[batch, 3, arch.r, arch.r]]}
+    if model_format == "onnx":
+        model["dim_overrides"] = dict.fromkeys(ONNX_FREE_DIMS, arch.r)
+    return model
 
 
 def measure_subnets(

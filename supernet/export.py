@@ -44,6 +44,7 @@ from .units import Unit
 
 __all__ = [
     "EXPORT_FORMAT",
+    "ONNX_FREE_DIMS",
     "ONNX_OPSET",
     "RUNTIMES",
     "ExportError",
@@ -61,6 +62,8 @@ __all__ = [
 RUNTIMES = ("onnx", "tflite")
 SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite"}
 ONNX_OPSET = 17
+# The symbolic input dimensions of an ONNX subnet exported for any resolution.
+ONNX_FREE_DIMS = ("height", "width")
 # Bump when the export recipe changes (names, layouts, options) so that cached files are not reused.
 EXPORT_FORMAT = 1
 _VERSIONED = {"onnx": ("torch", "onnx"), "tflite": ("torch", "litert-torch", "litert-converter")}
@@ -118,16 +121,21 @@ def _sample(input_shape: Sequence[int]) -> torch.Tensor:
 
 
 # --- ONNX ------------------------------------------------------------------------------------------------
-def onnx_bytes(module: nn.Module, input_shape: Sequence[int]) -> bytes:
-    """The module as an ONNX model (opset 17, NCHW input named ``input``, weights inside)."""
+def onnx_bytes(module: nn.Module, input_shape: Sequence[int], any_resolution: bool = False) -> bytes:
+    """The module as an ONNX model (opset 17, NCHW input named ``input``, weights inside).
+
+    With ``any_resolution`` the input's height and width are the symbolic dimensions ``height`` and ``width``,
+    which a runtime fixes when it loads the model (ONNX Runtime: ``add_free_dimension_override_by_name``).
+    """
     sample = _sample(input_shape)
     buffer = io.BytesIO()
+    dynamic_axes = {"input": dict(zip((2, 3), ONNX_FREE_DIMS, strict=True))} if any_resolution else None
     with _eval_mode(module), _one_thread(), warnings.catch_warnings():
         # NOTE: the TorchScript exporter is deprecated but 20-100x faster than dynamo here (SPEC §6).
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx\.")
         torch.onnx.export(module, (sample,), buffer, opset_version=ONNX_OPSET, dynamo=False,
-                          input_names=["input"], output_names=["output"])
+                          input_names=["input"], output_names=["output"], dynamic_axes=dynamic_axes)
     return buffer.getvalue()
 
 
@@ -268,15 +276,22 @@ def export_subnet(arch: Arch, width_mult: float, n_classes: int, runtime: str, c
     """A whole subnet of the seeded supernet as one model, cached by arch, width, classes, batch and recipe.
 
     ONNX node names keep the module paths (``/blocks.7/conv/...``), which is what attributing a runtime
-    profiler's node times to table rows relies on.
+    profiler's node times to table rows relies on. An ONNX subnet is one file for every resolution, with the
+    input's height and width left as :data:`ONNX_FREE_DIMS`: a table's 25 resolutions cost one export and one
+    file per subnet instead of 25. ONNX Runtime fixes them when it loads the model, and then runs as fast as
+    with a static export (within 1% here; a model left symbolic at run time is 1-2% slower).
     """
     _check_runtime(runtime)
-    recipe = {"arch": arch.canonical().to_json(), "width": width_mult, "classes": n_classes, "batch": batch,
-              "seed": SUPERNET_SEED, "runtime": runtime, "format": EXPORT_FORMAT,
-              "versions": _exporter_versions(runtime)}
+    resolution = "any" if runtime == "onnx" else arch.r
+    recipe = {"arch": json.dumps({**arch.canonical().to_dict(), "r": [resolution]}), "width": width_mult,
+              "classes": n_classes, "batch": batch, "seed": SUPERNET_SEED, "runtime": runtime,
+              "format": EXPORT_FORMAT, "versions": _exporter_versions(runtime)}
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:24]
     path = Path(cache_dir) / f"subnet-{digest}{SUFFIXES[runtime]}"
     if not path.exists():
         subnet = _seeded_supernet(float(width_mult), int(n_classes)).extract(arch)
-        _write_atomic(path, _to_bytes(subnet, runtime, (batch, 3, arch.r, arch.r)))
+        input_shape = (batch, 3, arch.r, arch.r)
+        data = (onnx_bytes(subnet, input_shape, any_resolution=True) if runtime == "onnx"
+                else _to_bytes(subnet, runtime, input_shape))
+        _write_atomic(path, data)
     return path

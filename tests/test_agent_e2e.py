@@ -94,3 +94,27 @@ def test_device_going_away_mid_run_then_rerun_continues(sshd: Sshd, models: dict
     assert "onnxruntime cannot load" in run.errors["broken"]["error"]
     assert [env["phase"] for env in run.environments] == ["start", "start", "end"]
     assert not remote_dir.exists()
+
+
+def test_models_sharing_one_file_at_two_resolutions(local_transport: Transport, tmp_path: Path):
+    """One ONNX file with symbolic height and width serves two models, fixed by dim_overrides; pushed once."""
+    from torch import nn
+
+    from supernet.export import ONNX_FREE_DIMS, onnx_bytes
+
+    shared = tmp_path / "host" / "any.onnx"
+    shared.parent.mkdir()
+    shared.write_bytes(onnx_bytes(nn.Conv2d(3, 8, 3, padding=1), (1, 3, 16, 16), any_resolution=True))
+    entries = [{"name": f"r{r}", "path": shared, "inputs": [[1, 3, r, r]],
+                "dim_overrides": dict.fromkeys(ONNX_FREE_DIMS, r)} for r in (16, 64)]
+    options = {"remote_dir": str(tmp_path / "device"), "results": tmp_path / "results.jsonl", "timeout": 60,
+               "python": sys.executable, "settings": SETTINGS}
+    run = run_python_agent(local_transport, entries, **options)
+    assert set(run.results) == {"r16", "r64"} and not run.errors
+    assert run.results["r64"]["summary"]["median"] > run.results["r16"]["summary"]["median"]
+
+    other = tmp_path / "elsewhere" / "any.onnx"
+    other.parent.mkdir()
+    other.write_bytes(shared.read_bytes())
+    with pytest.raises(ValueError, match=r"two models share the file name 'any\.onnx'"):
+        run_python_agent(local_transport, [entries[0], {**entries[1], "path": other}], **options)

@@ -12,6 +12,7 @@ import pytest
 from agents import python_agent
 from profiler.agent_run import parse_results
 from profiler.attribution import unit_shares
+from profiler.whole_subnets import subnet_model
 from supernet import ArchSpace
 from supernet.export import export_subnet
 from supernet.units import units_of
@@ -69,7 +70,8 @@ def test_node_profile_splits_a_subnet_among_all_its_units(tmp_path: Path, subnet
     """ONNX Runtime's profile of an exported subnet names every node so that each unit gets a share."""
     path, arch = subnet
     shutil.copy(path, tmp_path / "net.onnx")
-    record = _run(tmp_path, [{"name": "net", "path": "net.onnx", "profile_nodes": True}], profile_runs=3).results["net"]
+    model = {**subnet_model("net", arch, 1.0, 1000, "onnx", path.parent, 1), "path": "net.onnx", "profile_nodes": True}
+    record = _run(tmp_path, [model], profile_runs=3).results["net"]
     nodes = record["node_times_us"]
     assert record["profile_runs"] == 3 and all(us >= 0 for _, _, us in nodes)
     assert any(name.startswith("/blocks.") for name, _, _ in nodes)

@@ -18,10 +18,13 @@ from torch import nn
 
 from supernet import ArchSpace, OFAMobileNetV3
 from supernet.export import (
+    ONNX_FREE_DIMS,
     ExportError,
     TFLiteUnavailableError,
+    _seeded_supernet,
     content_hash,
     export_module,
+    export_subnet,
     export_unit,
     export_units,
     onnx_bytes,
@@ -243,6 +246,24 @@ def test_export_module_writes_a_subnet(tmp_path, supernets):
     path = export_module(subnet, "onnx", tmp_path / "sub" / "net.onnx", (1, 3, 128, 128))
     x = torch.randn(1, 3, 128, 128)
     _assert_close(_run_onnx(path.read_bytes(), x), _torch_out(subnet, x), "export_module")
+
+
+@pytest.mark.parametrize("width", [1.0, 1.2])
+def test_one_onnx_subnet_file_serves_every_resolution(tmp_path, width):
+    """One file for all resolutions, fixed by name in ONNX Runtime, gives PyTorch's logits at each of them."""
+    arch = ArchSpace.for_width(width).sample(7)
+    resolutions = (160, 176, 224)  # in both widths' lists
+    files = {export_subnet(arch.with_resolution(r), width, 1000, "onnx", tmp_path) for r in resolutions}
+    assert len(files) == 1 and list(tmp_path.glob("subnet-*")) == list(files)
+    for r in resolutions:
+        options = ort.SessionOptions()
+        for dim in ONNX_FREE_DIMS:
+            options.add_free_dimension_override_by_name(dim, r)
+        session = ort.InferenceSession(str(next(iter(files))), options, providers=["CPUExecutionProvider"])
+        assert session.get_inputs()[0].shape == [1, 3, r, r]
+        x = torch.randn(1, 3, r, r)
+        subnet = _seeded_supernet(width, 1000).extract(arch.with_resolution(r))
+        _assert_close(session.run(None, {"input": x.numpy()})[0], _torch_out(subnet, x), f"w{width} r{r}")
 
 
 def test_export_units_in_processes_equals_serial(tmp_path):
