@@ -76,6 +76,22 @@ class ModelError(RuntimeError):
     """One model cannot be measured; recorded, and the agent goes on."""
 
 
+class Orphaned(BaseException):
+    """Whoever started the agent went away (an SSH session closed, a host run was stopped): stop measuring.
+
+    A ``BaseException``, so that the per-model ``except Exception`` does not record it as a model's failure.
+    """
+
+
+_PARENT = {"pid": None}  # type: Dict[str, Optional[int]]
+
+
+def stop_if_orphaned() -> None:
+    """Raise :class:`Orphaned` once this process's parent has changed: nobody waits for its results now."""
+    if _PARENT["pid"] is not None and os.getppid() != _PARENT["pid"]:
+        raise Orphaned()
+
+
 # ---- device facts -----------------------------------------------------------------------------------------------
 
 
@@ -372,6 +388,7 @@ class Timer:
 
     def sample(self) -> float:
         """One sample in ms per inference."""
+        stop_if_orphaned()
         if self.evict is not None:
             self.evict += 1.0
         begin = time.perf_counter_ns()
@@ -452,6 +469,7 @@ def profile_nodes(model: Dict[str, Any], path: str, threads: int, runs: int, war
     with tempfile.TemporaryDirectory() as scratch:
         session, feeds = _ort_session(model, path, threads, profile_prefix=os.path.join(scratch, "profile"))
         for _ in range(warmup + runs):
+            stop_if_orphaned()
             session.run(None, feeds)
         with open(session.end_profiling()) as handle:
             events = json.load(handle)
@@ -613,6 +631,7 @@ def main(argv: List[str]) -> int:
         print("usage: python3 python_agent.py MANIFEST.json RESULTS.jsonl", file=sys.stderr)
         return 2
     manifest_path, results_path = argv
+    _PARENT["pid"] = os.getppid()
     try:
         manifest = load_manifest(manifest_path)
     except ManifestError as exc:
@@ -645,20 +664,30 @@ def main(argv: List[str]) -> int:
                 reference = reference_timer(manifest, base)
             except Exception as exc:  # reported on every model: none can be timed against it
                 reference_error = "the reference workload {} failed: {}".format(manifest["reference"]["name"], exc)
-        for number, model in enumerate(todo, 1):
-            if reference_error:
-                record = {"type": "error", "name": model["name"], "path": model["path"], "error": reference_error}
-            else:
-                record = measure_model(model, manifest, base, reference)
-            append(handle, record)
-            outcome = (
-                "{:.3f} ms".format(record["summary"]["median"])
-                if record["type"] == "result"
-                else "error: " + record["error"]
-            )
-            print("[{}/{}] {}: {}".format(number, len(todo), model["name"], outcome), file=sys.stderr)
+        try:
+            measure_all(todo, manifest, base, handle, reference, reference_error)
+        except Orphaned:
+            print("stopped: the process that started this agent is gone", file=sys.stderr)
+            return 4
         append(handle, environment("end", manifest))
     return 0
+
+
+def measure_all(todo: List[Dict[str, Any]], manifest: Dict[str, Any], base: str, handle: Any,
+                reference: Optional[Timer], reference_error: Optional[str]) -> None:
+    """Measure each model in turn, appending its record as soon as it is done."""
+    for number, model in enumerate(todo, 1):
+        if reference_error:
+            record = {"type": "error", "name": model["name"], "path": model["path"], "error": reference_error}
+        else:
+            record = measure_model(model, manifest, base, reference)
+        append(handle, record)
+        outcome = (
+            "{:.3f} ms".format(record["summary"]["median"])
+            if record["type"] == "result"
+            else "error: " + record["error"]
+        )
+        print("[{}/{}] {}: {}".format(number, len(todo), model["name"], outcome), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def main() -> None:
     cache = args.out / "cache"
 
     start = time.perf_counter()
-    strategy.models(strategy.items(), "onnx", cache, resolve_device("local").batch, {})
+    strategy.models(strategy.items(), "onnx", cache, resolve_device("local").batch)
     export_s = time.perf_counter() - start
     start = time.perf_counter()
     code = profile_main(["--device", "local", "--width", args.width, "--resolutions", args.resolutions,

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from supernet.arch import DEPTHS, MAX_DEPTH, N_BLOCKS, N_STAGES
+from supernet.errors import OFAProfileError
 
 from .archs import ArchBatch, choice_index
 
@@ -20,7 +21,7 @@ __all__ = ["AdditiveCost", "UnknownResolutionError"]
 _N_CHOICES = 9
 
 
-class UnknownResolutionError(ValueError):
+class UnknownResolutionError(OFAProfileError, ValueError):
     """An arch's resolution that the predictor has no entries for; the message lists the ones it has."""
 
 

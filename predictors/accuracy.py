@@ -8,6 +8,7 @@ the default for the w1.2 space. Loading OFA's original ``.pth`` gives the same o
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import warnings
@@ -21,7 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from supernet.arch import EXPAND_RATIOS, KERNEL_SIZES, N_BLOCKS, Arch
+from supernet.arch import EXPAND_RATIOS, KERNEL_SIZES, N_BLOCKS, Arch, ArchError
+from supernet.errors import OFAProfileError
+from supernet.files import atomic_write
 
 from .archs import ArchBatch
 
@@ -39,7 +42,7 @@ _ONE_THREAD_ROWS = 2048
 DEFAULT_PREDICTOR = "ofa_mbv3_w1.2_acc_predictor"
 
 
-class PredictorFileError(ValueError):
+class PredictorFileError(OFAProfileError, ValueError):
     """A predictor file that cannot be read; the message names the file and what to do."""
 
 
@@ -65,7 +68,7 @@ class ArchEncoding:
         bad = (bins < 0) | (bins >= self.resolution_bins)
         if bad.any():
             hi = self.resolution_start + self.resolution_step * self.resolution_bins - 1
-            raise ValueError(f"resolution(s) {sorted({int(v) for v in np.asarray(r)[bad]})} are outside this "
+            raise ArchError(f"resolution(s) {sorted({int(v) for v in np.asarray(r)[bad]})} are outside this "
                              f"predictor's encoding range {self.resolution_start}..{hi}")
         return bins
 
@@ -160,8 +163,9 @@ class AccuracyPredictor:
         """Write ``<path>.pt`` (the state dict) and ``<path>.json`` (format version, encoding, provenance)."""
         base = _stem(path)
         weights, sidecar = Path(f"{base}.pt"), Path(f"{base}.json")
-        weights.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}, weights)
+        buffer = io.BytesIO()
+        torch.save({k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}, buffer)
+        atomic_write(weights, buffer.getvalue())
         n_features, hidden = _hidden_sizes(self.model.state_dict(), str(weights))
         info = {
             "format_version": FORMAT_VERSION,
@@ -174,7 +178,7 @@ class AccuracyPredictor:
             "torch_version": torch.__version__,
             **{k: v for k, v in self.meta.items() if k not in ("format_version", "weights", "weights_sha256")},
         }
-        sidecar.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        atomic_write(sidecar, json.dumps(info, indent=2) + "\n")
         return weights, sidecar
 
     @classmethod

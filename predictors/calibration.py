@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from supernet.errors import OFAProfileError
+
 __all__ = ["Calibration", "CalibrationError", "fit_calibration"]
 
 # The interval spans these quantiles of the leave-one-out residuals. A 5% quantile lies inside the sample only
@@ -25,7 +27,7 @@ _LEGACY_INTERVAL_RMS = 2.0
 _REQUIRED = ("a", "b", "n", "rms_pct_before", "rms_pct_after", "loo_rms_pct")
 
 
-class CalibrationError(ValueError):
+class CalibrationError(OFAProfileError, ValueError):
     """Too few or degenerate measurements to fit a calibration, or a stored one that cannot be used."""
 
 

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from supernet.arch import ArchSpace
+from supernet.cli_args import OneLineParser, finite_float, positive_int
+from supernet.errors import UsageError, run_command
 
 from .accuracy import AccuracyPredictor
 from .complexity import MacsPredictor, ParamsPredictor
@@ -49,7 +51,7 @@ def _budgets(text: str) -> list[float]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ofa-search", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="ofa-search", description=__doc__.split("\n\n")[0])
     p.add_argument(
         "--table",
         action="append",
@@ -76,23 +78,26 @@ def _parser() -> argparse.ArgumentParser:
         help="what --budgets limits (latency: the first table's)",
     )
     p.add_argument("--width", type=float, help="supernet width (default: the tables', else 1.2)")
-    p.add_argument("--n-classes", type=int, default=None, help="classifier outputs (default: the tables', else 1000)")
+    p.add_argument("--n-classes", type=positive_int, default=None,
+                   help="classifier outputs (default: the tables', else 1000)")
     p.add_argument("--predictor", type=Path, help="accuracy predictor (.pt + .json); default: OFA's, for w1.2")
     p.add_argument("--interpolate", action="store_true", help="also search resolutions between measured ones")
     p.add_argument("--statistic", choices=("median_ms", "mean_ms"), default="median_ms", help="table column to sum")
     p.add_argument(
         "--raw-latency", action="store_true", help="plain table sums: do not apply the tables' stored calibration"
     )
-    p.add_argument("--population", type=int, default=100)
+    p.add_argument("--population", type=positive_int, default=100, help="archs per generation (default 100)")
     p.add_argument("--generations", type=int, default=500, help="the most generations to run")
     p.add_argument(
         "--patience", type=int, default=100, help="stop once the best has not improved for this many generations"
     )
-    p.add_argument("--mutate-prob", type=float, default=0.1)
-    p.add_argument("--parent-ratio", type=float, default=0.25)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mutate-prob", type=finite_float, default=0.1, help="chance each choice mutates (default 0.1)")
+    p.add_argument("--parent-ratio", type=finite_float, default=0.25,
+                   help="share of a generation kept as parents (default 0.25)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the search (default 0)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--out", type=Path, help="also write the JSON result to this file (atomically)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     return p
 
@@ -142,7 +147,7 @@ def _build(args: argparse.Namespace):
     n_classes = args.n_classes or (latency[0].n_classes if latency else 1000)
     for lat, path in zip(latency, args.table, strict=True):
         if lat.width_mult != width or lat.n_classes != n_classes:
-            raise ValueError(
+            raise UsageError(
                 f"table {path} is for width {lat.width_mult}, {lat.n_classes} classes; the search is "
                 f"for width {width}, {n_classes} classes: use tables of one supernet"
             )
@@ -151,7 +156,7 @@ def _build(args: argparse.Namespace):
     elif width == 1.2:
         accuracy = AccuracyPredictor.default()
     else:
-        raise ValueError(
+        raise UsageError(
             f"the shipped accuracy predictor is for the w1.2 supernet; for width {width} pass "
             f"--predictor (train one with predictors.train)"
         )
@@ -160,7 +165,7 @@ def _build(args: argparse.Namespace):
     for lat in latency:
         resolutions = tuple(r for r in resolutions if r in lat.supported_resolutions(space))
     if not resolutions:
-        raise ValueError(
+        raise UsageError(
             "no resolution is covered by every table and the accuracy predictor; check the tables' "
             "resolutions, or pass --interpolate"
         )
@@ -273,18 +278,18 @@ def _interval_text(low: float, high: float, ms: float) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``ofa-search``; returns the exit status (0 ok, 1 failure; bad flags exit 2 through argparse)."""
+    """Run ``ofa-search``: 0 when done; every error ends as one line on stderr and a non-zero status."""
+    return run_command("ofa-search", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     _check_args(parser, args)
-    try:
-        document = _run(args)
-        if args.out is not None:
-            write_subnets(args.out, document)
-            _log(args, f"ofa-search: wrote {args.out} (ofa-profile --subnets {args.out} re-measures it)")
-    except (ValueError, OSError) as err:
-        print(f"ofa-search: error: {err}", file=sys.stderr)
-        return 1
+    document = _run(args)
+    if args.out is not None:
+        write_subnets(args.out, document)
+        _log(args, f"ofa-search: wrote {args.out} (ofa-profile --subnets {args.out} re-measures it)")
     if args.json:
         print(json.dumps(document, indent=2))
     else:

@@ -17,19 +17,22 @@ from dataclasses import dataclass
 import numpy as np
 
 from supernet.arch import DEPTHS, EXPAND_RATIOS, KERNEL_SIZES, N_BLOCKS, N_STAGES, Arch, ArchSpace
-from supernet.units import units_of
+from supernet.errors import OFAProfileError
+from supernet.units import all_units, units_of
 
 from ._additive import AdditiveCost, UnknownResolutionError
 from .archs import ArchBatch, choice_index
 from .calibration import Calibration, CalibrationError
-from .table_io import Table, read_table
+from .table_io import Table, TableError, read_table
 
 __all__ = ["LatencyPredictor", "LatencyResult", "MissingRowsError", "UnknownResolutionError"]
 
 _N_HEAD = 4  # final expand, pool, feature mix, logits
 
 
-class MissingRowsError(ValueError):
+_WIDTHS = (1.0, 1.2)  # the widths of OFA's released MobileNetV3 supernets
+
+class MissingRowsError(OFAProfileError, ValueError):
     """Archs need rows the table does not have; ``keys`` lists them all (measure them, or use another table)."""
 
     def __init__(self, keys: Iterable[tuple[int, str]], table_name: str) -> None:
@@ -95,18 +98,31 @@ class LatencyPredictor:
         self.name = str(table) if not isinstance(table, Table) else str(self.table.meta.get("table", "<table>"))
         self.statistic = statistic
         self.interpolate = interpolate
-        if width_mult is None:
-            width_mult = self.table.meta.get("width_mult")
-        if width_mult is None:
-            raise ValueError(f"table {self.name} has no width_mult in its sidecar; pass width_mult=1.0 or 1.2")
+        width_mult = self._width(width_mult)
         self.width_mult = float(width_mult)
         self.n_classes = int(n_classes or self.table.meta.get("n_classes", 1000))
         self.measured = self.table.resolutions
         if not self.measured:
-            raise ValueError(f"table {self.name} covers no resolution; give rows a resolution or list them in the "
+            raise TableError(f"table {self.name} covers no resolution; give rows a resolution or list them in the "
                              f"sidecar's 'resolutions'")
         self.calibration = self._calibration(calibrated, calibration)
         self._cost, self._keys = self._gather()
+
+    def _width(self, given: float | None) -> float:
+        """The sidecar's width; else the one whose rows the table holds (a bare CSV). Two that differ: refused."""
+        stated = self.table.meta.get("width_mult")
+        if given is not None and stated is not None and float(given) != float(stated):
+            raise TableError(f"table {self.name} is for width {stated} (its sidecar) but width {given} was given",
+                             "leave the width out, or use a table of that width")
+        if given is not None or stated is not None:
+            return float(given if given is not None else stated)
+        keys = {row.key for row in self.table.rows if not row.key.startswith("Logits")}
+        for width in _WIDTHS:
+            planned = {u.key for u in all_units(width, self.table.resolutions)}
+            if keys <= planned:
+                return width
+        raise TableError(f"table {self.name} has no sidecar, and its rows are not those of any supernet width "
+                         f"{list(_WIDTHS)}", "give the width (--width 1.0 or 1.2)")
 
     def _calibration(self, calibrated: bool, calibration: Calibration | None) -> Calibration | None:
         if calibration is not None and not calibrated:

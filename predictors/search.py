@@ -22,6 +22,7 @@ from typing import Protocol
 import numpy as np
 
 from supernet.arch import N_BLOCKS, N_STAGES, Arch, ArchSpace
+from supernet.errors import OFAProfileError, UsageError
 
 from .archs import ArchBatch, sample_batch
 
@@ -38,7 +39,7 @@ class _Predictor(Protocol):
     def predict(self, archs: ArchBatch) -> np.ndarray: ...
 
 
-class InfeasibleConstraintError(ValueError):
+class InfeasibleConstraintError(OFAProfileError, ValueError):
     """No arch of the space meets the constraints; the message gives the smallest value each can reach."""
 
 
@@ -286,7 +287,7 @@ def _check_settings(
     population: int, generations: int, mutate_prob: float, parent_ratio: float, mutation_ratio: float, patience: int
 ) -> None:
     if population < 2 or generations < 0 or patience < 1:
-        raise ValueError(
+        raise UsageError(
             f"population = {population} must be >= 2, generations = {generations} >= 0 and patience = {patience} >= 1"
         )
     for name, value in (
@@ -295,7 +296,7 @@ def _check_settings(
         ("mutation_ratio", mutation_ratio),
     ):
         if not 0 <= value <= 1:
-            raise ValueError(f"{name} = {value} must lie in [0, 1]")
+            raise UsageError(f"{name} = {value} must lie in [0, 1]")
 
 
 def _parents(acc: np.ndarray, ids: np.ndarray, n_parents: int) -> np.ndarray:
@@ -439,7 +440,7 @@ def pareto_sweep(
     """
     _check_settings(population, generations, mutate_prob, parent_ratio, mutation_ratio, patience)
     if not budgets:
-        raise ValueError("budgets is empty; give at least one limit, e.g. 15,20,25,30")
+        raise UsageError("budgets is empty", "give at least one limit, e.g. 15,20,25,30")
     order = np.argsort(budgets, kind="stable")
     _check_constraints([swept.with_limit(budgets[order[0]]), *others], space)
     warm = generations // 4 if warm_generations is None else warm_generations

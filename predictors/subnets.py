@@ -14,15 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from supernet.arch import Arch, ArchError
-
-from .table_io import atomic_write
+from supernet.errors import OFAProfileError
+from supernet.files import atomic_write
 
 __all__ = ["SUBNETS_SCHEMA_VERSION", "SubnetFileError", "parse_subnets", "read_subnets", "write_subnets"]
 
 SUBNETS_SCHEMA_VERSION = 1
 
 
-class SubnetFileError(ValueError):
+class SubnetFileError(OFAProfileError, ValueError):
     """A subnet file that is not one of the accepted shapes, or holds an invalid arch; names the entry."""
 
 
@@ -58,6 +58,8 @@ def read_subnets(path: str | os.PathLike) -> list[Arch]:
         raise SubnetFileError(f"{path}: no such file; write one with ofa-search --out {path}") from None
     except json.JSONDecodeError as err:
         raise SubnetFileError(f"{path}: line {err.lineno}: not valid JSON ({err.msg})") from None
+    except UnicodeDecodeError as err:
+        raise SubnetFileError(f"{path}: not a UTF-8 text file ({err.reason})", "save it as UTF-8 JSON") from None
     return parse_subnets(document, str(path))
 
 

@@ -15,7 +15,6 @@ import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from supernet.errors import OFAProfileError
+from supernet.files import atomic_write
 from supernet.units import Unit, UnitError
 
 __all__ = [
@@ -34,7 +35,6 @@ __all__ = [
     "Table",
     "TableError",
     "append_rows",
-    "atomic_write",
     "read_table",
     "read_yaml_tables",
     "sidecar_path",
@@ -53,7 +53,7 @@ _OPTIONAL_STATS = ("std_ms", "p10_ms", "p90_ms")
 _YAML_NAME = "{r}_lookup_table.yaml"
 
 
-class TableError(ValueError):
+class TableError(OFAProfileError, ValueError):
     """A table file that does not follow the schema; the message names the file, the line and the fix."""
 
 
@@ -156,21 +156,6 @@ def _to_csv_text(rows: Sequence[Row], header: bool = True, extra_columns: Sequen
     for row in rows:
         writer.writerow(_row_cells(row, extra))
     return buf.getvalue()
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write a file whole or not at all (temp file, fsync, rename): the one atomic writer of the project."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_table(path: str | os.PathLike, table: Table) -> Path:
@@ -290,7 +275,7 @@ def read_table(path: str | os.PathLike, allow_partial_last_line: bool = False) -
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a spreadsheet's byte-order mark is not part of the header
     except FileNotFoundError:
         raise TableError(f"{path}: no such table; build one with ofa-profile or convert OFA's YAML") from None
     except UnicodeDecodeError as err:
@@ -325,6 +310,11 @@ def read_table(path: str | os.PathLike, allow_partial_last_line: bool = False) -
             meta = json.loads(side.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
             raise TableError(f"{side}: line {err.lineno}: not valid JSON ({err.msg})") from None
+        except UnicodeDecodeError as err:
+            raise TableError(f"{side}: not a UTF-8 text file ({err.reason})", "rebuild or delete the sidecar") from None
+        if not isinstance(meta, dict):
+            raise TableError(f"{side}: a sidecar is a JSON object, not a {type(meta).__name__}",
+                             "rebuild the table, or delete the sidecar to use the CSV alone") from None
         version = meta.get("schema_version")
         if version != SCHEMA_VERSION:
             raise TableError(f"{side}: schema_version {version!r} is not {SCHEMA_VERSION}, the one this version "
@@ -341,7 +331,12 @@ def read_yaml_tables(folder: str | os.PathLike, resolutions: Iterable[int] | Non
     """OFA's ``{r}_lookup_table.yaml`` files of a folder: ``{r: {key: {count, mean, std}}}``."""
     folder = Path(folder)
     if resolutions is None:
-        resolutions = sorted(int(p.name.split("_", 1)[0]) for p in folder.glob("*_lookup_table.yaml"))
+        names = [p.name.split("_", 1)[0] for p in folder.glob("*_lookup_table.yaml")]
+        bad = sorted(name for name in names if not name.isdigit())
+        if bad:
+            raise TableError(f"{folder}: {bad[0]}_lookup_table.yaml does not start with a resolution",
+                             f"name each file {_YAML_NAME}")
+        resolutions = sorted(int(name) for name in names)
     tables = {}
     for r in resolutions:
         file = folder / _YAML_NAME.format(r=r)
@@ -352,6 +347,8 @@ def read_yaml_tables(folder: str | os.PathLike, resolutions: Iterable[int] | Non
                              f"{_YAML_NAME}") from None
         except yaml.YAMLError as err:
             raise TableError(f"{file}: not valid YAML ({err})") from None
+        except UnicodeDecodeError as err:
+            raise TableError(f"{file}: not a UTF-8 text file ({err.reason})", "is it really an OFA table?") from None
         if not isinstance(data, dict):
             raise TableError(f"{file}: expected a mapping of keys to {{count, mean, std}}")
         tables[r] = data
@@ -372,6 +369,10 @@ def table_from_yaml(folder: str | os.PathLike, meta: Mapping[str, Any] | None = 
     rows = []
     for r, entries in sorted(tables.items()):
         file = folder / _YAML_NAME.format(r=r)
+        bad = next((key for key in entries if not isinstance(key, str)), None)
+        if bad is not None:
+            raise TableError(f"{file}: key {bad!r} is not a unit's name such as "
+                             f"'Conv-input:224x224x3-output:112x112x16'")
         for key, entry in sorted(entries.items()):
             where = f"{file}: key {key!r}"
             _check_key(key, str(file), None)

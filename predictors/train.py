@@ -24,6 +24,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from supernet.arch import Arch
+from supernet.files import atomic_write
 
 from .accuracy import FORMAT_VERSION, AccuracyPredictor, ArchEncoding, build_mlp
 from .archs import ArchBatch
@@ -141,8 +142,7 @@ class RidgeAccuracyRegressor(RegressorMixin, BaseEstimator):
         document = {"format_version": FORMAT_VERSION, "kind": "ofa-profile accuracy predictor (ridge)",
                     "alpha": self.alpha, "coef": self.coef_.tolist(), "intercept": self.intercept_,
                     "encoding": vars(encoding or ArchEncoding()), "sklearn_version": sklearn.__version__}
-        path.write_text(json.dumps(document) + "\n", encoding="utf-8")
-        return path
+        return atomic_write(path, json.dumps(document) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> RidgeAccuracyRegressor:

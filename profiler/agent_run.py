@@ -7,6 +7,7 @@ is simply started again: the agent skips the models it already measured.
 from __future__ import annotations
 
 import json
+import posixpath
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,14 +35,19 @@ class AgentRun:
 
 
 def parse_results(text: str) -> AgentRun:
-    """Parse a results file; a torn last line (the device lost power mid-write) is skipped."""
+    """Parse a results file; a torn last line (the device lost power mid-write) or any other line that is not a
+    record is skipped (what is left is checked before it is journaled, see :mod:`profiler.records`)."""
     run = AgentRun()
     for line in text.splitlines():
         try:
             record = json.loads(line)
         except ValueError:
             continue
+        if not isinstance(record, dict):
+            continue
         kind = record.get("type")
+        if kind in ("result", "error") and not isinstance(record.get("name"), str):
+            continue
         if kind == "result":
             run.results[record["name"]] = record
         elif kind == "error":
@@ -62,6 +68,7 @@ def run_python_agent(
     settings: Mapping[str, Any] | None = None,
     cleanup: bool = True,
     reference: Mapping[str, Any] | None = None,
+    files_dir: str | None = None,
 ) -> AgentRun:
     """Measure models on a device with the Python agent.
 
@@ -77,6 +84,9 @@ def run_python_agent(
         cleanup: Remove ``remote_dir`` after the results were pulled.
         reference: A model (``name``, local ``path``, ``inputs``) that every model is timed against, in
             alternating blocks; records then carry the reference's samples and per-sample ratios.
+        files_dir: A device folder for the model files, shared by runs (default: ``remote_dir``). A file the
+            device already holds there is not sent again, so a run cut off by a flaky link and started again
+            (in a new ``remote_dir``) only sends its manifest.
 
     Raises:
         ValueError: Unknown settings, or two different files with the same name (models may share a file,
@@ -87,22 +97,25 @@ def run_python_agent(
     unknown = sorted(set(settings) - set(_SETTINGS))
     if unknown:
         raise ValueError(f"unknown agent settings {unknown}; expected some of {list(_SETTINGS)}")
+    files_dir = files_dir or remote_dir
+    relative = posixpath.relpath(files_dir, remote_dir)  # the agent resolves paths from its manifest's folder
     entries, files = [], {}
     for model in [*models, *([reference] if reference else [])]:
         local = Path(model["path"])
         if files.get(local.name, local) != local:
             raise ValueError(f"two models share the file name {local.name!r}; rename one")
         files[local.name] = local
-        entries.append({**model, "path": local.name})
+        entries.append({**model, "path": posixpath.normpath(posixpath.join(relative, local.name))})
     if reference:
         settings["reference"] = entries.pop()
     transport.make_dirs(remote_dir)
+    transport.make_dirs(files_dir)
     agent = transport.join(remote_dir, AGENT.name)
     manifest = transport.join(remote_dir, "manifest.json")
     remote_results = transport.join(remote_dir, "results.jsonl")
     transport.push(AGENT, agent)
     for name, local in files.items():
-        transport.push(local, transport.join(remote_dir, name))
+        transport.push(local, transport.join(files_dir, name))
     with tempfile.TemporaryDirectory() as scratch:
         manifest_file = Path(scratch) / "manifest.json"
         manifest_file.write_text(json.dumps({**settings, "models": entries}, indent=1))

@@ -257,14 +257,14 @@ def parse_agent_output(text: str) -> AgentRun:
             elif block is not None and word == "reference":
                 block["reference"] = rest
             elif block is not None and word == "rounds":
-                block["rounds"] = int(rest)
+                block["rounds"] = _whole(rest)
             elif block is not None and word == "invocation":
                 role, _, number = rest.partition(" ")
-                block["invocations"].append({**_new_invocation(), "role": role, "round": int(number)})
+                block["invocations"].append({**_new_invocation(), "role": role, "round": _whole(number)})
             elif current is not None and word == "command":
                 current["command"] = rest
             elif current is not None and word == "status":
-                current["status"] = int(rest)
+                current["status"] = _whole(rest)
             elif block is not None and word == "end" and rest == block["name"]:
                 record = _block_record(block)
                 (run.results if record["type"] == "result" else run.errors)[record["name"]] = record
@@ -274,6 +274,14 @@ def parse_agent_output(text: str) -> AgentRun:
         elif environment is not None:
             _add_environment_line(environment, line)
     return run
+
+
+def _whole(text: str) -> int | None:
+    """A number the agent printed; None for anything else (a garbled line), which the record then reports."""
+    try:
+        return int(text)
+    except ValueError:
+        return None
 
 
 def _new_invocation() -> dict[str, Any]:

@@ -15,13 +15,15 @@ from typing import Any
 
 import numpy as np
 
+from supernet.errors import OFAProfileError
+
 __all__ = ["AttributionError", "unit_of_node", "unit_shares"]
 
 # Units after the blocks, counted from the end: final expand, pool, feature mix, classifier.
 _HEAD = {"final_expand_layer": 4, "ReduceMean": 3, "feature_mix_layer": 2, "Flatten": 1, "classifier": 1}
 
 
-class AttributionError(ValueError):
+class AttributionError(OFAProfileError, ValueError):
     """Node times that cannot be split among a network's units; the message names the node or unit."""
 
 

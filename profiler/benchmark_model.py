@@ -15,6 +15,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from supernet.errors import OFAProfileError
+
 __all__ = ["BenchmarkModelError", "BenchmarkModelResult", "parse_benchmark_output", "parse_op_profile"]
 
 _STATS = re.compile(r"count=(\d+)((?:\s+\w+=[-\d.e+]+)+)")
@@ -32,7 +34,7 @@ _OLD_TIMINGS = re.compile(
 )
 
 
-class BenchmarkModelError(ValueError):
+class BenchmarkModelError(OFAProfileError, ValueError):
     """benchmark_model's output cannot be trusted or read; the message quotes the offending line."""
 
 

@@ -12,9 +12,8 @@ from __future__ import annotations
 import logging
 import random
 import statistics
-import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,12 +25,15 @@ from profiler.journal import Journal
 from profiler.measure import measure_models
 from profiler.protocol import Protocol, spread
 from profiler.reconnect import DeviceLost, Reconnector
+from profiler.records import result_problem
 from profiler.recovery import recover_batches
 from profiler.reference import REFERENCE_NAME, reference_model, reference_ms
 from profiler.rows import IsolatedRows, Item, RowStrategy
 from profiler.run_state import journal_path, load_state
 from profiler.sidecar import now, table_meta
+from profiler.table_lock import table_lock
 from profiler.transports.base import Transport
+from supernet.errors import OFAProfileError
 from supernet.units import Unit
 
 __all__ = ["DeviceLost", "MeasurementError", "TableRun", "journal_path"]
@@ -39,7 +41,7 @@ __all__ = ["DeviceLost", "MeasurementError", "TableRun", "journal_path"]
 log = logging.getLogger(__name__)
 
 
-class MeasurementError(RuntimeError):
+class MeasurementError(OFAProfileError, RuntimeError):
     """An item that the device could not measure; the message names it and what the agent said."""
 
 
@@ -69,6 +71,8 @@ class TableRun:
         protocol: Measurement settings.
         meta: Extra sidecar fields (width, resolutions, n_classes, command).
         on_rows: Called with the number of items newly kept, for progress bars.
+        sleep: How to wait (cool-downs, reconnect backoff); by default the transport's, which an interrupt
+            cuts short.
     """
 
     profile: DeviceProfile
@@ -79,20 +83,34 @@ class TableRun:
     protocol: Protocol = field(default_factory=Protocol)
     meta: dict[str, Any] = field(default_factory=dict)
     on_rows: Callable[[int], None] = lambda n: None
-    sleep: Callable[[float], None] = time.sleep
+    sleep: Callable[[float], None] | None = None
 
     def __post_init__(self) -> None:
         if not hasattr(self.rows, "kind"):
             self.rows = IsolatedRows(tuple(self.rows))
         self.strategy: RowStrategy = self.rows
+        self.sleep = self.sleep or self.transport.pause
         self.table = Path(self.table)
         self.journal = Journal(journal_path(self.table))
-        self.state = load_state(self.journal)
+        self.names = {item.name for item in self.strategy.items()}
         name = self.table.stem
         self.remote_dir = (self.profile.remote_dir or "/tmp/ofa-profile").rstrip("/") + f"/{name}"
         if self.profile.transport == "local":
             self.remote_dir = str(self.table.parent / f".{name}.work")
         self.reconnector = Reconnector(self.transport, self.protocol, self.journal.path, self._recover, self.sleep)
+        self.state = load_state(self.journal, self.names)
+
+    def _reload(self) -> None:
+        """Fold the journal again under the lock (another run may have added to it), reporting what it skips."""
+        self.state = load_state(self.journal, self.names)
+        if self.state.set_aside:
+            lines = "; ".join(f"line {n}: {why}" for n, why in self.state.set_aside[:5])
+            more = f" (and {len(self.state.set_aside) - 5} more)" if len(self.state.set_aside) > 5 else ""
+            log.warning("%s: %d line(s) set aside, measured again where needed: %s%s", self.journal.path,
+                        len(self.state.set_aside), lines, more)
+        if self.state.outside:
+            log.info("%s: %d row(s) of items outside this run's plan stay in the journal, not in the table",
+                     self.journal.path, self.state.outside)
 
     # --- the plan ------------------------------------------------------------------------------------------
     def _finished(self, name: str) -> bool:
@@ -112,13 +130,18 @@ class TableRun:
 
     # --- running -------------------------------------------------------------------------------------------
     def run(self) -> Table:
-        """Measure every pending item, then write the final table; returns it."""
-        self.reconnector.call(self._recover)
-        self.write()
-        while pending := self.pending():
-            self.reconnector.call(self._measure_batch, pending[: self.protocol.batch_rows])
-        self.reconnector.call(self.transport.remove, self.remote_dir)
-        return self.write()
+        """Measure every pending item, then write the final table; returns it.
+
+        The table is locked meanwhile (:mod:`profiler.table_lock`): a second run on it is refused.
+        """
+        with table_lock(self.table, self.meta.get("command", "")):
+            self._reload()
+            self.reconnector.call(self._recover)
+            self.write()
+            while pending := self.pending():
+                self.reconnector.call(self._measure_batch, pending[: self.protocol.batch_rows])
+            self.reconnector.call(self.transport.remove, self.remote_dir)
+            return self.write()
 
     def _recover(self) -> None:
         recover_batches(self.profile, self.transport, self.remote_dir, self.state.batches, self.table.parent,
@@ -141,7 +164,7 @@ class TableRun:
         else:
             # The drift outlasted every cool-down: this is the device's state now; measure against it.
             self._set_baseline(median, rebaseline=True)
-        self._ingest(run, batch_id, drift_seen=drifted)
+        self._ingest(run, batch_id, drift_seen=drifted, sent=[item.name for item in batch])
         self.write()
 
     def _set_baseline(self, median_ms: float, rebaseline: bool = False) -> None:
@@ -156,10 +179,11 @@ class TableRun:
         """
         batch_id = "b" + uuid.uuid4().hex[:12]
         remote = self.transport.join(self.remote_dir, batch_id)
-        models = self.strategy.models(batch, self.profile.model_format, self.cache_dir, self.profile.batch,
-                                      self.state.kept)
+        models = self.strategy.models(batch, self.profile.model_format, self.cache_dir, self.profile.batch)
         run = measure_models(self.profile, self.transport, models, self.protocol, remote, self.table.parent,
-                             cleanup=False, reference=reference_model(self.profile, self.cache_dir))
+                             cleanup=False, reference=reference_model(self.profile, self.cache_dir),
+                             files_dir=self.transport.join(self.remote_dir, "models"))
+        self._screen(run, [item.name for item in batch])
         try:
             median = batch_reference_ms(run)
         except MeasurementError as err:
@@ -184,11 +208,29 @@ class TableRun:
         if result.get("reference"):
             record.update(reference_ms=reference_ms(result), reference_samples_ms=result["reference"]["samples_ms"],
                           ratio=result["ratio"], ratio_samples=result["ratio_samples"])
-        return {**record, **self.strategy.journal_fields(name, result, self.state.kept.get(name))}
+        return {**record, **self.strategy.journal_fields(name, result)}
 
-    def _ingest(self, run: AgentRun, batch_id: str, drift_seen: bool = False) -> None:
-        """Journal a batch's items (one fsynced write), then remove its folder from the device."""
-        if self.state.environment is None and run.environments:
+    def _screen(self, run: AgentRun, sent: Collection[str] | None) -> None:
+        """Move every result the device should not have sent, or whose numbers are not finite and positive, to
+        the run's errors: it is never journaled, and the item is measured again."""
+        expected = self.names if sent is None else set(sent)
+        for name, result in list(run.results.items()):
+            if name == REFERENCE_NAME:
+                continue
+            problem = result_problem(result) if name in expected else "it is not an item the device was sent"
+            if problem is not None:
+                log.warning("%s: result %r set aside: %s", self.transport, name[:80], problem)
+                del run.results[name]
+                if name in expected:
+                    run.errors.setdefault(name, {"error": f"the device's result is not valid: {problem}"})
+        for name in [name for name in run.errors if name not in expected and name != REFERENCE_NAME]:
+            del run.errors[name]
+
+    def _ingest(self, run: AgentRun, batch_id: str, drift_seen: bool = False,
+                sent: Collection[str] | None = None) -> None:
+        """Journal a batch's valid items (one fsynced write), then remove its folder from the device."""
+        self._screen(run, sent)
+        if self.state.environment is None and run.environments and isinstance(run.environments[0], dict):
             self.state.environment = run.environments[0]
             self.journal.append({"type": "environment", "environment": run.environments[0]})
         failed = {name: record for name, record in run.errors.items() if name != REFERENCE_NAME}
@@ -217,6 +259,11 @@ class TableRun:
 
         Rows keep their ratios; their values in ms become those ratios times the new anchor.
         """
+        with table_lock(self.table, self.meta.get("command", "")):
+            self._reload()
+            return self._reanchor()
+
+    def _reanchor(self) -> Table:
         model = reference_model(self.profile, self.cache_dir)
         run = self.reconnector.call(
             measure_models, self.profile, self.transport, [model], self.protocol,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 import threading
 from collections.abc import Sequence
@@ -24,28 +25,24 @@ import platformdirs
 from tqdm import tqdm
 
 from predictors.accuracy import AccuracyPredictor
-from predictors.calibration import CalibrationError
-from predictors.latency import MissingRowsError, UnknownResolutionError
-from predictors.subnets import SubnetFileError, read_subnets
-from predictors.table_io import Table, TableError, read_table, table_from_yaml, write_table, write_yaml_tables
-from profiler.builder import MeasurementError, TableRun
+from predictors.subnets import read_subnets
+from predictors.table_io import Table, read_table, table_from_yaml, write_table, write_yaml_tables
+from profiler.builder import TableRun
 from profiler.connect import open_transport
 from profiler.deliver import deliver, write_report
-from profiler.devices import DeviceError, DeviceProfile, load_profiles, resolve_device
+from profiler.devices import DeviceProfile, load_profiles, resolve_device
 from profiler.plots import plot_predicted_vs_measured
-from profiler.protocol import Protocol, ProtocolError
+from profiler.protocol import Protocol
 from profiler.remeasure import calibrate, remeasure
-from profiler.rows import STRATEGIES, RowStrategy, StrategyError, default_rows, merge_shards, strategy_for
-from profiler.transports.errors import TransportError
+from profiler.rows import STRATEGIES, RowStrategy, default_rows, merge_shards, strategy_for
+from profiler.transports.base import interrupt_all
 from supernet.arch import ArchSpace
+from supernet.cli_args import OneLineParser, finite_float, non_negative_int, positive_int
+from supernet.errors import UsageError, run_command
 
 __all__ = ["main", "table_path"]
 
 log = logging.getLogger("ofa-profile")
-
-
-class UsageError(ValueError):
-    """A command line that cannot run; the message says what to change."""
 
 
 def _parse_resolutions(text: str, width_mult: float) -> list[int]:
@@ -76,29 +73,30 @@ def _budget_list(text: str) -> list[float]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="ofa-profile", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--device", action="append", default=[], help="device profile name (repeat for a fleet)")
     parser.add_argument("--list-devices", action="store_true", help="show the known device profiles and exit")
     where = parser.add_argument_group("overrides of the device profile")
-    where.add_argument("--via", dest="transport", choices=["local", "ssh", "adb"])
+    where.add_argument("--via", dest="transport", choices=["local", "ssh", "adb"], help="how to reach the device")
     where.add_argument("--host", dest="hosts", action="append", help="SSH host (repeat to shard one table)")
     where.add_argument("--serial", dest="serials", action="append", help="ADB serial or host:port (repeatable)")
-    where.add_argument("--user")
+    where.add_argument("--user", help="SSH login name")
     where.add_argument("--key", help="SSH private key file")
     where.add_argument("--known-hosts", help="SSH known_hosts file to check the host key against")
     where.add_argument("--adb-key", help="ADB private key file (created on first use)")
-    where.add_argument("--port", type=int)
-    where.add_argument("--runtime", choices=["onnxruntime", "tflite", "torch", "benchmark_model"])
+    where.add_argument("--port", type=positive_int, help="SSH or ADB port")
+    where.add_argument("--runtime", choices=["onnxruntime", "tflite", "torch", "benchmark_model"],
+                       help="what runs the models on the device")
     where.add_argument("--provider", help="execution provider, delegate or torch device")
-    where.add_argument("--threads", type=int)
-    where.add_argument("--batch", type=int)
+    where.add_argument("--threads", type=positive_int, help="inference threads on the device")
+    where.add_argument("--batch", type=positive_int, help="images per inference")
     where.add_argument("--python", help="the device's Python interpreter")
     what = parser.add_argument_group("what to measure")
     what.add_argument("--width", type=float, default=1.2, choices=[1.0, 1.2], help="supernet width (default 1.2)")
     what.add_argument("--resolutions", default="224", help="'all' or a list such as 160,192,224 (default 224)")
-    what.add_argument("--n-classes", type=int, default=1000)
+    what.add_argument("--n-classes", type=positive_int, default=1000, help="classifier outputs (default 1000)")
     what.add_argument(
         "--rows",
         choices=STRATEGIES,
@@ -106,42 +104,49 @@ def _parser() -> argparse.ArgumentParser:
         help="how rows are taken: in_network (whole covering subnets split by ONNX Runtime's profiler; the "
         "default for ONNX Runtime on CPU) or isolated (each unit exported and timed alone; the default elsewhere)",
     )
-    what.add_argument("--cover-repeats", type=int, default=1, help="in-network rows: covering subnets per choice")
+    what.add_argument("--cover-repeats", type=positive_int, default=1,
+                      help="in-network rows: covering subnets per choice")
     how = parser.add_argument_group("measurement protocol")
     defaults = Protocol()
-    how.add_argument("--warmup", type=int, default=defaults.warmup)
-    how.add_argument("--min-count", type=int, default=defaults.min_count)
-    how.add_argument("--min-time", type=float, default=defaults.min_time_s, help="seconds per row at least")
-    how.add_argument("--max-cv", type=float, default=defaults.max_cv, help="re-measure rows noisier than this")
-    how.add_argument("--retries", type=int, default=defaults.retries)
-    how.add_argument("--batch-rows", type=int, default=defaults.batch_rows)
-    how.add_argument("--cooldown", type=float, default=defaults.cooldown_s, help="seconds to wait on drift")
-    how.add_argument("--drift-tolerance", type=float, default=defaults.drift_tolerance)
-    how.add_argument("--seed", type=int, default=defaults.seed)
+    how.add_argument("--warmup", type=non_negative_int, default=defaults.warmup, help="untimed runs before timing")
+    how.add_argument("--min-count", type=positive_int, default=defaults.min_count, help="samples per item at least")
+    how.add_argument("--min-time", type=finite_float, default=defaults.min_time_s, help="seconds per row at least")
+    how.add_argument("--max-cv", type=finite_float, default=defaults.max_cv, help="re-measure rows noisier than this")
+    how.add_argument("--retries", type=non_negative_int, default=defaults.retries,
+                     help="re-measures of an item noisier than --max-cv")
+    how.add_argument("--batch-rows", type=positive_int, default=defaults.batch_rows,
+                     help="items per agent run (and per journal write)")
+    how.add_argument("--cooldown", type=finite_float, default=defaults.cooldown_s, help="seconds to wait on drift")
+    how.add_argument("--drift-tolerance", type=finite_float, default=defaults.drift_tolerance,
+                     help="re-measure a batch when the reference moved by more than this fraction")
+    how.add_argument("--seed", type=int, default=defaults.seed, help="item order, covering subnets and random subnets")
     how.add_argument(
         "--min-sample-ms",
-        type=float,
+        type=finite_float,
         default=defaults.min_sample_ms,
         help="each sample times enough back-to-back runs to last this long (0: one run per sample)",
     )
     how.add_argument(
         "--block-ms",
-        type=float,
+        type=finite_float,
         default=defaults.block_ms,
         help="items and the reference workload alternate in blocks of about this many ms",
     )
-    how.add_argument("--profile-runs", type=int, default=defaults.profile_runs, help="profiled runs per network")
-    how.add_argument("--reconnects", type=int, default=defaults.reconnects, help="when a device goes away")
-    how.add_argument("--backoff", type=float, default=defaults.backoff_s, help="seconds before the first reconnect")
+    how.add_argument("--profile-runs", type=positive_int, default=defaults.profile_runs,
+                     help="profiled runs per network")
+    how.add_argument("--reconnects", type=non_negative_int, default=defaults.reconnects, help="when a device goes away")
+    how.add_argument("--backoff", type=finite_float, default=defaults.backoff_s,
+                     help="seconds before the first reconnect")
     how.add_argument(
         "--evict-cache-mb",
-        type=int,
+        type=non_negative_int,
         default=defaults.evict_cache_mb,
         help="write this many MB between timed runs, so units run with cold caches as inside a network",
     )
     subnets = parser.add_argument_group("whole subnets")
     subnets.add_argument("--subnets", type=Path, help="re-measure the archs in this file (ofa-search output, OFA JSON)")
-    subnets.add_argument("--calibrate", type=int, metavar="N", help="fit measured = a*sum + b on N random subnets")
+    subnets.add_argument("--calibrate", type=positive_int, metavar="N",
+                         help="fit measured = a*sum + b on N random subnets")
     subnets.add_argument("--table", type=Path, help="the table to predict with or calibrate (default: the device's)")
     subnets.add_argument(
         "--reanchor",
@@ -156,8 +161,8 @@ def _parser() -> argparse.ArgumentParser:
         "search again while a subnet measures over its budget",
     )
     loop.add_argument("--latency-ms", type=_budget_list, help="budgets in ms, e.g. 8,10,12")
-    loop.add_argument("--rounds", type=int, default=3, help="searches per budget at most (default 3)")
-    loop.add_argument("--generations", type=int, default=500, help="search generations (default 500)")
+    loop.add_argument("--rounds", type=positive_int, default=3, help="searches per budget at most (default 3)")
+    loop.add_argument("--generations", type=non_negative_int, default=500, help="search generations (default 500)")
     loop.add_argument("--predictor", type=Path, help="accuracy predictor (default: OFA's released one, w1.2)")
     loop.add_argument("--raw-latency", action="store_true", help="search with raw table sums, no calibration")
     out = parser.add_argument_group("output")
@@ -166,6 +171,7 @@ def _parser() -> argparse.ArgumentParser:
         "--cache", type=Path, default=Path(platformdirs.user_cache_dir("ofa-profile")), help="exported-model cache"
     )
     out.add_argument("--quiet", action="store_true", help="no progress bars (for scripts)")
+    out.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     return parser
 
 
@@ -209,7 +215,7 @@ def _profile_device(
         "width_mult": args.width,
         "resolutions": resolutions,
         "n_classes": args.n_classes,
-        "command": "ofa-profile " + " ".join(sys.argv[1:]),
+        "command": args.command,
     }
     shards = []
     for i, target in enumerate(targets):
@@ -313,7 +319,7 @@ def _closed_loop(profile: DeviceProfile, args: argparse.Namespace, protocol: Pro
 
 
 def _convert(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="ofa-profile convert", description="Convert a CSV table to OFA's YAML files, or a folder of them to CSV."
     )
     parser.add_argument("source", type=Path, help="a table .csv, or a folder of {r}_lookup_table.yaml")
@@ -336,74 +342,60 @@ def _convert(argv: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Run ``ofa-profile``; every error ends as one line on stderr and a non-zero exit status."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
-    try:
-        if argv[:1] == ["convert"]:
-            return _convert(argv[1:])
-        parser = _parser()
-        args = parser.parse_args(argv)
-        if args.list_devices:
-            for profile in load_profiles().values():
-                print(profile.describe())
-            return 0
-        if not args.device:
-            parser.error("give --device NAME (see --list-devices), or use `ofa-profile convert`")
-        protocol = Protocol(
-            warmup=args.warmup,
-            min_count=args.min_count,
-            min_time_s=args.min_time,
-            max_cv=args.max_cv,
-            retries=args.retries,
-            batch_rows=args.batch_rows,
-            cooldown_s=args.cooldown,
-            drift_tolerance=args.drift_tolerance,
-            seed=args.seed,
-            evict_cache_mb=args.evict_cache_mb,
-            reconnects=args.reconnects,
-            min_sample_ms=args.min_sample_ms,
-            backoff_s=args.backoff,
-            block_ms=args.block_ms,
-            profile_runs=args.profile_runs,
-        )
-        if sum([bool(args.subnets), args.calibrate is not None, args.search, args.reanchor]) > 1:
-            parser.error("--subnets, --calibrate, --search and --reanchor are separate runs: give one of them")
-        if args.search and not args.latency_ms:
-            parser.error("--search needs budgets: --latency-ms 8,10,12")
-        profiles = [resolve_device(name, _overrides(args)) for name in args.device]
-        for profile in profiles:
-            if not profile.targets:
-                flag = "host" if profile.transport == "ssh" else "serial"
-                raise UsageError(f"device {profile.name!r} has no {flag}; give --{flag} or set it in devices.toml")
-        lock = threading.Lock()
-        with ThreadPoolExecutor(len(profiles)) as pool:
-            if args.search:
-                futures = [pool.submit(_closed_loop, p, args, protocol, i, lock) for i, p in enumerate(profiles)]
-            elif args.subnets or args.calibrate is not None:
-                futures = [pool.submit(_whole_subnets, p, args, protocol) for p in profiles]
-            else:
-                futures = [pool.submit(_profile_device, p, args, protocol, i, lock) for i, p in enumerate(profiles)]
-            for future in futures:
-                print(future.result())
+    return run_command("ofa-profile", _main, argv, on_stop=lambda signum: interrupt_all())
+
+
+def _main(argv: list[str]) -> int:
+    if argv[:1] == ["convert"]:
+        return _convert(argv[1:])
+    parser = _parser()
+    args = parser.parse_args(argv)
+    args.command = shlex.join(["ofa-profile", *argv])
+    if args.list_devices:
+        for profile in load_profiles().values():
+            print(profile.describe())
         return 0
-    except (
-        UsageError,
-        DeviceError,
-        ProtocolError,
-        TableError,
-        MeasurementError,
-        TransportError,
-        SubnetFileError,
-        CalibrationError,
-        StrategyError,
-        MissingRowsError,
-        UnknownResolutionError,
-    ) as err:
-        print(f"ofa-profile: error: {err}", file=sys.stderr)
-        return 2 if isinstance(err, (UsageError, DeviceError, ProtocolError)) else 1
-    except KeyboardInterrupt:
-        print("ofa-profile: interrupted; rerun the same command to continue", file=sys.stderr)
-        return 130
+    if not args.device:
+        parser.error("give --device NAME (see --list-devices), or use `ofa-profile convert`")
+    protocol = Protocol(
+        warmup=args.warmup,
+        min_count=args.min_count,
+        min_time_s=args.min_time,
+        max_cv=args.max_cv,
+        retries=args.retries,
+        batch_rows=args.batch_rows,
+        cooldown_s=args.cooldown,
+        drift_tolerance=args.drift_tolerance,
+        seed=args.seed,
+        evict_cache_mb=args.evict_cache_mb,
+        reconnects=args.reconnects,
+        min_sample_ms=args.min_sample_ms,
+        backoff_s=args.backoff,
+        block_ms=args.block_ms,
+        profile_runs=args.profile_runs,
+    )
+    if sum([bool(args.subnets), args.calibrate is not None, args.search, args.reanchor]) > 1:
+        parser.error("--subnets, --calibrate, --search and --reanchor are separate runs: give one of them")
+    if args.search and not args.latency_ms:
+        parser.error("--search needs budgets: --latency-ms 8,10,12")
+    profiles = [resolve_device(name, _overrides(args)) for name in args.device]
+    for profile in profiles:
+        if not profile.targets:
+            flag = "host" if profile.transport == "ssh" else "serial"
+            raise UsageError(f"device {profile.name!r} has no {flag}", f"give --{flag} or set it in devices.toml")
+    lock = threading.Lock()
+    with ThreadPoolExecutor(len(profiles)) as pool:
+        if args.search:
+            futures = [pool.submit(_closed_loop, p, args, protocol, i, lock) for i, p in enumerate(profiles)]
+        elif args.subnets or args.calibrate is not None:
+            futures = [pool.submit(_whole_subnets, p, args, protocol) for p in profiles]
+        else:
+            futures = [pool.submit(_profile_device, p, args, protocol, i, lock) for i, p in enumerate(profiles)]
+        for future in futures:
+            print(future.result())
+    return 0
 
 
 if __name__ == "__main__":

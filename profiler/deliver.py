@@ -18,7 +18,7 @@ import pandas as pd
 from predictors.accuracy import AccuracyPredictor
 from predictors.latency import LatencyPredictor
 from predictors.subnets import SUBNETS_SCHEMA_VERSION, write_subnets
-from predictors.table_io import atomic_write, read_table
+from predictors.table_io import read_table
 from profiler.closed_loop import Delivery, closed_loop
 from profiler.devices import DeviceProfile
 from profiler.plots import plot_delivered
@@ -27,6 +27,7 @@ from profiler.remeasure import store_calibration, table_anchor
 from profiler.transports.base import Transport
 from profiler.whole_subnets import measure_subnets
 from supernet import Arch, ArchSpace
+from supernet.files import atomic_write
 
 __all__ = ["deliver", "write_report"]
 

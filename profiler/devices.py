@@ -16,14 +16,18 @@ from typing import Any
 import platformdirs
 import tomllib
 
+from supernet.errors import OFAProfileError
+
 __all__ = ["BUILTIN_PROFILES", "DeviceError", "DeviceProfile", "config_paths", "load_profiles", "resolve_device"]
 
 TRANSPORTS = ("local", "ssh", "adb")
 RUNTIMES = ("onnxruntime", "tflite", "torch", "benchmark_model")
 
 
-class DeviceError(ValueError):
+class DeviceError(OFAProfileError, ValueError):
     """A device profile that cannot be used; the message names its source, device and field."""
+
+    exit_code = 2
 
 
 @dataclass(frozen=True)
@@ -188,7 +192,9 @@ def config_paths(cwd: Path | None = None) -> list[Path]:
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise DeviceError(f"{path}: not a UTF-8 text file ({err.reason})", "save it as UTF-8") from None
     except tomllib.TOMLDecodeError as err:
         raise DeviceError(f"{path}: not valid TOML ({err}); see `ofa-profile --list-devices` for the format") from None
     devices = data.get("devices", {})

@@ -12,14 +12,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from supernet.files import naming
+
 __all__ = ["Journal"]
 
 
 class Journal:
-    """Append-only JSONL of measurements; a torn last line (the process died mid-write) is ignored and cut."""
+    """Append-only JSONL of measurements; a torn last line (the process died mid-write) is ignored and cut.
+
+    A line that is not a JSON object (an edited or damaged journal) is skipped and listed in ``set_aside`` as
+    ``(line number, reason)``: the lines around it still count.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self.set_aside: list[tuple[int, str]] = []
         self._repair()
 
     def _repair(self) -> None:
@@ -33,20 +40,31 @@ class Journal:
                 os.fsync(f.fileno())
 
     def records(self) -> Iterator[dict[str, Any]]:
+        """Each line's record, with its line number under ``"_line"``."""
+        self.set_aside = []
         if not self.path.exists():
             return
-        with open(self.path, encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
+        with open(self.path, "rb") as f:
+            for number, raw in enumerate(f, 1):
                 try:
-                    yield json.loads(line)
-                except json.JSONDecodeError:
-                    raise ValueError(f"{self.path}: line {number} is not JSON; the journal was edited by hand? "
-                                     f"Remove that line to go on") from None
+                    record = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+                except (UnicodeDecodeError, ValueError) as err:
+                    self.set_aside.append((number, f"not JSON ({err})"))
+                    continue
+                if not isinstance(record, dict):
+                    self.set_aside.append((number, f"a JSON {type(record).__name__}, not an object"))
+                    continue
+                yield {**record, "_line": number}
 
     def append(self, *records: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            for record in records:
-                f.write(json.dumps(record, separators=(",", ":")) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        lines = "".join(json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n" for record in records)
+        with naming(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(lines)
+                f.flush()
+                os.fsync(f.fileno())
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number JSON allows")

@@ -55,12 +55,14 @@ def measure_models(
     scratch: Path,
     cleanup: bool = True,
     reference: Mapping[str, Any] | None = None,
+    files_dir: str | None = None,
 ) -> AgentRun:
     """Time ``models`` (``name``, local ``path``, ``inputs``) on the device, each against ``reference``.
 
     Raw samples come back per model, except from benchmark_model, which prints only aggregates (see
     :mod:`profiler.android_run`). With ``reference``, each record also holds the reference's samples and the
-    per-sample ratios (:mod:`profiler.reference`).
+    per-sample ratios (:mod:`profiler.reference`). ``files_dir``: where the Python agent's model files are kept
+    between runs (see :func:`~profiler.agent_run.run_python_agent`).
     """
     results = scratch / f".{Path(remote_dir).name}.results"
     options = {
@@ -89,7 +91,8 @@ def measure_models(
         settings["runtime"] = _AGENT_RUNTIMES[profile.runtime]
         settings["min_sample_ms"] = protocol.min_sample_ms
         return run_python_agent(
-            transport, models, python=agent_python(profile), settings=settings, reference=reference, **options
+            transport, models, python=agent_python(profile), settings=settings, reference=reference,
+            files_dir=files_dir, **options
         )
     finally:
         results.unlink(missing_ok=True)

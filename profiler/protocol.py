@@ -6,16 +6,29 @@ SPEC §6 practice, as settings a table records in its sidecar so that anyone can
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from supernet.errors import OFAProfileError
+
 __all__ = ["Protocol", "ProtocolError", "spread"]
 
 
-class ProtocolError(ValueError):
+# The ofa-profile flag of each setting, for messages a user can act on.
+_FLAGS = {"min_time_s": "--min-time", "cooldown_s": "--cooldown", "backoff_s": "--backoff"}
+
+
+def _flag(name: str) -> str:
+    return _FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
+class ProtocolError(OFAProfileError, ValueError):
     """A measurement setting out of range; the message names it and its allowed range."""
+
+    exit_code = 2
 
 
 @dataclass(frozen=True)
@@ -70,16 +83,18 @@ class Protocol:
     def __post_init__(self) -> None:
         for name in ("min_count", "batch_rows", "profile_runs"):
             if getattr(self, name) < 1:
-                raise ProtocolError(f"{name} = {getattr(self, name)} must be at least 1")
+                raise ProtocolError(f"{_flag(name)} {getattr(self, name)} must be at least 1")
         for name in ("warmup", "retries", "max_drift_retries", "evict_cache_mb", "reconnects"):
             if getattr(self, name) < 0:
-                raise ProtocolError(f"{name} = {getattr(self, name)} must be 0 or more")
-        for name in ("min_time_s", "cooldown_s", "backoff_s", "min_sample_ms", "block_ms"):
-            if getattr(self, name) < 0:
-                raise ProtocolError(f"{name} = {getattr(self, name)} must be 0 or more seconds")
+                raise ProtocolError(f"{_flag(name)} {getattr(self, name)} must be 0 or more")
+        for name, unit in (("min_time_s", "seconds"), ("cooldown_s", "seconds"), ("backoff_s", "seconds"),
+                           ("min_sample_ms", "ms"), ("block_ms", "ms")):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ProtocolError(f"{_flag(name)} {value} must be a finite number of {unit}, 0 or more")
         for name in ("max_cv", "drift_tolerance"):
-            if not 0 < getattr(self, name) < 1:
-                raise ProtocolError(f"{name} = {getattr(self, name)} must be a fraction between 0 and 1")
+            if not 0 < getattr(self, name) < 1:  # also refuses NaN
+                raise ProtocolError(f"{_flag(name)} {getattr(self, name)} must be a fraction between 0 and 1")
 
     def agent_settings(self) -> dict[str, Any]:
         settings = {"warmup": self.warmup, "min_count": self.min_count, "min_time_s": self.min_time_s,

@@ -16,12 +16,13 @@ import pandas as pd
 
 from predictors.calibration import Calibration, fit_calibration
 from predictors.latency import LatencyPredictor
-from predictors.table_io import Table, atomic_write, read_table, write_table
+from predictors.table_io import Table, read_table, write_table
 from profiler.devices import DeviceProfile
 from profiler.protocol import Protocol
 from profiler.transports.base import Transport
 from profiler.whole_subnets import measure_subnets
 from supernet import Arch, ArchSpace, count_macs
+from supernet.files import atomic_write
 
 __all__ = ["calibrate", "remeasure", "table_anchor"]
 
@@ -30,10 +31,6 @@ def table_anchor(table: Table) -> float | None:
     """The reference latency the table's values are stated at (None for tables built without the reference)."""
     anchor = (table.meta.get("reference") or {}).get("anchor") or {}
     return anchor.get("anchor_ms")
-
-
-def _space_of(table: Table) -> tuple[float, int]:
-    return float(table.meta.get("width_mult", 1.2)), int(table.meta.get("n_classes", 1000))
 
 
 def compare(
@@ -64,10 +61,13 @@ def remeasure(
     cache_dir: Path,
     protocol: Protocol,
 ) -> pd.DataFrame:
-    """Measure each arch end to end; write measured beside predicted (raw sum and calibrated) to ``out_csv``."""
+    """Measure each distinct arch end to end; write measured beside predicted (raw sum and calibrated) to
+    ``out_csv``, one line per distinct arch (an arch listed twice is measured once)."""
     table = read_table(table_path)
-    width, n_classes = _space_of(table)
     predictor = LatencyPredictor(table)
+    width, n_classes = predictor.width_mult, predictor.n_classes
+    space = ArchSpace.for_width(width)
+    archs = list(dict.fromkeys(space.validate(arch) for arch in archs))
     predictor.predict(archs)  # a table that lacks rows or resolutions fails before anything is exported
     measured = measure_subnets(profile, transport, archs, width_mult=width, n_classes=n_classes,
                                anchor_ms=table_anchor(table), protocol=protocol, cache_dir=cache_dir,
@@ -92,11 +92,12 @@ def calibrate(
     table run and now does not leak into the fit.
     """
     table = read_table(table_path)
-    width, n_classes = _space_of(table)
+    predictor = LatencyPredictor(table, calibrated=False)
+    width, n_classes = predictor.width_mult, predictor.n_classes
     rng = random.Random(seed)
     space = ArchSpace.for_width(width)
     archs = [space.sample(rng).with_resolution(rng.choice(table.resolutions)) for _ in range(n_subnets)]
-    sums = LatencyPredictor(table, calibrated=False).predict(archs)
+    sums = predictor.predict(archs)
     measured = measure_subnets(profile, transport, archs, width_mult=width, n_classes=n_classes,
                                anchor_ms=table_anchor(table), protocol=protocol, cache_dir=cache_dir,
                                scratch=table_path.parent, work_name=f"{table_path.stem}.calibrate")

@@ -5,11 +5,13 @@ The journal is the run's truth; this folds it, so a restarted run knows exactly 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from profiler.journal import Journal
+from profiler.records import row_problem
 from profiler.reference import run_anchor
 
 __all__ = ["RunState", "journal_path", "load_state"]
@@ -29,6 +31,8 @@ class RunState:
     environment: dict[str, Any] | None = None
     batches: set[str] = field(default_factory=set)
     reanchored: dict[str, Any] | None = None
+    set_aside: list[tuple[int, str]] = field(default_factory=list)
+    outside: int = 0
 
     def keep(self, record: dict[str, Any]) -> None:
         key = record["key"]
@@ -56,18 +60,34 @@ class RunState:
                 "first": times[0], "last": times[-1]}
 
 
-def load_state(journal: Journal) -> RunState:
+def load_state(journal: Journal, names: Collection[str] | None = None) -> RunState:
+    """Fold the journal. Rows that fail the checks of :mod:`profiler.records` are set aside with their line
+    numbers instead of stopping the run; rows of items not among ``names`` (when given: another run's plan on
+    the same table) stay in the journal but are not used, and are counted in ``outside``."""
     state = RunState()
     for record in journal.records():
         kind = record.get("type")
-        if "batch" in record:
+        if isinstance(record.get("batch"), str):
             state.batches.add(record["batch"])
         if kind == "row":
-            state.keep(record)
-        elif kind == "reference":
+            problem = row_problem(record)
+            if problem is not None:
+                state.set_aside.append((record["_line"], problem))
+            elif names is not None and record["key"] not in names:
+                state.outside += 1
+            else:
+                state.keep(record)
+        elif kind == "reference" and _positive(record.get("median_ms")):
             state.baseline_ms = record["median_ms"]
-        elif kind == "anchor":
-            state.reanchored = {k: record[k] for k in ("anchor_ms", "time", "count")}
-        elif kind == "environment" and state.environment is None:
-            state.environment = record["environment"]
+        elif kind == "anchor" and _positive(record.get("anchor_ms")):
+            state.reanchored = {k: record.get(k) for k in ("anchor_ms", "time", "count")}
+        elif kind == "environment" and isinstance(record.get("environment"), dict):
+            state.environment = state.environment or record["environment"]
+        elif kind in ("reference", "anchor", "environment"):
+            state.set_aside.append((record["_line"], f"a {kind} record without its value"))
+    state.set_aside = sorted(journal.set_aside + state.set_aside)
     return state
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf")

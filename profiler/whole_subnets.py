@@ -18,12 +18,13 @@ from profiler.protocol import Protocol
 from profiler.reference import reference_model, reference_ms, stats_ms
 from profiler.transports.base import Transport
 from supernet import Arch
+from supernet.errors import OFAProfileError
 from supernet.export import ONNX_FREE_DIMS, export_subnet
 
 __all__ = ["SubnetMeasurementError", "measure_subnets", "subnet_model"]
 
 
-class SubnetMeasurementError(RuntimeError):
+class SubnetMeasurementError(OFAProfileError, RuntimeError):
     """A subnet the device could not time; the message names it and what the agent said."""
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from .errors import OFAProfileError
+
 __all__ = [
     "DEPTHS",
     "EXPAND_RATIOS",
@@ -35,7 +37,7 @@ MAX_DEPTH = 4
 N_BLOCKS = N_STAGES * MAX_DEPTH
 
 
-class ArchError(ValueError):
+class ArchError(OFAProfileError, ValueError):
     """An architecture, or its JSON, that is not in the space; the message says which field and what is allowed."""
 
 

@@ -15,12 +15,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .errors import OFAProfileError
+
 __all__ = ["CheckpointError", "canonical_key", "load_compatible_state_dict", "read_state_dict"]
 
 _NESTED = re.compile(r"\.(bn|conv|linear)\.\1\.")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(OFAProfileError, ValueError):
     """A checkpoint that does not fit the network; the message says what differs and what to build instead."""
 
 

@@ -22,7 +22,6 @@ import importlib
 import io
 import json
 import os
-import tempfile
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
@@ -39,6 +38,8 @@ import torch
 from torch import nn
 
 from .arch import Arch
+from .errors import OFAProfileError
+from .files import atomic_write
 from .ofa_mbv3 import OFAMobileNetV3
 from .units import Unit
 
@@ -70,11 +71,11 @@ _VERSIONED = {"onnx": ("torch", "onnx"), "tflite": ("torch", "litert-torch", "li
 _INSTALL_TFLITE = "pip install 'ofa-profile[tflite]'"
 
 
-class ExportError(ValueError):
+class ExportError(OFAProfileError, ValueError):
     """An export that cannot run as asked (unknown runtime, bad input shape); the message says what to pass."""
 
 
-class TFLiteUnavailableError(ImportError):
+class TFLiteUnavailableError(OFAProfileError, ImportError):
     """TF-Lite export was asked for but its optional extra, litert-torch, is not installed."""
 
 
@@ -173,23 +174,10 @@ def _to_bytes(module: nn.Module, runtime: str, input_shape: Sequence[int]) -> by
     return onnx_bytes(module, input_shape) if runtime == "onnx" else tflite_bytes(module, input_shape)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, then rename: readers never see half a model."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def export_module(module: nn.Module, runtime: str, path: str | os.PathLike, input_shape: Sequence[int]) -> Path:
     """Export any module (a unit, a whole subnet) to ``path`` for ``runtime`` (``"onnx"`` or ``"tflite"``)."""
     path = Path(path)
-    _write_atomic(path, _to_bytes(module, runtime, input_shape))
+    atomic_write(path, _to_bytes(module, runtime, input_shape))
     return path
 
 
@@ -229,7 +217,7 @@ def export_unit(unit: Unit, runtime: str, cache_dir: str | os.PathLike, seed: in
     """The unit's model file in ``cache_dir``, exported only if no file with its content hash is there."""
     path = unit_path(unit, runtime, cache_dir, seed)
     if not path.exists():
-        _write_atomic(path, _to_bytes(unit.build(seed), runtime, unit.input_shape))
+        atomic_write(path, _to_bytes(unit.build(seed), runtime, unit.input_shape))
     return path
 
 
@@ -293,5 +281,5 @@ def export_subnet(arch: Arch, width_mult: float, n_classes: int, runtime: str, c
         input_shape = (batch, 3, arch.r, arch.r)
         data = (onnx_bytes(subnet, input_shape, any_resolution=True) if runtime == "onnx"
                 else _to_bytes(subnet, runtime, input_shape))
-        _write_atomic(path, data)
+        atomic_write(path, data)
     return path

@@ -16,6 +16,7 @@ from torch import nn
 
 from ._layers import ConvLayer, IdentityLayer, LinearLayer, MBConvLayer, ResidualBlock
 from .checkpoint import load_compatible_state_dict, read_state_dict
+from .errors import OFAProfileError
 
 __all__ = ["MobileNetV3", "NetConfigError", "build_from_net_config"]
 
@@ -23,7 +24,7 @@ BN_MOMENTUM = 0.1
 BN_EPS = 1e-5
 
 
-class NetConfigError(ValueError):
+class NetConfigError(OFAProfileError, ValueError):
     """A ``net.config`` that cannot be built; the message names the path inside the config."""
 
 

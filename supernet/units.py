@@ -16,6 +16,7 @@ from torch import nn
 
 from ._layers import ConvLayer, IdentityLayer, LinearLayer, MBConvLayer, ResidualBlock
 from .arch import DEPTHS, EXPAND_RATIOS, KERNEL_SIZES, N_BLOCKS, N_STAGES, Arch, ArchSpace
+from .errors import OFAProfileError
 from .mobilenetv3 import MobileNetV3
 from .plan import BlockPlan, NetPlan, feature_size
 
@@ -47,7 +48,7 @@ _FIRST_BLOCK_KERNEL = 3
 _HEAD_ACT = "h_swish"
 
 
-class UnitError(ValueError):
+class UnitError(OFAProfileError, ValueError):
     """A unit or table key that is not a valid OFA MobileNetV3 table row; the message names the key."""
 
 

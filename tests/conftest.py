@@ -17,6 +17,21 @@ from tests.peers.models import make_broken, make_onnx, make_tflite, make_torchsc
 from tests.peers.sshd import Sshd
 
 # ----------------------------------------------------------------------------------------------------
+# No machine state: every test gets its own HOME, config and cache folders and working folder.
+# ----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def isolated_machine_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads the developer's ~/.config, caches or a devices.toml in the folder pytest started in."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
+# ----------------------------------------------------------------------------------------------------
 # Transports and agents (issue 4): a real sshd, the ADB test daemon, small ONNX and TF-Lite models.
 # ----------------------------------------------------------------------------------------------------
 

@@ -13,8 +13,6 @@ import shutil
 import signal
 import subprocess
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +23,7 @@ from profiler.transports.adb import AdbTransport
 from profiler.transports.errors import ConnectionFailed
 from tests.conftest import FakeBenchmarkModel, make_fake_sysfs, process_alive
 from tests.peers.adb_daemon import AdbDaemon
+from tests.peers.waiting import wait_until
 from tests.test_benchmark_model_parse import NEW_WITH_MEDIAN
 
 FAST = {"threads": 1, "warmup": 1, "min_count": 5, "min_time_s": 0.01, "provider": "xnnpack", "affinity": "fast"}
@@ -41,21 +40,12 @@ def _models(folder: Path, kinds: dict[str, str]) -> list[dict[str, object]]:
     return models
 
 
-def _until(condition: Callable[[], bool], what: str, attempts: int = 1000) -> None:
-    """Poll ``condition`` every 10 ms, at most ``attempts`` times."""
-    for _ in range(attempts):
-        if condition():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _reboot_while_m1_runs(adb, models, options, fake_benchmark_model, remote_dir: Path) -> None:
     """Run the agent and SIGKILL its process group (a phone reboot) while m1.tflite is held mid-run."""
     fake_benchmark_model.hold("m1.tflite")
 
     def reboot() -> None:
-        _until(lambda: "m1.tflite" in dict(fake_benchmark_model.calls()), "m1 to start", attempts=3000)
+        wait_until(lambda: "m1.tflite" in dict(fake_benchmark_model.calls()), "m1 to start")
         os.killpg(int((remote_dir / "agent.pid").read_text()), signal.SIGKILL)  # setsid made it a group leader
 
     phone = threading.Thread(target=reboot)
@@ -209,13 +199,9 @@ def test_agent_survives_the_host_going_away_and_the_host_picks_up(
 
     def unplug() -> None:
         # Once m0 is written and m1 is running, the cable goes.
-        for _ in range(3000):
-            if stop.is_set():
-                return
-            if "m1.tflite" in dict(fake_benchmark_model.calls()) and device_results.exists():
-                adb_daemon.stop()
-                return
-            time.sleep(0.01)
+        if wait_until(lambda: "m1.tflite" in dict(fake_benchmark_model.calls()) and device_results.exists(),
+                      "m1 to start", stop=stop.is_set):
+            adb_daemon.stop()
 
     cable = threading.Thread(target=unplug)
     cable.start()
@@ -233,7 +219,7 @@ def test_agent_survives_the_host_going_away_and_the_host_picks_up(
     assert set(parse_agent_output(device_results.read_text()).results) == {"m0"}
 
     fake_benchmark_model.release("m1.tflite")
-    _until(lambda: (remote_dir / "done").exists(), "the agent to finish while the host is away")
+    wait_until(lambda: (remote_dir / "done").exists(), "the agent to finish while the host is away")
     assert set(parse_agent_output(device_results.read_text()).results) == {"m0", "m1", "m2"}
 
     adb_daemon.start(adb_daemon.port)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from profiler.transports.base import Transport
 from profiler.transports.errors import ConnectionFailed
 from profiler.transports.ssh import SshTransport
 from tests.peers.sshd import Sshd
+from tests.peers.waiting import wait_until
 
 SETTINGS = {"warmup": 2, "min_count": 5, "min_time_s": 0.0, "threads": 1}
 
@@ -38,13 +38,8 @@ def test_agent_measures_onnx_and_tflite_and_cleans_up(transport: Transport, mode
 
 
 def _wait_for_results(path: Path, count: int, stop: threading.Event) -> bool:
-    for _ in range(3000):
-        if stop.is_set():
-            return False
-        if path.exists() and path.read_text().count('"type": "result"') >= count:
-            return True
-        time.sleep(0.01)
-    return False
+    return wait_until(lambda: path.exists() and path.read_text().count('"type": "result"') >= count,
+                      f"{count} result(s) in {path}", stop=stop.is_set)
 
 
 @pytest.mark.slow

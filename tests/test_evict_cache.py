@@ -43,5 +43,5 @@ def test_benchmark_model_cannot_evict(tmp_path):
 
 
 def test_protocol_refuses_negative_eviction():
-    with pytest.raises(ProtocolError, match="evict_cache_mb = -2 must be 0 or more"):
+    with pytest.raises(ProtocolError, match="--evict-cache-mb -2 must be 0 or more"):
         Protocol(evict_cache_mb=-2)

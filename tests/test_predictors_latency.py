@@ -103,7 +103,7 @@ def test_unmeasured_resolution_needs_interpolate(note10):
     assert result.latency_ms[0] == pytest.approx(lo + weight * (hi - lo))
     assert interp.supported_resolutions() == tuple(range(160, 225, 4))
     with pytest.raises(UnknownResolutionError, match="outside"):
-        LatencyPredictor(NOTE10, interpolate=True, width_mult=1.0).predict([arch.with_resolution(128)])
+        LatencyPredictor(NOTE10, interpolate=True).predict([arch.with_resolution(128)])
 
 
 def test_minimum_latency(note10):

@@ -15,6 +15,7 @@ import pytest
 from profiler.cli import main
 from supernet.units import all_units
 from tests.peers.adb_daemon import AdbDaemon
+from tests.peers.waiting import wait_until
 
 EXPECTED = {unit.key for unit in all_units(1.0, [128])}
 TABLE = "local_w1.0_onnxruntime_cpu.csv"
@@ -38,10 +39,8 @@ def _journal(tmp_path: Path) -> list[dict]:
 
 def _wait_for_rows(tmp_path: Path, done: threading.Event) -> None:
     """Until the journal holds a measured row (bounded; polled)."""
-    for _ in range(3000):
-        if done.is_set() or any(r["type"] == "row" for r in _journal(tmp_path)):
-            return
-        time.sleep(0.02)
+    wait_until(lambda: any(r["type"] == "row" for r in _journal(tmp_path)), "a measured row", stop=done.is_set,
+               timeout_s=60)
 
 
 def _start_run(tmp_path: Path, daemon: AdbDaemon, adb_key: Path, reconnects: int) -> tuple[threading.Thread, list]:

@@ -11,7 +11,6 @@ import collections
 import json
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ from supernet.units import Unit, all_units
 from tests.conftest import FakeBenchmarkModel, process_alive
 from tests.peers.adb_daemon import AdbDaemon
 from tests.peers.sshd import Sshd
+from tests.peers.waiting import wait_until
 
 WIDTH, RESOLUTION = 1.0, 128
 # Tiny timings; no re-measuring and no drift cool-downs (this shared machine drifts): keys are what is compared.
@@ -265,11 +265,8 @@ def test_killed_benchmark_model_table_run_keeps_its_batch(
     fake_benchmark_model.hold(order[2])
 
     def unplug() -> None:
-        for _ in range(3000):
-            if order[2] in dict(fake_benchmark_model.calls()):
-                adb_daemon.stop()
-                return
-            time.sleep(0.01)
+        wait_until(lambda: order[2] in dict(fake_benchmark_model.calls()), f"{order[2]} to start")
+        adb_daemon.stop()
 
     cable = threading.Thread(target=unplug)
     cable.start()
@@ -297,8 +294,4 @@ def test_killed_benchmark_model_table_run_keeps_its_batch(
     assert rounds > 1 and counts[order[2]] == rounds + 1
     assert all(counts[name] == rounds for name in order if name != order[2])
     assert len(calls) - len(models) == len(order) * (rounds + 1) + 1  # + the cut-off sequence's first
-    for _ in range(1000):
-        if not process_alive(orphan):
-            break
-        time.sleep(0.01)
-    assert not process_alive(orphan), "the rerun left the killed run's agent running"
+    wait_until(lambda: not process_alive(orphan), "the rerun to stop the killed run's agent", timeout_s=10)

@@ -9,7 +9,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +16,7 @@ import pytest
 
 from profiler.rows import InNetworkRows
 from supernet.units import all_units
+from tests.peers.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 KILLS = 20
@@ -32,14 +32,13 @@ def _command(out: Path, rows: str) -> list[str]:
 
 def _wait_for_a_batch(work: Path, process: subprocess.Popen, seen: set[str]) -> None:
     """Until a new batch folder appears on the "device" (or the run ends); bounded, polled, no fixed sleep."""
-    for _ in range(1000):
-        if process.poll() is not None:
-            return
+    def new_batch() -> bool:
         batches = {p.name for p in work.glob("b*")} if work.is_dir() else set()
-        if batches - seen:
-            seen.update(batches)
-            return
-        time.sleep(0.02)
+        seen.update(batches)
+        return bool(batches - before)
+
+    before = set(seen)
+    wait_until(new_batch, "a new batch folder", stop=lambda: process.poll() is not None, interval_s=0.02)
 
 
 @pytest.mark.slow

@@ -78,22 +78,9 @@ def test_in_network_rows_by_hand():
     assert first_conv.extra["networks"] == "2"
 
 
-def test_a_remeasured_subnet_keeps_its_first_node_profile(tmp_path):
-    """Re-measuring a subnet whose ratio was too wide times it again but does not profile it again."""
-    strategy = InNetworkRows(1.0, (160,))
-    first, second = strategy.items()[:2]
-    nodes = [["/first_conv/c", "Conv", 10.0]]
-    earlier = {first.name: {"node_times_us": nodes}}
-    models = strategy.models([first, second], "onnx", tmp_path, 1, earlier)
-    assert [m["profile_nodes"] for m in models] == [False, True]
-    assert strategy.journal_fields(first.name, {}, earlier[first.name])["node_times_us"] == nodes
-    fresh = [["/first_conv/c", "Conv", 12.0]]
-    assert strategy.journal_fields(first.name, {"node_times_us": fresh}, earlier[first.name])["node_times_us"] == fresh
-
-
 def test_in_network_rows_need_onnx():
     with pytest.raises(StrategyError, match="--rows isolated"):
-        InNetworkRows(1.0, (160,)).models([], "tflite", None, 1, {})
+        InNetworkRows(1.0, (160,)).models([], "tflite", None, 1)
     with pytest.raises(StrategyError, match="unknown way"):
         strategy_for("magic", 1.0, [160], 1000)
     assert isinstance(strategy_for("isolated", 1.0, [160], 1000), IsolatedRows)

@@ -161,7 +161,7 @@ def test_flag_conflicts_exit_2(capsys, argv, message):
 
 def test_other_width_needs_a_predictor(capsys):
     """w1.0 has no shipped accuracy predictor: the error says to pass --predictor."""
-    assert main(["--macs", "300M", "--width", "1.0", *FAST]) == 1
+    assert main(["--macs", "300M", "--width", "1.0", *FAST]) == 2  # a usage error
     assert "--predictor" in capsys.readouterr().err
 
 

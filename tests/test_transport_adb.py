@@ -15,6 +15,7 @@ from profiler.transports.adb import AdbTransport, load_or_create_key
 from profiler.transports.errors import AuthenticationFailed, ConnectionFailed, DeviceBusy
 from tests.peers.adb_daemon import AdbDaemon
 from tests.peers.sshd import free_port
+from tests.peers.waiting import wait_until, when_running
 
 
 def test_key_is_created_on_first_use_owner_only(tmp_path: Path):
@@ -92,14 +93,13 @@ def test_usb_busy_suggests_adb_kill_server(adb_key: Path):
 def test_device_going_away_mid_command(adb: AdbTransport, adb_daemon: AdbDaemon):
     """The device vanishing during a command gives ConnectionFailed at once, not after the timeout."""
     adb.open()
-    killer = threading.Timer(0.5, adb_daemon.stop)
-    killer.start()
+    join = when_running("sleep 60", adb_daemon.stop)
     started = time.monotonic()
     try:
         with pytest.raises(ConnectionFailed, match="went away"):
             adb.run(["sleep", "60"], timeout=30)
     finally:
-        killer.join()
+        join()
     assert time.monotonic() - started < 10
 
 
@@ -121,10 +121,8 @@ def test_device_going_away_mid_run_then_rerun_continues(
     stop = threading.Event()
 
     def unplug() -> None:
-        for _ in range(3000):
-            if stop.is_set() or (device_results.exists() and '"type": "result"' in device_results.read_text()):
-                break
-            time.sleep(0.01)
+        wait_until(lambda: device_results.exists() and '"type": "result"' in device_results.read_text(),
+                   "the first result", stop=stop.is_set)
         adb_daemon.stop()
 
     unplugger = threading.Thread(target=unplug)

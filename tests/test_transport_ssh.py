@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from profiler.transports.errors import AuthenticationFailed, ConnectionFailed, HostKeyError
 from profiler.transports.ssh import SshTransport, main, trust_host
 from tests.peers.sshd import Sshd, free_port, keygen, known_hosts_line
+from tests.peers.waiting import when_running
 
 
 def _client(sshd: Sshd, **overrides) -> SshTransport:
@@ -94,10 +94,9 @@ def test_device_going_away_mid_command(sshd: Sshd):
     """sshd killed while a command runs: ConnectionFailed at once, not a wait for the timeout."""
     with _client(sshd) as transport:
         transport.open()
-        killer = threading.Timer(0.5, sshd.stop)
-        killer.start()
+        join = when_running("sleep 60", sshd.stop)
         try:
             with pytest.raises(ConnectionFailed, match="connection lost while running 'sleep 60'"):
                 transport.run(["sleep", "60"], timeout=30)
         finally:
-            killer.join()
+            join()

@@ -32,12 +32,17 @@ from profiler.transports.errors import (
     TransferFailed,
 )
 from profiler.transports.result import Result
+from supernet.errors import HostError
 
-__all__ = ["AdbTransport", "load_or_create_key"]
+__all__ = ["AdbTransport", "KeyFileError", "load_or_create_key"]
 
 _SENTINEL = "__OFA_EXIT_STATUS__"
 _SENTINEL_LINE = re.compile(rf"\r?\n{_SENTINEL}(\d+)\r?\n?$")
 _DEFAULT_KEY = Path("~/.android/adbkey")
+
+
+class KeyFileError(HostError, PermissionError):
+    """A private key file whose mode lets other users read it: refused, as ``adb`` and ``ssh`` do."""
 
 
 def load_or_create_key(path: Path | str = _DEFAULT_KEY) -> PythonRSASigner:
@@ -52,7 +57,7 @@ def load_or_create_key(path: Path | str = _DEFAULT_KEY) -> PythonRSASigner:
             os.umask(previous)
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
-        raise PermissionError(f"ADB key {path} is readable by others (mode {mode:o}); run: chmod 600 {path}")
+        raise KeyFileError(f"ADB key {path} is readable by others (mode {mode:o})", f"run: chmod 600 {path}")
     return PythonRSASigner(Path(f"{path}.pub").read_text(), path.read_text())
 
 
@@ -124,6 +129,12 @@ class AdbTransport(Transport):
                 ) from exc
             raise
         self._device = device
+
+    def _abort(self) -> None:
+        # Closing the connection ends the shell on the device, and the agent with it.
+        device = self._device
+        if device is not None:
+            device.close()
 
     def _close(self) -> None:
         if self._device is not None:

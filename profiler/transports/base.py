@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import posixpath
 import shlex
+import threading
+import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 
-from profiler.transports.errors import CommandTimedOut, UnexpectedExit
+from profiler.transports.errors import CommandTimedOut, Interrupted, TransferFailed, UnexpectedExit
 from profiler.transports.result import Result
+from supernet.errors import host_error
 
-__all__ = ["Transport", "quote_command", "sha256_of"]
+__all__ = ["Transport", "interrupt_all", "quote_command", "sha256_of"]
+
+_T = TypeVar("_T")
+# Errors of a download that can only come from this machine, the side that writes (the device only reads).
+_HOST_SIDE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+_LIVE: weakref.WeakSet[Transport] = weakref.WeakSet()
+
+
+def interrupt_all() -> None:
+    """Interrupt every transport of this process (a signal handler calls this on SIGINT and SIGTERM)."""
+    for transport in list(_LIVE):
+        transport.interrupt()
 
 
 def quote_command(argv: Sequence[str]) -> str:
@@ -49,6 +65,8 @@ class Transport(ABC):
     def __init__(self, device: str) -> None:
         self.device = device
         self._is_open = False
+        self._stop = threading.Event()
+        _LIVE.add(self)
 
     def __enter__(self) -> Transport:
         return self
@@ -73,6 +91,37 @@ class Transport(ABC):
             self._is_open = False
             self._close()
 
+    def interrupt(self) -> None:
+        """Abort what this transport is doing now (from any thread); every later call raises ``Interrupted``.
+
+        The running command is stopped where the transport can (the local process group is killed; an SSH
+        channel or ADB connection is closed, and the agent, orphaned, stops by itself).
+        """
+        self._stop.set()
+        self._abort()
+
+    def pause(self, seconds: float) -> None:
+        """Sleep, but wake up and raise ``Interrupted`` as soon as the transport is interrupted."""
+        if self._stop.wait(seconds):
+            raise self._interrupted()
+
+    def _interrupted(self) -> Interrupted:
+        return Interrupted(f"{self.device}: interrupted", "rerun the same command to continue")
+
+    def _guard(self, call: Callable[[], _T]) -> _T:
+        """Run a hook; once interrupted, whatever it raised or returned becomes ``Interrupted``."""
+        if self._stop.is_set():
+            raise self._interrupted()
+        try:
+            result = call()
+        except Exception:
+            if self._stop.is_set():
+                raise self._interrupted() from None
+            raise
+        if self._stop.is_set():
+            raise self._interrupted()
+        return result
+
     def run(self, argv: Sequence[str], *, timeout: float, check: bool = True) -> Result:
         """Run a command on the device, every argument quoted.
 
@@ -92,8 +141,8 @@ class Transport(ABC):
         """Run a shell command line as given; build it with ``quote_command`` for anything from outside."""
         if timeout <= 0:
             raise ValueError(f"timeout must be positive seconds, got {timeout!r}")
-        self.open()
-        result = self._execute(command, timeout)
+        self._guard(self.open)
+        result = self._guard(lambda: self._execute(command, timeout))
         if check and not result.ok:
             raise UnexpectedExit(result)
         return result
@@ -109,16 +158,22 @@ class Transport(ABC):
             raise FileNotFoundError(f"cannot push {local}: no such file on this machine")
         if self.remote_sha256(remote, timeout=timeout) == sha256_of(local):
             return False
-        self.open()
-        self._upload(local, remote, timeout)
+        self._guard(self.open)
+        self._guard(lambda: self._upload(local, remote, timeout))
         return True
 
     def pull(self, remote: str, local: Path | str, *, timeout: float = 120.0) -> Path:
         """Copy a file from the device to ``local`` and return that path."""
         local = Path(local)
         local.parent.mkdir(parents=True, exist_ok=True)
-        self.open()
-        self._download(remote, local, timeout)
+        self._guard(self.open)
+        try:
+            self._guard(lambda: self._download(remote, local, timeout))
+        except TransferFailed as err:
+            cause = err.__cause__
+            if isinstance(cause, OSError) and cause.errno in _HOST_SIDE:
+                raise host_error(OSError(cause.errno, cause.strerror, str(local))) from err
+            raise
         return local
 
     def remote_sha256(self, remote: str, *, timeout: float = 60.0) -> str | None:
@@ -159,6 +214,10 @@ class Transport(ABC):
     @abstractmethod
     def _download(self, remote: str, local: Path, timeout: float) -> None:
         """Copy a device file to a local path."""
+
+    @abstractmethod
+    def _abort(self) -> None:
+        """Stop the command or transfer in progress; called from another thread (a signal handler)."""
 
     @abstractmethod
     def _close(self) -> None:

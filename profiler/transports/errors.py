@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from supernet.errors import OFAProfileError
+
 if TYPE_CHECKING:
     from profiler.transports.result import Result
 
@@ -17,13 +19,18 @@ __all__ = [
     "ConnectionFailed",
     "DeviceBusy",
     "HostKeyError",
+    "Interrupted",
     "TransferFailed",
     "TransportError",
     "UnexpectedExit",
 ]
 
 
-class TransportError(Exception):
+class Interrupted(OFAProfileError):
+    """The transport was interrupted (SIGINT or SIGTERM) while it ran a command or moved a file."""
+
+
+class TransportError(OFAProfileError):
     """Base of every transport failure.
 
     Args:
@@ -33,13 +40,10 @@ class TransportError(Exception):
     """
 
     def __init__(self, device: str, problem: str, hint: str = "") -> None:
+        super().__init__(f"{device}: {problem}", hint)
         self.device = device
         self.problem = problem
         self.hint = hint
-        message = f"{device}: {problem}"
-        if hint:
-            message += f"\n  try: {hint}"
-        super().__init__(message)
 
 
 class ConnectionFailed(TransportError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -23,9 +24,15 @@ class LocalTransport(Transport):
 
     def __init__(self) -> None:
         super().__init__("local")
+        self._running: set[subprocess.Popen[bytes]] = set()
 
     def _open(self) -> None:
         """Nothing to connect."""
+
+    def _abort(self) -> None:
+        for process in list(self._running):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
 
     def _close(self) -> None:
         """Nothing to release."""
@@ -39,12 +46,15 @@ class LocalTransport(Transport):
             stderr=subprocess.PIPE,
             start_new_session=True,
         )
+        self._running.add(process)
         try:
             stdout, stderr = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             stdout, stderr = process.communicate()
             raise self._timed_out(command, timeout, _text(stdout), _text(stderr)) from None
+        finally:
+            self._running.discard(process)
         return Result(self.device, command, _text(stdout), _text(stderr), process.returncode)
 
     def _upload(self, local: Path, remote: str, timeout: float) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import hashlib
 import select
 import socket
@@ -129,7 +130,7 @@ class SshTransport(Transport):
                 f"the server refused {key} ({exc})",
                 "add the matching public key to ~/.ssh/authorized_keys on the device, or pass key_filename",
             ) from exc
-        except (OSError, paramiko.SSHException) as exc:
+        except (OSError, EOFError, paramiko.SSHException) as exc:
             client.close()
             raise ConnectionFailed(
                 self.device,
@@ -138,13 +139,19 @@ class SshTransport(Transport):
             ) from exc
         self._client = client
 
+    def _abort(self) -> None:
+        # Closing the connection ends the running command's session; the agent, orphaned, stops by itself.
+        client = self._client
+        if client is not None:
+            client.close()
+
     def _close(self) -> None:
-        if self._sftp is not None:
-            self._sftp.close()
-            self._sftp = None
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        # A connection that dropped can fail to close (EOFError from paramiko): it is gone either way.
+        sftp, client, self._sftp, self._client = self._sftp, self._client, None, None
+        for resource in (sftp, client):
+            if resource is not None:
+                with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+                    resource.close()
 
     def _transport(self) -> paramiko.Transport:
         assert self._client is not None
@@ -158,7 +165,7 @@ class SshTransport(Transport):
         try:
             channel = self._transport().open_session(timeout=self.connect_timeout)
             channel.exec_command(command)
-        except (OSError, paramiko.SSHException) as exc:
+        except (OSError, EOFError, paramiko.SSHException) as exc:
             self.close()
             raise ConnectionFailed(self.device, f"could not start {command!r}: {exc}") from exc
         stdout, stderr = bytearray(), bytearray()
@@ -195,7 +202,7 @@ class SshTransport(Transport):
             sftp = self._sftp_client()
             sftp.get_channel().settimeout(timeout)
             sftp.put(str(local), remote, confirm=True)
-        except (OSError, paramiko.SSHException) as exc:
+        except (OSError, EOFError, paramiko.SSHException) as exc:
             raise TransferFailed(
                 self.device,
                 f"upload of {local} to {remote} failed: {exc}",
@@ -207,7 +214,7 @@ class SshTransport(Transport):
             sftp = self._sftp_client()
             sftp.get_channel().settimeout(timeout)
             sftp.get(remote, str(local))
-        except (OSError, paramiko.SSHException) as exc:
+        except (OSError, EOFError, paramiko.SSHException) as exc:
             raise TransferFailed(self.device, f"download of {remote} to {local} failed: {exc}") from exc
 
 
@@ -251,7 +258,7 @@ def trust_host(
         ):
             link.start_client(timeout=timeout)
             key = link.get_remote_server_key()
-    except (OSError, paramiko.SSHException) as exc:
+    except (OSError, EOFError, paramiko.SSHException) as exc:
         raise ConnectionFailed(device, f"could not fetch the host key: {exc}") from exc
     entry = _host_entry(host, port)
     keys = paramiko.HostKeys(str(known_hosts)) if known_hosts.is_file() else paramiko.HostKeys()

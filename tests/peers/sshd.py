@@ -8,9 +8,10 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.peers.waiting import wait_until
 
 SSHD = Path("/usr/sbin/sshd")
 
@@ -22,17 +23,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for_port(port: int, *, attempts: int = 200, process: subprocess.Popen | None = None) -> None:
+def wait_for_port(port: int, *, process: subprocess.Popen | None = None) -> None:
     """Poll until something accepts on ``port``; fail with the process's output if it died first."""
-    for _ in range(attempts):
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"peer exited with {process.returncode} before listening on {port}")
+
+    def listening() -> bool:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
+                return True
         except OSError:
-            time.sleep(0.02)
-    raise RuntimeError(f"nothing listened on 127.0.0.1:{port} after {attempts} attempts")
+            return False
+
+    died = (lambda: process.poll() is not None) if process is not None else None
+    try:
+        if not wait_until(listening, f"a listener on 127.0.0.1:{port}", timeout_s=10, interval_s=0.02, stop=died):
+            raise RuntimeError(f"peer exited with {process.returncode} before listening on {port}")
+    except AssertionError as err:
+        raise RuntimeError(str(err)) from None
 
 
 def keygen(path: Path, kind: str = "ed25519") -> Path:
@@ -115,11 +121,8 @@ class Sshd:
                 os.kill(pid, 9)
         self.process.wait(timeout=10)
         self.process = None
-        for _ in range(500):
-            if not any(_alive(pid) for pid in pids):
-                return
-            time.sleep(0.01)
-        raise RuntimeError(f"sshd processes {pids} outlived SIGKILL")
+        wait_until(lambda: not any(_alive(pid) for pid in pids), f"sshd processes {pids} to die after SIGKILL",
+                   timeout_s=5)
 
 
 def _descendants(pid: int) -> list[int]:

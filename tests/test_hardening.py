@@ -1,0 +1,194 @@
+"""A device that lies, a poisoned journal, two runs on one table, Ctrl-C, and host faults named as such."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import profiler.agent_run
+from profiler.builder import MeasurementError, TableRun
+from profiler.devices import resolve_device
+from profiler.journal import Journal
+from profiler.protocol import Protocol
+from profiler.run_state import journal_path
+from profiler.table_lock import TableLocked, lock_path, table_lock
+from profiler.transports.local import LocalTransport
+from supernet.units import all_units
+from tests.peers.waiting import wait_until
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = Protocol(warmup=0, min_count=3, min_time_s=0.0, retries=0, drift_tolerance=0.95, block_ms=1.0)
+UNITS = all_units(1.0, [128])[:3]
+
+# An "agent" that reports what a broken or hostile device might: a result named outside the batch, a negative
+# median, and one honest-looking result; it measures nothing.
+LIAR = textwrap.dedent('''
+    import json, sys
+    manifest = json.load(open(sys.argv[1]))
+    names = [m["name"] for m in manifest["models"]]
+    def result(name, median):
+        samples = [median] * 3
+        summary = {"median": median, "mean": median, "std": 0.0, "p10": median, "p90": median, "count": 3}
+        ref = {"name": "reference", "samples_ms": [1.0] * 3, "summary": {**summary, "median": 1.0, "mean": 1.0,
+               "p10": 1.0, "p90": 1.0}}
+        return {"type": "result", "name": name, "samples_ms": samples, "summary": summary, "reference": ref,
+                "ratio_samples": samples, "ratio": summary}
+    with open(sys.argv[2], "a") as out:
+        for record in (result("../../../tmp/x", 1.0), result(names[0], -5.0), result(names[1], 0.5)):
+            out.write(json.dumps(record) + "\\n")
+''')
+
+
+def _run(tmp_path: Path, transport: LocalTransport) -> TableRun:
+    return TableRun(resolve_device("local"), transport, UNITS, tmp_path / "t.csv", tmp_path / "cache", TINY)
+
+
+def test_a_lying_device_gets_nothing_journaled_and_the_rerun_finishes(tmp_path, monkeypatch):
+    """Results named outside the batch or with times that are not positive never reach the journal."""
+    liar = tmp_path / "liar" / "python_agent.py"
+    liar.parent.mkdir()
+    liar.write_text(LIAR)
+    monkeypatch.setattr(profiler.agent_run, "AGENT", liar)
+    with LocalTransport() as transport, pytest.raises(MeasurementError, match=r"not valid: summary\.median = -5\.0"):
+        _run(tmp_path, transport).run()
+    rows = [r for r in Journal(journal_path(tmp_path / "t.csv")).records() if r["type"] == "row"]
+    assert len(rows) == 1 and rows[0]["key"] in {u.key for u in UNITS}, "only the honest-looking result is kept"
+    monkeypatch.undo()
+    with LocalTransport() as transport:
+        table = _run(tmp_path, transport).run()
+    assert {row.key for row in table.rows} == {u.key for u in UNITS}
+
+
+def test_a_poisoned_journal_is_set_aside_line_by_line(tmp_path, caplog):
+    """Non-JSON lines, arrays, Infinity, negative medians and foreign keys are reported, never fatal."""
+    with LocalTransport() as transport:
+        _run(tmp_path, transport).run()
+    journal = journal_path(tmp_path / "t.csv")
+    good = [json.loads(line) for line in journal.read_text().splitlines()]
+    row = next(r for r in good if r["type"] == "row")
+    poison = [
+        "{not json",
+        "[1, 2, 3]",
+        json.dumps({**row, "summary": {**row["summary"], "median": -5.0}}),
+        json.dumps({**row, "key": "../../../tmp/x"}),
+        json.dumps({**row, "cv": 1.0}).replace("1.0", "Infinity", 1),
+        "\udcff".encode("utf-8", "surrogateescape").decode("latin-1"),
+    ]
+    with open(journal, "a", encoding="latin-1") as f:
+        f.write("\n".join(poison) + "\n")
+    with LocalTransport() as transport:
+        run = _run(tmp_path, transport)
+        table = run.run()
+    assert {r.key for r in table.rows} == {u.key for u in UNITS}
+    assert len(run.state.set_aside) == 5 and run.state.outside == 1
+    assert "line(s) set aside" in caplog.text and "-5.0" in caplog.text
+    frame = pd.read_csv(tmp_path / "t.csv")
+    assert (frame["median_ms"] > 0).all() and set(frame["key"]) == {u.key for u in UNITS}
+
+
+def test_a_second_run_on_a_table_is_refused_naming_the_holder(tmp_path):
+    table = tmp_path / "t.csv"
+    with table_lock(table, "ofa-profile --device local"):
+        refused = pytest.raises(TableLocked, match=rf"PID {os.getpid()} on .* started .*ofa-profile --device local")
+        with refused, table_lock(table):
+            pass
+        with LocalTransport() as transport, pytest.raises(TableLocked, match="being measured by"):
+            _run(tmp_path, transport).run()
+    with table_lock(table):  # released: taken again
+        pass
+
+
+def test_the_lock_of_a_killed_run_is_taken_over(tmp_path, caplog):
+    """flock dies with its holder; the next run logs whose lock it took over."""
+    caplog.set_level(logging.INFO)
+    table = tmp_path / "t.csv"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from profiler.table_lock import "
+         "table_lock\nwith table_lock(Path(sys.argv[1]), 'the killed run'):\n print('held', flush=True); "
+         "time.sleep(60)", str(table)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(TableLocked, match=f"PID {holder.pid}"), table_lock(table):
+        pass
+    holder.kill()
+    holder.wait(timeout=10)
+    holder.stdout.close()
+    with table_lock(table):
+        assert json.loads(lock_path(table).read_text())["pid"] == os.getpid()
+    assert f"took over the lock of PID {holder.pid}" in caplog.text
+
+
+def _profile_command(out: Path) -> list[str]:
+    return [sys.executable, "-m", "profiler.cli", "--device", "local", "--width", "1.0", "--resolutions", "128",
+            "--rows", "isolated", "--min-time", "0.5", "--min-count", "3", "--batch-rows", "200", "--block-ms", "1",
+            "--retries", "0",
+            "--quiet",
+            "--out", str(out), "--cache", str(out / "cache")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_the_run_within_2_s_and_the_rerun_keeps_every_row(tmp_path, signum):
+    """The agent is stopped with the run; rows it finished come back on the rerun, none measured twice."""
+    out = tmp_path / "out"
+    process = subprocess.Popen(_profile_command(out), cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    work = out / ".local_w1.0_onnxruntime_cpu.work"
+    wait_until(lambda: '"type": "result"' in _results(work), "the first measured row", timeout_s=120,
+               stop=lambda: process.poll() is not None)
+    assert process.poll() is None, "the run ended before it was stopped"
+    stopped = time.monotonic()
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=30)
+    assert time.monotonic() - stopped < 2.0, f"took {time.monotonic() - stopped:.1f} s to stop"
+    assert process.returncode == 128 + signum
+    assert f"stopped by {signal.Signals(signum).name}" in stderr and "Rerun the same command" in stderr
+    assert "profiler.cli" not in stderr.split("Rerun")[0], "one line, no traceback"
+    assert not _agents_running(work), "the agent must stop with the run"
+    finished = _results(work).count('"type": "result"')
+    subprocess.run([*_profile_command(out), "--min-time", "0"], cwd=ROOT, check=True, timeout=600)
+    rows = [r for r in Journal(journal_path(out / "local_w1.0_onnxruntime_cpu.csv")).records() if r["type"] == "row"]
+    keys = [r["key"] for r in rows]
+    assert len(keys) == len(set(keys)) == len({u.key for u in all_units(1.0, [128])})
+    assert finished >= 1
+
+
+def _results(work: Path) -> str:
+    return "".join(p.read_text() for p in work.glob("b*/results.jsonl"))
+
+
+def _agents_running(work: Path) -> bool:
+    listing = subprocess.run(["pgrep", "-f", str(work)], capture_output=True, text=True)
+    return bool(listing.stdout.strip())
+
+
+def test_a_full_disk_on_the_host_is_named_as_the_host(tmp_path, monkeypatch, capsys):
+    """ENOSPC while writing the table is this machine's problem: the message names the path, not the device."""
+    import errno
+
+    from profiler.cli import main
+    from supernet import files
+
+    real = files.os.fsync
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files.os, "fsync", full)  # mocked: no full file system can be made here without root
+    code = main(["--device", "local", "--width", "1.0", "--resolutions", "128", "--rows", "isolated",
+                 "--min-time", "0", "--min-count", "3", "--out", str(tmp_path / "out"), "--cache",
+                 str(tmp_path / "cache"), "--quiet"])
+    monkeypatch.setattr(files.os, "fsync", real)
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 1
+    assert err.startswith("ofa-profile: error: on this machine") and "No space left" in err
+    assert str(tmp_path / "out") in err, "the message names the path"
+    assert "free some space" in err and "reconnect" not in err and "device back" not in err

@@ -1,0 +1,98 @@
+"""Bad links between the host and a device: a TCP proxy on loopback (tests/peers/tcp_proxy.py) in front of sshd.
+
+A link that stalls mid-batch, and a link that drops every few seconds: the table ends complete, nothing measured
+twice, nothing lost.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from profiler.cli import main
+from profiler.run_state import journal_path
+from supernet.units import all_units
+from tests.peers.sshd import Sshd, known_hosts_line
+from tests.peers.tcp_proxy import TcpProxy
+from tests.peers.waiting import wait_until
+
+EXPECTED = {unit.key for unit in all_units(1.0, [128])}
+TABLE = "local_w1.0_onnxruntime_cpu.csv"
+
+
+def _argv(sshd: Sshd, proxy: TcpProxy, tmp_path: Path, *extra: str) -> list[str]:
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(known_hosts_line(proxy.port, sshd.host_key))
+    return ["--device", "local", "--via", "ssh", "--host", "127.0.0.1", "--port", str(proxy.port), "--user",
+            sshd.user, "--key", str(sshd.client_key), "--known-hosts", str(known_hosts), "--python", sys.executable,
+            "--width", "1.0", "--resolutions", "128", "--rows", "isolated", "--min-time", "0.002", "--min-count", "3",
+            "--warmup", "0", "--retries", "0", "--drift-tolerance", "0.95", "--cooldown", "0", "--block-ms", "1",
+            "--quiet", "--out", str(tmp_path / "tables"), "--cache", str(tmp_path / "cache"), *extra]
+
+
+def _rows(tmp_path: Path) -> list[dict]:
+    journal = journal_path(tmp_path / "tables" / TABLE)
+    if not journal.exists():
+        return []
+    return [r for r in map(json.loads, journal.read_text().splitlines()) if r["type"] == "row"]
+
+
+def _device_results(device: Path) -> str:
+    return "".join(p.read_text() for p in device.glob("**/b*/results.jsonl"))
+
+
+@pytest.mark.slow
+def test_a_link_that_stalls_30_s_mid_batch_ends_with_the_full_table(sshd: Sshd, tmp_path: Path, monkeypatch):
+    device = tmp_path / "device"
+    (tmp_path / "devices.toml").write_text(f"[devices.local]\nremote_dir = {json.dumps(str(device))}\n")
+    monkeypatch.chdir(tmp_path)
+    with TcpProxy(sshd.port) as proxy:
+        stalled = threading.Event()
+
+        def stall_mid_batch() -> None:
+            if wait_until(lambda: '"type": "result"' in _device_results(device), "a result on the device",
+                          timeout_s=300, stop=done.is_set):
+                proxy.stall(30)
+                stalled.set()
+
+        done = threading.Event()
+        watcher = threading.Thread(target=stall_mid_batch)
+        watcher.start()
+        try:
+            assert main(_argv(sshd, proxy, tmp_path)) == 0
+        finally:
+            done.set()
+            watcher.join()
+    assert stalled.is_set(), "the link never stalled"
+    keys = [r["key"] for r in _rows(tmp_path)]
+    assert set(keys) == EXPECTED and len(keys) == len(EXPECTED), "every row once"
+
+
+@pytest.mark.slow
+def test_a_link_that_drops_every_few_seconds_ends_complete_after_reruns(sshd: Sshd, tmp_path: Path, monkeypatch,
+                                                                        capsys):
+    device = tmp_path / "device"
+    (tmp_path / "devices.toml").write_text(f"[devices.local]\nremote_dir = {json.dumps(str(device))}\n")
+    monkeypatch.chdir(tmp_path)
+    progress = []
+    with TcpProxy(sshd.port) as proxy:
+        stop = proxy.drop_every(3.0)
+        try:
+            for _ in range(15):
+                code = main(_argv(sshd, proxy, tmp_path, "--reconnects", "2", "--backoff", "0.2",
+                                  "--batch-rows", "5"))
+                progress.append(len(_rows(tmp_path)))
+                if code == 0:
+                    break
+                assert "bring the device back and rerun the same command" in capsys.readouterr().err
+        finally:
+            stop.set()
+    assert code == 0, f"rows after each run: {progress}"
+    assert proxy.drops >= 1, "the link never dropped"
+    counts = collections.Counter(r["key"] for r in _rows(tmp_path))
+    assert set(counts) == EXPECTED and set(counts.values()) == {1}, "nothing lost, nothing measured twice"
