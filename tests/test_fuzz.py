@@ -38,7 +38,7 @@ KEYS = [u.key for u in all_units(1.0, [128])][:20]
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=20),
     lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5),
-    max_leaves=25,
+    max_leaves=8,
 )
 cells = st.one_of(st.sampled_from(KEYS), st.text(max_size=15), st.floats().map(repr), st.integers().map(str),
                   st.sampled_from(["", "nan", "inf", "-1", "0", "1e400", "224", "1"]))

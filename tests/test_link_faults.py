@@ -1,4 +1,5 @@
-"""Bad links between the host and a device: a TCP proxy on loopback (tests/peers/tcp_proxy.py) in front of sshd.
+"""Bad links between the host and a device: a TCP proxy on loopback (tests/peers/tcp_proxy.py) in front of sshd
+or the ADB daemon.
 
 A link that stalls mid-batch, and a link that drops every few seconds: the table ends complete, nothing measured
 twice, nothing lost.
@@ -25,14 +26,18 @@ EXPECTED = {unit.key for unit in all_units(1.0, [128])}
 TABLE = "local_w1.0_onnxruntime_cpu.csv"
 
 
-def _argv(sshd: Sshd, proxy: TcpProxy, tmp_path: Path, *extra: str) -> list[str]:
+def _over_ssh(sshd: Sshd, proxy: TcpProxy, tmp_path: Path) -> list[str]:
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text(known_hosts_line(proxy.port, sshd.host_key))
-    return ["--device", "local", "--via", "ssh", "--host", "127.0.0.1", "--port", str(proxy.port), "--user",
-            sshd.user, "--key", str(sshd.client_key), "--known-hosts", str(known_hosts), "--python", sys.executable,
-            "--width", "1.0", "--resolutions", "128", "--rows", "isolated", "--min-time", "0.002", "--min-count", "3",
-            "--warmup", "0", "--retries", "0", "--drift-tolerance", "0.95", "--cooldown", "0", "--block-ms", "1",
-            "--quiet", "--out", str(tmp_path / "tables"), "--cache", str(tmp_path / "cache"), *extra]
+    return ["--via", "ssh", "--host", "127.0.0.1", "--port", str(proxy.port), "--user", sshd.user, "--key",
+            str(sshd.client_key), "--known-hosts", str(known_hosts)]
+
+
+def _argv(link: list[str], tmp_path: Path, *extra: str) -> list[str]:
+    return ["--device", "local", *link, "--python", sys.executable, "--width", "1.0", "--resolutions", "128",
+            "--rows", "isolated", "--min-time", "0.002", "--min-count", "3", "--warmup", "0", "--retries", "0",
+            "--drift-tolerance", "0.95", "--cooldown", "0", "--block-ms", "1", "--quiet",
+            "--out", str(tmp_path / "tables"), "--cache", str(tmp_path / "cache"), *extra]
 
 
 def _rows(tmp_path: Path) -> list[dict]:
@@ -64,7 +69,7 @@ def test_a_link_that_stalls_30_s_mid_batch_ends_with_the_full_table(sshd: Sshd, 
         watcher = threading.Thread(target=stall_mid_batch)
         watcher.start()
         try:
-            assert main(_argv(sshd, proxy, tmp_path)) == 0
+            assert main(_argv(_over_ssh(sshd, proxy, tmp_path), tmp_path)) == 0
         finally:
             done.set()
             watcher.join()
@@ -74,18 +79,24 @@ def test_a_link_that_stalls_30_s_mid_batch_ends_with_the_full_table(sshd: Sshd, 
 
 
 @pytest.mark.slow
-def test_a_link_that_drops_every_few_seconds_ends_complete_after_reruns(sshd: Sshd, tmp_path: Path, monkeypatch,
-                                                                        capsys):
+@pytest.mark.parametrize("via", ["ssh", "adb"])
+def test_a_link_that_drops_every_few_seconds_ends_complete_after_reruns(via, tmp_path: Path, monkeypatch, capsys,
+                                                                        request):
     device = tmp_path / "device"
     (tmp_path / "devices.toml").write_text(f"[devices.local]\nremote_dir = {json.dumps(str(device))}\n")
     monkeypatch.chdir(tmp_path)
+    peer = request.getfixturevalue("sshd" if via == "ssh" else "adb_daemon")
     progress = []
-    with TcpProxy(sshd.port) as proxy:
-        stop = proxy.drop_every(3.0)
+    with TcpProxy(peer.port) as proxy:
+        if via == "ssh":
+            link = _over_ssh(peer, proxy, tmp_path)
+        else:
+            link = ["--via", "adb", "--serial", f"127.0.0.1:{proxy.port}", "--adb-key",
+                    str(request.getfixturevalue("adb_key"))]
+        stop = proxy.drop_every(3.0 if via == "ssh" else 5.0)  # an ADB connection takes longer to set up
         try:
             for _ in range(15):
-                code = main(_argv(sshd, proxy, tmp_path, "--reconnects", "2", "--backoff", "0.2",
-                                  "--batch-rows", "5"))
+                code = main(_argv(link, tmp_path, "--reconnects", "2", "--backoff", "0.2", "--batch-rows", "5"))
                 progress.append(len(_rows(tmp_path)))
                 if code == 0:
                     break
