@@ -100,7 +100,7 @@ class LatencyPredictor:
         self.interpolate = interpolate
         width_mult = self._width(width_mult)
         self.width_mult = float(width_mult)
-        self.n_classes = int(n_classes or self.table.meta.get("n_classes", 1000))
+        self.n_classes = self._n_classes(n_classes)
         self.measured = self.table.resolutions
         if not self.measured:
             raise TableError(f"table {self.name} covers no resolution; give rows a resolution or list them in the "
@@ -123,6 +123,13 @@ class LatencyPredictor:
                 return width
         raise TableError(f"table {self.name} has no sidecar, and its rows are not those of any supernet width "
                          f"{list(_WIDTHS)}", "give the width (--width 1.0 or 1.2)")
+
+    def _n_classes(self, given: int | None) -> int:
+        stated = self.table.meta.get("n_classes")
+        if given is not None and stated is not None and int(given) != int(stated):
+            raise TableError(f"table {self.name} is for {stated} classes (its sidecar) but {given} were given",
+                             "leave the number of classes out, or use a table for that many")
+        return int(given if given is not None else stated if stated is not None else 1000)
 
     def _calibration(self, calibrated: bool, calibration: Calibration | None) -> Calibration | None:
         if calibration is not None and not calibrated:

@@ -150,6 +150,12 @@ def test_settings_given_two_ways_are_refused_naming_both(capsys):
     assert "width 1.2 (its sidecar)" in line and "width 1.0 was given" in line
 
 
+def test_classes_given_two_ways_are_refused_naming_both(capsys):
+    assert search_main(["--table", str(NOTE10), "--n-classes", "10", "--latency-ms", "25"]) == 1
+    line = _one_line_error(capsys, "ofa-search")
+    assert "1000 classes (its sidecar)" in line and "10 were given" in line
+
+
 def test_debug_shows_the_traceback(capsys):
     assert search_main(["--table", "/nonexistent.csv", "--latency-ms", "25", "--debug"]) == 1
     assert "Traceback" in capsys.readouterr().err
