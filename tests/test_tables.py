@@ -36,7 +36,7 @@ def released() -> dict[int, dict]:
 def _small_table() -> Table:
     rows = (
         Row(LOGITS_KEY, median_ms=0.5, mean_ms=0.55, count=100, std_ms=0.01, p10_ms=0.45, p90_ms=0.6,
-            extra={"note": "shared"}),
+            extra={"note": "every resolution"}),
         Row(LOGITS_KEY, median_ms=0.7, mean_ms=0.75, count=90, resolution=224, extra={"note": "a, quoted"}),
         Row(BLOCK_KEY, median_ms=1.25, mean_ms=1.3, count=80, std_ms=0.2, resolution=160),
     )
