@@ -231,7 +231,7 @@ def _wait(transport: Transport, status_command: list[str], timeout: float, poll_
                 "raise the timeout, or check the phone (screen-off throttling, heat); the agent keeps going, "
                 "and running again picks up its results",
             )
-        time.sleep(min(poll_interval, left))
+        transport.pause(min(poll_interval, left))
 
 
 def parse_agent_output(text: str) -> AgentRun:

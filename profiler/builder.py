@@ -126,7 +126,7 @@ class TableRun:
         return [item for item in items if not self._finished(item.name)]
 
     def total(self) -> int:
-        return len(self.strategy.items())
+        return len(self.names)
 
     # --- running -------------------------------------------------------------------------------------------
     def run(self) -> Table:

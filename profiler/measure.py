@@ -20,6 +20,8 @@ from profiler.android_run import parse_agent_output, run_android_agent
 from profiler.devices import DeviceProfile
 from profiler.protocol import Protocol, ProtocolError
 from profiler.transports.base import Transport
+from profiler.transports.errors import Interrupted
+from supernet.errors import Stopped
 
 __all__ = ["agent_files", "agent_python", "measure_models", "read_batch", "stop_agent"]
 
@@ -94,6 +96,10 @@ def measure_models(
             transport, models, python=agent_python(profile), settings=settings, reference=reference,
             files_dir=files_dir, **options
         )
+    except (Stopped, Interrupted):
+        # The Android agent runs detached, and an agent whose connection closed stops only at its next check.
+        transport.last_word(_stop_command(profile, remote_dir), within_s=1.0)
+        raise
     finally:
         results.unlink(missing_ok=True)
 
@@ -107,10 +113,14 @@ def agent_files(profile: DeviceProfile) -> tuple[str, str]:
 
 def stop_agent(profile: DeviceProfile, transport: Transport, remote_dir: str) -> None:
     """Stop an agent a killed run left measuring under ``remote_dir``: it would compete for the CPU."""
+    transport.run(_stop_command(profile, transport.join(remote_dir, ".*")), timeout=30, check=False)
+
+
+def _stop_command(profile: DeviceProfile, folder: str) -> list[str]:
+    """Stop the agents whose script lies in ``folder`` (a pattern: ``.*`` stands for any batch)."""
     script, _ = agent_files(profile)
     # "[p]ython_agent.py" matches the agent but not this pkill's own command line, which holds the brackets.
-    pattern = transport.join(remote_dir, ".*", f"[{script[0]}]{script[1:]}")
-    transport.run(["pkill", "-f", pattern], timeout=30, check=False)
+    return ["pkill", "-f", f"{folder.rstrip('/')}/[{script[0]}]{script[1:]}"]
 
 
 def read_batch(profile: DeviceProfile, transport: Transport, remote: str, local: Path) -> AgentRun | None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from profiler.transports.base import Transport
-from profiler.transports.errors import CommandTimedOut, UnexpectedExit
+from profiler.transports.errors import CommandTimedOut, Interrupted, UnexpectedExit
 
 HOSTILE_NAMES = ["two words.txt", 'it\'s "quoted".txt', "semi;touch INJECTED;.txt", "$(touch INJECTED).txt"]
 
@@ -77,3 +78,21 @@ def test_bare_string_command_is_refused(transport: Transport):
     """A command given as one string is refused: it would be quoted as a single program name."""
     with pytest.raises(ValueError, match="list of arguments"):
         transport.run("ls -l", timeout=10)  # type: ignore[arg-type]
+
+
+def test_interrupt_stops_a_running_command_and_the_last_word_still_runs(transport: Transport, tmp_path: Path):
+    """interrupt() from another thread (a signal handler's) ends a running command within 2 s; every later call
+    is refused, but last_word() still runs one short command on a fresh connection (how a run stops its agent)."""
+    marker = str(tmp_path / "last word")  # every peer here keeps its files on this machine, in tmp_path
+    threading.Timer(0.5, transport.interrupt).start()
+    started = time.monotonic()
+    with pytest.raises(Interrupted, match="rerun the same command"):
+        transport.run(["sleep", "30"], timeout=60)
+    assert time.monotonic() - started < 2.5
+    with pytest.raises(Interrupted):
+        transport.run(["true"], timeout=10)
+    with pytest.raises(Interrupted):
+        transport.pause(5)
+    assert transport.last_word(["touch", marker], within_s=5) is True
+    assert transport.last_word(["false"], within_s=5) is False
+    assert Path(marker).exists()

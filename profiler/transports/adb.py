@@ -6,9 +6,12 @@ sentinel line printed after the command carries the status back.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import socket
 import stat
+import threading
 from pathlib import Path
 
 from adb_shell.adb_device import AdbDevice
@@ -70,6 +73,14 @@ class _TcpTransport(TcpTransport):
             raise ConnectionResetError(f"{self._host}:{self._port} closed the connection")
         return data
 
+    def abort(self) -> None:
+        """Wake a read or write blocked in another thread. ``AdbDevice.close`` cannot: it waits for that
+        thread's lock, held until its read times out."""
+        connection = self._connection
+        if connection is not None:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
 
 class AdbTransport(Transport):
     """Run commands and move files on an Android device over ADB.
@@ -86,11 +97,13 @@ class AdbTransport(Transport):
         self.key_path = Path(key_path).expanduser()
         self.connect_timeout = connect_timeout
         self._device: AdbDevice | None = None
+        self._link: _TcpTransport | None = None
 
     def _make_device(self) -> AdbDevice:
         host, _, port = self.address.rpartition(":")
         if host and port.isdigit():
-            return AdbDevice(_TcpTransport(host, int(port)), default_transport_timeout_s=self.connect_timeout)
+            self._link = _TcpTransport(host, int(port))
+            return AdbDevice(self._link, default_transport_timeout_s=self.connect_timeout)
         try:
             from adb_shell.adb_device import AdbDeviceUsb
 
@@ -131,10 +144,14 @@ class AdbTransport(Transport):
         self._device = device
 
     def _abort(self) -> None:
-        # Closing the connection ends the shell on the device, and the agent with it.
-        device = self._device
-        if device is not None:
-            device.close()
+        # Ending the connection ends the shell on the device; an agent detached from it is stopped by the run's
+        # last word (see Transport.last_word).
+        link, device = self._link, self._device
+        if link is not None:
+            link.abort()
+        elif device is not None:
+            # Over USB there is no socket to shut: close from a thread of its own, never blocking the caller.
+            threading.Thread(target=device.close, name=f"abort {self.device}", daemon=True).start()
 
     def _close(self) -> None:
         if self._device is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import posixpath
@@ -104,6 +105,28 @@ class Transport(ABC):
         """Sleep, but wake up and raise ``Interrupted`` as soon as the transport is interrupted."""
         if self._stop.wait(seconds):
             raise self._interrupted()
+
+    def last_word(self, argv: Sequence[str], *, within_s: float = 1.0) -> bool:
+        """Run one short command even after an interrupt, on a fresh connection, and wait at most ``within_s``.
+
+        How a stopped run stops what it started on the device (an agent detached from the connection keeps
+        measuring otherwise). Best effort: False when it did not run in time or failed; nothing is raised.
+        """
+        ran, ended = threading.Event(), threading.Event()
+
+        def attempt() -> None:
+            with contextlib.suppress(Exception):
+                self.close()
+                self.open()
+                if self._execute(quote_command(argv), within_s).ok:
+                    ran.set()
+            with contextlib.suppress(Exception):
+                self.close()
+            ended.set()
+
+        threading.Thread(target=attempt, name=f"last word to {self.device}", daemon=True).start()
+        ended.wait(within_s)
+        return ran.is_set()
 
     def _interrupted(self) -> Interrupted:
         return Interrupted(f"{self.device}: interrupted", "rerun the same command to continue")
