@@ -50,6 +50,16 @@ def _budgets(text: str) -> list[float]:
     return values
 
 
+def _resolutions(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(sorted({int(v) for v in text.split(",") if v.strip()}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of resolutions, e.g. 32,40") from None
+    if not values or values[0] < 32:
+        raise argparse.ArgumentTypeError(f"{text!r}: give resolutions of at least 32, e.g. 32,40")
+    return values
+
+
 def _parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="ofa-search", description=__doc__.split("\n\n")[0])
     p.add_argument(
@@ -81,6 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--n-classes", type=positive_int, default=None,
                    help="classifier outputs (default: the tables', else 1000)")
     p.add_argument("--predictor", type=Path, help="accuracy predictor (.pt + .json); default: OFA's, for w1.2")
+    p.add_argument("--resolutions", type=_resolutions, metavar="R,...",
+                   help="the supernet's resolutions, for one trained on other images (default OFA's for the width)")
     p.add_argument("--interpolate", action="store_true", help="also search resolutions between measured ones")
     p.add_argument("--statistic", choices=("median_ms", "mean_ms"), default="median_ms", help="table column to sum")
     p.add_argument(
@@ -160,7 +172,7 @@ def _build(args: argparse.Namespace):
             f"the shipped accuracy predictor is for the w1.2 supernet; for width {width} pass "
             f"--predictor (train one with predictors.train)"
         )
-    space = ArchSpace.for_width(width)
+    space = ArchSpace(args.resolutions) if args.resolutions else ArchSpace.for_width(width)
     resolutions = accuracy.resolutions(space.resolutions)
     for lat in latency:
         resolutions = tuple(r for r in resolutions if r in lat.supported_resolutions(space))

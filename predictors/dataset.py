@@ -8,6 +8,7 @@ archs already measured, so a long build can stop and resume.
 from __future__ import annotations
 
 import csv
+import io
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -18,9 +19,10 @@ import torch.nn.functional as F
 
 from supernet.arch import Arch, ArchSpace
 from supernet.bn import recalibrate_bn
+from supernet.files import atomic_write
 from supernet.ofa_mbv3 import OFAMobileNetV3
 
-__all__ = ["build_accuracy_csv", "top1"]
+__all__ = ["build_accuracy_csv", "merge_shards", "shard_path", "top1"]
 
 Loader = Iterable | Callable[[int], Iterable]
 
@@ -57,9 +59,35 @@ def _done(path: Path) -> set[Arch]:
         return {Arch.from_json(row["arch"]) for row in csv.DictReader(f)}
 
 
+def shard_path(out: Path, rank: int) -> Path:
+    """Where rank ``rank`` of a distributed build appends its rows, beside ``out``."""
+    return out.with_name(f".{out.name}.rank{rank}")
+
+
+def merge_shards(out: str | os.PathLike) -> Path:
+    """Fold every rank's shard file into ``out`` (each arch once, in a stable order), then remove the shards."""
+    out = Path(out)
+    rows: dict[Arch, str] = {}
+    shards = sorted(out.parent.glob(f".{out.name}.rank*"))
+    for path in [out, *shards]:
+        if path.exists():
+            with open(path, newline="", encoding="utf-8") as f:
+                for row in csv.DictReader(f):
+                    rows.setdefault(Arch.from_json(row["arch"]), row["accuracy"])
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["arch", "accuracy"])
+    writer.writerows([arch.canonical().to_json(), accuracy] for arch, accuracy in rows.items())
+    atomic_write(out, text.getvalue())
+    for path in shards:
+        path.unlink()
+    return out
+
+
 def build_accuracy_csv(supernet: OFAMobileNetV3, out: str | os.PathLike, n_archs: int, calibration: Loader,
                        evaluation: Loader, n_bn_images: int = 2000, seed: int = 0, space: ArchSpace | None = None,
-                       archs: Iterable[Arch] | None = None, progress: bool = True) -> Path:
+                       archs: Iterable[Arch] | None = None, progress: bool = True, rank: int = 0,
+                       world: int = 1) -> Path:
     """Measure ``n_archs`` seeded random archs (or the given ``archs``) and append them to ``out``.
 
     Args:
@@ -74,25 +102,28 @@ def build_accuracy_csv(supernet: OFAMobileNetV3, out: str | os.PathLike, n_archs
         space: Archs to sample from; default: the supernet's space.
         archs: Explicit archs to measure instead of a sample.
         progress: One line per arch on stderr.
+        rank, world: This process's share of a distributed build (torchrun): it measures every ``world``-th
+            arch not yet measured, into a shard file of its own; :func:`merge_shards` folds the shards into
+            ``out`` once every rank is done. With ``world`` 1 rows go straight into ``out``.
     """
     out = Path(out)
     todo = list(archs) if archs is not None else list((space or supernet.space).samples(n_archs, seed))
-    done = _done(out)
-    new_file = not out.exists() or out.stat().st_size == 0
-    with open(out, "a", newline="", encoding="utf-8") as f:
+    done = _done(out).union(*(_done(path) for path in out.parent.glob(f".{out.name}.rank*")))
+    todo = list(dict.fromkeys(arch for arch in todo if arch not in done))[rank::world]
+    target = out if world == 1 else shard_path(out, rank)
+    new_file = not target.exists() or target.stat().st_size == 0
+    with open(target, "a", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
         if new_file:
             writer.writerow(["arch", "accuracy"])
         for i, arch in enumerate(todo):
-            if arch in done:
-                continue
             subnet = supernet.extract(arch)
             recalibrate_bn(subnet, _at_resolution(calibration, arch.r), n_bn_images)
             accuracy = top1(subnet, _at_resolution(evaluation, arch.r))
             writer.writerow([arch.canonical().to_json(), repr(accuracy)])
             f.flush()
             os.fsync(f.fileno())
-            done.add(arch)
             if progress:
-                print(f"accuracy dataset: {i + 1}/{len(todo)} r={arch.r} top1={accuracy:.4f}", file=sys.stderr)
+                print(f"accuracy dataset (rank {rank}): {i + 1}/{len(todo)} r={arch.r} top1={accuracy:.4f}",
+                      file=sys.stderr)
     return out

@@ -29,7 +29,14 @@ from supernet.files import atomic_write
 from .accuracy import FORMAT_VERSION, AccuracyPredictor, ArchEncoding, build_mlp
 from .archs import ArchBatch
 
-__all__ = ["MLPAccuracyRegressor", "RidgeAccuracyRegressor", "evaluate", "read_accuracy_csv", "train_from_csv"]
+__all__ = [
+    "MLPAccuracyRegressor",
+    "RidgeAccuracyRegressor",
+    "as_predictor",
+    "evaluate",
+    "read_accuracy_csv",
+    "train_from_csv",
+]
 
 
 def read_accuracy_csv(path: str | os.PathLike) -> tuple[ArchBatch, np.ndarray]:
@@ -171,3 +178,17 @@ def train_from_csv(path: str | os.PathLike, model: RegressorMixin | None = None,
     model = model if model is not None else MLPAccuracyRegressor(random_state=seed)
     model.fit(features[train], accuracy[train])
     return model, evaluate(model, features[test], accuracy[test])
+
+
+def as_predictor(model: RegressorMixin, encoding: ArchEncoding | None = None,
+                 meta: dict | None = None) -> AccuracyPredictor:
+    """A fitted MLP or ridge model as the :class:`AccuracyPredictor` that ``ofa-search --predictor`` loads (a
+    ridge model is one linear layer: an MLP without hidden layers)."""
+    if isinstance(model, MLPAccuracyRegressor):
+        return model.to_predictor(encoding, meta)
+    check_is_fitted(model, "coef_")
+    linear = build_mlp(len(model.coef_), ())
+    with torch.no_grad():
+        linear[0].weight.copy_(torch.as_tensor(model.coef_, dtype=torch.float32).view(1, -1))
+        linear[0].bias.fill_(model.intercept_)
+    return AccuracyPredictor(linear, encoding, {"trained_with": model.get_params(), **(meta or {})})

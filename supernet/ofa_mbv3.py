@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -31,6 +31,8 @@ class OFAMobileNetV3(MobileNetV3Base):
             networks for experiments and tests.
         n_classes: Classifier outputs.
         dropout_rate: Dropout before the classifier (training only).
+        resolutions: The input resolutions of its space; default OFA's list for the width. Your own data may
+            need others (e.g. 32..48 for small images): the network is fully convolutional.
 
     Example:
         >>> net = OFAMobileNetV3(width_mult=1.0, n_classes=10).eval()
@@ -40,7 +42,8 @@ class OFAMobileNetV3(MobileNetV3Base):
         torch.Size([1, 10])
     """
 
-    def __init__(self, width_mult: float = 1.0, n_classes: int = 1000, dropout_rate: float = 0.1) -> None:
+    def __init__(self, width_mult: float = 1.0, n_classes: int = 1000, dropout_rate: float = 0.1,
+                 resolutions: Sequence[int] | None = None) -> None:
         super().__init__()
         if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 1:
             raise ValueError(f"n_classes = {n_classes!r} must be a positive int")
@@ -48,7 +51,7 @@ class OFAMobileNetV3(MobileNetV3Base):
         self.n_classes = n_classes
         self.dropout_rate = dropout_rate
         self.plan = NetPlan.for_width(width_mult)
-        self.space = ArchSpace.for_width(width_mult)
+        self.space = ArchSpace.for_width(width_mult) if resolutions is None else ArchSpace(_resolutions(resolutions))
         plan = self.plan
 
         self.first_conv = ConvLayer(3, plan.first_conv_chs, 3, stride=2, act_func="h_swish")
@@ -152,6 +155,13 @@ class OFAMobileNetV3(MobileNetV3Base):
         if problems:
             raise CheckpointError("checkpoint was made for another supernet: " + "; ".join(problems)
                                   + ". Build OFAMobileNetV3 with the checkpoint's width_mult and n_classes.")
+
+
+def _resolutions(values: Sequence[int]) -> tuple[int, ...]:
+    chosen = tuple(sorted(set(values)))
+    if not chosen or any(isinstance(r, bool) or not isinstance(r, int) or r < 32 for r in chosen):
+        raise ValueError(f"resolutions = {list(values)!r} must be ints of at least 32 (the network strides by 32)")
+    return chosen
 
 
 def _width_hint(first_conv_chs: int, feature_mix_chs: int) -> str:

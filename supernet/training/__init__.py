@@ -1,0 +1,1 @@
+"""Progressive-shrinking training of OFA supernets (``ofa-train``)."""
