@@ -103,13 +103,16 @@ def build_accuracy_csv(supernet: OFAMobileNetV3, out: str | os.PathLike, n_archs
         archs: Explicit archs to measure instead of a sample.
         progress: One line per arch on stderr.
         rank, world: This process's share of a distributed build (torchrun): it measures every ``world``-th
-            arch not yet measured, into a shard file of its own; :func:`merge_shards` folds the shards into
-            ``out`` once every rank is done. With ``world`` 1 rows go straight into ``out``.
+            arch of the sample, skipping those measured already, into a shard file of its own;
+            :func:`merge_shards` folds the shards into ``out`` once every rank is done. With ``world`` 1 rows go
+            straight into ``out``.
     """
     out = Path(out)
     todo = list(archs) if archs is not None else list((space or supernet.space).samples(n_archs, seed))
     done = _done(out).union(*(_done(path) for path in out.parent.glob(f".{out.name}.rank*")))
-    todo = list(dict.fromkeys(arch for arch in todo if arch not in done))[rank::world]
+    # The split comes first and the measured ones are skipped after: each rank's share stays the same whatever
+    # the others have measured when it starts.
+    todo = [arch for arch in list(dict.fromkeys(todo))[rank::world] if arch not in done]
     target = out if world == 1 else shard_path(out, rank)
     new_file = not target.exists() or target.stat().st_size == 0
     with open(target, "a", newline="", encoding="utf-8") as f:

@@ -84,3 +84,45 @@ def test_build_csv_on_a_tiny_dataset_and_resume(tmp_path):
     before = out.read_text()
     build_accuracy_csv(net, out, 2, loader, loader, n_bn_images=16, space=space, progress=False)
     assert out.read_text() == before
+
+
+def test_a_distributed_build_shards_the_archs_resumes_and_merges(tmp_path):
+    """Two ranks (run here one after the other) each measure their share into a shard; an interrupted shard
+    resumes without repeats; the merge holds every arch once and removes the shards."""
+    from predictors.dataset import merge_shards, shard_path
+
+    torch.manual_seed(0)
+    net = OFAMobileNetV3(width_mult=0.25, n_classes=10, resolutions=[32]).eval()
+    loader = [(torch.randn(8, 3, 32, 32), torch.arange(8) % 10)]
+    out = tmp_path / "acc.csv"
+    archs = list(ArchSpace((32,)).samples(6, seed=1))
+    build_accuracy_csv(net, out, 0, loader, loader, n_bn_images=8, archs=archs[:2], progress=False, rank=0, world=2)
+    assert len(read_accuracy_csv(shard_path(out, 0))[1]) == 1 and not out.exists()  # a rank killed early
+    for rank in (0, 1):
+        build_accuracy_csv(net, out, 0, loader, loader, n_bn_images=8, archs=archs, progress=False, rank=rank,
+                           world=2)
+    merge_shards(out)
+    batch, _ = read_accuracy_csv(out)
+    merged = batch.to_archs()
+    assert len(merged) == len(set(archs)) and set(merged) == set(archs)
+    assert not list(tmp_path.glob(".acc.csv.rank*"))
+
+
+def test_ofa_fit_saves_a_predictor_ofa_search_reads(tmp_path, capsys):
+    """A ridge fit on a small space's rows becomes a one-layer predictor with an encoding for its resolutions."""
+    from predictors.accuracy import AccuracyPredictor
+    from predictors.fit_cli import encoding_for, main
+
+    archs = list(ArchSpace((32, 40)).samples(60, seed=2))
+    rows = ["arch,accuracy"] + [f'"{a.to_json().replace(chr(34), chr(34) * 2)}",{0.5 + 0.01 * sum(a.d) + a.r / 1000}'
+                                for a in archs]
+    data = tmp_path / "acc.csv"
+    data.write_text("\n".join(rows) + "\n")
+    assert main(["accuracy", str(data), "--out", str(tmp_path / "p"), "--model", "ridge", "--alpha", "0.01"]) == 0
+    assert "held-out RMSE" in capsys.readouterr().out
+    predictor = AccuracyPredictor.load(tmp_path / "p")
+    assert predictor.encoding == encoding_for([32, 40]) and predictor.resolutions([28, 32, 40, 48]) == (32, 40)
+    expected = np.array([0.5 + 0.01 * sum(a.d) + a.r / 1000 for a in archs[:5]])
+    assert np.allclose(predictor.predict(archs[:5]), expected, atol=0.02)
+    assert encoding_for(range(128, 225, 4)) == encoding_for([160]) == type(predictor.encoding)()
+    assert main(["accuracy", str(tmp_path / "none.csv"), "--out", str(tmp_path / "q")]) == 2

@@ -25,7 +25,7 @@ def _argv(tmp_path: Path, daemon: AdbDaemon, adb_key: Path, reconnects: int) -> 
     return [
         *("--device", "local", "--via", "adb", "--serial", daemon.serial, "--adb-key", str(adb_key)),
         *("--python", sys.executable, "--width", "1.0", "--resolutions", "128", "--batch-rows", "8"),
-        *("--rows", "isolated"),
+        *("--rows", "isolated", "--block-ms", "1"),
         *("--min-time", "0.002", "--min-count", "3", "--warmup", "0", "--retries", "0", "--drift-tolerance", "0.95"),
         *("--reconnects", str(reconnects), "--backoff", "0.5", "--quiet"),
         *("--out", str(tmp_path / "tables"), "--cache", str(tmp_path / "cache")),

@@ -148,6 +148,8 @@ def test_three_sigkills_then_a_restart_end_with_the_weights_of_a_run_never_kille
         time.sleep(rng.uniform(0.5, 6.0))
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
+    left = torch.load(killed / CHECKPOINT, map_location="cpu", weights_only=False)
+    assert (left["phase"], left["step"]) < (len(PHASE_NAMES), 0), "the kills left work for the restart"
     subprocess.run([*command, "--out", str(killed)], check=True, env=_env(), timeout=600)
     assert _max_difference(_weights(whole), _weights(killed)) <= 1e-6
     log = pd.read_csv(killed / "train_log.csv")

@@ -73,6 +73,12 @@ class _TcpTransport(TcpTransport):
             raise ConnectionResetError(f"{self._host}:{self._port} closed the connection")
         return data
 
+    def connect(self, transport_timeout_s: float | None) -> None:
+        super().connect(transport_timeout_s)
+        # adb-shell writes a message's header and payload separately: with Nagle's algorithm the payload waits
+        # for the device's delayed ACK of the header, about 40 ms for every message.
+        self._connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def abort(self) -> None:
         """Wake a read or write blocked in another thread. ``AdbDevice.close`` cannot: it waits for that
         thread's lock, held until its read times out."""

@@ -260,6 +260,7 @@ class AdbDaemon:
                 sock, _ = server.accept()
             except OSError:
                 return
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as adbd does (disable_tcp_nagle)
             connection = _Connection(self, sock)
             self._connections.append(connection)
             thread = threading.Thread(target=connection.serve, daemon=True)
