@@ -31,9 +31,9 @@ from tests.peers.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 # Small, fast and still every phase: the full network, then kernel, depth and expand with KD and channel sorting.
-TINY = ["--data", "digits", "--width", "0.25", "--resolutions", "32", "--batch-size", "64", "--limit-train", "256",
+TINY = ["--data", "digits", "--width", "0.25", "--resolutions", "32", "--batch-size", "64", "--limit-train", "192",
         "--epochs", "1,1,1,1,1,1", "--warmup-epochs", "1,0,0,0,0,0", "--lr", "0.3,0.05,0.05,0.05,0.05,0.05",
-        "--bn-images", "200", "--checkpoint-every", "2", "--log-every", "1", "--quiet", "--deterministic"]
+        "--bn-images", "100", "--checkpoint-every", "2", "--log-every", "1", "--quiet", "--deterministic"]
 
 
 def _env() -> dict[str, str]:
@@ -160,7 +160,7 @@ def test_three_sigkills_then_a_restart_end_with_the_weights_of_a_run_never_kille
 @pytest.mark.slow
 def test_one_rank_accumulating_two_shards_equals_two_ranks_under_torchrun(tmp_path):
     settings = [*TINY[:TINY.index("--epochs")], "--epochs", "1,1,0,0,0,0", "--warmup-epochs", "1,0,0,0,0,0",
-                "--lr", "0.3,0.05,0.05,0.05,0.05,0.05", "--bn-images", "200", "--quiet"]
+                "--lr", "0.3,0.05,0.05,0.05,0.05,0.05", "--bn-images", "100", "--quiet"]
     alone = tmp_path / "alone"
     subprocess.run([sys.executable, "-m", "supernet.training.cli", "train", *settings, "--accumulate", "2",
                     "--out", str(alone)], check=True, env=_env(), timeout=600)
@@ -235,3 +235,33 @@ def test_data_to_supernet_to_predictor_to_search_with_two_ranks_and_a_killed_ran
 def _cli(module: str, *argv: str) -> str:
     return subprocess.run([sys.executable, "-m", module, *argv], capture_output=True, text=True, env=_env(),
                           check=True, timeout=600).stdout
+
+
+def test_an_image_folder_gives_augmented_batches_seeded_per_batch(tmp_path):
+    """torchvision's layout, read with Pillow: classes from folder names; the same seed gives the same batch,
+    evaluation batches are resized and centre-cropped; a tree it cannot use is one clear error."""
+    from PIL import Image
+
+    from supernet.training.data import DataError, ImageFolder, load_source
+
+    for split in ("train", "val"):
+        for label, colour in (("cat", (200, 30, 30)), ("dog", (30, 30, 200))):
+            folder = tmp_path / split / label
+            folder.mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (48 + 8 * i, 40), colour).save(folder / f"{i}.png")
+    (tmp_path / "train" / "dog" / "notes.txt").write_text("not an image")
+    source = load_source(str(tmp_path), "train")
+    assert isinstance(source, ImageFolder) and source.classes == ["cat", "dog"] and len(source) == 6
+    images, labels = source.batch([0, 3, 5], 32, True, seed=4)
+    assert images.shape == (3, 3, 32, 32) and labels.tolist() == [0, 1, 1]
+    assert torch.equal(images, source.batch([0, 3, 5], 32, True, seed=4)[0])
+    assert not torch.equal(images, source.batch([0, 3, 5], 32, True, seed=5)[0])
+    plain, _ = load_source(str(tmp_path), "val").batch([0], 40, False, seed=0)
+    assert plain.shape == (1, 3, 40, 40) and plain[0, 0].std() < 1e-5  # a flat red image stays flat
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="0 class folder"):
+        ImageFolder(tmp_path / "empty")
+    with pytest.raises(DataError, match="has no val/ folder"):
+        (tmp_path / "only" / "train" / "a").mkdir(parents=True)
+        load_source(str(tmp_path / "only"), "val")
