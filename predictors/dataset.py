@@ -44,8 +44,9 @@ def top1(model: torch.nn.Module, batches: Iterable) -> float:
     """Share of images (0..1) whose top class is the label."""
     model.eval()
     correct = seen = 0
+    device = next(model.parameters()).device
     for images, labels, *_ in batches:
-        correct += int((model(images).argmax(dim=1) == labels).sum())
+        correct += int((model(images.to(device)).argmax(dim=1).cpu() == labels.cpu()).sum())
         seen += len(labels)
     if not seen:
         raise ValueError("the evaluation loader gave no images")
@@ -87,7 +88,7 @@ def merge_shards(out: str | os.PathLike) -> Path:
 def build_accuracy_csv(supernet: OFAMobileNetV3, out: str | os.PathLike, n_archs: int, calibration: Loader,
                        evaluation: Loader, n_bn_images: int = 2000, seed: int = 0, space: ArchSpace | None = None,
                        archs: Iterable[Arch] | None = None, progress: bool = True, rank: int = 0,
-                       world: int = 1) -> Path:
+                       world: int = 1, device: torch.device | str = "cpu") -> Path:
     """Measure ``n_archs`` seeded random archs (or the given ``archs``) and append them to ``out``.
 
     Args:
@@ -106,6 +107,7 @@ def build_accuracy_csv(supernet: OFAMobileNetV3, out: str | os.PathLike, n_archs
             arch of the sample, skipping those measured already, into a shard file of its own;
             :func:`merge_shards` folds the shards into ``out`` once every rank is done. With ``world`` 1 rows go
             straight into ``out``.
+        device: Where each subnet is recalibrated and evaluated (the supernet itself stays where it is).
     """
     out = Path(out)
     todo = list(archs) if archs is not None else list((space or supernet.space).samples(n_archs, seed))
@@ -120,8 +122,9 @@ def build_accuracy_csv(supernet: OFAMobileNetV3, out: str | os.PathLike, n_archs
         if new_file:
             writer.writerow(["arch", "accuracy"])
         for i, arch in enumerate(todo):
-            subnet = supernet.extract(arch)
-            recalibrate_bn(subnet, _at_resolution(calibration, arch.r), n_bn_images)
+            subnet = supernet.extract(arch).to(device)
+            recalibrate_bn(subnet, ((images.to(device), *rest) for images, *rest in
+                                    _at_resolution(calibration, arch.r)), n_bn_images)
             accuracy = top1(subnet, _at_resolution(evaluation, arch.r))
             writer.writerow([arch.canonical().to_json(), repr(accuracy)])
             f.flush()

@@ -85,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     dataset.add_argument("--seed", type=non_negative_int, default=0, help="seed of the arch sample (0)")
     dataset.add_argument("--out", type=Path, required=True,
                          help="CSV to write or extend (a rerun measures only the archs it lacks)")
+    dataset.add_argument("--cpu", action="store_true", help="measure on the CPU even where CUDA is available")
     dataset.add_argument("--quiet", action="store_true", help="no line per arch")
 
     evaluate = commands.add_parser("eval", help="top-1 of subnets, BN recalibrated first")
@@ -95,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
                           help="archs to evaluate instead of --subnets: a JSON arch, a list, or ofa-search's output")
     evaluate.add_argument("--resolution", type=positive_int, help="for --subnets (default the largest trained)")
     evaluate.add_argument("--out", type=Path, help="write the results as CSV here (default: stdout)")
+    evaluate.add_argument("--cpu", action="store_true", help="evaluate on the CPU even where CUDA is available")
     return parser
 
 
@@ -177,9 +179,9 @@ def _dataset(args: argparse.Namespace) -> int:
     from .trainer import bn_batches
 
     net, settings, train_source, val_source = _load_run(args.trained)
-    context = start(cpu=True)
+    context = start(cpu=args.cpu)
     try:
-        build_accuracy_csv(net, args.out, args.n_archs,
+        build_accuracy_csv(net, args.out, args.n_archs, device=context.device,
                            calibration=lambda r: bn_batches(train_source, r, settings.bn_images),
                            evaluation=lambda r: evaluation_batches(val_source, r), n_bn_images=settings.bn_images,
                            seed=args.seed, progress=not args.quiet, rank=context.rank, world=context.world)
@@ -220,7 +222,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             archs = [net.space.uniform(*choices[name], r) for name in names]
         except ValueError as err:
             raise UsageError(str(err), f"use one of the trained resolutions {list(settings.resolutions)}") from None
-    accuracies = evaluate(net, archs, train_source, val_source, settings.bn_images)
+    device = "cuda" if torch.cuda.is_available() and not args.cpu else "cpu"
+    accuracies = evaluate(net, archs, train_source, val_source, settings.bn_images, device)
     table = pd.DataFrame({"subnet": names, "arch": [a.to_json() for a in archs], "top1": accuracies})
     text = table.to_csv(index=False)
     if args.out is None:
