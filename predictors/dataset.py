@@ -22,7 +22,7 @@ from supernet.bn import recalibrate_bn
 from supernet.files import atomic_write
 from supernet.ofa_mbv3 import OFAMobileNetV3
 
-__all__ = ["build_accuracy_csv", "merge_shards", "shard_path", "top1"]
+__all__ = ["build_accuracy_csv", "merge_shards", "shard_path", "subnet_top1", "top1"]
 
 Loader = Iterable | Callable[[int], Iterable]
 
@@ -53,11 +53,24 @@ def top1(model: torch.nn.Module, batches: Iterable) -> float:
     return correct / seen
 
 
-def _done(path: Path) -> set[Arch]:
+def subnet_top1(supernet: OFAMobileNetV3, arch: Arch, calibration: Loader, evaluation: Loader,
+                n_bn_images: int = 2000, device: torch.device | str = "cpu") -> float:
+    """Top-1 (0..1) of ``arch``'s subnet, extracted and BN-recalibrated first (SPEC §5), on ``device``."""
+    subnet = supernet.extract(arch).to(device)
+    recalibrate_bn(subnet, ((images.to(device), *rest) for images, *rest in _at_resolution(calibration, arch.r)),
+                   n_bn_images)
+    return top1(subnet, _at_resolution(evaluation, arch.r))
+
+
+def _rows(path: Path) -> dict[Arch, str]:
+    """The (arch, accuracy) rows of a dataset or shard file, the first of each arch; none if it is missing."""
     if not path.exists():
-        return set()
+        return {}
     with open(path, newline="", encoding="utf-8") as f:
-        return {Arch.from_json(row["arch"]) for row in csv.DictReader(f)}
+        rows: dict[Arch, str] = {}
+        for row in csv.DictReader(f):
+            rows.setdefault(Arch.from_json(row["arch"]), row["accuracy"])
+        return rows
 
 
 def shard_path(out: Path, rank: int) -> Path:
@@ -65,16 +78,18 @@ def shard_path(out: Path, rank: int) -> Path:
     return out.with_name(f".{out.name}.rank{rank}")
 
 
+def _shards(out: Path) -> list[Path]:
+    return sorted(out.parent.glob(f".{out.name}.rank*"))
+
+
 def merge_shards(out: str | os.PathLike) -> Path:
     """Fold every rank's shard file into ``out`` (each arch once, in a stable order), then remove the shards."""
     out = Path(out)
     rows: dict[Arch, str] = {}
-    shards = sorted(out.parent.glob(f".{out.name}.rank*"))
+    shards = _shards(out)
     for path in [out, *shards]:
-        if path.exists():
-            with open(path, newline="", encoding="utf-8") as f:
-                for row in csv.DictReader(f):
-                    rows.setdefault(Arch.from_json(row["arch"]), row["accuracy"])
+        for arch, accuracy in _rows(path).items():
+            rows.setdefault(arch, accuracy)
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(["arch", "accuracy"])
@@ -111,7 +126,7 @@ def build_accuracy_csv(supernet: OFAMobileNetV3, out: str | os.PathLike, n_archs
     """
     out = Path(out)
     todo = list(archs) if archs is not None else list((space or supernet.space).samples(n_archs, seed))
-    done = _done(out).union(*(_done(path) for path in out.parent.glob(f".{out.name}.rank*")))
+    done = set(_rows(out)).union(*map(_rows, _shards(out)))
     # The split comes first and the measured ones are skipped after: each rank's share stays the same whatever
     # the others have measured when it starts.
     todo = [arch for arch in list(dict.fromkeys(todo))[rank::world] if arch not in done]
@@ -122,10 +137,7 @@ def build_accuracy_csv(supernet: OFAMobileNetV3, out: str | os.PathLike, n_archs
         if new_file:
             writer.writerow(["arch", "accuracy"])
         for i, arch in enumerate(todo):
-            subnet = supernet.extract(arch).to(device)
-            recalibrate_bn(subnet, ((images.to(device), *rest) for images, *rest in
-                                    _at_resolution(calibration, arch.r)), n_bn_images)
-            accuracy = top1(subnet, _at_resolution(evaluation, arch.r))
+            accuracy = subnet_top1(supernet, arch, calibration, evaluation, n_bn_images, device)
             writer.writerow([arch.canonical().to_json(), repr(accuracy)])
             f.flush()
             os.fsync(f.fileno())

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from supernet.cli_args import OneLineParser, finite_float, non_negative_int, positive_int
+from supernet.cli_args import command_parser, finite_float, non_negative_int, positive_int
 from supernet.errors import OFAProfileError, UsageError, run_command
 
 __all__ = ["encoding_for", "main"]
@@ -38,10 +38,7 @@ def encoding_for(resolutions: Iterable[int]):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="ofa-fit", description=__doc__.split("\n\n")[0],
-                           formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    parser, commands = command_parser("ofa-fit", __doc__)
     accuracy = commands.add_parser("accuracy", help="an accuracy predictor from (arch, accuracy) rows")
     accuracy.add_argument("data", type=Path, help="CSV with columns arch and accuracy")
     accuracy.add_argument("--out", type=Path, required=True, help="predictor stem: writes OUT.pt and OUT.json")
@@ -77,7 +74,7 @@ def _model(args: argparse.Namespace):
 
 
 def _accuracy(args: argparse.Namespace) -> int:
-    from .train import as_predictor, read_accuracy_csv, train_from_csv
+    from .train import as_predictor, fit_held_out, read_accuracy_csv
 
     try:
         batch, accuracy = read_accuracy_csv(args.data)
@@ -86,9 +83,10 @@ def _accuracy(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise OFAProfileError(str(err), "fix that row or rebuild the dataset") from None
     encoding = encoding_for(int(r) for r in batch.r)
+    features = encoding.transform(batch)
     try:
-        _, report = train_from_csv(args.data, _model(args), args.test_fraction, args.seed, encoding)
-        model = _model(args).fit(encoding.transform(batch), accuracy)
+        _, report = fit_held_out(features, accuracy, _model(args), args.test_fraction, args.seed, str(args.data))
+        model = _model(args).fit(features, accuracy)
     except ValueError as err:
         raise OFAProfileError(str(err), "measure more archs, or lower --test-fraction") from None
     meta = {"fitted_on": str(args.data), "rows": len(accuracy), "held_out": report, "model": args.model}

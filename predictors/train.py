@@ -34,6 +34,7 @@ __all__ = [
     "RidgeAccuracyRegressor",
     "as_predictor",
     "evaluate",
+    "fit_held_out",
     "read_accuracy_csv",
     "train_from_csv",
 ]
@@ -166,14 +167,21 @@ class RidgeAccuracyRegressor(RegressorMixin, BaseEstimator):
 def train_from_csv(path: str | os.PathLike, model: RegressorMixin | None = None, test_fraction: float = 0.2,
                    seed: int = 0, encoding: ArchEncoding | None = None) -> tuple[RegressorMixin, dict[str, float]]:
     """Fit ``model`` (default: the MLP) on a random ``1 - test_fraction`` of the CSV; report on the rest."""
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction = {test_fraction} must lie strictly between 0 and 1")
     batch, accuracy = read_accuracy_csv(path)
     features = (encoding or ArchEncoding()).transform(batch)
+    return fit_held_out(features, accuracy, model, test_fraction, seed, where=str(path))
+
+
+def fit_held_out(features: np.ndarray, accuracy: np.ndarray, model: RegressorMixin | None = None,
+                 test_fraction: float = 0.2, seed: int = 0,
+                 where: str = "the data") -> tuple[RegressorMixin, dict[str, float]]:
+    """Fit ``model`` (default: the MLP) on a seeded random ``1 - test_fraction`` of the rows; report on the rest."""
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction = {test_fraction} must lie strictly between 0 and 1")
     order = np.random.default_rng(seed).permutation(len(accuracy))
     n_test = max(2, round(test_fraction * len(accuracy)))
     if len(accuracy) - n_test < 2:
-        raise ValueError(f"{path}: {len(accuracy)} rows are too few to hold out {n_test}; measure more archs")
+        raise ValueError(f"{where}: {len(accuracy)} rows are too few to hold out {n_test}; measure more archs")
     test, train = order[:n_test], order[n_test:]
     model = model if model is not None else MLPAccuracyRegressor(random_state=seed)
     model.fit(features[train], accuracy[train])

@@ -6,7 +6,7 @@ import argparse
 import math
 from typing import NoReturn
 
-__all__ = ["OneLineParser", "finite_float", "non_negative_int", "positive_int"]
+__all__ = ["OneLineParser", "command_parser", "finite_float", "non_negative_int", "positive_int"]
 
 
 def _int(text: str) -> int:
@@ -45,3 +45,13 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def command_parser(prog: str, doc: str) -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+    """A parser with subcommands, its help from a module docstring (first paragraph; the rest as epilog), and
+    ``--debug`` (which :func:`~supernet.errors.run_command` reads)."""
+    summary, _, rest = doc.partition("\n\n")
+    parser = OneLineParser(prog=prog, description=summary, formatter_class=argparse.RawDescriptionHelpFormatter,
+                           epilog=rest)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    return parser, parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from supernet.cli_args import OneLineParser, finite_float, non_negative_int, positive_int
+from supernet.cli_args import command_parser, finite_float, non_negative_int, positive_int
 from supernet.errors import UsageError, run_command
 
 __all__ = ["main"]
@@ -47,10 +47,7 @@ def _floats(text: str) -> tuple[float, ...]:
 def _parser() -> argparse.ArgumentParser:
     from .schedule import PHASE_NAMES
 
-    parser = OneLineParser(prog="ofa-train", description=__doc__.split("\n\n")[0],
-                           formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    parser, commands = command_parser("ofa-train", __doc__)
 
     train = commands.add_parser("train", help="run (or continue) progressive shrinking")
     _data_args(train)
@@ -155,8 +152,6 @@ def _train(args: argparse.Namespace) -> int:
 
 def _load_run(run: Path):
     """The trained supernet of a run folder, with its settings and its data."""
-    from supernet.ofa_mbv3 import OFAMobileNetV3
-
     from .data import load_source
     from .trainer import CHECKPOINT, TrainSettings
 
@@ -164,9 +159,9 @@ def _load_run(run: Path):
     if not path.exists():
         raise UsageError(f"{run} holds no {CHECKPOINT}", "give the --out folder of an ofa-train train run")
     saved = torch.load(path, map_location="cpu", weights_only=False)
-    settings = TrainSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved["settings"].items()})
+    settings = TrainSettings.from_dict(saved["settings"])
     train_source, val_source = load_source(settings.data, "train"), load_source(settings.data, "val")
-    net = OFAMobileNetV3(settings.width_mult, train_source.n_classes, settings.dropout, settings.resolutions)
+    net = settings.supernet(train_source.n_classes)
     net.load_state_dict(saved["model"])
     return net.eval(), settings, train_source, val_source
 

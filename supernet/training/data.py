@@ -36,6 +36,7 @@ __all__ = [
     "load_source",
 ]
 
+Batch = tuple[torch.Tensor, torch.Tensor]  # images (N, 3, r, r), labels (N,)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
@@ -52,8 +53,7 @@ class ImageSource(Protocol):
 
     def __len__(self) -> int: ...
 
-    def batch(self, indices: Sequence[int], resolution: int, augment: bool, seed: int) -> tuple[torch.Tensor,
-                                                                                                 torch.Tensor]: ...
+    def batch(self, indices: Sequence[int], resolution: int, augment: bool, seed: int) -> Batch: ...
 
 
 class Digits:
@@ -87,8 +87,7 @@ class Digits:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def batch(self, indices: Sequence[int], resolution: int, augment: bool, seed: int) -> tuple[torch.Tensor,
-                                                                                                 torch.Tensor]:
+    def batch(self, indices: Sequence[int], resolution: int, augment: bool, seed: int) -> Batch:
         images = self.images[list(indices)]
         if augment:
             generator = torch.Generator().manual_seed(seed)
@@ -128,8 +127,7 @@ class ImageFolder:
     def __len__(self) -> int:
         return len(self.samples)
 
-    def batch(self, indices: Sequence[int], resolution: int, augment: bool, seed: int) -> tuple[torch.Tensor,
-                                                                                                 torch.Tensor]:
+    def batch(self, indices: Sequence[int], resolution: int, augment: bool, seed: int) -> Batch:
         from PIL import Image
 
         rng = np.random.default_rng(seed)
@@ -190,8 +188,7 @@ class FirstImages:
     def __len__(self) -> int:
         return self.n
 
-    def batch(self, indices: Sequence[int], resolution: int, augment: bool, seed: int) -> tuple[torch.Tensor,
-                                                                                                 torch.Tensor]:
+    def batch(self, indices: Sequence[int], resolution: int, augment: bool, seed: int) -> Batch:
         return self.source.batch(indices, resolution, augment, seed)
 
 
@@ -216,7 +213,7 @@ class _Batches(Dataset):
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, key: tuple[tuple[int, ...], int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: tuple[tuple[int, ...], int, int]) -> Batch:
         indices, resolution, seed = key
         return self.source.batch(indices, resolution, self.augment, seed)
 
@@ -239,8 +236,7 @@ class ShardedBatches:
                             "lower --batch-size or give more images")
 
     def epoch(self, epoch: int, first_step: int, shards: Sequence[int], resolution_of: Callable[[int], int],
-              seed_of: Callable[[int, int], int], workers: int = 0) -> Iterator[list[tuple[torch.Tensor,
-                                                                                        torch.Tensor]]]:
+              seed_of: Callable[[int, int], int], workers: int = 0) -> Iterator[list[Batch]]:
         """For each step of ``epoch`` from ``first_step`` on, the batches of ``shards``, built by ``workers``
         DataLoader processes (0: in this one)."""
         orders = {}

@@ -32,7 +32,7 @@ from supernet.files import atomic_write
 from supernet.mobilenetv3 import MobileNetV3
 from supernet.ofa_mbv3 import OFAMobileNetV3
 
-from .data import FirstImages, ImageSource, ShardedBatches, evaluation_batches
+from .data import Batch, FirstImages, ImageSource, ShardedBatches, evaluation_batches
 from .distributed import Context
 from .schedule import PHASE_NAMES, Phase, lr_factor, progressive_shrinking, step_seed
 
@@ -76,6 +76,15 @@ class TrainSettings:
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainSettings:
+        """The settings a checkpoint holds (JSON lists back to tuples)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+    def supernet(self, n_classes: int) -> OFAMobileNetV3:
+        """The supernet these settings train, freshly initialised."""
+        return OFAMobileNetV3(self.width_mult, n_classes, self.dropout, self.resolutions)
+
 
 @dataclass
 class RunState:
@@ -102,7 +111,7 @@ def _loss(logits: torch.Tensor, labels: torch.Tensor, soft: torch.Tensor | None,
     return loss
 
 
-def bn_batches(source: ImageSource, resolution: int, n_images: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def bn_batches(source: ImageSource, resolution: int, n_images: int) -> Iterator[Batch]:
     """The same ``n_images`` training images, augmented with a fixed seed, on every rank and every run."""
     return evaluation_batches(source, resolution, batch_size=100, augment=True, limit=n_images, seed=12345)
 
@@ -110,18 +119,10 @@ def bn_batches(source: ImageSource, resolution: int, n_images: int) -> Iterator[
 def evaluate(net: OFAMobileNetV3, archs: Sequence[Arch], train_source: ImageSource, val_source: ImageSource,
              bn_images: int, device: torch.device | str = "cpu") -> list[float]:
     """Top-1 (0..1) of each arch's subnet on ``val_source``, BN statistics recalibrated first (SPEC §5)."""
-    accuracies = []
-    for arch in archs:
-        subnet = net.extract(arch).to(device)
-        recalibrate_bn(subnet, ((x.to(device), y) for x, y in bn_batches(train_source, arch.r, bn_images)),
-                       bn_images)
-        correct = seen = 0
-        with torch.no_grad():
-            for images, labels in evaluation_batches(val_source, arch.r):
-                correct += int((subnet(images.to(device)).argmax(1).cpu() == labels).sum())
-                seen += len(labels)
-        accuracies.append(correct / seen)
-    return accuracies
+    from predictors.dataset import subnet_top1
+
+    return [subnet_top1(net, arch, lambda r: bn_batches(train_source, r, bn_images),
+                        lambda r: evaluation_batches(val_source, r), bn_images, device) for arch in archs]
 
 
 class _Run:
@@ -142,8 +143,7 @@ class _Run:
         self.shards = [context.rank * settings.accumulate + a for a in range(settings.accumulate)]
         self.batches = ShardedBatches(train_source, settings.batch_size, self.n_shards, settings.seed)
         torch.manual_seed(settings.seed)  # the initial weights, the same on every rank
-        self.net = OFAMobileNetV3(settings.width_mult, train_source.n_classes, settings.dropout,
-                                  settings.resolutions).to(context.device)
+        self.net = settings.supernet(train_source.n_classes).to(context.device)
         self.teacher: MobileNetV3 | None = None
         self.state = RunState()
 
@@ -295,7 +295,7 @@ class _Run:
         return phase.subnets(self.settings.resolutions, step_seed(self.settings.seed, number, step))
 
     def _step(self, model: nn.Module, phase: Phase, number: int, step: int,
-              shard_batches: list[tuple[torch.Tensor, torch.Tensor]], optimizer: torch.optim.Optimizer) -> float:
+              shard_batches: list[Batch], optimizer: torch.optim.Optimizer) -> float:
         """One optimizer step: for each subnet and each local shard, forward and backward; then one update."""
         device, settings = self.context.device, self.settings
         shards = [(x.to(device), y.to(device)) for x, y in shard_batches]
