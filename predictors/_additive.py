@@ -63,12 +63,21 @@ class AdditiveCost:
             raise UnknownResolutionError(f"resolution(s) {missing} not covered; covered: {list(self.resolutions)}")
         return index
 
-    def total(self, batch: ArchBatch) -> np.ndarray:
-        """Cost of each arch of the batch, shape (n,)."""
+    def _gather(self, batch: ArchBatch) -> tuple[np.ndarray, np.ndarray]:
         ri = self.resolution_index(batch.r)
         choice = np.where(batch.active, choice_index(batch.ks, batch.e), _N_CHOICES)
         index = (ri * (N_BLOCKS * (_N_CHOICES + 1)))[:, None] + self._position_offset + choice
-        return self.fixed[ri] + self._flat[index].sum(axis=1)
+        return self.fixed[ri], self._flat[index]
+
+    def total(self, batch: ArchBatch) -> np.ndarray:
+        """Cost of each arch of the batch, shape (n,)."""
+        fixed, blocks = self._gather(batch)
+        return fixed + blocks.sum(axis=1)
+
+    def parts(self, batch: ArchBatch) -> tuple[np.ndarray, np.ndarray]:
+        """The fixed cost of each arch (n,) and the cost of its blocks per stage (n, 5)."""
+        fixed, blocks = self._gather(batch)
+        return fixed, blocks.reshape(len(batch), N_STAGES, MAX_DEPTH).sum(axis=2)
 
     def minimum(self, resolutions: Sequence[int] | None = None) -> tuple[float, int]:
         """The smallest cost any arch can have (at one of ``resolutions``, default all), and its resolution."""

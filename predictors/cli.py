@@ -4,6 +4,8 @@ Results go to stdout (JSON with ``--json``), progress and errors to stderr. The 
 (:mod:`predictors.subnets`) that ``ofa-profile --subnets`` reads as it is; ``--out`` writes it to a file.
 Latency is calibrated with each table's stored calibration where it has one (``--raw-latency``: plain table sums);
 limits apply to the calibrated values, and each found subnet carries its raw sum and interval beside them.
+``--latency-model`` limits the latency a model fitted on measured subnets predicts (``ofa-fit latency``), alone
+or beside tables, with the interval its cross-validation gave.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from supernet.errors import UsageError, run_command
 from .accuracy import AccuracyPredictor
 from .complexity import MacsPredictor, ParamsPredictor
 from .latency import LatencyPredictor
+from .latency_model import LatencyModel
 from .search import Constraint, SearchResult, evolution_search, pareto_sweep
 from .subnets import SUBNETS_SCHEMA_VERSION, write_subnets
 
@@ -71,12 +74,20 @@ def _parser() -> argparse.ArgumentParser:
         help="latency table (repeat for several devices)",
     )
     p.add_argument(
+        "--latency-model",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="MODEL",
+        help="latency model fitted on measured subnets (ofa-fit latency); repeatable, limits follow the tables'",
+    )
+    p.add_argument(
         "--latency-ms",
         action="append",
         type=float,
         default=[],
         metavar="MS",
-        help="latency limit: one for all tables, or one per --table in order",
+        help="latency limit: one for all tables and models, or one per --table, then per --latency-model, in order",
     )
     p.add_argument("--macs", type=_count, help="MACs limit, e.g. 300M")
     p.add_argument("--params", type=_count, help="parameter limit, e.g. 5M")
@@ -120,22 +131,24 @@ def _log(args: argparse.Namespace, message: str) -> None:
 
 
 def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if args.latency_ms and not args.table:
-        p.error("--latency-ms needs a --table to predict latency from")
-    if len(args.latency_ms) not in (0, 1, len(args.table)):
+    sources = len(args.table) + len(args.latency_model)
+    if args.latency_ms and not sources:
+        p.error("--latency-ms needs a --table or --latency-model to predict latency from")
+    if len(args.latency_ms) not in (0, 1, sources):
         p.error(
-            f"{len(args.latency_ms)} --latency-ms for {len(args.table)} --table: give one for all, or one per table"
+            f"{len(args.latency_ms)} --latency-ms for {sources} --table/--latency-model: give one for all, or one "
+            f"per table, then per model"
         )
     if args.budgets:
-        if args.sweep == "latency" and not args.table:
-            p.error("--budgets sweeps latency: give a --table (or --sweep macs / --sweep params)")
+        if args.sweep == "latency" and not sources:
+            p.error("--budgets sweeps latency: give a --table or --latency-model (or --sweep macs / --sweep params)")
         if args.sweep == "latency" and len(args.latency_ms) > 1:
             p.error(
                 "--budgets replaces the first table's --latency-ms; give limits for the other tables only "
                 "through one --latency-ms each after the first, or drop --budgets"
             )
     elif not (args.latency_ms or args.macs is not None or args.params is not None):
-        p.error("no constraint: give --latency-ms (with --table), --macs, --params or --budgets")
+        p.error("no constraint: give --latency-ms (with --table or --latency-model), --macs, --params or --budgets")
 
 
 def _table_name(path: Path, names: list[str]) -> str:
@@ -154,14 +167,15 @@ def _build(args: argparse.Namespace):
             calibrated=not args.raw_latency,
         )
         for t in args.table
-    ]
-    width = args.width or (latency[0].width_mult if latency else 1.2)
-    n_classes = args.n_classes or (latency[0].n_classes if latency else 1000)
-    for lat, path in zip(latency, args.table, strict=True):
-        if lat.width_mult != width or lat.n_classes != n_classes:
+    ] + [LatencyModel.load(m) for m in args.latency_model]
+    sources = [*args.table, *args.latency_model]
+    width = args.width or (_width_of(latency[0]) if latency else 1.2)
+    n_classes = args.n_classes or (_n_classes_of(latency[0]) if latency else 1000)
+    for lat, path in zip(latency, sources, strict=True):
+        if _width_of(lat) != width or _n_classes_of(lat) != n_classes:
             raise UsageError(
-                f"table {path} is for width {lat.width_mult}, {lat.n_classes} classes; the search is "
-                f"for width {width}, {n_classes} classes: use tables of one supernet"
+                f"{path} is for width {_width_of(lat)}, {_n_classes_of(lat)} classes; the search is "
+                f"for width {width}, {n_classes} classes: use tables and models of one supernet"
             )
     if args.predictor is not None:
         accuracy = AccuracyPredictor.load(args.predictor)
@@ -182,10 +196,10 @@ def _build(args: argparse.Namespace):
             "resolutions, or pass --interpolate"
         )
     space = ArchSpace(resolutions=resolutions)
-    names = [p.stem for p in args.table]
+    names = [p.stem for p in sources]
     constraints = {}
     latency_by_name = {}
-    for i, (lat, path) in enumerate(zip(latency, args.table, strict=True)):
+    for i, (lat, path) in enumerate(zip(latency, sources, strict=True)):
         limit = args.latency_ms[0] if len(args.latency_ms) == 1 else (args.latency_ms[i] if args.latency_ms else None)
         name = _table_name(path, names)
         latency_by_name[name] = lat
@@ -195,16 +209,27 @@ def _build(args: argparse.Namespace):
     return accuracy, space, constraints, latency_by_name, width
 
 
-def _latency_model(latency: dict[str, LatencyPredictor]) -> dict:
-    """Per table: whether its latency is calibrated, and with which fit (what the limits were compared against)."""
-    return {
-        name: {
-            "calibrated": lat.calibration is not None,
-            "calibration": None if lat.calibration is None else lat.calibration.to_dict(),
-            "description": lat.describe(),
-        }
-        for name, lat in latency.items()
-    }
+def _width_of(lat: LatencyPredictor | LatencyModel) -> float:
+    return lat.width_mult_ if isinstance(lat, LatencyModel) else lat.width_mult
+
+
+def _n_classes_of(lat: LatencyPredictor | LatencyModel) -> int:
+    return lat.n_classes_ if isinstance(lat, LatencyModel) else lat.n_classes
+
+
+def _latency_model(latency: dict[str, LatencyPredictor | LatencyModel]) -> dict:
+    """Per table or model: what its latency is (calibrated sums, raw sums, or a fitted model and how it
+    cross-validated), which is what the limits were compared against."""
+    described = {}
+    for name, lat in latency.items():
+        if isinstance(lat, LatencyModel):
+            described[name] = {"fitted_model": lat.family_, "cross_validation": lat.cv_report_[lat.family_],
+                               "n_train": len(lat.train_ms_), "description": lat.describe()}
+        else:
+            described[name] = {"calibrated": lat.calibration is not None,
+                               "calibration": None if lat.calibration is None else lat.calibration.to_dict(),
+                               "description": lat.describe()}
+    return described
 
 
 def _subnet(result: SearchResult, constraints: dict, latency: dict[str, LatencyPredictor]) -> dict:
@@ -265,6 +290,7 @@ def _run(args: argparse.Namespace) -> dict:
             "width_mult": width,
             "resolutions": list(space.resolutions),
             "tables": [str(t) for t in args.table],
+            "latency_models": [str(m) for m in args.latency_model],
             "statistic": args.statistic,
             "interpolate": args.interpolate,
             "predictor": str(args.predictor) if args.predictor else "default",

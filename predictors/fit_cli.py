@@ -3,9 +3,19 @@
     ofa-fit accuracy runs/digits/accuracy.csv --out runs/digits/predictor
     ofa-search --predictor runs/digits/predictor --width 0.25 --resolutions 32 --macs 5M
 
+    ofa-profile --device local --width 1.0 --resolutions 160,192,224 --subnets random:100
+    ofa-fit latency tables/local_subnets.csv --out tables/local.latency [--table tables/local_w1.0_....csv]
+    ofa-fit predict tables/local.latency found.json
+    ofa-search --latency-model tables/local.latency --latency-ms 8 --predictor ...
+
 ``accuracy``: a CSV with ``arch`` (OFA JSON) and ``accuracy`` (top-1, 0..1), as ``predictors.dataset`` or
 ``ofa-train dataset`` writes it. A seeded share of its rows is held out; the report gives the held-out RMSE and
 rank correlations; the predictor saved is then refitted on every row.
+
+``latency``: a CSV with ``arch`` and ``measured_ms``, as ``ofa-profile --subnets`` writes it. Model families are
+compared by cross-validation (share within ±10% and ±5%, Spearman), the best is refitted on every row and saved
+as OUT.json and OUT.npz. ``predict`` writes ``arch,predicted_ms`` for a JSON list of archs (or ofa-search output)
+or a CSV with an ``arch`` column.
 """
 
 from __future__ import annotations
@@ -18,6 +28,9 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import numpy as np
+
+from predictors.latency_model import FAMILIES
 from supernet.cli_args import command_parser, finite_float, non_negative_int, positive_int
 from supernet.errors import OFAProfileError, UsageError, run_command
 
@@ -51,6 +64,20 @@ def _parser() -> argparse.ArgumentParser:
     accuracy.add_argument("--alpha", type=finite_float, default=1.0, help="ridge: L2 penalty (1.0)")
     accuracy.add_argument("--seed", type=non_negative_int, default=0, help="seed of the split and the fit (0)")
     accuracy.add_argument("--json", action="store_true", help="print the report as JSON")
+    latency = commands.add_parser("latency", help="a latency model from (arch, measured_ms) rows")
+    latency.add_argument("data", type=Path, help="CSV with columns arch and measured_ms (ofa-profile --subnets)")
+    latency.add_argument("--out", type=Path, required=True, help="model stem: writes OUT.json and OUT.npz")
+    latency.add_argument("--table", type=Path, help="a latency table of the device: its sums become features")
+    latency.add_argument("--family", choices=("auto", *FAMILIES), default="auto",
+                         help="model family (auto: the best by cross-validation)")
+    latency.add_argument("--width", type=float, help="supernet width (default: the CSV's width_mult, or the table's)")
+    latency.add_argument("--cv", type=positive_int, default=5, help="cross-validation folds (5)")
+    latency.add_argument("--seed", type=non_negative_int, default=0, help="seed of the folds and the fit (0)")
+    latency.add_argument("--json", action="store_true", help="print the report as JSON")
+    predict = commands.add_parser("predict", help="latency of archs from a fitted model")
+    predict.add_argument("model", type=Path, help="the --out of ofa-fit latency")
+    predict.add_argument("archs", type=Path, help="JSON list of archs, ofa-search output, or a CSV with arch")
+    predict.add_argument("--out", type=Path, help="CSV to write (default: stdout)")
     return parser
 
 
@@ -61,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    return _accuracy(args)
+    return {"accuracy": _accuracy, "latency": _latency, "predict": _predict}[args.command](args)
 
 
 def _model(args: argparse.Namespace):
@@ -98,6 +125,123 @@ def _accuracy(args: argparse.Namespace) -> int:
         print(f"{args.model}: held-out RMSE {report['rmse']:.4f}, Kendall tau {report['kendall_tau']:.3f}, "
               f"Spearman rho {report['spearman_rho']:.3f} on {report['n']} of {len(accuracy)} archs")
         print(f"saved {weights} and {sidecar} (refitted on all rows): ofa-search --predictor {args.out}")
+    return 0
+
+
+def _measured(path: Path) -> tuple[list[str], np.ndarray, float | None]:
+    """The arch texts, measured latencies and (if the CSV states one) width of an ``ofa-profile --subnets`` CSV."""
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path)
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file", "measure subnets first: ofa-profile --subnets random:100") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise OFAProfileError(f"{path}: not a readable CSV ({err})",
+                              "give the CSV ofa-profile --subnets wrote") from None
+    missing = [c for c in ("arch", "measured_ms") if c not in frame.columns]
+    if missing:
+        raise OFAProfileError(f"{path}: missing column(s) {missing}; it has {list(frame.columns)}",
+                              "give the CSV ofa-profile --subnets wrote (arch as OFA JSON, measured_ms in ms)")
+    widths = sorted(set(frame["width_mult"].dropna())) if "width_mult" in frame.columns else []
+    if len(widths) > 1:
+        raise OFAProfileError(f"{path}: subnets of several widths {widths}", "fit one model per supernet width")
+    return list(frame["arch"].astype(str)), frame["measured_ms"].to_numpy(dtype=float), (widths or [None])[0]
+
+
+def _arch_batch(texts: Sequence[str], where: str):
+    from .archs import batch_from_dicts
+
+    items = []
+    for i, text in enumerate(texts):
+        try:
+            items.append(json.loads(text))
+        except json.JSONDecodeError as err:
+            raise OFAProfileError(f"{where}: arch {i + 1} is not JSON ({err.msg})", "fix or drop that row") from None
+    return batch_from_dicts(items, where)
+
+
+def _latency(args: argparse.Namespace) -> int:
+    from .latency import LatencyPredictor
+    from .latency_model import LatencyModel
+
+    texts, measured, width = _measured(args.data)
+    table = LatencyPredictor(args.table, calibrated=False) if args.table else None
+    model = LatencyModel(args.family, table, width_mult=args.width or (None if table else width), cv=args.cv,
+                         random_state=args.seed)
+    model.fit(_arch_batch(texts, str(args.data)), measured)
+    meta = {"fitted_on": str(args.data), "table": str(args.table) if args.table else None}
+    files = model.save(args.out, meta)
+    report = {"kept": model.family_, "n": len(measured), "folds": min(args.cv, len(measured)),
+              "with_table": table is not None, "families": model.cv_report_, "model": [str(f) for f in files]}
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"{report['folds']}-fold cross-validation on {len(measured)} measured subnets"
+          f"{' with table ' + str(args.table) if table else ''}:")
+    print(f"  {'family':<16}{'within ±10%':>12}{'within ±5%':>12}{'Spearman':>10}{'RMS':>8}")
+    for family, m in model.cv_report_.items():
+        mark = "  <- kept" if family == model.family_ else ""
+        print(f"  {family:<16}{m['within_10_pct']:>11.0f}%{m['within_5_pct']:>11.0f}%{m['spearman_rho']:>10.3f}"
+              f"{m['rms_pct']:>7.1f}%{mark}")
+    print(f"saved {files[0]} and {files[1]} (refitted on all rows): "
+          f"ofa-search --latency-model {args.out} --latency-ms MS")
+    return 0
+
+
+def _archs_of(path: Path) -> tuple[list[str], object]:
+    """Arch texts and their batch from a JSON list, an ofa-search result, or a CSV with an ``arch`` column."""
+    from .archs import batch_from_dicts
+
+    if path.suffix.lower() == ".csv":
+        import pandas as pd
+
+        try:
+            frame = pd.read_csv(path)
+        except FileNotFoundError:
+            raise UsageError(f"{path}: no such file") from None
+        if "arch" not in frame.columns:
+            raise OFAProfileError(f"{path}: no arch column; it has {list(frame.columns)}",
+                                  "give a CSV with one OFA arch JSON per row in a column named arch")
+        texts = list(frame["arch"].astype(str))
+        return texts, _arch_batch(texts, str(path))
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except json.JSONDecodeError as err:
+        raise OFAProfileError(f"{path}: line {err.lineno}: not valid JSON ({err.msg})") from None
+    if isinstance(document, dict) and "subnets" in document:  # ofa-search output
+        document = [entry.get("arch", entry) for entry in document["subnets"]]
+    if isinstance(document, dict):
+        document = [document]
+    if not isinstance(document, list):
+        raise OFAProfileError(f"{path}: expected a JSON list of archs, got {type(document).__name__}")
+    batch = batch_from_dicts(document, str(path))
+    columns = zip(batch.ks.tolist(), batch.e.tolist(), batch.d.tolist(), batch.r.tolist(), strict=True)
+    return [json.dumps({"ks": ks, "e": e, "d": d, "r": [r]}) for ks, e, d, r in columns], batch
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import csv
+    import io
+
+    from .latency_model import LatencyModel
+
+    model = LatencyModel.load(args.model)
+    texts, batch = _archs_of(args.archs)
+    predicted = model.predict(batch)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["arch", "predicted_ms"])
+    writer.writerows(zip(texts, (f"{v:.6g}" for v in predicted), strict=True))
+    if args.out:
+        from supernet.files import atomic_write
+
+        atomic_write(args.out, buffer.getvalue())
+        print(f"{len(texts)} archs: {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(buffer.getvalue())
     return 0
 
 

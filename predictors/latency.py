@@ -173,6 +173,11 @@ class LatencyPredictor:
             keys["fixed"].append([u.key for u in head])
         return AdditiveCost(self.measured, fixed, block), keys
 
+    @property
+    def cost(self) -> AdditiveCost:
+        """The raw table sums as an additive cost (uncalibrated, measured resolutions only)."""
+        return self._cost
+
     # --- predicting ------------------------------------------------------------------------------------
     def supported_resolutions(self, space: ArchSpace | None = None) -> tuple[int, ...]:
         """Resolutions of ``space`` this predictor answers for: the measured ones, or with ``interpolate`` every

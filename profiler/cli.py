@@ -33,7 +33,7 @@ from profiler.deliver import deliver, write_report
 from profiler.devices import DeviceProfile, load_profiles, resolve_device
 from profiler.plots import plot_predicted_vs_measured
 from profiler.protocol import Protocol
-from profiler.remeasure import calibrate, remeasure
+from profiler.remeasure import calibrate, random_subnets, remeasure
 from profiler.rows import STRATEGIES, RowStrategy, default_rows, merge_shards, strategy_for
 from profiler.transports.base import interrupt_all
 from supernet.arch import ArchSpace
@@ -60,6 +60,16 @@ def _parse_resolutions(text: str, width_mult: float) -> list[int]:
             f"{allowed[0]}..{allowed[-1]} step 4"
         )
     return values
+
+
+def _subnets_arg(text: str) -> Path | int:
+    """``--subnets``: a subnet file, or ``random:N``."""
+    if not text.startswith("random:"):
+        return Path(text)
+    try:
+        return positive_int(text.removeprefix("random:"))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected random:N with N positive, e.g. random:100") from None
 
 
 def _budget_list(text: str) -> list[float]:
@@ -95,7 +105,8 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--python", help="the device's Python interpreter")
     what = parser.add_argument_group("what to measure")
     what.add_argument("--width", type=float, default=1.2, choices=[1.0, 1.2], help="supernet width (default 1.2)")
-    what.add_argument("--resolutions", default="224", help="'all' or a list such as 160,192,224 (default 224)")
+    what.add_argument("--resolutions", help="'all' or a list such as 160,192,224 (default 224; for --subnets "
+                      "random:N the table's)")
     what.add_argument("--n-classes", type=positive_int, default=1000, help="classifier outputs (default 1000)")
     what.add_argument(
         "--rows",
@@ -144,7 +155,13 @@ def _parser() -> argparse.ArgumentParser:
         help="write this many MB between timed runs, so units run with cold caches as inside a network",
     )
     subnets = parser.add_argument_group("whole subnets")
-    subnets.add_argument("--subnets", type=Path, help="re-measure the archs in this file (ofa-search output, OFA JSON)")
+    subnets.add_argument(
+        "--subnets",
+        type=_subnets_arg,
+        metavar="FILE|random:N",
+        help="measure whole subnets: the archs in FILE (ofa-search output, OFA JSON) against the table, or N seeded "
+        "random ones at --resolutions (the data ofa-fit latency learns from; the table is optional)",
+    )
     subnets.add_argument("--calibrate", type=positive_int, metavar="N",
                          help="fit measured = a*sum + b on N random subnets")
     subnets.add_argument("--table", type=Path, help="the table to predict with or calibrate (default: the device's)")
@@ -204,7 +221,7 @@ def _profile_device(
     """One device's table; several targets (hosts or serials) each measure a shard, merged at the end."""
     if args.rows == "isolated" and args.cover_repeats != 1:
         raise UsageError("--cover-repeats is for --rows in_network")
-    resolutions = _parse_resolutions(args.resolutions, args.width)
+    resolutions = _parse_resolutions(args.resolutions or "224", args.width)
     strategy = strategy_for(
         args.rows or default_rows(profile), args.width, resolutions, args.n_classes, args.cover_repeats, args.seed
     )
@@ -253,11 +270,14 @@ def _profile_device(
 def _whole_subnets(profile: DeviceProfile, args: argparse.Namespace, protocol: Protocol) -> Path:
     """--subnets: measured against predicted, CSV and PNG; --calibrate: the fit, stored in the table's sidecar."""
     table = args.table or table_path(args.out, profile, args.width)
+    random_n = args.subnets if isinstance(args.subnets, int) else None
     if not table.is_file():
-        raise UsageError(
-            f"no table {table} to predict with; build it first (ofa-profile --device {profile.name}) "
-            f"or give --table PATH"
-        )
+        if args.table or random_n is None:
+            raise UsageError(
+                f"no table {table} to predict with; build it first (ofa-profile --device {profile.name}) "
+                f"or give --table PATH (--subnets random:N measures without one)"
+            )
+        table = None
     with open_transport(profile, profile.targets[0]) as transport:
         if args.calibrate is not None:
             fit = calibrate(profile, transport, table, args.calibrate, args.cache, protocol, seed=args.seed)
@@ -272,9 +292,28 @@ def _whole_subnets(profile: DeviceProfile, args: argparse.Namespace, protocol: P
                 fit.loo_rms_pct,
             )
             return table
-        archs = read_subnets(args.subnets)
-        out_csv = args.out / f"{profile.name}_subnets.csv"
-        frame = remeasure(profile, transport, archs, table, out_csv, args.cache, protocol)
+        if random_n is None:
+            archs = read_subnets(args.subnets)
+            out_csv = args.out / f"{profile.name}_subnets.csv"
+        else:
+            if args.resolutions or table is None:
+                resolutions = _parse_resolutions(args.resolutions or "224", args.width)
+            else:
+                resolutions = read_table(table).resolutions
+            archs = random_subnets(random_n, args.seed, args.width, resolutions)
+            # One file per (width, resolutions, seed): a larger N, or a rerun after a kill, extends it.
+            span = "-".join(map(str, resolutions[:3])) + ("-etc" if len(resolutions) > 3 else "")
+            out_csv = args.out / f"{profile.name}_w{args.width}_random_r{span}_seed{args.seed}.csv"
+        out_csv.parent.mkdir(parents=True, exist_ok=True)
+        bar = tqdm(total=len(archs), desc=f"{profile.name} subnets", unit="net", disable=args.quiet,
+                   dynamic_ncols=True)
+        with bar:
+            frame = remeasure(profile, transport, archs, table, out_csv, args.cache, protocol, width=args.width,
+                              n_classes=args.n_classes, on_subnets=bar.update)
+    if table is None:
+        log.info("%d subnets measured (no table to compare with): %s; fit a model with ofa-fit latency %s --out "
+                 "MODEL", len(frame), out_csv, out_csv)
+        return out_csv
     png = plot_predicted_vs_measured(frame, out_csv.with_suffix(".png"), f"{profile.name}: {table.name}")
     within = (frame["error_pct"].abs() <= 10).mean() * 100
     log.info(

@@ -9,9 +9,10 @@ times N random subnets the same way and fits measured ≈ a·sum + b into the ta
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from predictors.calibration import Calibration, fit_calibration
@@ -24,7 +25,11 @@ from profiler.whole_subnets import measure_subnets
 from supernet import Arch, ArchSpace, count_macs
 from supernet.files import atomic_write
 
-__all__ = ["calibrate", "remeasure", "table_anchor"]
+__all__ = ["calibrate", "random_subnets", "remeasure", "table_anchor"]
+
+# What a measurement of a subnet is, as measure_subnets gives it; predictions are recomputed from the table.
+_MEASURED = ("measured_ms", "measured_p10_ms", "measured_p90_ms", "absolute_ms", "ratio", "reference_ms",
+             "anchor_ms", "count")
 
 
 def table_anchor(table: Table) -> float | None:
@@ -34,14 +39,19 @@ def table_anchor(table: Table) -> float | None:
 
 
 def compare(
-    archs: Sequence[Arch], measured: Sequence[dict], predictor: LatencyPredictor, width: float, n_classes: int
+    archs: Sequence[Arch], measured: Sequence[dict], predictor: LatencyPredictor | None, width: float, n_classes: int
 ) -> pd.DataFrame:
-    """Predicted (calibrated where the table has a calibration, with its interval) against measured, per arch."""
-    result = predictor.predict_result(archs)
+    """Measured latency per arch, with the table's prediction (calibrated where it has a calibration, with its
+    interval) beside it when there is a table."""
     frame = pd.DataFrame(measured)
     frame.insert(0, "arch", [arch.to_json() for arch in archs])
     frame.insert(1, "resolution", [arch.r for arch in archs])
     frame.insert(2, "macs_m", [count_macs(arch, width, n_classes) / 1e6 for arch in archs])
+    frame["width_mult"] = width
+    frame["n_classes"] = n_classes
+    if predictor is None:
+        return frame
+    result = predictor.predict_result(archs)
     frame["raw_sum_ms"] = result.raw_ms
     frame["predicted_ms"] = result.latency_ms
     frame["low_ms"] = result.low_ms
@@ -52,28 +62,87 @@ def compare(
     return frame
 
 
+def random_subnets(n: int, seed: int, width: float, resolutions: Sequence[int]) -> list[Arch]:
+    """``n`` distinct seeded random archs of the width's space at ``resolutions`` (what ``random:N`` measures)."""
+    rng = random.Random(seed)
+    space = ArchSpace.for_width(width)
+    archs: dict[Arch, None] = {}
+    while len(archs) < n:
+        archs[space.sample(rng).with_resolution(rng.choice(list(resolutions)))] = None
+    return list(archs)
+
+
+def _measured_before(out_csv: Path, width: float, anchor_ms: float | None) -> tuple[dict[str, dict], float | None]:
+    """Rows a killed or earlier run already measured into ``out_csv`` at this width and anchor, by arch JSON.
+
+    Without a table the first run's anchor is kept, so every row of the file stays at one device state.
+    """
+    if not out_csv.is_file():
+        return {}, anchor_ms
+    try:
+        before = pd.read_csv(out_csv)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError):
+        return {}, anchor_ms
+    if not {"arch", "measured_ms", "anchor_ms", "width_mult"} <= set(before.columns):
+        return {}, anchor_ms
+    before = before[before["width_mult"] == width]
+    if anchor_ms is None and len(before):
+        anchor_ms = float(before["anchor_ms"].iloc[0])
+    same = before[np.isclose(before["anchor_ms"], anchor_ms)] if anchor_ms is not None else before.iloc[:0]
+    kept = [c for c in _MEASURED if c in same.columns]
+    return {row["arch"]: {c: row[c] for c in kept} for _, row in same.iterrows()}, anchor_ms
+
+
 def remeasure(
     profile: DeviceProfile,
     transport: Transport,
     archs: Sequence[Arch],
-    table_path: Path,
+    table_path: Path | None,
     out_csv: Path,
     cache_dir: Path,
     protocol: Protocol,
+    *,
+    width: float | None = None,
+    n_classes: int = 1000,
+    chunk: int = 25,
+    on_subnets: Callable[[int], None] | None = None,
 ) -> pd.DataFrame:
-    """Measure each distinct arch end to end; write measured beside predicted (raw sum and calibrated) to
-    ``out_csv``, one line per distinct arch (an arch listed twice is measured once)."""
-    table = read_table(table_path)
-    predictor = LatencyPredictor(table)
-    width, n_classes = predictor.width_mult, predictor.n_classes
+    """Measure each distinct arch end to end and write it to ``out_csv``, one line per arch, beside the table's
+    prediction (raw sum and calibrated) when there is a table.
+
+    Subnets are measured ``chunk`` at a time and the CSV is rewritten (atomically) after each chunk; a rerun
+    into the same CSV measures only the archs it lacks, so a killed run loses at most one chunk.
+    """
+    predictor = None
+    anchor = None
+    if table_path is not None:
+        table = read_table(table_path)
+        predictor = LatencyPredictor(table)
+        width, n_classes, anchor = predictor.width_mult, predictor.n_classes, table_anchor(table)
+    if width is None:
+        raise ValueError("remeasure without a table needs the supernet width")
     space = ArchSpace.for_width(width)
     archs = list(dict.fromkeys(space.validate(arch) for arch in archs))
-    predictor.predict(archs)  # a table that lacks rows or resolutions fails before anything is exported
-    measured = measure_subnets(profile, transport, archs, width_mult=width, n_classes=n_classes,
-                               anchor_ms=table_anchor(table), protocol=protocol, cache_dir=cache_dir,
-                               scratch=out_csv.parent, work_name=out_csv.stem)
-    frame = compare(archs, measured, predictor, width, n_classes)
-    atomic_write(out_csv, frame.to_csv(index=False))
+    if predictor is not None:
+        predictor.predict(archs)  # a table that lacks rows or resolutions fails before anything is exported
+    done, anchor = _measured_before(out_csv, width, anchor)
+    if on_subnets is not None:
+        on_subnets(sum(arch.to_json() in done for arch in archs))
+    pending = [arch for arch in archs if arch.to_json() not in done]
+    frame = None
+    for start in range(0, max(len(pending), 1), chunk):
+        part = pending[start:start + chunk]
+        if part:
+            measured = measure_subnets(profile, transport, part, width_mult=width, n_classes=n_classes,
+                                       anchor_ms=anchor, protocol=protocol, cache_dir=cache_dir,
+                                       scratch=out_csv.parent, work_name=out_csv.stem)
+            anchor = measured[0]["anchor_ms"]
+            done.update({arch.to_json(): m for arch, m in zip(part, measured, strict=True)})
+        measured_archs = [arch for arch in archs if arch.to_json() in done]
+        frame = compare(measured_archs, [done[a.to_json()] for a in measured_archs], predictor, width, n_classes)
+        atomic_write(out_csv, frame.to_csv(index=False))
+        if on_subnets is not None and part:
+            on_subnets(len(part))
     return frame
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from profiler.devices import DeviceProfile
 from profiler.measure import measure_models
 from profiler.protocol import Protocol
-from profiler.reference import reference_model, reference_ms, stats_ms
+from profiler.reference import reference_model, reference_ms, run_anchor, stats_ms
 from profiler.transports.base import Transport
 from supernet import Arch
 from supernet.errors import OFAProfileError
@@ -54,7 +54,8 @@ def measure_subnets(
     scratch: Path,
     work_name: str = "subnets",
 ) -> list[dict[str, Any]]:
-    """One dict per arch: ``measured_ms`` (at the anchor), p10/p90, ``absolute_ms``, ``ratio``, ``reference_ms``."""
+    """One dict per arch: ``measured_ms`` (at the anchor), p10/p90, ``absolute_ms``, ``ratio``, ``reference_ms``,
+    ``anchor_ms``. Without an anchor (no table), the run's own median reference latency is the anchor."""
     models = [subnet_model(f"subnet-{i}", arch, width_mult, n_classes, profile.model_format, cache_dir, profile.batch)
               for i, arch in enumerate(archs)]
     remote = transport.join(profile.remote_dir or "/tmp/ofa-profile", work_name)
@@ -62,12 +63,17 @@ def measure_subnets(
         remote = str(scratch / f".{work_name}.work")
     run = measure_models(profile, transport, models, protocol, remote, scratch,
                          reference=reference_model(profile, cache_dir))
-    measured = []
+    results = []
     for i, arch in enumerate(archs):
         result = run.results.get(f"subnet-{i}")
         if result is None:
             error = run.errors.get(f"subnet-{i}", {}).get("error", "no result")
             raise SubnetMeasurementError(f"{transport}: subnet {i} ({arch.to_json()}) could not be measured: {error}")
+        results.append(result)
+    if anchor_ms is None:
+        anchor_ms = run_anchor([{"reference_ms": reference_ms(result)} for result in results])
+    measured = []
+    for result in results:
         stats = stats_ms(result, anchor_ms)
         measured.append({
             "measured_ms": stats["median"],
@@ -76,6 +82,7 @@ def measure_subnets(
             "absolute_ms": result["summary"]["median"],
             "ratio": (result.get("ratio") or {}).get("median"),
             "reference_ms": reference_ms(result),
+            "anchor_ms": anchor_ms,
             "count": stats["count"],
         })
     return measured

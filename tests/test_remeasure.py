@@ -82,3 +82,31 @@ def test_missing_table_says_how_to_build_it(tmp_path, capsys):
     found.write_text(ArchSpace.for_width(1.0).sample(1).to_json())
     assert main([*_common(tmp_path), "--subnets", str(found)]) == 2
     assert "build it first (ofa-profile --device local)" in capsys.readouterr().err
+
+
+def test_random_subnets_against_the_table(table_dir):
+    """--subnets random:N takes the table's resolutions and writes measured beside predicted, with the width."""
+    assert main([*_common(table_dir), "--subnets", "random:3"]) == 0
+    frame = pd.read_csv(table_dir / "local_w1.0_random_r128_seed0.csv")
+    assert len(frame) == 3 and (frame["resolution"] == 128).all() and (frame["width_mult"] == 1.0).all()
+    assert {"predicted_ms", "raw_sum_ms", "anchor_ms"} <= set(frame.columns)
+
+
+def test_random_subnets_without_a_table_resume_and_feed_ofa_fit(tmp_path):
+    """No table: measured at the run's own reference latency; a larger N keeps what was measured."""
+    args = [*_common(tmp_path), "--resolutions", "128,132"]
+    assert main([*args, "--subnets", "random:3"]) == 0
+    path = tmp_path / "local_w1.0_random_r128-132_seed0.csv"
+    first = pd.read_csv(path)
+    assert len(first) == 3 and "predicted_ms" not in first.columns and first["anchor_ms"].nunique() == 1
+    assert main([*args, "--subnets", "random:5"]) == 0
+    second = pd.read_csv(path)
+    assert len(second) == 5 and second["anchor_ms"].nunique() == 1
+    assert second.iloc[:3].equals(first)  # the first three were not measured again
+    assert set(second["resolution"]) <= {128, 132}
+
+
+def test_subnets_argument_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main([*_common(tmp_path), "--subnets", "random:0"])
+    assert "random:N with N positive" in capsys.readouterr().err

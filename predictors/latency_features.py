@@ -1,0 +1,106 @@
+"""What a latency model sees of an arch: per-stage work and memory traffic, and a table's sums where one is given.
+
+Latency on a CPU or GPU follows the work a network does and the bytes it moves, stage by stage, more than its
+total MACs: a depthwise 7x7 and a pointwise conv of the same MACs run at very different speeds, and early stages
+move large activations. So each of the five stages contributes its pointwise, depthwise and SE MACs, the elements
+of its activations, its parameters and its number of blocks; the resolution (r and r²) stands for the fixed first
+and last layers. All of these are sums over blocks whose shapes depend only on (resolution, position, kernel,
+expand), as in :mod:`predictors._additive`, so a batch of archs is one gather and one sum: a million archs in
+about a second. A table adds its raw sum, its fixed part and its sum per stage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import cache
+
+import numpy as np
+
+from supernet.arch import EXPAND_RATIOS, KERNEL_SIZES, MAX_DEPTH, N_BLOCKS, N_STAGES, Arch
+from supernet.plan import NetPlan
+
+from ._additive import AdditiveCost
+from .archs import ArchBatch, choice_index
+
+__all__ = ["BLOCK_FEATURES", "ArchFeatures"]
+
+BLOCK_FEATURES = ("pw_macs_m", "dw_macs_m", "se_macs_m", "activations_m", "params_m", "blocks")
+_N_CHOICES = len(KERNEL_SIZES) * len(EXPAND_RATIOS)
+_CHUNK = 1 << 16  # archs per gather: bounds the (chunk, 20, features) temporary to about 60 MB
+
+
+def _block_vector(b) -> list[float]:
+    pw = b.in_chs * b.mid_chs * b.in_size**2 + b.mid_chs * b.out_chs * b.out_size**2
+    dw = b.mid_chs * b.kernel_size**2 * b.out_size**2
+    se = 2 * b.mid_chs * b.se_chs if b.use_se else 0
+    activations = b.in_chs * b.in_size**2 + b.mid_chs * (b.in_size**2 + b.out_size**2) + b.out_chs * b.out_size**2
+    params = b.in_chs * b.mid_chs + b.mid_chs * b.kernel_size**2 + b.mid_chs * b.out_chs
+    if b.use_se:
+        params += 2 * b.mid_chs * b.se_chs
+    return [pw / 1e6, dw / 1e6, se / 1e6, activations / 1e6, params / 1e6, 1.0]
+
+
+@cache
+def _block_table(width_mult: float, r: int) -> np.ndarray:
+    """Features of block ``position`` with choice ``c`` at resolution r: (20, 10, F), choice 9 = skipped (zeros)."""
+    plan = NetPlan.for_width(width_mult)
+    table = np.zeros((N_BLOCKS, _N_CHOICES + 1, len(BLOCK_FEATURES)))
+    for k in KERNEL_SIZES:
+        for e in EXPAND_RATIOS:
+            arch = Arch((k,) * N_BLOCKS, (e,) * N_BLOCKS, (MAX_DEPTH,) * N_STAGES, r)
+            c = int(choice_index(np.array(k), np.array(e)))
+            for b in plan.blocks(arch):
+                table[b.index, c] = _block_vector(b)
+    return table
+
+
+class ArchFeatures:
+    """Features of archs of one supernet width, optionally with a table's sums.
+
+    Args:
+        width_mult: Supernet width (channel counts).
+        table_cost: A table's raw sums (:attr:`predictors.latency.LatencyPredictor.cost`); its resolutions are
+            then the only ones these features answer for.
+    """
+
+    def __init__(self, width_mult: float, table_cost: AdditiveCost | None = None) -> None:
+        self.width_mult = float(width_mult)
+        self.table_cost = table_cost
+
+    @property
+    def names(self) -> list[str]:
+        names = [f"stage{s}_{f}" for s in range(N_STAGES) for f in BLOCK_FEATURES]
+        names += ["r", "r2", "macs_m", "params_m"]
+        if self.table_cost is not None:
+            names += ["table_sum_ms", "table_fixed_ms", *(f"table_stage{s}_ms" for s in range(N_STAGES))]
+        return names
+
+    def transform(self, archs: ArchBatch | Iterable[Arch]) -> np.ndarray:
+        """Features of each arch, float64 array of shape (n, len(names))."""
+        batch = ArchBatch.coerce(archs)
+        parts = [self._chunk(batch[slice(i, i + _CHUNK)]) for i in range(0, len(batch), _CHUNK)]
+        return np.concatenate(parts) if parts else np.zeros((0, len(self.names)))
+
+    def table_sum(self, archs: ArchBatch | Iterable[Arch]) -> np.ndarray:
+        """The table's raw sum of each arch (ms); only with a table."""
+        if self.table_cost is None:
+            raise ValueError("these features have no table")
+        return self.table_cost.total(ArchBatch.coerce(archs))
+
+    def _chunk(self, batch: ArchBatch) -> np.ndarray:
+        resolutions = np.unique(batch.r)
+        tables = np.stack([_block_table(self.width_mult, int(r)) for r in resolutions])
+        ri = np.searchsorted(resolutions, batch.r)
+        choice = np.where(batch.active, choice_index(batch.ks, batch.e), _N_CHOICES)
+        blocks = tables[ri[:, None], np.arange(N_BLOCKS), choice]  # (n, 20, F)
+        stages = blocks.reshape(len(batch), N_STAGES, MAX_DEPTH, -1).sum(axis=2)
+        per_stage = stages.reshape(len(batch), -1)
+        f = BLOCK_FEATURES.index
+        macs = stages[:, :, f("pw_macs_m")] + stages[:, :, f("dw_macs_m")] + stages[:, :, f("se_macs_m")]
+        r = batch.r.astype(float) / 224
+        columns = [per_stage, r[:, None], r[:, None] ** 2, macs.sum(axis=1, keepdims=True),
+                   stages[:, :, f("params_m")].sum(axis=1, keepdims=True)]
+        if self.table_cost is not None:
+            fixed, stage_sums = self.table_cost.parts(batch)
+            columns += [(fixed + stage_sums.sum(axis=1))[:, None], fixed[:, None], stage_sums]
+        return np.concatenate(columns, axis=1)

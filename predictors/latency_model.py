@@ -1,0 +1,477 @@
+"""Latency models fitted on whole subnets measured on a device, for devices where table sums do not add up.
+
+A table sum assumes a network's units add up; GPUs, batched runs and NPUs fuse, overlap and batch work, and there
+the sum misses. :class:`LatencyModel` learns latency from a few dozen whole subnets measured on the device
+(``ofa-profile --subnets random:N``), with or without a table, choosing among a few model families by
+cross-validation:
+
+- ``calibrated-sum``: ``a · table sum + b``, the table's calibration (only with a table);
+- ``ridge``: a linear model on the per-stage features of :mod:`predictors.latency_features` (and the table's
+  sums), fitted for relative error: latency as a learned sum of per-stage work and traffic;
+- ``ridge+boosting``: gradient-boosted trees on what the ridge leaves, as a factor;
+- ``ridge+mlp``: a small MLP on what the ridge leaves, with OFA's 128-dim arch encoding among its inputs.
+
+scikit-learn fits them; predictions run in NumPy alone, and the saved model is two plain files (JSON and npz,
+no pickles) with a format version.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from supernet.arch import Arch, ArchSpace
+from supernet.errors import OFAProfileError
+from supernet.files import atomic_write
+
+from ._additive import AdditiveCost
+from .accuracy import ArchEncoding
+from .archs import ArchBatch
+from .calibration import fit_calibration
+from .latency import LatencyResult
+from .latency_features import ArchFeatures
+
+__all__ = ["FAMILIES", "FORMAT_VERSION", "LatencyModel", "LatencyModelError", "latency_metrics"]
+
+FORMAT = "ofa-profile latency model"
+FORMAT_VERSION = 1
+FAMILIES = ("calibrated-sum", "ridge", "ridge+boosting", "ridge+mlp")
+_MIN_SUBNETS = 5
+_CHUNK = 1 << 15  # archs per prediction step
+_FLOOR_MS = 1e-3  # a ridge that extrapolates below zero still leaves a positive base for the residual models
+
+
+class LatencyModelError(OFAProfileError, ValueError):
+    """A latency model that cannot be fitted, read or used; the message says what to do."""
+
+
+def latency_metrics(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
+    """Share within ±10% and ±5%, Spearman rank correlation, RMS, mean, 5% and 95% quantile of the relative error
+    ``predicted / measured - 1`` (all but Spearman in percent)."""
+    from scipy.stats import spearmanr
+
+    error = np.asarray(predicted, float) / np.asarray(measured, float) - 1
+    rho = spearmanr(predicted, measured).statistic if len(error) > 2 else math.nan
+    low, high = np.quantile(error, [0.05, 0.95]) if len(error) else (math.nan, math.nan)
+    return {"within_10_pct": float(np.mean(np.abs(error) <= 0.10) * 100),
+            "error_p5_pct": float(low * 100), "error_p95_pct": float(high * 100),
+            "within_5_pct": float(np.mean(np.abs(error) <= 0.05) * 100),
+            "spearman_rho": float(rho), "rms_pct": float(np.sqrt(np.mean(error**2)) * 100),
+            "mean_error_pct": float(np.mean(error) * 100), "n": len(error)}
+
+
+# --- the families: fitted with scikit-learn, predicted with NumPy, stored as arrays -------------------------------
+class _Ridge:
+    """Linear in the features, least squares on relative error (weights 1/y²), penalty chosen by GCV."""
+
+    def fit(self, x: np.ndarray, y: np.ndarray, seed: int) -> _Ridge:
+        from sklearn.linear_model import RidgeCV
+
+        self.mean, self.scale = x.mean(axis=0), x.std(axis=0)
+        self.scale[self.scale == 0] = 1.0
+        model = RidgeCV(alphas=np.logspace(-4, 3, 15)).fit((x - self.mean) / self.scale, y, sample_weight=y**-2.0)
+        self.coef, self.intercept = model.coef_, np.asarray(model.intercept_)
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.maximum((x - self.mean) / self.scale @ self.coef + self.intercept, _FLOOR_MS)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"mean": self.mean, "scale": self.scale, "coef": self.coef, "intercept": self.intercept}
+
+    @classmethod
+    def from_arrays(cls, a: Mapping[str, np.ndarray]) -> _Ridge:
+        ridge = cls()
+        ridge.mean, ridge.scale, ridge.coef, ridge.intercept = a["mean"], a["scale"], a["coef"], a["intercept"]
+        return ridge
+
+
+class _CalibratedSum:
+    """``a · table sum + b``, fitted as ``ofa-profile --calibrate`` fits it."""
+
+    def __init__(self, column: int) -> None:
+        self.column = column
+
+    def fit(self, x: np.ndarray, y: np.ndarray, seed: int) -> _CalibratedSum:
+        fit = fit_calibration(x[:, self.column], y)
+        self.line = np.array([fit.a, fit.b])
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.line[0] * x[:, self.column] + self.line[1]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"line": self.line, "column": np.array(self.column)}
+
+    @classmethod
+    def from_arrays(cls, a: Mapping[str, np.ndarray]) -> _CalibratedSum:
+        model = cls(int(a["column"]))
+        model.line = a["line"]
+        return model
+
+
+class _Trees:
+    """Gradient-boosted regression trees as complete binary trees of one depth, walked for all trees at once.
+
+    A leaf above the full depth becomes a split that always goes left with the leaf's value on both sides, so
+    every tree is three flat arrays and prediction is ``depth`` vectorised steps. Inputs are compared in float32
+    as scikit-learn's trees compare them, so the predictions equal its own.
+    """
+
+    def __init__(self, depth: int, init: float, feature: np.ndarray, threshold: np.ndarray, leaf: np.ndarray):
+        self.depth, self.init = depth, float(init)
+        self.feature, self.threshold, self.leaf = feature, threshold, leaf
+
+    @classmethod
+    def from_sklearn(cls, model, x_example: np.ndarray) -> _Trees:
+        depth = int(model.max_depth)
+        n_inner = 2**depth - 1
+        trees = model.estimators_[:, 0]
+        feature = np.zeros((len(trees), n_inner), dtype=np.intp)
+        threshold = np.full((len(trees), n_inner), np.inf)
+        leaf = np.zeros((len(trees), 2**depth))
+        for t, estimator in enumerate(trees):
+            tree = estimator.tree_
+            stack = [(0, 0, 0)]  # (sklearn node, position in the complete tree, level)
+            while stack:
+                node, position, level = stack.pop()
+                if level == depth:
+                    leaf[t, position - n_inner] = tree.value[node, 0, 0] * model.learning_rate
+                    continue
+                left, right = tree.children_left[node], tree.children_right[node]
+                if left == -1:  # a leaf above the full depth: both sides carry its value
+                    left = right = node
+                else:
+                    feature[t, position], threshold[t, position] = tree.feature[node], tree.threshold[node]
+                stack += [(left, 2 * position + 1, level + 1), (right, 2 * position + 2, level + 1)]
+        init = float(np.ravel(model.init_.predict(x_example[:1]))[0])
+        return cls(depth, init, feature, threshold, leaf)
+
+    def predict(self, x: np.ndarray, chunk: int = 8192) -> np.ndarray:
+        x = x.astype(np.float32).astype(np.float64)
+        out = np.empty(len(x))
+        trees = np.arange(len(self.feature))
+        for start in range(0, len(x), chunk):
+            part = x[start:start + chunk]
+            position = np.zeros((len(part), len(trees)), dtype=np.intp)
+            for _ in range(self.depth):
+                values = np.take_along_axis(part, self.feature[trees, position], axis=1)
+                position = 2 * position + 1 + (values > self.threshold[trees, position])
+            out[start:start + chunk] = self.init + self.leaf[trees, position - (2**self.depth - 1)].sum(axis=1)
+        return out
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"depth": np.array(self.depth), "init": np.array(self.init), "feature": self.feature,
+                "threshold": self.threshold, "leaf": self.leaf}
+
+    @classmethod
+    def from_arrays(cls, a: Mapping[str, np.ndarray]) -> _Trees:
+        return cls(int(a["depth"]), float(a["init"]), a["feature"], a["threshold"], a["leaf"])
+
+
+class _RidgeBoosting:
+    """The ridge, times ``exp`` of boosted trees fitted on its log-residuals."""
+
+    def fit(self, x: np.ndarray, y: np.ndarray, seed: int) -> _RidgeBoosting:
+        from sklearn.ensemble import GradientBoostingRegressor
+
+        self.ridge = _Ridge().fit(x, y, seed)
+        boost = GradientBoostingRegressor(n_estimators=150, max_depth=3, learning_rate=0.05, subsample=0.8,
+                                          random_state=seed).fit(x, np.log(y / self.ridge.predict(x)))
+        self.trees = _Trees.from_sklearn(boost, x)
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.ridge.predict(x) * np.exp(self.trees.predict(x))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {**{f"ridge.{k}": v for k, v in self.ridge.arrays().items()},
+                **{f"trees.{k}": v for k, v in self.trees.arrays().items()}}
+
+    @classmethod
+    def from_arrays(cls, a: Mapping[str, np.ndarray]) -> _RidgeBoosting:
+        model = cls()
+        model.ridge, model.trees = _Ridge.from_arrays(_sub(a, "ridge")), _Trees.from_arrays(_sub(a, "trees"))
+        return model
+
+
+class _RidgeMLP:
+    """The ridge, times ``exp`` of a one-hidden-layer MLP fitted on its log-residuals, from the features and OFA's
+    arch encoding (columns past ``n_base``)."""
+
+    def __init__(self, n_base: int) -> None:
+        self.n_base = n_base
+
+    def fit(self, x: np.ndarray, y: np.ndarray, seed: int) -> _RidgeMLP:
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.neural_network import MLPRegressor
+
+        self.ridge = _Ridge().fit(x[:, :self.n_base], y, seed)
+        residual = np.log(y / self.ridge.predict(x[:, :self.n_base]))
+        self.mean, self.scale = x.mean(axis=0), x.std(axis=0)
+        self.scale[self.scale == 0] = 1.0
+        self.target = np.array([residual.mean(), residual.std() or 1.0])
+        mlp = MLPRegressor(hidden_layer_sizes=(32,), alpha=1.0, solver="lbfgs", max_iter=2000, random_state=seed)
+        with warnings.catch_warnings():  # lbfgs stopping at max_iter is the intended early stop, not a failure
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            mlp.fit((x - self.mean) / self.scale, (residual - self.target[0]) / self.target[1])
+        self.weights = [w for pair in zip(mlp.coefs_, mlp.intercepts_, strict=True) for w in pair]
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        first = self.weights[0] / self.scale[:, None]  # the standardisation, folded into the first layer
+        h = x @ first + (self.weights[1] - (self.mean / self.scale) @ self.weights[0])
+        for i in range(2, len(self.weights), 2):
+            h = np.maximum(h, 0) @ self.weights[i] + self.weights[i + 1]
+        return self.ridge.predict(x[:, :self.n_base]) * np.exp(h[:, 0] * self.target[1] + self.target[0])
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {**{f"ridge.{k}": v for k, v in self.ridge.arrays().items()}, "n_base": np.array(self.n_base),
+                "mean": self.mean, "scale": self.scale, "target": self.target,
+                **{f"layer{i}": w for i, w in enumerate(self.weights)}}
+
+    @classmethod
+    def from_arrays(cls, a: Mapping[str, np.ndarray]) -> _RidgeMLP:
+        model = cls(int(a["n_base"]))
+        model.ridge = _Ridge.from_arrays(_sub(a, "ridge"))
+        model.mean, model.scale, model.target = a["mean"], a["scale"], a["target"]
+        model.weights = [a[f"layer{i}"] for i in range(sum(k.startswith("layer") for k in a))]
+        return model
+
+
+def _rank(metrics: Mapping[str, float]) -> tuple[float, float, float]:
+    """The order families are kept in: most subnets within ±10%, then within ±5%, then the lowest RMS error."""
+    return -metrics["within_10_pct"], -metrics["within_5_pct"], metrics["rms_pct"]
+
+
+def _sub(arrays: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    return {k[len(prefix) + 1:]: v for k, v in arrays.items() if k.startswith(prefix + ".")}
+
+
+_CLASSES = {"calibrated-sum": _CalibratedSum, "ridge": _Ridge, "ridge+boosting": _RidgeBoosting,
+            "ridge+mlp": _RidgeMLP}
+
+
+# --- the model users fit, save, load and predict with -----------------------------------------------------------
+class LatencyModel:
+    """Latency of archs learned from whole subnets measured on one device, with scikit-learn's habits.
+
+    Args:
+        family: One of :data:`FAMILIES`, or ``"auto"``: the family that cross-validates best, by most subnets
+            within ±10%, then within ±5%, then the lowest RMS relative error (``calibrated-sum`` only with a table).
+        table: A :class:`~predictors.latency.LatencyPredictor` (its raw sums become features), or None.
+        width_mult: Supernet width; default the table's (required without a table).
+        n_classes: Classifier outputs of the measured subnets (recorded, and checked against the table's).
+        cv: Folds of the cross-validation that compares families.
+        random_state: Seed of the folds and of the boosted trees and MLP.
+
+    Attributes (after :meth:`fit`):
+        family_: The family kept. cv_report_: Per family, its cross-validated :func:`latency_metrics`.
+        resolutions_: The resolutions it was fitted on. It predicts any resolution between the smallest and the
+            largest (the features are smooth in r), but the search keeps to these, as it keeps to a table's.
+
+    Example:
+        >>> model = LatencyModel(width_mult=1.0).fit(archs, measured_ms)   # doctest: +SKIP
+        >>> model.save("runs/local-ort.latency")                           # doctest: +SKIP
+        >>> LatencyModel.load("runs/local-ort.latency").predict(archs)     # doctest: +SKIP
+    """
+
+    def __init__(self, family: str = "auto", table=None, width_mult: float | None = None,
+                 n_classes: int | None = None, cv: int = 5, random_state: int = 0) -> None:
+        self.family = family
+        self.table = table
+        self.width_mult = width_mult
+        self.n_classes = n_classes
+        self.cv = cv
+        self.random_state = random_state
+
+    # --- fitting ---------------------------------------------------------------------------------------------
+    def _setup(self) -> None:
+        if self.family != "auto" and self.family not in FAMILIES:
+            raise LatencyModelError(f"unknown model family {self.family!r}", f"choose auto or one of {FAMILIES}")
+        if self.family == "calibrated-sum" and self.table is None:
+            raise LatencyModelError("the calibrated-sum family needs a table", "give a table, or another family")
+        width, n_classes = self.width_mult, self.n_classes
+        if self.table is not None:
+            for name, given, stated in (("width", width, self.table.width_mult),
+                                        ("classes", n_classes, self.table.n_classes)):
+                if given is not None and float(given) != float(stated):
+                    raise LatencyModelError(f"the table is for {name} {stated}, the subnets for {given}",
+                                            "use a table of the supernet the subnets came from")
+            width, n_classes = self.table.width_mult, self.table.n_classes
+        if width is None:
+            raise LatencyModelError("no supernet width: a model without a table needs one", "give --width 1.0 or 1.2")
+        self.width_mult_, self.n_classes_ = float(width), int(n_classes or 1000)
+        cost = self.table.cost if self.table is not None else None
+        self.features_ = ArchFeatures(self.width_mult_, cost)
+
+    def fit(self, archs: ArchBatch | Iterable[Arch], measured_ms: Sequence[float]) -> LatencyModel:
+        """Compare the families by cross-validation, keep the best, and refit it on every subnet."""
+        from sklearn.model_selection import KFold
+
+        self._setup()
+        batch = ArchBatch.coerce(archs)
+        y = np.asarray(measured_ms, dtype=float)
+        if len(y) != len(batch):
+            raise LatencyModelError(f"{len(batch)} archs but {len(y)} latencies")
+        if len(y) < _MIN_SUBNETS:
+            raise LatencyModelError(f"a latency model needs at least {_MIN_SUBNETS} measured subnets, got {len(y)}",
+                                    "measure more: ofa-profile --subnets random:50")
+        if not (np.isfinite(y).all() and (y > 0).all()):
+            raise LatencyModelError("latencies must be positive, finite milliseconds", "fix or drop those rows")
+        families = [self.family] if self.family != "auto" else [
+            f for f in FAMILIES if f != "calibrated-sum" or self.table is not None]
+        x = self._inputs(batch, "ridge+mlp" in families)
+        folds = KFold(n_splits=min(self.cv, len(y)), shuffle=True, random_state=self.random_state)
+        self.cv_report_ = {}
+        for family in families:
+            held_out = np.empty_like(y)
+            for train, test in folds.split(x):
+                held_out[test] = self._estimator(family, x).fit(x[train], y[train], self.random_state).predict(
+                    x[test])
+            self.cv_report_[family] = latency_metrics(held_out, y)
+        self.family_ = min(self.cv_report_, key=lambda f: _rank(self.cv_report_[f]))
+        self.estimator_ = self._estimator(self.family_, x).fit(x, y, self.random_state)
+        self.train_batch_, self.train_ms_ = batch, y
+        self.resolutions_ = tuple(sorted({int(r) for r in batch.r}))
+        return self
+
+    def _estimator(self, family: str, x: np.ndarray):
+        if family == "calibrated-sum":
+            return _CalibratedSum(self.features_.names.index("table_sum_ms"))
+        if family == "ridge+mlp":
+            return _RidgeMLP(len(self.features_.names))
+        return _CLASSES[family]()
+
+    def _inputs(self, batch: ArchBatch, encoded: bool) -> np.ndarray:
+        x = self.features_.transform(batch)
+        return np.concatenate([x, ArchEncoding().transform(batch)], axis=1) if encoded else x
+
+    # --- predicting ------------------------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "estimator_"):
+            raise LatencyModelError("this latency model is not fitted", "call fit() or LatencyModel.load()")
+
+    def predict(self, archs: ArchBatch | Iterable[Arch]) -> np.ndarray:
+        """Latency in ms of each arch, shape (n,)."""
+        self._check_fitted()
+        batch = ArchBatch.coerce(archs)
+        lo, hi = self.resolutions_[0], self.resolutions_[-1]
+        outside = sorted({int(r) for r in batch.r if not lo <= r <= hi})
+        if outside:
+            raise LatencyModelError(f"resolution(s) {outside} lie outside {lo}..{hi}, where this model was fitted",
+                                    "measure subnets at those resolutions and fit again")
+        encoded = self.family_ == "ridge+mlp"
+        out = np.empty(len(batch))
+        for start in range(0, len(batch), _CHUNK):  # chunks keep the feature matrices in cache, not in GBs
+            part = batch[slice(start, start + _CHUNK)]
+            out[start:start + _CHUNK] = self.estimator_.predict(self._inputs(part, encoded))
+        return out
+
+    def predict_result(self, archs: ArchBatch | Iterable[Arch]) -> LatencyResult:
+        """Predictions with an interval: where the measured latency fell, relative to held-out predictions, for
+        90% of the cross-validation's subnets."""
+        predicted = self.predict(archs)
+        m = self.cv_report_[self.family_]
+        low, high = predicted / (1 + m["error_p95_pct"] / 100), predicted / (1 + m["error_p5_pct"] / 100)
+        return LatencyResult(predicted, np.zeros(len(predicted), dtype=bool), predicted, low, high, calibrated=True)
+
+    def supported_resolutions(self, space: ArchSpace | None = None) -> tuple[int, ...]:
+        """Resolutions of ``space`` it was fitted on (a table's model only fits on the table's resolutions)."""
+        self._check_fitted()
+        space = space or ArchSpace.for_width(self.width_mult_)
+        return tuple(r for r in space.resolutions if r in self.resolutions_)
+
+    def describe(self) -> str:
+        """One line for logs: the family, what it was fitted on, and its cross-validated accuracy."""
+        self._check_fitted()
+        m = self.cv_report_[self.family_]
+        table = " with a table" if self.features_.table_cost is not None else ""
+        return (f"latency model {self.family_}{table}, fitted on {len(self.train_ms_)} measured subnets: "
+                f"cross-validated {m['within_10_pct']:.0f}% within ±10%, {m['within_5_pct']:.0f}% within ±5%, "
+                f"Spearman {m['spearman_rho']:.3f}")
+
+    # --- files -----------------------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike, meta: Mapping[str, Any] | None = None) -> tuple[Path, Path]:
+        """Write ``PATH.json`` (what it is, how it cross-validated) and ``PATH.npz`` (its arrays)."""
+        import io
+
+        self._check_fitted()
+        stem = _stem(path)
+        arrays = {f"estimator.{k}": np.asarray(v) for k, v in self.estimator_.arrays().items()}
+        cost = self.features_.table_cost
+        if cost is not None:
+            arrays |= {"table.resolutions": np.asarray(cost.resolutions), "table.fixed": cost.fixed,
+                       "table.block": cost.block}
+        b = self.train_batch_
+        arrays |= {"train.ks": b.ks, "train.e": b.e, "train.d": b.d, "train.r": b.r, "train.ms": self.train_ms_}
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        document = {"format": FORMAT, "format_version": FORMAT_VERSION, "family": self.family_,
+                    "width_mult": self.width_mult_, "n_classes": self.n_classes_,
+                    "resolutions": list(self.resolutions_), "features": self.features_.names,
+                    "with_table": cost is not None, "n_train": len(self.train_ms_), "cv_folds": self.cv,
+                    "random_state": self.random_state, "cross_validation": self.cv_report_, **(meta or {})}
+        atomic_write(stem.with_suffix(".npz"), buffer.getvalue())
+        atomic_write(stem.with_suffix(".json"), json.dumps(document, indent=2) + "\n")
+        return stem.with_suffix(".json"), stem.with_suffix(".npz")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> LatencyModel:
+        """Read a model :meth:`save` wrote; refuses files of a newer format or of other features."""
+        stem = _stem(path)
+        try:
+            document = json.loads(stem.with_suffix(".json").read_text(encoding="utf-8"))
+            with np.load(stem.with_suffix(".npz"), allow_pickle=False) as stored:
+                arrays = dict(stored)
+        except FileNotFoundError as err:
+            raise LatencyModelError(f"{err.filename}: no such file", "fit one with ofa-fit latency") from None
+        except (ValueError, OSError) as err:
+            raise LatencyModelError(f"{stem}: not a readable latency model ({err})", "fit it again") from None
+        if document.get("format") != FORMAT:
+            raise LatencyModelError(f"{stem}.json is not an ofa-profile latency model", "give the --out of ofa-fit")
+        version = document.get("format_version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise LatencyModelError(f"{stem}.json has format version {version}, newer than this ofa-profile reads "
+                                    f"({FORMAT_VERSION})", "upgrade ofa-profile, or fit the model again")
+        model = cls(family=document["family"], cv=document["cv_folds"], random_state=document["random_state"])
+        cost = None
+        if document["with_table"]:
+            cost = AdditiveCost(arrays["table.resolutions"], arrays["table.fixed"], arrays["table.block"])
+        model.width_mult_, model.n_classes_ = float(document["width_mult"]), int(document["n_classes"])
+        model.features_ = ArchFeatures(model.width_mult_, cost)
+        if model.features_.names != document["features"]:
+            raise LatencyModelError(f"{stem}.json was fitted on other features than this ofa-profile computes",
+                                    "fit the model again with this version")
+        model.family_, model.cv_report_ = document["family"], document["cross_validation"]
+        model.resolutions_ = tuple(document["resolutions"])
+        model.estimator_ = _CLASSES[model.family_].from_arrays(_sub(arrays, "estimator"))
+        model.train_batch_ = ArchBatch(arrays["train.ks"], arrays["train.e"], arrays["train.d"], arrays["train.r"])
+        model.train_ms_ = arrays["train.ms"]
+        model.meta_ = document
+        return model
+
+    def refit(self, archs: ArchBatch | Iterable[Arch], measured_ms: Sequence[float]) -> LatencyModel:
+        """A model of the same family fitted on its own subnets plus these (the closed loop's new measurements)."""
+        self._check_fitted()
+        batch = ArchBatch.concat([self.train_batch_, ArchBatch.coerce(archs)])
+        y = np.concatenate([self.train_ms_, np.asarray(measured_ms, dtype=float)])
+        model = copy.copy(self)
+        x = self._inputs(batch, self.family_ == "ridge+mlp")
+        model.estimator_ = self._estimator(self.family_, x).fit(x, y, self.random_state)
+        model.train_batch_, model.train_ms_ = batch, y
+        model.resolutions_ = tuple(sorted({int(r) for r in batch.r}))
+        return model
+
+
+def _stem(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    return path.with_suffix("") if path.suffix in (".json", ".npz") else path

@@ -1,0 +1,186 @@
+"""Latency models fitted on measured subnets: features, the NumPy predictions of each family, files, CLI, search.
+
+The "device" here is the shipped Note10 table scaled by 1.3 with 1% noise, so the truth is known; the local-CPU
+measurement path (``ofa-profile --subnets random:N``) is tested end to end in test_remeasure.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.ensemble import GradientBoostingRegressor
+from sklearn.neural_network import MLPRegressor
+
+from predictors.archs import ArchBatch, batch_from_dicts
+from predictors.cli import main as search_main
+from predictors.fit_cli import main as fit_main
+from predictors.latency import LatencyPredictor
+from predictors.latency_features import ArchFeatures
+from predictors.latency_model import FORMAT_VERSION, LatencyModel, LatencyModelError, _RidgeMLP, _Trees
+from supernet import ArchSpace, count_macs
+from supernet.arch import ArchError
+
+NOTE10 = Path(__file__).resolve().parents[1] / "tables" / "note10_w1.2_tflite.csv"
+RESOLUTIONS = (160, 176, 192, 208, 224)
+
+
+@pytest.fixture(scope="module")
+def device():
+    """60 training and 40 test subnets of a device whose latency is 1.3 x the Note10 sums, with 1% noise."""
+    table = LatencyPredictor(NOTE10, calibrated=False)
+    space = ArchSpace.for_width(1.2)
+    archs = [a.with_resolution(RESOLUTIONS[i % 5]) for i, a in enumerate(space.samples(100, seed=3))]
+    truth = 1.3 * table.predict(archs)
+    measured = truth * np.exp(np.random.default_rng(0).normal(0, 0.01, len(archs)))
+    return table, archs[:60], measured[:60], archs[60:], truth[60:]
+
+
+@pytest.fixture(scope="module")
+def fitted(device):
+    table, archs, measured, _, _ = device
+    return LatencyModel(width_mult=1.2).fit(archs, measured), LatencyModel(table=table).fit(archs, measured)
+
+
+def test_features_are_per_stage_sums_of_the_arch(device):
+    """MACs differences between archs equal supernet.count_macs', and the table columns equal the table's sums."""
+    table, archs, *_ = device
+    features = ArchFeatures(1.2, table.cost)
+    x = pd.DataFrame(features.transform(archs), columns=features.names)
+    same_r = [a for a in archs if a.r == 192][:4]
+    xr = pd.DataFrame(features.transform(same_r), columns=features.names)
+    macs = np.array([count_macs(a, 1.2, 1000) for a in same_r]) / 1e6
+    assert np.allclose(np.diff(xr["macs_m"]), np.diff(macs))
+    assert np.allclose(x["table_sum_ms"], table.predict(archs))
+    stages = x[[f"table_stage{s}_ms" for s in range(5)]].sum(axis=1)
+    assert np.allclose(x["table_fixed_ms"] + stages, x["table_sum_ms"])
+    assert (x[[f"stage{s}_blocks" for s in range(5)]].to_numpy() == [a.d for a in archs]).all()
+
+
+def test_models_recover_the_device(fitted, device):
+    """Without a table: every held-out subnet within ±5%; with it, the kept family is at least as good as a·sum+b."""
+    alone, with_table = fitted
+    *_, test_archs, truth = device
+    for model in (alone, with_table):
+        error = model.predict(test_archs) / truth - 1
+        assert np.mean(np.abs(error) <= 0.05) == 1.0, model.describe()
+    assert set(with_table.cv_report_) == {"calibrated-sum", "ridge", "ridge+boosting", "ridge+mlp"}
+    assert "calibrated-sum" not in alone.cv_report_
+    kept, line = with_table.cv_report_[with_table.family_], with_table.cv_report_["calibrated-sum"]
+    assert (kept["within_10_pct"], kept["within_5_pct"]) >= (line["within_10_pct"], line["within_5_pct"])
+
+
+def test_each_family_predicts_and_reloads_the_same(device, tmp_path):
+    table, archs, measured, test_archs, _ = device
+    for family in ("calibrated-sum", "ridge", "ridge+boosting", "ridge+mlp"):
+        model = LatencyModel(family, table=table, cv=3).fit(archs, measured)
+        json_path, npz_path = model.save(tmp_path / family)
+        assert json.loads(json_path.read_text())["format_version"] == FORMAT_VERSION
+        with np.load(npz_path, allow_pickle=False) as stored:
+            assert all(stored[k].dtype != object for k in stored.files)
+        again = LatencyModel.load(tmp_path / family)
+        assert np.array_equal(again.predict(test_archs), model.predict(test_archs)), family
+
+
+def test_numpy_trees_and_mlp_equal_scikit_learn():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(120, 6))
+    y = np.sin(x[:, 0]) + x[:, 1] ** 2
+    boost = GradientBoostingRegressor(n_estimators=40, max_depth=3, subsample=0.8, random_state=0).fit(x, y)
+    assert np.allclose(_Trees.from_sklearn(boost, x).predict(x), boost.predict(x), atol=1e-12)
+
+    ms = np.exp(0.1 * x[:, 2]) + 5
+    model = _RidgeMLP(n_base=4).fit(x, ms, seed=0)
+    residual = np.log(ms / model.ridge.predict(x[:, :4]))
+    mlp = MLPRegressor(hidden_layer_sizes=(32,), alpha=1.0, solver="lbfgs", max_iter=2000, random_state=0)
+    mlp.fit((x - model.mean) / model.scale, (residual - model.target[0]) / model.target[1])
+    expected = model.ridge.predict(x[:, :4]) * np.exp(mlp.predict((x - model.mean) / model.scale) * model.target[1]
+                                                      + model.target[0])
+    assert np.allclose(model.predict(x), expected, rtol=1e-10)
+
+
+def test_refit_adds_measurements(fitted, device):
+    alone, _ = fitted
+    *_, test_archs, truth = device
+    refitted = alone.refit(test_archs[:10], truth[:10])
+    assert len(refitted.train_ms_) == 70 and refitted.family_ == alone.family_
+    assert len(alone.train_ms_) == 60
+
+
+def test_model_files_that_cannot_be_used(fitted, tmp_path):
+    alone, _ = fitted
+    json_path, _ = alone.save(tmp_path / "m")
+    document = json.loads(json_path.read_text())
+    json_path.write_text(json.dumps({**document, "format_version": FORMAT_VERSION + 1}))
+    with pytest.raises(LatencyModelError, match="newer than this ofa-profile reads"):
+        LatencyModel.load(tmp_path / "m")
+    json_path.write_text(json.dumps({**document, "features": document["features"][:-1]}))
+    with pytest.raises(LatencyModelError, match="other features"):
+        LatencyModel.load(tmp_path / "m")
+    with pytest.raises(LatencyModelError, match="no such file"):
+        LatencyModel.load(tmp_path / "missing")
+    with pytest.raises(LatencyModelError, match=r"outside 160\.\.224"):
+        alone.predict([ArchSpace.for_width(1.0).sample(0).with_resolution(128)])
+    with pytest.raises(LatencyModelError, match="at least 5"):
+        LatencyModel(width_mult=1.0).fit(ArchBatch.from_archs([ArchSpace.for_width(1.0).sample(0)]), [1.0])
+    with pytest.raises(LatencyModelError, match="needs one"):
+        LatencyModel().fit([ArchSpace.for_width(1.0).sample(i) for i in range(5)], [1.0] * 5)
+
+
+def test_batch_from_dicts_names_the_bad_arch():
+    archs = [a.to_dict() for a in ArchSpace.for_width(1.0).samples(3, seed=0)]
+    assert batch_from_dicts(archs, "x").r.tolist() == [a["r"][0] for a in archs]
+    archs[1]["d"] = [2, 3, 5, 2, 2]
+    with pytest.raises(ArchError, match=r"f\.json: arch 2: d\[2\] = 5"):
+        batch_from_dicts(archs, "f.json")
+
+
+def _measured_csv(path, archs, measured):
+    pd.DataFrame({"arch": [a.to_json() for a in archs], "measured_ms": measured, "width_mult": 1.2,
+                  "other": "ignored"}).to_csv(path, index=False)
+
+
+def test_fit_predict_and_search_from_the_command_line(device, tmp_path, capsys):
+    _, archs, measured, test_archs, truth = device
+    data = tmp_path / "measured.csv"
+    _measured_csv(data, archs, measured)
+    assert fit_main(["latency", str(data), "--out", str(tmp_path / "model"), "--table", str(NOTE10),
+                     "--cv", "3"]) == 0
+    out = capsys.readouterr().out
+    for family in ("calibrated-sum", "ridge", "ridge+boosting", "ridge+mlp"):
+        assert family in out
+    assert "<- kept" in out and "ofa-search --latency-model" in out
+
+    archs_json = tmp_path / "archs.json"
+    archs_json.write_text(json.dumps([a.to_dict() for a in test_archs]))
+    assert fit_main(["predict", str(tmp_path / "model"), str(archs_json), "--out", str(tmp_path / "p.csv")]) == 0
+    predicted = pd.read_csv(tmp_path / "p.csv")
+    assert list(predicted.columns) == ["arch", "predicted_ms"] and len(predicted) == len(test_archs)
+    assert np.allclose(predicted["predicted_ms"], truth, rtol=0.05)
+    assert fit_main(["predict", str(tmp_path / "model"), str(data)]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == len(archs) + 1
+
+    assert search_main(["--latency-model", str(tmp_path / "model"), "--latency-ms", "25", "--generations", "20",
+                        "--json", "--quiet"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    found = document["subnets"][0]
+    assert found["latency_ms"]["model"] <= 25
+    assert found["latency_low_ms"]["model"] <= found["latency_ms"]["model"] <= found["latency_high_ms"]["model"]
+    assert document["latency_model"]["model"]["fitted_model"] in ("calibrated-sum", "ridge", "ridge+boosting",
+                                                                   "ridge+mlp")
+    assert set(found["arch"]["r"]) <= set(RESOLUTIONS)
+
+
+def test_fit_errors_name_the_problem(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame({"arch": ["{}"], "latency": [1.0]}).to_csv(bad, index=False)
+    assert fit_main(["latency", str(bad), "--out", str(tmp_path / "m")]) == 1
+    assert "missing column(s) ['measured_ms']" in capsys.readouterr().err
+    assert fit_main(["latency", str(tmp_path / "none.csv"), "--out", str(tmp_path / "m")]) == 2
+    assert "ofa-profile --subnets random:100" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        search_main(["--latency-ms", "20"])
+    assert "--table or --latency-model" in capsys.readouterr().err
