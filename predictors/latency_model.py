@@ -329,22 +329,24 @@ class LatencyModel:
             raise LatencyModelError("latencies must be positive, finite milliseconds", "fix or drop those rows")
         families = [self.family] if self.family != "auto" else [
             f for f in FAMILIES if f != "calibrated-sum" or self.table is not None]
-        x = self._inputs(batch, "ridge+mlp" in families)
+        base = self.features_.transform(batch)
+        encoded = np.concatenate([base, ArchEncoding().transform(batch)], axis=1) if "ridge+mlp" in families else None
+        inputs = {f: encoded if f == "ridge+mlp" else base for f in families}
         folds = KFold(n_splits=min(self.cv, len(y)), shuffle=True, random_state=self.random_state)
         self.cv_report_ = {}
         for family in families:
-            held_out = np.empty_like(y)
+            x, held_out = inputs[family], np.empty_like(y)
             for train, test in folds.split(x):
-                held_out[test] = self._estimator(family, x).fit(x[train], y[train], self.random_state).predict(
-                    x[test])
+                estimator = self._estimator(family).fit(x[train], y[train], self.random_state)
+                held_out[test] = estimator.predict(x[test])
             self.cv_report_[family] = latency_metrics(held_out, y)
         self.family_ = min(self.cv_report_, key=lambda f: _rank(self.cv_report_[f]))
-        self.estimator_ = self._estimator(self.family_, x).fit(x, y, self.random_state)
+        self.estimator_ = self._estimator(self.family_).fit(inputs[self.family_], y, self.random_state)
         self.train_batch_, self.train_ms_ = batch, y
         self.resolutions_ = tuple(sorted({int(r) for r in batch.r}))
         return self
 
-    def _estimator(self, family: str, x: np.ndarray):
+    def _estimator(self, family: str):
         if family == "calibrated-sum":
             return _CalibratedSum(self.features_.names.index("table_sum_ms"))
         if family == "ridge+mlp":
@@ -466,7 +468,7 @@ class LatencyModel:
         y = np.concatenate([self.train_ms_, np.asarray(measured_ms, dtype=float)])
         model = copy.copy(self)
         x = self._inputs(batch, self.family_ == "ridge+mlp")
-        model.estimator_ = self._estimator(self.family_, x).fit(x, y, self.random_state)
+        model.estimator_ = self._estimator(self.family_).fit(x, y, self.random_state)
         model.train_batch_, model.train_ms_ = batch, y
         model.resolutions_ = tuple(sorted({int(r) for r in batch.r}))
         return model

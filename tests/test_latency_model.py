@@ -184,3 +184,12 @@ def test_fit_errors_name_the_problem(tmp_path, capsys):
     with pytest.raises(SystemExit):
         search_main(["--latency-ms", "20"])
     assert "--table or --latency-model" in capsys.readouterr().err
+
+
+def test_auto_compares_each_family_on_its_own_inputs(device, fitted):
+    """Each family's cross-validation under auto equals that family fitted alone, so whichever is kept predicts."""
+    table, archs, measured, _, _ = device
+    _, auto = fitted
+    for family, report in auto.cv_report_.items():
+        alone = LatencyModel(family, table=table).fit(archs, measured)
+        assert alone.cv_report_[family] == report, family
