@@ -128,8 +128,9 @@ def _accuracy(args: argparse.Namespace) -> int:
     return 0
 
 
-def _measured(path: Path) -> tuple[list[str], np.ndarray, float | None]:
-    """The arch texts, measured latencies and (if the CSV states one) width of an ``ofa-profile --subnets`` CSV."""
+def _measured(path: Path) -> tuple[list[str], np.ndarray, dict]:
+    """The arch texts and measured latencies of an ``ofa-profile --subnets`` CSV, and the width and the anchor
+    (the reference latency its values are stated at) where it states one."""
     import pandas as pd
 
     try:
@@ -146,7 +147,9 @@ def _measured(path: Path) -> tuple[list[str], np.ndarray, float | None]:
     widths = sorted(set(frame["width_mult"].dropna())) if "width_mult" in frame.columns else []
     if len(widths) > 1:
         raise OFAProfileError(f"{path}: subnets of several widths {widths}", "fit one model per supernet width")
-    return list(frame["arch"].astype(str)), frame["measured_ms"].to_numpy(dtype=float), (widths or [None])[0]
+    anchors = frame["anchor_ms"].dropna().unique() if "anchor_ms" in frame.columns else []
+    meta = {"width_mult": (widths or [None])[0], "anchor_ms": float(anchors[0]) if len(anchors) == 1 else None}
+    return list(frame["arch"].astype(str)), frame["measured_ms"].to_numpy(dtype=float), meta
 
 
 def _arch_batch(texts: Sequence[str], where: str):
@@ -165,12 +168,14 @@ def _latency(args: argparse.Namespace) -> int:
     from .latency import LatencyPredictor
     from .latency_model import LatencyModel
 
-    texts, measured, width = _measured(args.data)
+    texts, measured, stated = _measured(args.data)
     table = LatencyPredictor(args.table, calibrated=False) if args.table else None
-    model = LatencyModel(args.family, table, width_mult=args.width or (None if table else width), cv=args.cv,
-                         random_state=args.seed)
+    model = LatencyModel(args.family, table, width_mult=args.width or (None if table else stated["width_mult"]),
+                         cv=args.cv, random_state=args.seed)
     model.fit(_arch_batch(texts, str(args.data)), measured)
-    meta = {"fitted_on": str(args.data), "table": str(args.table) if args.table else None}
+    # The closed loop (ofa-profile --search --latency-model) measures at the same anchor as the data.
+    meta = {"fitted_on": str(args.data), "table": str(args.table) if args.table else None,
+            "anchor_ms": stated["anchor_ms"]}
     files = model.save(args.out, meta)
     report = {"kept": model.family_, "n": len(measured), "folds": min(args.cv, len(measured)),
               "with_table": table is not None, "families": model.cv_report_, "model": [str(f) for f in files]}

@@ -70,27 +70,46 @@ def latency_metrics(predicted: np.ndarray, measured: np.ndarray) -> dict[str, fl
 
 # --- the families: fitted with scikit-learn, predicted with NumPy, stored as arrays -------------------------------
 class _Ridge:
-    """Linear in the features, least squares on relative error (weights 1/y²), penalty chosen by GCV."""
+    """Linear in the features, least squares on relative error, penalty chosen by GCV.
+
+    With a table (``offset`` the table sum's column), it starts from the calibrated sum and learns a relative
+    correction to it, so the penalty shrinks it towards the calibrated sum rather than towards a constant.
+    """
+
+    def __init__(self, offset: int = -1) -> None:
+        self.offset = offset
 
     def fit(self, x: np.ndarray, y: np.ndarray, seed: int) -> _Ridge:
         from sklearn.linear_model import RidgeCV
 
         self.mean, self.scale = x.mean(axis=0), x.std(axis=0)
         self.scale[self.scale == 0] = 1.0
-        model = RidgeCV(alphas=np.logspace(-4, 3, 15)).fit((x - self.mean) / self.scale, y, sample_weight=y**-2.0)
-        self.coef, self.intercept = model.coef_, np.asarray(model.intercept_)
+        ridge = RidgeCV(alphas=np.logspace(-4, 3, 15))
+        if self.offset >= 0:
+            self.line = _CalibratedSum(self.offset).fit(x, y, seed).line
+            ridge.fit((x - self.mean) / self.scale, y / self._base(x) - 1)
+        else:
+            self.line = np.zeros(2)
+            ridge.fit((x - self.mean) / self.scale, y, sample_weight=y**-2.0)
+        self.coef, self.intercept = ridge.coef_, np.asarray(ridge.intercept_)
         return self
 
+    def _base(self, x: np.ndarray) -> np.ndarray:
+        return np.maximum(self.line[0] * x[:, self.offset] + self.line[1], _FLOOR_MS)
+
     def predict(self, x: np.ndarray) -> np.ndarray:
-        return np.maximum((x - self.mean) / self.scale @ self.coef + self.intercept, _FLOOR_MS)
+        linear = (x - self.mean) / self.scale @ self.coef + self.intercept
+        return np.maximum(self._base(x) * (1 + linear) if self.offset >= 0 else linear, _FLOOR_MS)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"mean": self.mean, "scale": self.scale, "coef": self.coef, "intercept": self.intercept}
+        return {"mean": self.mean, "scale": self.scale, "coef": self.coef, "intercept": self.intercept,
+                "offset": np.array(self.offset), "line": self.line}
 
     @classmethod
     def from_arrays(cls, a: Mapping[str, np.ndarray]) -> _Ridge:
-        ridge = cls()
+        ridge = cls(int(a["offset"]))
         ridge.mean, ridge.scale, ridge.coef, ridge.intercept = a["mean"], a["scale"], a["coef"], a["intercept"]
+        ridge.line = a["line"]
         return ridge
 
 
@@ -180,10 +199,13 @@ class _Trees:
 class _RidgeBoosting:
     """The ridge, times ``exp`` of boosted trees fitted on its log-residuals."""
 
+    def __init__(self, offset: int = -1) -> None:
+        self.offset = offset
+
     def fit(self, x: np.ndarray, y: np.ndarray, seed: int) -> _RidgeBoosting:
         from sklearn.ensemble import GradientBoostingRegressor
 
-        self.ridge = _Ridge().fit(x, y, seed)
+        self.ridge = _Ridge(self.offset).fit(x, y, seed)
         boost = GradientBoostingRegressor(n_estimators=150, max_depth=3, learning_rate=0.05, subsample=0.8,
                                           random_state=seed).fit(x, np.log(y / self.ridge.predict(x)))
         self.trees = _Trees.from_sklearn(boost, x)
@@ -200,6 +222,7 @@ class _RidgeBoosting:
     def from_arrays(cls, a: Mapping[str, np.ndarray]) -> _RidgeBoosting:
         model = cls()
         model.ridge, model.trees = _Ridge.from_arrays(_sub(a, "ridge")), _Trees.from_arrays(_sub(a, "trees"))
+        model.offset = model.ridge.offset
         return model
 
 
@@ -207,14 +230,14 @@ class _RidgeMLP:
     """The ridge, times ``exp`` of a one-hidden-layer MLP fitted on its log-residuals, from the features and OFA's
     arch encoding (columns past ``n_base``)."""
 
-    def __init__(self, n_base: int) -> None:
-        self.n_base = n_base
+    def __init__(self, n_base: int, offset: int = -1) -> None:
+        self.n_base, self.offset = n_base, offset
 
     def fit(self, x: np.ndarray, y: np.ndarray, seed: int) -> _RidgeMLP:
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.neural_network import MLPRegressor
 
-        self.ridge = _Ridge().fit(x[:, :self.n_base], y, seed)
+        self.ridge = _Ridge(self.offset).fit(x[:, :self.n_base], y, seed)
         residual = np.log(y / self.ridge.predict(x[:, :self.n_base]))
         self.mean, self.scale = x.mean(axis=0), x.std(axis=0)
         self.scale[self.scale == 0] = 1.0
@@ -242,14 +265,21 @@ class _RidgeMLP:
     def from_arrays(cls, a: Mapping[str, np.ndarray]) -> _RidgeMLP:
         model = cls(int(a["n_base"]))
         model.ridge = _Ridge.from_arrays(_sub(a, "ridge"))
+        model.offset = model.ridge.offset
         model.mean, model.scale, model.target = a["mean"], a["scale"], a["target"]
         model.weights = [a[f"layer{i}"] for i in range(sum(k.startswith("layer") for k in a))]
         return model
 
 
-def _rank(metrics: Mapping[str, float]) -> tuple[float, float, float]:
-    """The order families are kept in: most subnets within ±10%, then within ±5%, then the lowest RMS error."""
-    return -metrics["within_10_pct"], -metrics["within_5_pct"], metrics["rms_pct"]
+def _one_standard_error(report: Mapping[str, Mapping[str, Any]]) -> str:
+    """The simplest family (in :data:`FAMILIES` order) whose mean fold RMS error is within one standard error of
+    the best family's: differences smaller than the folds' own spread are noise, and the simpler model extrapolates
+    more safely (the one-standard-error rule of Breiman et al., *Classification and Regression Trees*)."""
+    means = {family: float(np.mean(r["fold_rms_pct"])) for family, r in report.items()}
+    best = min(means, key=means.get)
+    folds = report[best]["fold_rms_pct"]
+    bound = means[best] + (float(np.std(folds, ddof=1) / np.sqrt(len(folds))) if len(folds) > 1 else 0.0)
+    return next(family for family in FAMILIES if family in means and means[family] <= bound)
 
 
 def _sub(arrays: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
@@ -265,8 +295,9 @@ class LatencyModel:
     """Latency of archs learned from whole subnets measured on one device, with scikit-learn's habits.
 
     Args:
-        family: One of :data:`FAMILIES`, or ``"auto"``: the family that cross-validates best, by most subnets
-            within ±10%, then within ±5%, then the lowest RMS relative error (``calibrated-sum`` only with a table).
+        family: One of :data:`FAMILIES`, or ``"auto"``: the simplest family whose cross-validated RMS relative
+            error is within one standard error (over the folds) of the best one's (``calibrated-sum`` only with a
+            table; with one, every other family starts from the calibrated sum).
         table: A :class:`~predictors.latency.LatencyPredictor` (its raw sums become features), or None.
         width_mult: Supernet width; default the table's (required without a table).
         n_classes: Classifier outputs of the measured subnets (recorded, and checked against the table's).
@@ -275,6 +306,8 @@ class LatencyModel:
 
     Attributes (after :meth:`fit`):
         family_: The family kept. cv_report_: Per family, its cross-validated :func:`latency_metrics`.
+        meta_: Where its data came from (``fitted_on``, ``table``, ``anchor_ms``: the reference latency the
+            measurements are stated at), as :meth:`save` was given it.
         resolutions_: The resolutions it was fitted on. It predicts any resolution between the smallest and the
             largest (the features are smooth in r), but the search keeps to these, as it keeps to a table's.
 
@@ -335,23 +368,27 @@ class LatencyModel:
         folds = KFold(n_splits=min(self.cv, len(y)), shuffle=True, random_state=self.random_state)
         self.cv_report_ = {}
         for family in families:
-            x, held_out = inputs[family], np.empty_like(y)
+            x, held_out, fold_rms = inputs[family], np.empty_like(y), []
             for train, test in folds.split(x):
                 estimator = self._estimator(family).fit(x[train], y[train], self.random_state)
                 held_out[test] = estimator.predict(x[test])
-            self.cv_report_[family] = latency_metrics(held_out, y)
-        self.family_ = min(self.cv_report_, key=lambda f: _rank(self.cv_report_[f]))
+                fold_rms.append(float(np.sqrt(np.mean((held_out[test] / y[test] - 1) ** 2)) * 100))
+            self.cv_report_[family] = {**latency_metrics(held_out, y), "fold_rms_pct": fold_rms}
+        self.family_ = _one_standard_error(self.cv_report_)
         self.estimator_ = self._estimator(self.family_).fit(inputs[self.family_], y, self.random_state)
         self.train_batch_, self.train_ms_ = batch, y
         self.resolutions_ = tuple(sorted({int(r) for r in batch.r}))
+        self.meta_ = {}
         return self
 
     def _estimator(self, family: str):
+        names = self.features_.names
+        offset = names.index("table_sum_ms") if "table_sum_ms" in names else -1
         if family == "calibrated-sum":
-            return _CalibratedSum(self.features_.names.index("table_sum_ms"))
+            return _CalibratedSum(offset)
         if family == "ridge+mlp":
-            return _RidgeMLP(len(self.features_.names))
-        return _CLASSES[family]()
+            return _RidgeMLP(len(names), offset)
+        return _CLASSES[family](offset)
 
     def _inputs(self, batch: ArchBatch, encoded: bool) -> np.ndarray:
         x = self.features_.transform(batch)
@@ -403,7 +440,8 @@ class LatencyModel:
 
     # --- files -----------------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, meta: Mapping[str, Any] | None = None) -> tuple[Path, Path]:
-        """Write ``PATH.json`` (what it is, how it cross-validated) and ``PATH.npz`` (its arrays)."""
+        """Write ``PATH.json`` (what it is, how it cross-validated, ``meta``: where its data came from) and
+        ``PATH.npz`` (its arrays)."""
         import io
 
         self._check_fitted()
@@ -421,7 +459,8 @@ class LatencyModel:
                     "width_mult": self.width_mult_, "n_classes": self.n_classes_,
                     "resolutions": list(self.resolutions_), "features": self.features_.names,
                     "with_table": cost is not None, "n_train": len(self.train_ms_), "cv_folds": self.cv,
-                    "random_state": self.random_state, "cross_validation": self.cv_report_, **(meta or {})}
+                    "random_state": self.random_state, "cross_validation": self.cv_report_,
+                    "meta": {**self.meta_, **(meta or {})}}
         atomic_write(stem.with_suffix(".npz"), buffer.getvalue())
         atomic_write(stem.with_suffix(".json"), json.dumps(document, indent=2) + "\n")
         return stem.with_suffix(".json"), stem.with_suffix(".npz")
@@ -458,7 +497,7 @@ class LatencyModel:
         model.estimator_ = _CLASSES[model.family_].from_arrays(_sub(arrays, "estimator"))
         model.train_batch_ = ArchBatch(arrays["train.ks"], arrays["train.e"], arrays["train.d"], arrays["train.r"])
         model.train_ms_ = arrays["train.ms"]
-        model.meta_ = document
+        model.meta_ = dict(document.get("meta") or {})
         return model
 
     def refit(self, archs: ArchBatch | Iterable[Arch], measured_ms: Sequence[float]) -> LatencyModel:

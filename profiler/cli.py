@@ -182,6 +182,9 @@ def _parser() -> argparse.ArgumentParser:
     loop.add_argument("--generations", type=non_negative_int, default=500, help="search generations (default 500)")
     loop.add_argument("--predictor", type=Path, help="accuracy predictor (default: OFA's released one, w1.2)")
     loop.add_argument("--raw-latency", action="store_true", help="search with raw table sums, no calibration")
+    loop.add_argument("--latency-model", type=Path, metavar="MODEL",
+                      help="search with a latency model fitted on measured subnets (ofa-fit latency) instead of "
+                      "the table; it is refitted with the loop's measurements into MODEL.refit")
     out = parser.add_argument_group("output")
     out.add_argument("--out", type=Path, default=Path("tables"), help="folder for tables (default ./tables)")
     out.add_argument(
@@ -342,7 +345,7 @@ def _closed_loop(profile: DeviceProfile, args: argparse.Namespace, protocol: Pro
                  lock: threading.Lock) -> Path:
     """--search: the table (resumed or built), then search, measure, refit, search again; the report."""
     accuracy = _accuracy(args)
-    table = args.table or _profile_device(profile, args, protocol, position, lock)
+    table = args.latency_model or args.table or _profile_device(profile, args, protocol, position, lock)
     with open_transport(profile, profile.targets[0]) as transport:
         deliveries, predictor = deliver(profile, transport, table, args.latency_ms, accuracy, protocol, args.cache,
                                         max_rounds=args.rounds, generations=args.generations, seed=args.seed,
@@ -419,6 +422,8 @@ def _main(argv: list[str]) -> int:
         parser.error("--subnets, --calibrate, --search and --reanchor are separate runs: give one of them")
     if args.search and not args.latency_ms:
         parser.error("--search needs budgets: --latency-ms 8,10,12")
+    if args.latency_model and not args.search:
+        parser.error("--latency-model is for --search (the closed loop); ofa-search takes it too")
     profiles = [resolve_device(name, _overrides(args)) for name in args.device]
     for profile in profiles:
         if not profile.targets:

@@ -1,12 +1,12 @@
 """Found subnets that measure under their budget: search, measure on the device, refit, search again.
 
 A search trusts its latency predictor; the device has the last word. Each round searches every open budget with
-the calibrated table, measures every found subnet on the device (one agent run, each subnet against the
-reference, so at the table's anchor), and closes the budgets whose subnet measured at or under them. For the rest
-the calibration is refitted with every measurement so far and the search limit is tightened by the overshoot
-(limit · budget / measured), then the next round runs. After ``max_rounds``, a budget still open gets the
-fastest subnet of the space if that one measures under it, else it is reported as unmeetable, with the fastest
-subnet's measured latency.
+the calibrated table (or a latency model fitted on measured subnets), measures every found subnet on the device
+(one agent run, each subnet against the reference, so at the table's anchor), and closes the budgets whose subnet
+measured at or under them. For the rest the calibration (or the model) is refitted with every measurement so far
+and the search limit is tightened by the overshoot (limit · budget / measured), then the next round runs. After
+``max_rounds``, a budget still open gets the fastest subnet of the space if that one measures under it, else it is
+reported as unmeetable, with the fastest subnet's measured latency.
 """
 
 from __future__ import annotations
@@ -20,14 +20,16 @@ import numpy as np
 from predictors.archs import ArchBatch
 from predictors.calibration import Calibration, CalibrationError, fit_calibration
 from predictors.latency import LatencyPredictor
+from predictors.latency_model import LatencyModel
 from predictors.search import Constraint, InfeasibleConstraintError, evolution_search
 from supernet import Arch, ArchSpace
 
-__all__ = ["Delivery", "closed_loop"]
+__all__ = ["Delivery", "closed_loop", "refit_for"]
 
 log = logging.getLogger(__name__)
 
 Measure = Callable[[Sequence[Arch]], list[float]]
+Refit = Callable[[Sequence[Arch], Sequence[float]], "LatencyPredictor | LatencyModel"]
 
 
 @dataclass
@@ -55,20 +57,39 @@ class Delivery:
 class _Fastest:
     """Scores archs by minus their latency, so the search finds the fastest subnet of the space."""
 
-    def __init__(self, latency: LatencyPredictor) -> None:
+    def __init__(self, latency) -> None:
         self.latency = latency
 
     def predict(self, archs: ArchBatch) -> np.ndarray:
         return -self.latency.predict(archs)
 
 
-def _search(accuracy, predictor: LatencyPredictor, space: ArchSpace, limit: float, generations: int, seed: int):
+def _search(accuracy, predictor, space: ArchSpace, limit: float, generations: int, seed: int):
     return evolution_search(accuracy, [Constraint("latency_ms", predictor, limit)], space, generations=generations,
                             seed=seed)
 
 
+def refit_for(predictor: LatencyPredictor | LatencyModel) -> Refit:
+    """How a predictor learns from the loop's measurements: a table refits its calibration (on its stored points
+    plus the loop's); a fitted latency model is refitted on its own subnets plus the loop's."""
+    if isinstance(predictor, LatencyModel):
+        return predictor.refit
+    raw = LatencyPredictor(predictor.table, calibrated=False, width_mult=predictor.width_mult,
+                           n_classes=predictor.n_classes)
+    stored = predictor.calibration
+
+    def refit(archs: Sequence[Arch], measured: Sequence[float]) -> LatencyPredictor:
+        calibration = _refit(stored, raw.predict(archs).tolist(), list(measured))
+        if calibration is None:
+            return predictor
+        return LatencyPredictor(raw.table, calibration=calibration, width_mult=raw.width_mult,
+                                n_classes=raw.n_classes)
+
+    return refit
+
+
 def closed_loop(
-    table_predictor: LatencyPredictor,
+    predictor: LatencyPredictor | LatencyModel,
     accuracy,
     space: ArchSpace,
     budgets: Sequence[float],
@@ -77,28 +98,25 @@ def closed_loop(
     max_rounds: int = 3,
     generations: int = 500,
     seed: int = 0,
-) -> tuple[list[Delivery], Calibration | None]:
+) -> tuple[list[Delivery], LatencyPredictor | LatencyModel]:
     """Deliver, per budget, the most accurate subnet found that measured at or under it.
 
     Args:
-        table_predictor: The table's predictor, calibrated as stored (or raw).
+        predictor: The table's predictor, calibrated as stored (or raw), or a fitted latency model.
         accuracy: Accuracy predictor (``predict(ArchBatch)``).
-        space: The archs to search (resolutions the table covers).
-        budgets: Latency budgets in ms, at the table's anchor.
-        measure: Times archs on the device; returns ms at the table's anchor, one per arch.
+        space: The archs to search (resolutions the predictor covers).
+        budgets: Latency budgets in ms, at the predictor's anchor (the table's, or that of the model's subnets).
+        measure: Times archs on the device; returns ms at that anchor, one per arch.
         max_rounds: Searches per budget at most.
 
     Returns:
-        One delivery per budget, in order, and the calibration refitted on every measurement (None if none fitted).
+        One delivery per budget, in order, and the predictor refitted on every measurement (:func:`refit_for`).
     """
-    raw = LatencyPredictor(table_predictor.table, calibrated=False, width_mult=table_predictor.width_mult,
-                           n_classes=table_predictor.n_classes)
-    stored = calibration = table_predictor.calibration
-    predictor = table_predictor
+    refit = refit_for(predictor)
     limits = {i: float(b) for i, b in enumerate(budgets)}
     delivered: dict[int, Delivery] = {}
     open_loop: dict[int, tuple[float, float]] = {}
-    sums: list[float] = []
+    archs_all: list[Arch] = []
     measured_all: list[float] = []
     for round_no in range(1, max_rounds + 1):
         todo = [i for i in limits if i not in delivered]
@@ -114,7 +132,7 @@ def closed_loop(
             break
         archs = [found[i].arch for i in found]
         times = measure(archs)
-        sums.extend(raw.predict(archs).tolist())
+        archs_all.extend(archs)
         measured_all.extend(times)
         over = {}
         for (i, result), measured in zip(found.items(), times, strict=True):
@@ -127,10 +145,7 @@ def closed_loop(
                                          round_no, limits[i], open_loop.get(i))
             else:
                 over[i] = (result.arch, measured)
-        calibration = _refit(stored, sums, measured_all)
-        if calibration is not None:
-            predictor = LatencyPredictor(raw.table, calibration=calibration, width_mult=raw.width_mult,
-                                         n_classes=raw.n_classes)
+        predictor = refit(archs_all, measured_all)
         for i, (arch, measured) in over.items():
             # What the refitted predictor still misses on this subnet, taken off the limit (1% to spare).
             now = float(predictor.predict([arch])[0])
@@ -146,7 +161,7 @@ def closed_loop(
                     f"cannot be met: the fastest subnet measured {fastest_ms:.2f} ms")
             delivered[i] = _delivery(budgets[i], met, fastest, fastest_acc, predictor, fastest_ms, max_rounds,
                                      limits[i], open_loop.get(i), note)
-    return [delivered[i] for i in range(len(budgets))], calibration
+    return [delivered[i] for i in range(len(budgets))], predictor
 
 
 def _refit(stored: Calibration | None, sums: list[float], measured: list[float]) -> Calibration | None:
@@ -163,7 +178,7 @@ def _refit(stored: Calibration | None, sums: list[float], measured: list[float])
         return stored
 
 
-def _delivery(budget: float, met: bool, arch: Arch, accuracy: float, predictor: LatencyPredictor, measured: float,
+def _delivery(budget: float, met: bool, arch: Arch, accuracy: float, predictor, measured: float,
               rounds: int, limit: float, open_loop: tuple[float, float] | None, note: str = "") -> Delivery:
     result = predictor.predict_result([arch])
     return Delivery(

@@ -1,4 +1,5 @@
-"""``ofa-profile --device X --search --latency-ms 8,10,12``: the table, then the closed loop, then its report.
+"""``ofa-profile --device X --search --latency-ms 8,10,12``: the table (or ``--latency-model``), the closed loop,
+its report.
 
 The report has one line per budget: the delivered subnet, its predicted accuracy, predicted latency (with the
 calibration's interval) and measured latency, the rounds it took and whether it met its budget, as CSV, as a
@@ -17,6 +18,7 @@ import pandas as pd
 
 from predictors.accuracy import AccuracyPredictor
 from predictors.latency import LatencyPredictor
+from predictors.latency_model import LatencyModel
 from predictors.subnets import SUBNETS_SCHEMA_VERSION, write_subnets
 from predictors.table_io import read_table
 from profiler.closed_loop import Delivery, closed_loop
@@ -37,7 +39,7 @@ log = logging.getLogger(__name__)
 def deliver(
     profile: DeviceProfile,
     transport: Transport,
-    table_path: Path,
+    source: Path,
     budgets: Sequence[float],
     accuracy: AccuracyPredictor,
     protocol: Protocol,
@@ -47,29 +49,41 @@ def deliver(
     generations: int = 500,
     seed: int = 0,
     raw_latency: bool = False,
-) -> tuple[list[Delivery], LatencyPredictor]:
-    """Run the closed loop on the device for ``budgets``; store the refitted calibration in the table's sidecar."""
-    table = read_table(table_path)
-    predictor = LatencyPredictor(table, calibrated=not raw_latency)
+) -> tuple[list[Delivery], LatencyPredictor | LatencyModel]:
+    """Run the closed loop on the device for ``budgets``, with a table (``source`` a .csv: the refitted calibration
+    is stored in its sidecar) or a latency model (``ofa-fit latency``'s output: the refitted model is saved beside
+    it as SOURCE.refit)."""
+    is_model = source.suffix.lower() != ".csv"
+    if is_model:
+        predictor = LatencyModel.load(source)
+        anchor, width, n_classes = predictor.meta_.get("anchor_ms"), predictor.width_mult_, predictor.n_classes_
+    else:
+        table = read_table(source)
+        predictor = LatencyPredictor(table, calibrated=not raw_latency)
+        anchor, width, n_classes = table_anchor(table), predictor.width_mult, predictor.n_classes
     log.info("latency model: %s", predictor.describe())
     space = ArchSpace(resolutions=tuple(predictor.supported_resolutions()))
     rounds = itertools.count(1)
+    stem = source.with_suffix("")
 
     def measure(archs: Sequence[Arch]) -> list[float]:
-        measured = measure_subnets(profile, transport, archs, width_mult=predictor.width_mult,
-                                   n_classes=predictor.n_classes, anchor_ms=table_anchor(table), protocol=protocol,
-                                   cache_dir=cache_dir, scratch=table_path.parent,
-                                   work_name=f"{table_path.stem}.loop{next(rounds)}")
+        measured = measure_subnets(profile, transport, archs, width_mult=width, n_classes=n_classes,
+                                   anchor_ms=anchor, protocol=protocol, cache_dir=cache_dir, scratch=source.parent,
+                                   work_name=f"{stem.name}.loop{next(rounds)}")
         return [m["measured_ms"] for m in measured]
 
-    deliveries, calibration = closed_loop(predictor, accuracy, space, budgets, measure, max_rounds=max_rounds,
-                                          generations=generations, seed=seed)
-    if calibration is not None and not raw_latency:
-        store_calibration(table_path, calibration)
+    deliveries, refitted = closed_loop(predictor, accuracy, space, budgets, measure, max_rounds=max_rounds,
+                                       generations=generations, seed=seed)
+    if is_model:
+        paths = refitted.save(stem.with_name(f"{stem.name}.refit"), {"refitted_from": str(source)})
+        log.info("the model refitted with the loop's measurements: %s", paths[0])
+    elif refitted.calibration is not None and not raw_latency:
+        store_calibration(source, refitted.calibration)
     return deliveries, predictor
 
 
-def write_report(deliveries: Sequence[Delivery], predictor: LatencyPredictor, stem: Path, title: str) -> list[Path]:
+def write_report(deliveries: Sequence[Delivery], predictor: LatencyPredictor | LatencyModel, stem: Path,
+                 title: str) -> list[Path]:
     """``stem``.csv, .json and .png."""
     frame = pd.DataFrame([d.to_dict() for d in deliveries])
     csv, document, png = stem.with_suffix(".csv"), stem.with_suffix(".json"), stem.with_suffix(".png")

@@ -73,6 +73,8 @@ class DeviceProfile:
     @property
     def model_format(self) -> str:
         """The exported file format this profile's runtime loads."""
+        if self.runtime == "torch":
+            return "torchscript"
         return "tflite" if self.runtime in ("tflite", "benchmark_model") else "onnx"
 
     @property

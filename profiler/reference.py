@@ -29,7 +29,7 @@ STATS = ("median", "mean", "std", "p10", "p90")
 
 def reference_model(profile: DeviceProfile, cache_dir: Path) -> dict[str, Any]:
     """The reference workload as a model mapping (name, exported file, input shape) for the agents."""
-    path = export_unit(REFERENCE_UNIT, profile.model_format, cache_dir, seed=REFERENCE_SEED)
+    path = export_unit(REFERENCE_UNIT, profile.model_format, cache_dir, seed=REFERENCE_SEED, batch=profile.batch)
     return {"name": REFERENCE_NAME, "path": str(path), "inputs": [[profile.batch, *REFERENCE_UNIT.input_shape[1:]]]}
 
 

@@ -101,7 +101,7 @@ class IsolatedRows:
         return {u.key for u in self.units}
 
     def models(self, items: Sequence[Item], model_format: str, cache_dir: Path, batch: int) -> list[dict]:
-        paths = export_units([item.unit for item in items], model_format, cache_dir)
+        paths = export_units([item.unit for item in items], model_format, cache_dir, batch=batch)
         return [{"name": item.name, "path": str(path), "inputs": [[batch, *item.unit.input_shape[1:]]]}
                 for item, path in zip(items, paths, strict=True)]
 

@@ -1,4 +1,4 @@
-"""Export units and subnets to ONNX and TF-Lite, deterministically and with a cache keyed by the export recipe.
+"""Export units and subnets to ONNX, TF-Lite and TorchScript, deterministically, cached by the export recipe.
 
 A full lookup table needs one model file per unit (about 1,250 distinct units for w1.0 over its 25 resolutions), so
 export speed and caching matter:
@@ -8,6 +8,7 @@ export speed and caching matter:
 - TF-Lite uses ``litert-torch`` (no TensorFlow), an optional extra of about 1.1 GB imported only when needed. Inputs
   (and 4-D outputs) are NHWC through ``to_channel_last_io``, so a block's model is only the block: no TRANSPOSE ops
   at its edges, as on a device where the previous layer already produced NHWC.
+- TorchScript (``torch.jit.trace``) for devices measured with torch itself (``--runtime torch``, CPU or CUDA).
 
 Both exports are deterministic: the same module gives the same bytes. So the cache key, :func:`content_hash`, is
 a hash of the *recipe* (unit key, seed, runtime, export format and exporter versions) rather than of the file: it
@@ -57,17 +58,19 @@ __all__ = [
     "export_units",
     "onnx_bytes",
     "tflite_bytes",
+    "torchscript_bytes",
     "unit_path",
 ]
 
-RUNTIMES = ("onnx", "tflite")
-SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite"}
+RUNTIMES = ("onnx", "tflite", "torchscript")
+SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite", "torchscript": ".pt"}
 ONNX_OPSET = 17
 # The symbolic input dimensions of an ONNX subnet exported for any resolution.
 ONNX_FREE_DIMS = ("height", "width")
 # Bump when the export recipe changes (names, layouts, options) so that cached files are not reused.
 EXPORT_FORMAT = 1
-_VERSIONED = {"onnx": ("torch", "onnx"), "tflite": ("torch", "litert-torch", "litert-converter")}
+_VERSIONED = {"onnx": ("torch", "onnx"), "tflite": ("torch", "litert-torch", "litert-converter"),
+              "torchscript": ("torch",)}
 _INSTALL_TFLITE = "pip install 'ofa-profile[tflite]'"
 
 
@@ -168,10 +171,25 @@ def tflite_bytes(module: nn.Module, input_shape: Sequence[int]) -> bytes:
     return bytes(model.model_content())
 
 
+# --- TorchScript -----------------------------------------------------------------------------------------
+def torchscript_bytes(module: nn.Module, input_shape: Sequence[int]) -> bytes:
+    """The module traced to TorchScript (what the agent's torch runtime loads with ``torch.jit.load``)."""
+    sample = _sample(input_shape)
+    buffer = io.BytesIO()
+    with _eval_mode(module), _one_thread(), torch.no_grad(), warnings.catch_warnings():
+        # NOTE: TorchScript is deprecated in favour of torch.export, but it is what torch.jit.load reads on boards.
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.jit\.")
+        torch.jit.save(torch.jit.trace(module, (sample,), check_trace=False), buffer)
+    return buffer.getvalue()
+
+
 # --- files and the cache ---------------------------------------------------------------------------------
+_EXPORTERS = {"onnx": onnx_bytes, "tflite": tflite_bytes, "torchscript": torchscript_bytes}
+
+
 def _to_bytes(module: nn.Module, runtime: str, input_shape: Sequence[int]) -> bytes:
     _check_runtime(runtime)
-    return onnx_bytes(module, input_shape) if runtime == "onnx" else tflite_bytes(module, input_shape)
+    return _EXPORTERS[runtime](module, input_shape)
 
 
 def export_module(module: nn.Module, runtime: str, path: str | os.PathLike, input_shape: Sequence[int]) -> Path:
@@ -195,38 +213,42 @@ def _exporter_versions(runtime: str) -> dict[str, str]:
     return versions
 
 
-def content_hash(unit: Unit, runtime: str, seed: int = 0) -> str:
-    """SHA-256 of the export recipe: unit key, seed, runtime, export format and exporter versions.
+def content_hash(unit: Unit, runtime: str, seed: int = 0, batch: int = 1) -> str:
+    """SHA-256 of the export recipe: unit key, seed, runtime, export format, exporter versions and batch.
 
     Exports are deterministic, so the recipe fixes the bytes; unlike a hash of the file, it is known before
-    the export runs, which is what a cache key needs.
+    the export runs, which is what a cache key needs. Batch 1 leaves the batch out, so those hashes stay as
+    they were before batches were exported.
     """
     _check_runtime(runtime)
     recipe: dict[str, Any] = {"key": unit.key, "seed": seed, "runtime": runtime, "format": EXPORT_FORMAT,
                               "opset": ONNX_OPSET if runtime == "onnx" else None,
                               "versions": _exporter_versions(runtime)}
+    if batch != 1:
+        recipe["batch"] = batch
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
 
 
-def unit_path(unit: Unit, runtime: str, cache_dir: str | os.PathLike, seed: int = 0) -> Path:
+def unit_path(unit: Unit, runtime: str, cache_dir: str | os.PathLike, seed: int = 0, batch: int = 1) -> Path:
     """Where :func:`export_unit` keeps this unit's model (the kind keeps listings readable)."""
-    return Path(cache_dir) / f"{unit.kind}-{content_hash(unit, runtime, seed)[:24]}{SUFFIXES[runtime]}"
+    return Path(cache_dir) / f"{unit.kind}-{content_hash(unit, runtime, seed, batch)[:24]}{SUFFIXES[runtime]}"
 
 
-def export_unit(unit: Unit, runtime: str, cache_dir: str | os.PathLike, seed: int = 0) -> Path:
-    """The unit's model file in ``cache_dir``, exported only if no file with its content hash is there."""
-    path = unit_path(unit, runtime, cache_dir, seed)
+def export_unit(unit: Unit, runtime: str, cache_dir: str | os.PathLike, seed: int = 0, batch: int = 1) -> Path:
+    """The unit's model file in ``cache_dir`` for ``batch`` images per run, exported only if no file with its
+    content hash is there."""
+    path = unit_path(unit, runtime, cache_dir, seed, batch)
     if not path.exists():
-        atomic_write(path, _to_bytes(unit.build(seed), runtime, unit.input_shape))
+        atomic_write(path, _to_bytes(unit.build(seed), runtime, (batch, *unit.input_shape[1:])))
     return path
 
 
-def _export_chunk(units: Sequence[Unit], runtime: str, cache_dir: str, seed: int) -> list[str]:
-    return [str(export_unit(u, runtime, cache_dir, seed)) for u in units]
+def _export_chunk(units: Sequence[Unit], runtime: str, cache_dir: str, seed: int, batch: int) -> list[str]:
+    return [str(export_unit(u, runtime, cache_dir, seed, batch)) for u in units]
 
 
 def export_units(units: Sequence[Unit], runtime: str, cache_dir: str | os.PathLike, seed: int = 0,
-                 jobs: int = 1) -> list[Path]:
+                 jobs: int = 1, batch: int = 1) -> list[Path]:
     """Export many units (cached ones are skipped), in ``jobs`` processes; paths come back in input order.
 
     Worth ``jobs > 1`` for TF-Lite (about 2 s a unit, after about 6 s to import litert-torch in each process);
@@ -234,16 +256,16 @@ def export_units(units: Sequence[Unit], runtime: str, cache_dir: str | os.PathLi
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ExportError(f"jobs = {jobs!r} must be a positive int (processes to export with)")
-    paths = [unit_path(u, runtime, cache_dir, seed) for u in units]
+    paths = [unit_path(u, runtime, cache_dir, seed, batch) for u in units]
     todo = list({p: u for p, u in zip(paths, units, strict=True) if not p.exists()}.values())
     if jobs == 1 or len(todo) < 2:
         for unit in todo:
-            export_unit(unit, runtime, cache_dir, seed)
+            export_unit(unit, runtime, cache_dir, seed, batch)
         return paths
     chunks = [todo[i::jobs] for i in range(min(jobs, len(todo)))]
     # NOTE: spawn, not fork: forking a process that has started torch's thread pools can deadlock.
     with ProcessPoolExecutor(len(chunks), mp_context=get_context("spawn")) as pool:
-        for future in [pool.submit(_export_chunk, chunk, runtime, str(cache_dir), seed) for chunk in chunks]:
+        for future in [pool.submit(_export_chunk, chunk, runtime, str(cache_dir), seed, batch) for chunk in chunks]:
             future.result()
     return paths
 

@@ -9,7 +9,9 @@ import pandas as pd
 import pytest
 
 from predictors.accuracy import AccuracyPredictor
+from predictors.fit_cli import main as fit_main
 from predictors.latency import LatencyPredictor
+from predictors.latency_model import LatencyModel
 from predictors.table_io import Row, Table
 from profiler.cli import main
 from profiler.closed_loop import closed_loop
@@ -41,8 +43,9 @@ def test_a_device_slower_than_the_table_is_met_within_three_rounds(table: Table)
     space = ArchSpace(resolutions=(160,))
     fastest, _ = predictor.minimum()
     budgets = [(1.15 * fastest + 0.2) * factor for factor in (1.3, 1.8, 2.5)]
-    deliveries, calibration = closed_loop(predictor, AccuracyPredictor.default(), space, budgets, device,
-                                          generations=30)
+    deliveries, refitted = closed_loop(predictor, AccuracyPredictor.default(), space, budgets, device,
+                                       generations=30)
+    calibration = refitted.calibration
     assert all(d.met and d.measured_ms <= d.budget_ms for d in deliveries)
     assert all(d.rounds >= 2 for d in deliveries), "the raw table under-predicts: round one must overshoot"
     assert np.mean([d.rounds for d in deliveries]) <= 3
@@ -68,6 +71,24 @@ def test_an_unmeetable_budget_reports_the_fastest_subnet(table: Table):
     assert fine.met and fine.rounds == 1
 
 
+def test_a_fitted_latency_model_closes_the_loop_too(table: Table):
+    """A model fitted on 30 subnets of a device that is not additive (a per-block overhead) meets the budgets, and
+    is refitted with the loop's measurements."""
+    raw = LatencyPredictor(table, calibrated=False)
+    space = ArchSpace(resolutions=(160,))
+
+    def device(archs):
+        blocks = np.array([sum(a.d) for a in archs])
+        return list(1.1 * raw.predict(archs) + 0.05 * blocks)
+
+    archs = list(space.samples(30, seed=5))
+    model = LatencyModel(width_mult=1.2, cv=3).fit(archs, device(archs))
+    budgets = [float(np.mean(device(archs))) * f for f in (0.8, 1.0, 1.2)]
+    deliveries, refitted = closed_loop(model, AccuracyPredictor.default(), space, budgets, device, generations=20)
+    assert all(d.met and d.measured_ms <= d.budget_ms for d in deliveries)
+    assert len(refitted.train_ms_) > 30 and len(model.train_ms_) == 30
+
+
 @pytest.mark.slow
 def test_search_command_end_to_end_with_an_unmeetable_budget(tmp_path):
     """`ofa-profile --device local --search --latency-ms ...` builds the table, delivers and reports."""
@@ -85,3 +106,13 @@ def test_search_command_end_to_end_with_an_unmeetable_budget(tmp_path):
     document = json.loads((tmp_path / "local_delivered.json").read_text())
     assert [s["budget_ms"] for s in document["subnets"]] == budgets and "ks" in document["subnets"][1]["arch"]
     assert (tmp_path / "local_delivered.png").stat().st_size > 0
+    # The same loop with a latency model fitted on random subnets measured at the table's anchor.
+    assert main([*common, "--subnets", "random:8"]) == 0
+    measured = tmp_path / "local_w1.2_random_r160_seed0.csv"
+    assert fit_main(["latency", str(measured), "--out", str(tmp_path / "model"), "--cv", "3"]) == 0
+    assert json.loads((tmp_path / "model.json").read_text())["meta"]["anchor_ms"] > 0
+    assert main([*common, "--search", "--latency-ms", str(budgets[1]), "--latency-model", str(tmp_path / "model"),
+                 "--generations", "20"]) == 0
+    report = pd.read_csv(tmp_path / "local_delivered.csv")
+    assert report["met"].all() and (report["measured_ms"] <= report["budget_ms"]).all()
+    assert (tmp_path / "model.refit.json").is_file()

@@ -230,6 +230,34 @@ def test_content_hash_names_the_recipe():
     assert len(hashes) == 4
 
 
+def test_units_export_at_the_batch_the_device_runs(tmp_path):
+    """--batch N runs N images per inference: units (and the reference) are exported for that batch, under their
+    own hash, while batch-1 hashes stay as they were."""
+    unit = Unit.from_key(BLOCK_KEYS[0])
+    assert content_hash(unit, "onnx", batch=1) == content_hash(unit, "onnx")
+    assert content_hash(unit, "onnx", batch=8) != content_hash(unit, "onnx")
+    path = export_unit(unit, "onnx", tmp_path, batch=3)
+    x = np.random.default_rng(0).normal(size=(3, *unit.input_shape[1:])).astype(np.float32)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        expected = unit.build(0).eval()(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(session.run(None, {"input": x})[0], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_torchscript_subnets_match_pytorch_and_repeat_their_bytes(tmp_path, supernets):
+    """--runtime torch loads TorchScript: a subnet traced at its batch and resolution equals the eager subnet."""
+    arch = ArchSpace.for_width(1.0).sample(4).with_resolution(128)
+    path = export_subnet(arch, 1.0, 1000, "torchscript", tmp_path, batch=2)
+    assert path.suffix == ".pt"
+    x = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = _seeded_supernet(1.0, 1000).extract(arch).eval()(x)
+        got = torch.jit.load(str(path))(x)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    again = export_subnet(arch, 1.0, 1000, "torchscript", tmp_path / "again", batch=2)
+    assert again.read_bytes() == path.read_bytes()
+
+
 def test_export_unit_reuses_the_cached_file(tmp_path, monkeypatch):
     """A second export_unit finds the file by its hash and does not export again; no temp files remain."""
     unit = Unit.from_key(HEAD_KEYS[1])

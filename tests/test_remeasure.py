@@ -110,3 +110,14 @@ def test_subnets_argument_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*_common(tmp_path), "--subnets", "random:0"])
     assert "random:N with N positive" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "torch"])
+def test_batched_subnets_on_each_local_runtime(tmp_path, runtime):
+    """--batch 2 runs two images per inference, reference included; --runtime torch times TorchScript exports."""
+    args = [*_common(tmp_path), "--resolutions", "128", "--batch", "2", "--runtime", runtime]
+    assert main([*args, "--subnets", "random:2"]) == 0
+    frame = pd.read_csv(tmp_path / "local_w1.0_random_r128_seed0.csv")
+    assert len(frame) == 2 and (frame["measured_ms"] > 0).all() and frame["ratio"].notna().all()
+    suffix = ".pt" if runtime == "torch" else ".onnx"
+    assert all(p.suffix == suffix for p in (tmp_path / "cache").iterdir() if p.name.startswith("subnet-"))

@@ -70,7 +70,7 @@ class Digits:
             from sklearn.datasets import load_digits
         except ImportError:
             raise DataError("the bundled digits come with scikit-learn, which is not installed",
-                            "pip install 'ofa-profile[train]'") from None
+                            "pip install scikit-learn (a dependency of ofa-profile)") from None
         if split not in ("train", "val"):
             raise DataError(f"unknown split {split!r}", "use 'train' or 'val'")
         digits = load_digits()
