@@ -1,8 +1,10 @@
 """The accuracy predictor: OFA's 128-dimensional arch encoding and its MLP (SPEC §3).
 
 The released predictor (``acc_predictor.pth``, Han Cai, MIT) ships inside this package in its own format: the
-plain state dict saved with ``torch.save`` plus a JSON file with provenance, format version and encoding. It is
-the default for the w1.2 space. Loading OFA's original ``.pth`` gives the same outputs.
+plain state dict saved with ``torch.save``, the same weights as NumPy arrays (``.npz``), and a JSON file with
+provenance, format version and encoding. It is the default for the w1.2 space. Loading OFA's original ``.pth``
+gives the same outputs. Predictions run in NumPy, so a search needs no torch (whose import alone takes ~2 s);
+torch is imported only to read a ``.pt`` without arrays beside it, or to train.
 """
 
 from __future__ import annotations
@@ -16,17 +18,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from supernet.arch import EXPAND_RATIOS, KERNEL_SIZES, N_BLOCKS, Arch, ArchError
 from supernet.errors import OFAProfileError
 from supernet.files import atomic_write
 
 from .archs import ArchBatch
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = [
     "DEFAULT_PREDICTOR",
@@ -38,7 +41,6 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
-_ONE_THREAD_ROWS = 2048
 DEFAULT_PREDICTOR = "ofa_mbv3_w1.2_acc_predictor"
 
 
@@ -86,6 +88,8 @@ class ArchEncoding:
 
 def build_mlp(n_features: int, hidden_sizes: Sequence[int] = (400, 400, 400)) -> nn.Sequential:
     """OFA's predictor MLP: Linear-ReLU per hidden layer, then Linear to one output (keys ``0.weight``...)."""
+    from torch import nn
+
     layers: list[nn.Module] = []
     width = n_features
     for hidden in hidden_sizes:
@@ -95,9 +99,13 @@ def build_mlp(n_features: int, hidden_sizes: Sequence[int] = (400, 400, 400)) ->
     return nn.Sequential(*layers)
 
 
-def _hidden_sizes(state_dict: Mapping[str, torch.Tensor], where: str) -> tuple[int, tuple[int, ...]]:
-    weights = [state_dict[k] for k in sorted((k for k in state_dict if k.endswith(".weight")),
-                                             key=lambda k: int(k.split(".")[0]))]
+def _ordered(state_dict: Mapping[str, Any], suffix: str) -> list:
+    return [state_dict[k] for k in sorted((k for k in state_dict if k.endswith(suffix)),
+                                          key=lambda k: int(k.split(".")[0]))]
+
+
+def _hidden_sizes(state_dict: Mapping[str, Any], where: str) -> tuple[int, tuple[int, ...]]:
+    weights = _ordered(state_dict, ".weight")
     if not weights or weights[-1].shape[0] != 1:
         raise PredictorFileError(f"{where}: not an accuracy-predictor MLP state dict (keys 0.weight ... N.bias "
                                  f"ending in one output); got keys {sorted(state_dict)[:6]}")
@@ -107,7 +115,7 @@ def _hidden_sizes(state_dict: Mapping[str, torch.Tensor], where: str) -> tuple[i
 def _stem(path: str | os.PathLike) -> str:
     """The common stem of a predictor's two files (names may contain dots, as in ``w1.2``)."""
     text = os.fspath(path)
-    for suffix in (".pt", ".json"):
+    for suffix in (".pt", ".json", ".npz"):
         if text.endswith(suffix):
             return text[: -len(suffix)]
     return text
@@ -121,9 +129,12 @@ class AccuracyPredictor:
     """Predicted top-1 accuracy (0..1) of archs, from an MLP over :class:`ArchEncoding` features.
 
     Args:
-        model: The MLP (see :func:`build_mlp`).
+        model: The MLP as a torch module (see :func:`build_mlp`), e.g. one just trained; or None with ``arrays``.
         encoding: The arch encoding it was trained with.
         meta: Provenance and training notes, written to the JSON file on :meth:`save`.
+        arrays: The MLP as a state dict of NumPy arrays (``0.weight``, ``0.bias``, ...), read without torch.
+
+    Predictions run in NumPy either way; with a module, from its current weights (shared, not copied).
 
     Example:
         >>> predictor = AccuracyPredictor.default()
@@ -132,25 +143,43 @@ class AccuracyPredictor:
         True
     """
 
-    def __init__(self, model: nn.Module, encoding: ArchEncoding | None = None,
-                 meta: Mapping[str, Any] | None = None) -> None:
-        self.model = model.eval()
+    def __init__(self, model: nn.Module | None = None, encoding: ArchEncoding | None = None,
+                 meta: Mapping[str, Any] | None = None, *, arrays: Mapping[str, np.ndarray] | None = None) -> None:
+        if (model is None) == (arrays is None):
+            raise ValueError("give the MLP as a torch module (model=) or as arrays (arrays=), one of them")
+        self._model = None if model is None else model.eval()
+        self._arrays = None if arrays is None else {k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()}
         self.encoding = encoding or ArchEncoding()
         self.meta = dict(meta or {})
 
-    @torch.inference_mode()
+    @property
+    def model(self) -> nn.Module:
+        """The MLP as a torch module (built from the arrays on first use; predictions then follow it)."""
+        if self._model is None:
+            import torch
+
+            n_features, hidden = _hidden_sizes(self._arrays, "predictor arrays")
+            model = build_mlp(n_features, hidden)
+            model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in self._arrays.items()})
+            self._model, self._arrays = model.eval(), None
+        return self._model
+
+    def _layers(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        if self._model is not None:
+            state = {k: v.detach().cpu().numpy() for k, v in self._model.state_dict().items()}
+        else:
+            state = self._arrays
+        return list(zip(_ordered(state, ".weight"), _ordered(state, ".bias"), strict=True))
+
     def predict(self, archs: ArchBatch | Iterable[Arch]) -> np.ndarray:
         """Predicted accuracy of each arch, float32 array of shape (n,)."""
-        features = torch.from_numpy(self.encoding.transform(archs))
-        # NOTE: small batches (a search generation) run fastest on one thread, and far faster than on several
-        # when other processes share the cores; the result is the same.
-        threads = torch.get_num_threads()
-        if len(features) <= _ONE_THREAD_ROWS:
-            torch.set_num_threads(1)
-        try:
-            return self.model(features).numpy()[:, 0]
-        finally:
-            torch.set_num_threads(threads)
+        h = self.encoding.transform(archs)
+        layers = self._layers()
+        for i, (weight, bias) in enumerate(layers):
+            h = h @ weight.T + bias
+            if i + 1 < len(layers):
+                np.maximum(h, 0, out=h)
+        return h[:, 0]
 
     def resolutions(self, candidates: Iterable[int]) -> tuple[int, ...]:
         """The candidate resolutions inside this predictor's encoding range."""
@@ -160,30 +189,41 @@ class AccuracyPredictor:
 
     # --- files ---------------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> tuple[Path, Path]:
-        """Write ``<path>.pt`` (the state dict) and ``<path>.json`` (format version, encoding, provenance)."""
+        """Write ``<path>.pt`` (the state dict), ``<path>.npz`` (the same as arrays, read without torch) and
+        ``<path>.json`` (format version, encoding, provenance)."""
+        import torch
+
         base = _stem(path)
-        weights, sidecar = Path(f"{base}.pt"), Path(f"{base}.json")
+        weights, arrays, sidecar = Path(f"{base}.pt"), Path(f"{base}.npz"), Path(f"{base}.json")
+        state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
         buffer = io.BytesIO()
-        torch.save({k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}, buffer)
+        torch.save(state, buffer)
         atomic_write(weights, buffer.getvalue())
-        n_features, hidden = _hidden_sizes(self.model.state_dict(), str(weights))
+        buffer = io.BytesIO()
+        np.savez(buffer, **{k: v.numpy() for k, v in state.items()})
+        atomic_write(arrays, buffer.getvalue())
+        n_features, hidden = _hidden_sizes(state, str(weights))
         info = {
             "format_version": FORMAT_VERSION,
             "kind": "ofa-profile accuracy predictor (MLP)",
             "weights": weights.name,
             "weights_sha256": _sha256(weights),
+            "arrays": arrays.name,
+            "arrays_sha256": _sha256(arrays),
             "n_features": n_features,
             "hidden_sizes": list(hidden),
             "encoding": asdict(self.encoding),
             "torch_version": torch.__version__,
-            **{k: v for k, v in self.meta.items() if k not in ("format_version", "weights", "weights_sha256")},
+            **{k: v for k, v in self.meta.items()
+               if k not in ("format_version", "weights", "weights_sha256", "arrays", "arrays_sha256")},
         }
         atomic_write(sidecar, json.dumps(info, indent=2) + "\n")
         return weights, sidecar
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> AccuracyPredictor:
-        """Read a predictor saved by :meth:`save` (give the ``.pt``, the ``.json`` or their common stem)."""
+        """Read a predictor saved by :meth:`save` (give the ``.pt``, the ``.json`` or their common stem): from its
+        arrays where it has them (no torch), else from the ``.pt``."""
         sidecar = Path(f"{_stem(path)}.json")
         try:
             info = json.loads(sidecar.read_text(encoding="utf-8"))
@@ -193,26 +233,21 @@ class AccuracyPredictor:
         if info.get("format_version") != FORMAT_VERSION:
             raise PredictorFileError(f"{sidecar}: format_version {info.get('format_version')!r} is not "
                                      f"{FORMAT_VERSION}; re-save it with this version of ofa-profile")
-        weights = sidecar.with_name(info["weights"])
-        if info.get("torch_version") and info["torch_version"].split("+")[0] != torch.__version__.split("+")[0]:
-            warnings.warn(f"{weights} was saved with torch {info['torch_version']}, loaded with {torch.__version__}",
-                          stacklevel=2)
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        n_features, hidden = _hidden_sizes(state, str(weights))
-        model = build_mlp(n_features, hidden)
-        model.load_state_dict(state)
         meta = {k: v for k, v in info.items() if k not in ("n_features", "hidden_sizes", "encoding", "torch_version")}
-        return cls(model, ArchEncoding(**info.get("encoding", {})), meta)
+        encoding = ArchEncoding(**info.get("encoding", {}))
+        arrays = sidecar.with_name(info["arrays"]) if info.get("arrays") else None
+        if arrays is not None and arrays.is_file():
+            with np.load(arrays, allow_pickle=False) as stored:
+                state = dict(stored)
+            _hidden_sizes(state, str(arrays))
+            return cls(encoding=encoding, meta=meta, arrays=state)
+        return cls(_load_torch_mlp(sidecar.with_name(info["weights"]), info.get("torch_version")), encoding, meta)
 
     @classmethod
     def from_ofa_release(cls, path: str | os.PathLike) -> AccuracyPredictor:
         """Read OFA's released ``acc_predictor.pth`` (a plain state dict of the 128-400-400-400-1 MLP)."""
         path = Path(path)
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        n_features, hidden = _hidden_sizes(state, str(path))
-        model = build_mlp(n_features, hidden)
-        model.load_state_dict(state)
-        return cls(model, ArchEncoding(), {"source_sha256": _sha256(path)})
+        return cls(_load_torch_mlp(path), ArchEncoding(), {"source_sha256": _sha256(path)})
 
     @classmethod
     def default(cls) -> AccuracyPredictor:
@@ -220,3 +255,15 @@ class AccuracyPredictor:
         data = resources.files("predictors") / "data" / f"{DEFAULT_PREDICTOR}.json"
         with resources.as_file(data) as path:
             return cls.load(path)
+
+
+def _load_torch_mlp(weights: Path, saved_with: str | None = None) -> nn.Module:
+    import torch
+
+    if saved_with and saved_with.split("+")[0] != torch.__version__.split("+")[0]:
+        warnings.warn(f"{weights} was saved with torch {saved_with}, loaded with {torch.__version__}", stacklevel=3)
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    n_features, hidden = _hidden_sizes(state, str(weights))
+    model = build_mlp(n_features, hidden)
+    model.load_state_dict(state)
+    return model

@@ -197,6 +197,7 @@ def _latency(args: argparse.Namespace) -> int:
 def _archs_of(path: Path) -> tuple[list[str], object]:
     """Arch texts and their batch from a JSON list, an ofa-search result, or a CSV with an ``arch`` column."""
     from .archs import batch_from_dicts
+    from .subnets import read_subnet_document, subnet_entries
 
     if path.suffix.lower() == ".csv":
         import pandas as pd
@@ -210,19 +211,7 @@ def _archs_of(path: Path) -> tuple[list[str], object]:
                                   "give a CSV with one OFA arch JSON per row in a column named arch")
         texts = list(frame["arch"].astype(str))
         return texts, _arch_batch(texts, str(path))
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such file") from None
-    except json.JSONDecodeError as err:
-        raise OFAProfileError(f"{path}: line {err.lineno}: not valid JSON ({err.msg})") from None
-    if isinstance(document, dict) and "subnets" in document:  # ofa-search output
-        document = [entry.get("arch", entry) for entry in document["subnets"]]
-    if isinstance(document, dict):
-        document = [document]
-    if not isinstance(document, list):
-        raise OFAProfileError(f"{path}: expected a JSON list of archs, got {type(document).__name__}")
-    batch = batch_from_dicts(document, str(path))
+    batch = batch_from_dicts(subnet_entries(read_subnet_document(path), str(path)), str(path))
     columns = zip(batch.ks.tolist(), batch.e.tolist(), batch.d.tolist(), batch.r.tolist(), strict=True)
     return [json.dumps({"ks": ks, "e": e, "d": d, "r": [r]}) for ks, e, d, r in columns], batch
 

@@ -461,17 +461,19 @@ class LatencyModel:
                     "with_table": cost is not None, "n_train": len(self.train_ms_), "cv_folds": self.cv,
                     "random_state": self.random_state, "cross_validation": self.cv_report_,
                     "meta": {**self.meta_, **(meta or {})}}
-        atomic_write(stem.with_suffix(".npz"), buffer.getvalue())
-        atomic_write(stem.with_suffix(".json"), json.dumps(document, indent=2) + "\n")
-        return stem.with_suffix(".json"), stem.with_suffix(".npz")
+        json_path, npz_path = _files(stem)
+        atomic_write(npz_path, buffer.getvalue())
+        atomic_write(json_path, json.dumps(document, indent=2) + "\n")
+        return json_path, npz_path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> LatencyModel:
         """Read a model :meth:`save` wrote; refuses files of a newer format or of other features."""
         stem = _stem(path)
         try:
-            document = json.loads(stem.with_suffix(".json").read_text(encoding="utf-8"))
-            with np.load(stem.with_suffix(".npz"), allow_pickle=False) as stored:
+            json_path, npz_path = _files(stem)
+            document = json.loads(json_path.read_text(encoding="utf-8"))
+            with np.load(npz_path, allow_pickle=False) as stored:
                 arrays = dict(stored)
         except FileNotFoundError as err:
             raise LatencyModelError(f"{err.filename}: no such file", "fit one with ofa-fit latency") from None
@@ -516,3 +518,8 @@ class LatencyModel:
 def _stem(path: str | os.PathLike) -> Path:
     path = Path(path)
     return path.with_suffix("") if path.suffix in (".json", ".npz") else path
+
+
+def _files(stem: Path) -> tuple[Path, Path]:
+    """STEM.json and STEM.npz, appended (a stem such as ``local_w1.0.latency`` keeps its dots)."""
+    return stem.with_name(f"{stem.name}.json"), stem.with_name(f"{stem.name}.npz")

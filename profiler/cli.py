@@ -29,11 +29,8 @@ from predictors.subnets import read_subnets
 from predictors.table_io import Table, read_table, table_from_yaml, write_table, write_yaml_tables
 from profiler.builder import TableRun
 from profiler.connect import open_transport
-from profiler.deliver import deliver, write_report
 from profiler.devices import DeviceProfile, load_profiles, resolve_device
-from profiler.plots import plot_predicted_vs_measured
 from profiler.protocol import Protocol
-from profiler.remeasure import calibrate, random_subnets, remeasure
 from profiler.rows import STRATEGIES, RowStrategy, default_rows, merge_shards, strategy_for
 from profiler.transports.base import interrupt_all
 from supernet.arch import ArchSpace
@@ -272,6 +269,9 @@ def _profile_device(
 
 def _whole_subnets(profile: DeviceProfile, args: argparse.Namespace, protocol: Protocol) -> Path:
     """--subnets: measured against predicted, CSV and PNG; --calibrate: the fit, stored in the table's sidecar."""
+    from profiler.plots import plot_predicted_vs_measured  # pandas and matplotlib: not for --help
+    from profiler.remeasure import calibrate, random_subnets, remeasure
+
     table = args.table or table_path(args.out, profile, args.width)
     random_n = args.subnets if isinstance(args.subnets, int) else None
     if not table.is_file():
@@ -344,6 +344,8 @@ def _accuracy(args: argparse.Namespace) -> AccuracyPredictor:
 def _closed_loop(profile: DeviceProfile, args: argparse.Namespace, protocol: Protocol, position: int,
                  lock: threading.Lock) -> Path:
     """--search: the table (resumed or built), then search, measure, refit, search again; the report."""
+    from profiler.deliver import deliver, write_report  # pandas and matplotlib: not for --help
+
     accuracy = _accuracy(args)
     table = args.latency_model or args.table or _profile_device(profile, args, protocol, position, lock)
     with open_transport(profile, profile.targets[0]) as transport:

@@ -64,7 +64,7 @@ def deliver(
     log.info("latency model: %s", predictor.describe())
     space = ArchSpace(resolutions=tuple(predictor.supported_resolutions()))
     rounds = itertools.count(1)
-    stem = source.with_suffix("")
+    stem = source.with_suffix("") if source.suffix.lower() in (".csv", ".json", ".npz") else source
 
     def measure(archs: Sequence[Arch]) -> list[float]:
         measured = measure_subnets(profile, transport, archs, width_mult=width, n_classes=n_classes,

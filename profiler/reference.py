@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from profiler.devices import DeviceProfile
-from supernet.export import export_unit
 from supernet.units import Unit
 
 __all__ = ["REFERENCE_NAME", "REFERENCE_SEED", "REFERENCE_UNIT", "STATS", "reference_model", "stats_ms"]
@@ -29,6 +28,8 @@ STATS = ("median", "mean", "std", "p10", "p90")
 
 def reference_model(profile: DeviceProfile, cache_dir: Path) -> dict[str, Any]:
     """The reference workload as a model mapping (name, exported file, input shape) for the agents."""
+    from supernet.export import export_unit  # torch: only when something is exported
+
     path = export_unit(REFERENCE_UNIT, profile.model_format, cache_dir, seed=REFERENCE_SEED, batch=profile.batch)
     return {"name": REFERENCE_NAME, "path": str(path), "inputs": [[profile.batch, *REFERENCE_UNIT.input_shape[1:]]]}
 

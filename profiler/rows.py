@@ -31,7 +31,6 @@ from profiler.reference import STATS, stats_ms
 from profiler.whole_subnets import subnet_model
 from supernet.arch import DEPTHS, EXPAND_RATIOS, KERNEL_SIZES, N_BLOCKS, N_STAGES, Arch
 from supernet.errors import OFAProfileError
-from supernet.export import export_units
 from supernet.units import Unit, all_units, units_of
 
 __all__ = [
@@ -101,6 +100,8 @@ class IsolatedRows:
         return {u.key for u in self.units}
 
     def models(self, items: Sequence[Item], model_format: str, cache_dir: Path, batch: int) -> list[dict]:
+        from supernet.export import export_units  # torch: only when something is exported
+
         paths = export_units([item.unit for item in items], model_format, cache_dir, batch=batch)
         return [{"name": item.name, "path": str(path), "inputs": [[batch, *item.unit.input_shape[1:]]]}
                 for item, path in zip(items, paths, strict=True)]

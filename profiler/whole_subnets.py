@@ -19,7 +19,6 @@ from profiler.reference import reference_model, reference_ms, run_anchor, stats_
 from profiler.transports.base import Transport
 from supernet import Arch
 from supernet.errors import OFAProfileError
-from supernet.export import ONNX_FREE_DIMS, export_subnet
 
 __all__ = ["SubnetMeasurementError", "measure_subnets", "subnet_model"]
 
@@ -34,6 +33,8 @@ def subnet_model(name: str, arch: Arch, width_mult: float, n_classes: int, model
 
     An ONNX subnet's file serves every resolution; ``dim_overrides`` tells the agent which one to fix.
     """
+    from supernet.export import ONNX_FREE_DIMS, export_subnet  # torch: only when something is exported
+
     path = export_subnet(arch, width_mult, n_classes, model_format, cache_dir, batch)
     model = {"name": name, "path": str(path), "inputs": [[batch, 3, arch.r, arch.r]]}
     if model_format == "onnx":

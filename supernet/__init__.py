@@ -1,13 +1,26 @@
-"""The OFA MobileNetV3 supernet, its archs, subnets, MACs and exports."""
+"""The OFA MobileNetV3 supernet, its archs, subnets, MACs and exports.
 
-from .arch import Arch, ArchError, ArchSpace
-from .checkpoint import CheckpointError
-from .complexity import count_macs, count_params
-from .export import ExportError, TFLiteUnavailableError, content_hash, export_module, export_unit, export_units
-from .mobilenetv3 import MobileNetV3, NetConfigError, build_from_net_config
-from .ofa_mbv3 import OFAMobileNetV3
-from .plan import NetPlan
-from .units import Unit, UnitError, all_units, units_from_subnet, units_of
+Names are imported on first use (PEP 562), so that ``from supernet import Arch`` (what the search, the table
+reader and every command's argument parsing need) does not import torch, which takes about 2 s.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_WHERE = {
+    "Arch": "arch", "ArchError": "arch", "ArchSpace": "arch",
+    "CheckpointError": "checkpoint",
+    "count_macs": "complexity", "count_params": "complexity",
+    "ExportError": "export", "TFLiteUnavailableError": "export", "content_hash": "export", "export_module": "export",
+    "export_unit": "export", "export_units": "export",
+    "MobileNetV3": "mobilenetv3", "NetConfigError": "mobilenetv3", "build_from_net_config": "mobilenetv3",
+    "OFAMobileNetV3": "ofa_mbv3",
+    "NetPlan": "plan",
+    "Unit": "units", "UnitError": "units", "all_units": "units", "units_of": "units",
+    "units_from_subnet": "unit_modules",
+}
 
 __all__ = [
     "Arch",
@@ -33,3 +46,26 @@ __all__ = [
     "units_from_subnet",
     "units_of",
 ]
+
+if TYPE_CHECKING:
+    from .arch import Arch, ArchError, ArchSpace
+    from .checkpoint import CheckpointError
+    from .complexity import count_macs, count_params
+    from .export import ExportError, TFLiteUnavailableError, content_hash, export_module, export_unit, export_units
+    from .mobilenetv3 import MobileNetV3, NetConfigError, build_from_net_config
+    from .ofa_mbv3 import OFAMobileNetV3
+    from .plan import NetPlan
+    from .unit_modules import units_from_subnet
+    from .units import Unit, UnitError, all_units, units_of
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'supernet' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])

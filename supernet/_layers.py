@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .channels import make_divisible, se_channels
+
 __all__ = [
     "ConvLayer",
     "IdentityLayer",
@@ -22,19 +24,8 @@ __all__ = [
     "SqueezeExcite",
     "create_act",
     "make_divisible",
+    "se_channels",
 ]
-
-CHANNEL_DIVISOR = 8
-SE_REDUCTION = 4
-
-
-def make_divisible(value: float, divisor: int = CHANNEL_DIVISOR) -> int:
-    """Round to the nearest multiple of ``divisor``, never below it, and never more than 10% down."""
-    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
-    if rounded < 0.9 * value:
-        rounded += divisor
-    return rounded
-
 
 _ACTIVATIONS: dict[str | None, Callable[[], nn.Module]] = {
     "relu": lambda: nn.ReLU(inplace=True),
@@ -50,10 +41,6 @@ def create_act(name: str | None) -> nn.Module:
     if name not in _ACTIVATIONS:
         raise ValueError(f"unknown act_func {name!r}; expected one of {sorted(k for k in _ACTIVATIONS if k)}")
     return _ACTIVATIONS[name]()
-
-
-def se_channels(mid_chs: int) -> int:
-    return make_divisible(mid_chs // SE_REDUCTION)
 
 
 class SqueezeExcite(nn.Module):

@@ -8,11 +8,13 @@ parameters and biases included.
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from .arch import Arch
 from .plan import NetPlan, feature_size
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = ["count_macs", "count_params"]
 
@@ -53,6 +55,9 @@ def _arch_params(arch: Arch, plan: NetPlan, n_classes: int) -> int:
 
 
 def _module_macs(model: nn.Module, resolution: int) -> int:
+    import torch
+    from torch import nn
+
     total = 0
 
     def conv_hook(module: nn.Conv2d, _inputs: tuple, output: torch.Tensor) -> None:

@@ -10,10 +10,11 @@ export speed and caching matter:
   at its edges, as on a device where the previous layer already produced NHWC.
 - TorchScript (``torch.jit.trace``) for devices measured with torch itself (``--runtime torch``, CPU or CUDA).
 
-Both exports are deterministic: the same module gives the same bytes. So the cache key, :func:`content_hash`, is
-a hash of the *recipe* (unit key, seed, runtime, export format and exporter versions) rather than of the file: it
-is known before the slow export runs, and it changes when an upgrade of torch or litert-torch could change the
-bytes. :func:`export_unit` writes each file once, atomically, under that hash.
+ONNX and TF-Lite exports are deterministic: the same module gives the same bytes (TorchScript mangles class names
+per trace within a process, so its bytes can differ while the model is the same). So the cache key,
+:func:`content_hash`, is a hash of the *recipe* (unit key, seed, runtime, export format and exporter versions)
+rather than of the file: it is known before the slow export runs, and it changes when an upgrade of torch or
+litert-torch could change the bytes. :func:`export_unit` writes each file once, atomically, under that hash.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 
-from ._layers import make_divisible, se_channels
 from .arch import MAX_DEPTH, N_STAGES, Arch
+from .channels import make_divisible, se_channels
 
 __all__ = ["BASE_WIDTHS", "BlockPlan", "NetPlan", "StagePlan", "feature_size"]
 

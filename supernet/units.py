@@ -3,33 +3,24 @@
 A network's table-predicted latency is the sum over its units: first conv, every active block (the fixed block 0
 included), final expand, global pool, feature mix and classifier. :class:`Unit` is one row; its ``key`` is the exact
 string of the released OFA tables (``{r}_lookup_table.yaml``), so our tables and theirs interchange. Units are
-built alone (seeded weights) for profiling, or cut out of an extracted subnet to check that they chain into it.
+built alone (seeded weights) for profiling, or cut out of an extracted subnet to check that they chain into it;
+the torch modules for both live in :mod:`supernet.unit_modules`, so reading and planning rows needs no torch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-
-from ._layers import ConvLayer, IdentityLayer, LinearLayer, MBConvLayer, ResidualBlock
 from .arch import DEPTHS, EXPAND_RATIOS, KERNEL_SIZES, N_BLOCKS, N_STAGES, Arch, ArchSpace
 from .errors import OFAProfileError
-from .mobilenetv3 import MobileNetV3
 from .plan import BlockPlan, NetPlan, feature_size
 
-__all__ = [
-    "UNIT_KINDS",
-    "Classifier",
-    "GlobalAvgPool",
-    "Unit",
-    "UnitError",
-    "all_units",
-    "units_from_subnet",
-    "units_of",
-]
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["UNIT_KINDS", "Unit", "UnitError", "all_units", "units_of"]
 
 UNIT_KINDS = ("Conv", "expanded_conv", "Conv_1", "AvgPool2D", "Conv_2", "Logits")
 _BLOCK_FIELDS = ("input", "output", "expand", "kernel", "stride", "idskip", "se", "hs")
@@ -43,32 +34,13 @@ _KEY_FORMATS = {
     "Logits": "Logits-input:1x1x{C}-output:{n_classes}",
 }
 # The fixed parts of OFA MobileNetV3 that a key does not spell out.
-_FIRST_CONV_KERNEL, _FIRST_CONV_STRIDE = 3, 2
+FIRST_CONV_KERNEL, FIRST_CONV_STRIDE = 3, 2
 _FIRST_BLOCK_KERNEL = 3
-_HEAD_ACT = "h_swish"
+HEAD_ACT = "h_swish"
 
 
 class UnitError(OFAProfileError, ValueError):
     """A unit or table key that is not a valid OFA MobileNetV3 table row; the message names the key."""
-
-
-# --- modules of the head units ---------------------------------------------------------------------------
-class GlobalAvgPool(nn.Module):
-    """The head's global average pool exactly as the network computes it (a mean that keeps 1x1 dims)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mean((2, 3), keepdim=True)
-
-
-class Classifier(nn.Module):
-    """Flatten the 1x1 feature map, then the classifier: the table's ``Logits`` row."""
-
-    def __init__(self, classifier: LinearLayer) -> None:
-        super().__init__()
-        self.classifier = classifier
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(x, 1))
 
 
 # --- the unit ---------------------------------------------------------------------------------------------
@@ -123,8 +95,8 @@ class Unit:
     # --- constructors -------------------------------------------------------------------------------------
     @classmethod
     def first_conv(cls, resolution: int, out_chs: int) -> Unit:
-        return cls("Conv", resolution, 3, feature_size(resolution, _FIRST_CONV_STRIDE), out_chs,
-                   kernel_size=_FIRST_CONV_KERNEL, stride=_FIRST_CONV_STRIDE)
+        return cls("Conv", resolution, 3, feature_size(resolution, FIRST_CONV_STRIDE), out_chs,
+                   kernel_size=FIRST_CONV_KERNEL, stride=FIRST_CONV_STRIDE)
 
     @classmethod
     def block(cls, in_size: int, in_chs: int, out_chs: int, mid_chs: int, kernel_size: int, stride: int,
@@ -196,16 +168,11 @@ class Unit:
         return (1, self.out_chs, self.out_size, self.out_size)
 
     def build(self, seed: int = 0) -> nn.Module:
-        """A static module for this row with seeded weights and random BN statistics, in eval mode.
+        """A static module for this row with seeded weights and random BN statistics, in eval mode
+        (:func:`supernet.unit_modules.build_unit`)."""
+        from .unit_modules import build_unit
 
-        Random (not identity) BN statistics keep BN from being a no-op, so an export that drops or misfolds it
-        shows in an output comparison. The global RNG is left untouched.
-        """
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            module = _BUILDERS[self.kind](self)
-            _randomize_bn(module)
-        return module.eval()
+        return build_unit(self, seed)
 
 
 # --- key parsing and shape rules -------------------------------------------------------------------------
@@ -234,8 +201,8 @@ def _parse_fields(kind: str, fields: Sequence[str]) -> Unit:
         return Unit(kind, in_size, in_chs, out_size, out_chs, int(values["expand"]), int(values["kernel"]),
                     int(values["stride"]), bool(flags["idskip"]), bool(flags["se"]), bool(flags["hs"]))
     if kind == "Conv":
-        return Unit(kind, in_size, in_chs, out_size, out_chs, kernel_size=_FIRST_CONV_KERNEL,
-                    stride=_FIRST_CONV_STRIDE)
+        return Unit(kind, in_size, in_chs, out_size, out_chs, kernel_size=FIRST_CONV_KERNEL,
+                    stride=FIRST_CONV_STRIDE)
     if kind == "AvgPool2D":
         return Unit(kind, in_size, in_chs, out_size, out_chs, kernel_size=in_size)
     return Unit(kind, in_size, in_chs, out_size, out_chs)
@@ -244,8 +211,8 @@ def _parse_fields(kind: str, fields: Sequence[str]) -> Unit:
 def _check_conv(u: Unit) -> str | None:
     if u.in_chs != 3:
         return f"the first conv reads RGB images: in_chs must be 3, not {u.in_chs}"
-    if (u.kernel_size, u.stride) != (_FIRST_CONV_KERNEL, _FIRST_CONV_STRIDE):
-        return f"the first conv is {_FIRST_CONV_KERNEL}x{_FIRST_CONV_KERNEL} stride {_FIRST_CONV_STRIDE}"
+    if (u.kernel_size, u.stride) != (FIRST_CONV_KERNEL, FIRST_CONV_STRIDE):
+        return f"the first conv is {FIRST_CONV_KERNEL}x{FIRST_CONV_KERNEL} stride {FIRST_CONV_STRIDE}"
     if u.out_size != feature_size(u.in_size, u.stride):
         return f"a stride-2 conv maps {u.in_size} to {feature_size(u.in_size, u.stride)}, not {u.out_size}"
     return None
@@ -289,44 +256,12 @@ _SHAPE_CHECKS: dict[str, Callable[[Unit], str | None]] = {
 }
 
 
-# --- building modules ------------------------------------------------------------------------------------
-def _build_block(u: Unit) -> nn.Module:
-    # NOTE: mid == in marks the expand-free block 0 (expand ratio 1); elastic blocks expand at least 3x.
-    expand_ratio = 1 if u.mid_chs == u.in_chs else u.mid_chs / u.in_chs
-    conv = MBConvLayer(u.in_chs, u.out_chs, u.kernel_size, u.stride, expand_ratio, mid_chs=u.mid_chs,
-                       act_func="h_swish" if u.hs else "relu", use_se=u.se)
-    return ResidualBlock(conv, IdentityLayer(u.in_chs) if u.idskip else None)
-
-
-_BUILDERS: dict[str, Callable[[Unit], nn.Module]] = {
-    "Conv": lambda u: ConvLayer(3, u.out_chs, u.kernel_size, u.stride, act_func=_HEAD_ACT),
-    "expanded_conv": _build_block,
-    "Conv_1": lambda u: ConvLayer(u.in_chs, u.out_chs, 1, act_func=_HEAD_ACT),
-    # NOTE: the network's mean over HxW, built alone, gets a leading TRANSPOSE in TF-Lite (the network has none:
-    # a conv follows it there); a full-window AvgPool2d computes the same, converts to AVERAGE_POOL_2D with no
-    # transpose, and is the op OFA's "AvgPool2D" rows are named after.
-    "AvgPool2D": lambda u: nn.AvgPool2d(u.kernel_size),
-    "Conv_2": lambda u: ConvLayer(u.in_chs, u.out_chs, 1, use_bn=False, act_func=_HEAD_ACT),
-    "Logits": lambda u: Classifier(LinearLayer(u.in_chs, u.out_chs)),
-}
-
-
-@torch.no_grad()
-def _randomize_bn(module: nn.Module) -> None:
-    for bn in module.modules():
-        if isinstance(bn, nn.BatchNorm2d):
-            bn.weight.uniform_(0.5, 1.5)
-            bn.bias.normal_(0.0, 0.1)
-            bn.running_mean.normal_(0.0, 0.1)
-            bn.running_var.uniform_(0.5, 1.5)
-
-
 # --- units of a network and of the space -----------------------------------------------------------------
 def units_of(arch: Arch, width_mult: float = 1.0, n_classes: int = 1000) -> list[Unit]:
     """The table rows of one subnet, in network order; its predicted latency is the sum of their entries."""
     ArchSpace.for_width(width_mult).validate(arch)
     plan = NetPlan.for_width(width_mult)
-    size = feature_size(arch.r, _FIRST_CONV_STRIDE)
+    size = feature_size(arch.r, FIRST_CONV_STRIDE)
     c0, c1 = plan.first_conv_chs, plan.first_block_chs
     units = [
         Unit.first_conv(arch.r, c0),
@@ -362,30 +297,3 @@ def all_units(width_mult: float = 1.0, resolutions: Iterable[int] | None = None,
             for unit in position:
                 seen.setdefault(unit.key, unit)
     return list(seen.values())
-
-
-def units_from_subnet(subnet: MobileNetV3, resolution: int) -> list[tuple[Unit, nn.Module]]:
-    """Cut an extracted subnet into its table units, sharing its weights; run in order they give ``subnet(x)``."""
-    first = subnet.first_conv
-    if (first.kernel_size, first.stride, first.act_func) != (_FIRST_CONV_KERNEL, _FIRST_CONV_STRIDE, _HEAD_ACT):
-        raise UnitError(f"subnet's first conv (k{first.kernel_size}, stride {first.stride}, {first.act_func}) "
-                        f"is not OFA MobileNetV3's (k3, stride 2, h_swish)")
-    pairs: list[tuple[Unit, nn.Module]] = [(Unit.first_conv(resolution, first.out_chs), first)]
-    size = pairs[0][0].out_size
-    for i, block in enumerate(subnet.blocks):
-        conv = block.conv
-        if conv.act_func not in ("relu", "h_swish"):
-            raise UnitError(f"subnet block {i} uses {conv.act_func!r}; table keys know only relu and h_swish")
-        unit = Unit.block(size, conv.in_chs, conv.out_chs, conv.mid_chs, conv.kernel_size, conv.stride,
-                          idskip=block.shortcut is not None, se=conv.use_se, hs=conv.act_func == "h_swish")
-        pairs.append((unit, block))
-        size = unit.out_size
-    final, mix, classifier = subnet.final_expand_layer, subnet.feature_mix_layer, subnet.classifier
-    pairs += [
-        (Unit.final_expand(size, final.in_chs, final.out_chs), final),
-        (Unit.pool(size, final.out_chs), GlobalAvgPool()),
-        (Unit.feature_mix(mix.in_chs, mix.out_chs), mix),
-        (Unit.logits(classifier.in_features, classifier.out_features), Classifier(classifier)),
-    ]
-    return pairs
-

@@ -244,8 +244,9 @@ def test_units_export_at_the_batch_the_device_runs(tmp_path):
     np.testing.assert_allclose(session.run(None, {"input": x})[0], expected, rtol=1e-4, atol=1e-5)
 
 
-def test_torchscript_subnets_match_pytorch_and_repeat_their_bytes(tmp_path, supernets):
-    """--runtime torch loads TorchScript: a subnet traced at its batch and resolution equals the eager subnet."""
+def test_torchscript_subnets_match_pytorch(tmp_path, supernets):
+    """--runtime torch loads TorchScript: a subnet traced at its batch and resolution equals the eager subnet, and
+    a second export computes the same (its bytes may differ: TorchScript mangles class names per trace)."""
     arch = ArchSpace.for_width(1.0).sample(4).with_resolution(128)
     path = export_subnet(arch, 1.0, 1000, "torchscript", tmp_path, batch=2)
     assert path.suffix == ".pt"
@@ -255,7 +256,8 @@ def test_torchscript_subnets_match_pytorch_and_repeat_their_bytes(tmp_path, supe
         got = torch.jit.load(str(path))(x)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
     again = export_subnet(arch, 1.0, 1000, "torchscript", tmp_path / "again", batch=2)
-    assert again.read_bytes() == path.read_bytes()
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.load(str(again))(x), got, rtol=0, atol=0)
 
 
 def test_export_unit_reuses_the_cached_file(tmp_path, monkeypatch):

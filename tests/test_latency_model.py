@@ -77,11 +77,12 @@ def test_each_family_predicts_and_reloads_the_same(device, tmp_path):
     table, archs, measured, test_archs, _ = device
     for family in ("calibrated-sum", "ridge", "ridge+boosting", "ridge+mlp"):
         model = LatencyModel(family, table=table, cv=3).fit(archs, measured)
-        json_path, npz_path = model.save(tmp_path / family)
+        json_path, npz_path = model.save(tmp_path / f"{family}.w1.2")  # a stem with dots keeps them
+        assert (json_path.name, npz_path.name) == (f"{family}.w1.2.json", f"{family}.w1.2.npz")
         assert json.loads(json_path.read_text())["format_version"] == FORMAT_VERSION
         with np.load(npz_path, allow_pickle=False) as stored:
             assert all(stored[k].dtype != object for k in stored.files)
-        again = LatencyModel.load(tmp_path / family)
+        again = LatencyModel.load(tmp_path / f"{family}.w1.2")
         assert np.array_equal(again.predict(test_archs), model.predict(test_archs)), family
 
 

@@ -79,3 +79,22 @@ def test_resolution_outside_encoding_is_refused():
     arch = ArchSpace(resolutions=(256,)).uniform(3, 3, 2, 256)
     with pytest.raises(ValueError, match=r"outside this predictor.s encoding range 112\.\.239"):
         AccuracyPredictor.default().predict([arch])
+
+
+def test_numpy_predictions_equal_the_torch_mlp(tmp_path):
+    """The shipped arrays and the shipped .pt are the same MLP: NumPy and torch agree within 1e-6, a predictor saved
+    without its arrays loads through torch, and a module edited in place is what predicts."""
+    batch = sample_batch(2000, W12, np.random.default_rng(3))
+    numpy_predictor = AccuracyPredictor.default()
+    torch_mlp = numpy_predictor.model  # built from the arrays
+    with torch.no_grad():
+        expected = torch_mlp(torch.from_numpy(ArchEncoding().transform(batch))).numpy()[:, 0]
+    assert np.abs(AccuracyPredictor.default().predict(batch) - expected).max() <= 1e-6
+    weights, sidecar = numpy_predictor.save(tmp_path / "p")
+    assert (tmp_path / "p.npz").is_file() and json.loads(sidecar.read_text())["arrays"] == "p.npz"
+    (tmp_path / "p.npz").unlink()
+    from_pt = AccuracyPredictor.load(weights)
+    assert np.abs(from_pt.predict(batch) - expected).max() <= 1e-6
+    with torch.no_grad():
+        from_pt.model[0].bias.add_(1.0)
+    assert not np.allclose(from_pt.predict(batch), expected)

@@ -10,7 +10,8 @@ import torch
 import yaml
 
 from supernet import Arch, ArchError, ArchSpace, OFAMobileNetV3
-from supernet.units import GlobalAvgPool, Unit, UnitError, all_units, units_from_subnet, units_of
+from supernet.unit_modules import GlobalAvgPool, units_from_subnet
+from supernet.units import Unit, UnitError, all_units, units_of
 
 RELEASE = Path(__file__).resolve().parent / "data" / "ofa-release" / "note10"
 RELEASED_RESOLUTIONS = (160, 176, 192, 208, 224)

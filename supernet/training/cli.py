@@ -16,8 +16,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
 from supernet.cli_args import command_parser, finite_float, non_negative_int, positive_int
 from supernet.errors import UsageError, run_command
 
@@ -119,6 +117,8 @@ def _main(argv: list[str]) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    import torch
+
     from .data import load_source
     from .distributed import start
     from .trainer import TrainSettings, train
@@ -152,6 +152,8 @@ def _train(args: argparse.Namespace) -> int:
 
 def _load_run(run: Path):
     """The trained supernet of a run folder, with its settings and its data."""
+    import torch
+
     from .data import load_source
     from .trainer import CHECKPOINT, TrainSettings
 
@@ -192,6 +194,7 @@ def _dataset(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     import pandas as pd
+    import torch
 
     from .trainer import TrainError, evaluate
 
