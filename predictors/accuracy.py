@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
+import math
 import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -60,6 +62,17 @@ class ArchEncoding:
     resolution_start: int = 112
     resolution_step: int = 16
     resolution_bins: int = 8
+
+    @classmethod
+    def for_resolutions(cls, resolutions: Iterable[int]) -> ArchEncoding:
+        """OFA's encoding where the resolutions fit its bins (112..239 by 16); else one bin per step of the data."""
+        values = sorted({int(r) for r in resolutions})
+        default = cls()
+        top = default.resolution_start + default.resolution_step * default.resolution_bins
+        if values and default.resolution_start <= values[0] and values[-1] < top:
+            return default
+        step = math.gcd(*(b - a for a, b in itertools.pairwise(values))) if len(values) > 1 else 16
+        return cls(values[0], step, (values[-1] - values[0]) // step + 1)
 
     @property
     def n_features(self) -> int:

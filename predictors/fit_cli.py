@@ -21,9 +21,7 @@ or a CSV with an ``arch`` column.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
-import math
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -41,13 +39,7 @@ def encoding_for(resolutions: Iterable[int]):
     """OFA's encoding where the resolutions fit its bins (112..239 by 16); else one bin per step of the data."""
     from .accuracy import ArchEncoding
 
-    values = sorted(set(resolutions))
-    default = ArchEncoding()
-    top = default.resolution_start + default.resolution_step * default.resolution_bins
-    if values and default.resolution_start <= values[0] and values[-1] < top:
-        return default
-    step = math.gcd(*(b - a for a, b in itertools.pairwise(values))) if len(values) > 1 else 16
-    return ArchEncoding(values[0], step, (values[-1] - values[0]) // step + 1)
+    return ArchEncoding.for_resolutions(resolutions)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -18,6 +18,7 @@ no pickles) with a format version.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -362,8 +363,9 @@ class LatencyModel:
             raise LatencyModelError("latencies must be positive, finite milliseconds", "fix or drop those rows")
         families = [self.family] if self.family != "auto" else [
             f for f in FAMILIES if f != "calibrated-sum" or self.table is not None]
+        self.encoding_ = ArchEncoding.for_resolutions(batch.r.tolist())
         base = self.features_.transform(batch)
-        encoded = np.concatenate([base, ArchEncoding().transform(batch)], axis=1) if "ridge+mlp" in families else None
+        encoded = np.concatenate([base, self.encoding_.transform(batch)], axis=1) if "ridge+mlp" in families else None
         inputs = {f: encoded if f == "ridge+mlp" else base for f in families}
         folds = KFold(n_splits=min(self.cv, len(y)), shuffle=True, random_state=self.random_state)
         self.cv_report_ = {}
@@ -392,7 +394,7 @@ class LatencyModel:
 
     def _inputs(self, batch: ArchBatch, encoded: bool) -> np.ndarray:
         x = self.features_.transform(batch)
-        return np.concatenate([x, ArchEncoding().transform(batch)], axis=1) if encoded else x
+        return np.concatenate([x, self.encoding_.transform(batch)], axis=1) if encoded else x
 
     # --- predicting ------------------------------------------------------------------------------------------
     def _check_fitted(self) -> None:
@@ -460,6 +462,7 @@ class LatencyModel:
                     "resolutions": list(self.resolutions_), "features": self.features_.names,
                     "with_table": cost is not None, "n_train": len(self.train_ms_), "cv_folds": self.cv,
                     "random_state": self.random_state, "cross_validation": self.cv_report_,
+                    "encoding": dataclasses.asdict(self.encoding_),
                     "meta": {**self.meta_, **(meta or {})}}
         json_path, npz_path = _files(stem)
         atomic_write(npz_path, buffer.getvalue())
@@ -496,6 +499,7 @@ class LatencyModel:
                                     "fit the model again with this version")
         model.family_, model.cv_report_ = document["family"], document["cross_validation"]
         model.resolutions_ = tuple(document["resolutions"])
+        model.encoding_ = ArchEncoding(**document["encoding"])
         model.estimator_ = _CLASSES[model.family_].from_arrays(_sub(arrays, "estimator"))
         model.train_batch_ = ArchBatch(arrays["train.ks"], arrays["train.e"], arrays["train.d"], arrays["train.r"])
         model.train_ms_ = arrays["train.ms"]

@@ -194,3 +194,17 @@ def test_auto_compares_each_family_on_its_own_inputs(device, fitted):
     for family, report in auto.cv_report_.items():
         alone = LatencyModel(family, table=table).fit(archs, measured)
         assert alone.cv_report_[family] == report, family
+
+
+def test_a_space_outside_ofa_resolutions_gets_its_own_encoding(tmp_path):
+    """A supernet trained at 32/40 px (ofa-train on small images): the MLP's arch encoding bins those resolutions,
+    and the saved model keeps its bins."""
+    space = ArchSpace(resolutions=(32, 40))
+    archs = list(space.samples(30, seed=1))
+    measured = 0.5 + ArchFeatures(0.25).transform(archs)[:, :30].sum(axis=1)
+    model = LatencyModel("ridge+mlp", width_mult=0.25, cv=3).fit(archs, measured)
+    assert (model.encoding_.resolution_start, model.encoding_.resolution_step) == (32, 8)
+    model.save(tmp_path / "small")
+    again = LatencyModel.load(tmp_path / "small")
+    assert again.encoding_ == model.encoding_
+    assert np.array_equal(again.predict(archs), model.predict(archs))
