@@ -26,7 +26,7 @@ import numpy as np
 
 from supernet.arch import EXPAND_RATIOS, KERNEL_SIZES, N_BLOCKS, Arch, ArchError
 from supernet.errors import OFAProfileError
-from supernet.files import atomic_write
+from supernet.files import atomic_write, stem_of
 
 from .archs import ArchBatch
 
@@ -126,12 +126,8 @@ def _hidden_sizes(state_dict: Mapping[str, Any], where: str) -> tuple[int, tuple
 
 
 def _stem(path: str | os.PathLike) -> str:
-    """The common stem of a predictor's two files (names may contain dots, as in ``w1.2``)."""
-    text = os.fspath(path)
-    for suffix in (".pt", ".json", ".npz"):
-        if text.endswith(suffix):
-            return text[: -len(suffix)]
-    return text
+    """The common stem of a predictor's files (names may contain dots, as in ``w1.2``)."""
+    return os.fspath(stem_of(path, (".pt", ".json", ".npz")))
 
 
 def _sha256(path: Path) -> str:

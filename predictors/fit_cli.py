@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,14 +32,7 @@ from predictors.latency_model import FAMILIES
 from supernet.cli_args import command_parser, finite_float, non_negative_int, positive_int
 from supernet.errors import OFAProfileError, UsageError, run_command
 
-__all__ = ["encoding_for", "main"]
-
-
-def encoding_for(resolutions: Iterable[int]):
-    """OFA's encoding where the resolutions fit its bins (112..239 by 16); else one bin per step of the data."""
-    from .accuracy import ArchEncoding
-
-    return ArchEncoding.for_resolutions(resolutions)
+__all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -93,6 +86,7 @@ def _model(args: argparse.Namespace):
 
 
 def _accuracy(args: argparse.Namespace) -> int:
+    from .accuracy import ArchEncoding
     from .train import as_predictor, fit_held_out, read_accuracy_csv
 
     try:
@@ -101,7 +95,7 @@ def _accuracy(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.data}: no such file", "give the CSV the accuracy dataset builder wrote") from None
     except ValueError as err:
         raise OFAProfileError(str(err), "fix that row or rebuild the dataset") from None
-    encoding = encoding_for(int(r) for r in batch.r)
+    encoding = ArchEncoding.for_resolutions(int(r) for r in batch.r)
     features = encoding.transform(batch)
     try:
         _, report = fit_held_out(features, accuracy, _model(args), args.test_fraction, args.seed, str(args.data))
@@ -120,22 +114,29 @@ def _accuracy(args: argparse.Namespace) -> int:
     return 0
 
 
-def _measured(path: Path) -> tuple[list[str], np.ndarray, dict]:
-    """The arch texts and measured latencies of an ``ofa-profile --subnets`` CSV, and the width and the anchor
-    (the reference latency its values are stated at) where it states one."""
+def _read_csv(path: Path, columns: Sequence[str], fix: str, first: str = ""):
+    """A CSV as a DataFrame, refused with one clear error when it is missing (``first``: how to make it),
+    unreadable, or lacks ``columns`` (``fix``: what it should be)."""
     import pandas as pd
 
     try:
         frame = pd.read_csv(path)
     except FileNotFoundError:
-        raise UsageError(f"{path}: no such file", "measure subnets first: ofa-profile --subnets random:100") from None
+        raise UsageError(f"{path}: no such file", first) from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise OFAProfileError(f"{path}: not a readable CSV ({err})",
-                              "give the CSV ofa-profile --subnets wrote") from None
-    missing = [c for c in ("arch", "measured_ms") if c not in frame.columns]
+        raise OFAProfileError(f"{path}: not a readable CSV ({err})", fix) from None
+    missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise OFAProfileError(f"{path}: missing column(s) {missing}; it has {list(frame.columns)}",
-                              "give the CSV ofa-profile --subnets wrote (arch as OFA JSON, measured_ms in ms)")
+        raise OFAProfileError(f"{path}: missing column(s) {missing}; it has {list(frame.columns)}", fix)
+    return frame
+
+
+def _measured(path: Path) -> tuple[list[str], np.ndarray, dict]:
+    """The arch texts and measured latencies of an ``ofa-profile --subnets`` CSV, and the width and the anchor
+    (the reference latency its values are stated at) where it states one."""
+    frame = _read_csv(path, ("arch", "measured_ms"),
+                      "give the CSV ofa-profile --subnets wrote (arch as OFA JSON, measured_ms in ms)",
+                      "measure subnets first: ofa-profile --subnets random:100")
     widths = sorted(set(frame["width_mult"].dropna())) if "width_mult" in frame.columns else []
     if len(widths) > 1:
         raise OFAProfileError(f"{path}: subnets of several widths {widths}", "fit one model per supernet width")
@@ -192,15 +193,7 @@ def _archs_of(path: Path) -> tuple[list[str], object]:
     from .subnets import read_subnet_document, subnet_entries
 
     if path.suffix.lower() == ".csv":
-        import pandas as pd
-
-        try:
-            frame = pd.read_csv(path)
-        except FileNotFoundError:
-            raise UsageError(f"{path}: no such file") from None
-        if "arch" not in frame.columns:
-            raise OFAProfileError(f"{path}: no arch column; it has {list(frame.columns)}",
-                                  "give a CSV with one OFA arch JSON per row in a column named arch")
+        frame = _read_csv(path, ("arch",), "give a CSV with one OFA arch JSON per row in a column named arch")
         texts = list(frame["arch"].astype(str))
         return texts, _arch_batch(texts, str(path))
     batch = batch_from_dicts(subnet_entries(read_subnet_document(path), str(path)), str(path))

@@ -31,7 +31,7 @@ import numpy as np
 
 from supernet.arch import Arch, ArchSpace
 from supernet.errors import OFAProfileError
-from supernet.files import atomic_write
+from supernet.files import atomic_write, stem_of
 
 from ._additive import AdditiveCost
 from .accuracy import ArchEncoding
@@ -47,6 +47,7 @@ FORMAT_VERSION = 1
 FAMILIES = ("calibrated-sum", "ridge", "ridge+boosting", "ridge+mlp")
 _MIN_SUBNETS = 5
 _CHUNK = 1 << 15  # archs per prediction step
+_SUFFIXES = (".json", ".npz")  # a model's two files
 _FLOOR_MS = 1e-3  # a ridge that extrapolates below zero still leaves a positive base for the residual models
 
 
@@ -447,7 +448,7 @@ class LatencyModel:
         import io
 
         self._check_fitted()
-        stem = _stem(path)
+        stem = stem_of(path, _SUFFIXES)
         arrays = {f"estimator.{k}": np.asarray(v) for k, v in self.estimator_.arrays().items()}
         cost = self.features_.table_cost
         if cost is not None:
@@ -472,7 +473,7 @@ class LatencyModel:
     @classmethod
     def load(cls, path: str | os.PathLike) -> LatencyModel:
         """Read a model :meth:`save` wrote; refuses files of a newer format or of other features."""
-        stem = _stem(path)
+        stem = stem_of(path, _SUFFIXES)
         try:
             json_path, npz_path = _files(stem)
             document = json.loads(json_path.read_text(encoding="utf-8"))
@@ -517,11 +518,6 @@ class LatencyModel:
         model.train_batch_, model.train_ms_ = batch, y
         model.resolutions_ = tuple(sorted({int(r) for r in batch.r}))
         return model
-
-
-def _stem(path: str | os.PathLike) -> Path:
-    path = Path(path)
-    return path.with_suffix("") if path.suffix in (".json", ".npz") else path
 
 
 def _files(stem: Path) -> tuple[Path, Path]:

@@ -29,7 +29,7 @@ from profiler.remeasure import store_calibration, table_anchor
 from profiler.transports.base import Transport
 from profiler.whole_subnets import measure_subnets
 from supernet import Arch, ArchSpace
-from supernet.files import atomic_write
+from supernet.files import atomic_write, stem_of
 
 __all__ = ["deliver", "write_report"]
 
@@ -64,7 +64,7 @@ def deliver(
     log.info("latency model: %s", predictor.describe())
     space = ArchSpace(resolutions=tuple(predictor.supported_resolutions()))
     rounds = itertools.count(1)
-    stem = source.with_suffix("") if source.suffix.lower() in (".csv", ".json", ".npz") else source
+    stem = stem_of(source, (".csv", ".json", ".npz"))
 
     def measure(archs: Sequence[Arch]) -> list[float]:
         measured = measure_subnets(profile, transport, archs, width_mult=width, n_classes=n_classes,

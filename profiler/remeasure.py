@@ -125,23 +125,28 @@ def remeasure(
     archs = list(dict.fromkeys(space.validate(arch) for arch in archs))
     if predictor is not None:
         predictor.predict(archs)  # a table that lacks rows or resolutions fails before anything is exported
+    keys = {arch: arch.to_json() for arch in archs}
     done, anchor = _measured_before(out_csv, width, anchor)
+    pending = [arch for arch in archs if keys[arch] not in done]
     if on_subnets is not None:
-        on_subnets(sum(arch.to_json() in done for arch in archs))
-    pending = [arch for arch in archs if arch.to_json() not in done]
-    frame = None
-    for start in range(0, max(len(pending), 1), chunk):
-        part = pending[start:start + chunk]
-        if part:
-            measured = measure_subnets(profile, transport, part, width_mult=width, n_classes=n_classes,
-                                       anchor_ms=anchor, protocol=protocol, cache_dir=cache_dir,
-                                       scratch=out_csv.parent, work_name=out_csv.stem)
-            anchor = measured[0]["anchor_ms"]
-            done.update({arch.to_json(): m for arch, m in zip(part, measured, strict=True)})
-        measured_archs = [arch for arch in archs if arch.to_json() in done]
-        frame = compare(measured_archs, [done[a.to_json()] for a in measured_archs], predictor, width, n_classes)
+        on_subnets(len(archs) - len(pending))
+
+    def write() -> pd.DataFrame:
+        measured_archs = [arch for arch in archs if keys[arch] in done]
+        frame = compare(measured_archs, [done[keys[a]] for a in measured_archs], predictor, width, n_classes)
         atomic_write(out_csv, frame.to_csv(index=False))
-        if on_subnets is not None and part:
+        return frame
+
+    frame = None if pending else write()
+    for start in range(0, len(pending), chunk):
+        part = pending[start:start + chunk]
+        measured = measure_subnets(profile, transport, part, width_mult=width, n_classes=n_classes, anchor_ms=anchor,
+                                   protocol=protocol, cache_dir=cache_dir, scratch=out_csv.parent,
+                                   work_name=out_csv.stem)
+        anchor = measured[0]["anchor_ms"]
+        done.update({keys[arch]: m for arch, m in zip(part, measured, strict=True)})
+        frame = write()
+        if on_subnets is not None:
             on_subnets(len(part))
     return frame
 
@@ -163,9 +168,7 @@ def calibrate(
     table = read_table(table_path)
     predictor = LatencyPredictor(table, calibrated=False)
     width, n_classes = predictor.width_mult, predictor.n_classes
-    rng = random.Random(seed)
-    space = ArchSpace.for_width(width)
-    archs = [space.sample(rng).with_resolution(rng.choice(table.resolutions)) for _ in range(n_subnets)]
+    archs = random_subnets(n_subnets, seed, width, table.resolutions)
     sums = predictor.predict(archs)
     measured = measure_subnets(profile, transport, archs, width_mult=width, n_classes=n_classes,
                                anchor_ms=table_anchor(table), protocol=protocol, cache_dir=cache_dir,

@@ -8,13 +8,23 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_write", "naming"]
+__all__ = ["atomic_write", "naming", "stem_of"]
 
 
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def stem_of(path: str | os.PathLike, suffixes: tuple[str, ...]) -> Path:
+    """``path`` without one of ``suffixes``; other dots stay, as in ``local_w1.0.latency``.
+
+    A model or predictor is a stem with several files beside it (``STEM.json``, ``STEM.npz``...): users may give
+    any of them or the stem itself. ``Path.with_suffix`` would cut ``.0.latency`` from a stem that has none.
+    """
+    path = Path(path)
+    return path.with_suffix("") if path.suffix in suffixes else path
 
 
 def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:

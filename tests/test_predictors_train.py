@@ -110,8 +110,10 @@ def test_a_distributed_build_shards_the_archs_resumes_and_merges(tmp_path):
 
 def test_ofa_fit_saves_a_predictor_ofa_search_reads(tmp_path, capsys):
     """A ridge fit on a small space's rows becomes a one-layer predictor with an encoding for its resolutions."""
-    from predictors.accuracy import AccuracyPredictor
-    from predictors.fit_cli import encoding_for, main
+    from predictors.accuracy import AccuracyPredictor, ArchEncoding
+    from predictors.fit_cli import main
+
+    encoding_for = ArchEncoding.for_resolutions
 
     archs = list(ArchSpace((32, 40)).samples(60, seed=2))
     rows = ["arch,accuracy"] + [f'"{a.to_json().replace(chr(34), chr(34) * 2)}",{0.5 + 0.01 * sum(a.d) + a.r / 1000}'
