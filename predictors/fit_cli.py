@@ -141,7 +141,13 @@ def _measured(path: Path) -> tuple[list[str], np.ndarray, dict]:
     if len(widths) > 1:
         raise OFAProfileError(f"{path}: subnets of several widths {widths}", "fit one model per supernet width")
     anchors = frame["anchor_ms"].dropna().unique() if "anchor_ms" in frame.columns else []
-    meta = {"width_mult": (widths or [None])[0], "anchor_ms": float(anchors[0]) if len(anchors) == 1 else None}
+    # Rows that name no reference workload are older: timed against the block (see profiler.reference).
+    references = sorted(set(frame["reference"].dropna())) if "reference" in frame.columns else ["block"]
+    if len(references) > 1:
+        raise OFAProfileError(f"{path}: subnets timed against several reference workloads {references}",
+                              "fit on subnets measured in one ofa-profile --subnets run")
+    meta = {"width_mult": (widths or [None])[0], "anchor_ms": float(anchors[0]) if len(anchors) == 1 else None,
+            "reference": {"id": (references or ["block"])[0]}}
     return list(frame["arch"].astype(str)), frame["measured_ms"].to_numpy(dtype=float), meta
 
 
@@ -168,7 +174,7 @@ def _latency(args: argparse.Namespace) -> int:
     model.fit(_arch_batch(texts, str(args.data)), measured)
     # The closed loop (ofa-profile --search --latency-model) measures at the same anchor as the data.
     meta = {"fitted_on": str(args.data), "table": str(args.table) if args.table else None,
-            "anchor_ms": stated["anchor_ms"]}
+            "anchor_ms": stated["anchor_ms"], "reference": stated["reference"]}
     files = model.save(args.out, meta)
     report = {"kept": model.family_, "n": len(measured), "folds": min(args.cv, len(measured)),
               "with_table": table is not None, "families": model.cv_report_, "model": [str(f) for f in files]}

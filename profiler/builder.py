@@ -27,7 +27,7 @@ from profiler.protocol import Protocol, spread
 from profiler.reconnect import DeviceLost, Reconnector
 from profiler.records import result_problem
 from profiler.recovery import recover_batches
-from profiler.reference import REFERENCE_NAME, reference_model, reference_ms
+from profiler.reference import REFERENCE_NAME, reference_for, reference_ms
 from profiler.rows import IsolatedRows, Item, RowStrategy
 from profiler.run_state import journal_path, load_state
 from profiler.sidecar import now, table_meta
@@ -89,6 +89,7 @@ class TableRun:
         if not hasattr(self.rows, "kind"):
             self.rows = IsolatedRows(tuple(self.rows))
         self.strategy: RowStrategy = self.rows
+        self.reference = reference_for(self.strategy.kind)
         self.sleep = self.sleep or self.transport.pause
         self.table = Path(self.table)
         self.journal = Journal(journal_path(self.table))
@@ -98,11 +99,11 @@ class TableRun:
         if self.profile.transport == "local":
             self.remote_dir = str(self.table.parent / f".{name}.work")
         self.reconnector = Reconnector(self.transport, self.protocol, self.journal.path, self._recover, self.sleep)
-        self.state = load_state(self.journal, self.names)
+        self.state = load_state(self.journal, self.names, self.reference.id)
 
     def _reload(self) -> None:
         """Fold the journal again under the lock (another run may have added to it), reporting what it skips."""
-        self.state = load_state(self.journal, self.names)
+        self.state = load_state(self.journal, self.names, self.reference.id)
         if self.state.set_aside:
             lines = "; ".join(f"line {n}: {why}" for n, why in self.state.set_aside[:5])
             more = f" (and {len(self.state.set_aside) - 5} more)" if len(self.state.set_aside) > 5 else ""
@@ -169,7 +170,8 @@ class TableRun:
 
     def _set_baseline(self, median_ms: float, rebaseline: bool = False) -> None:
         self.state.baseline_ms = median_ms
-        self.journal.append({"type": "reference", "median_ms": median_ms, "rebaseline": rebaseline, "time": now()})
+        self.journal.append({"type": "reference", "median_ms": median_ms, "rebaseline": rebaseline,
+                             "reference_id": self.reference.id, "time": now()})
 
     def _measure(self, batch: Sequence[Item]) -> tuple[AgentRun, str, float]:
         """Run one batch on the device; return what came back, the batch's id and the reference's median.
@@ -181,7 +183,7 @@ class TableRun:
         remote = self.transport.join(self.remote_dir, batch_id)
         models = self.strategy.models(batch, self.profile.model_format, self.cache_dir, self.profile.batch)
         run = measure_models(self.profile, self.transport, models, self.protocol, remote, self.table.parent,
-                             cleanup=False, reference=reference_model(self.profile, self.cache_dir),
+                             cleanup=False, reference=self.reference.model(self.profile, self.cache_dir),
                              files_dir=self.transport.join(self.remote_dir, "models"))
         self._screen(run, [item.name for item in batch])
         try:
@@ -206,8 +208,9 @@ class TableRun:
             "time": now(),
         }
         if result.get("reference"):
-            record.update(reference_ms=reference_ms(result), reference_samples_ms=result["reference"]["samples_ms"],
-                          ratio=result["ratio"], ratio_samples=result["ratio_samples"])
+            record.update(reference_id=self.reference.id, reference_ms=reference_ms(result),
+                          reference_samples_ms=result["reference"]["samples_ms"], ratio=result["ratio"],
+                          ratio_samples=result["ratio_samples"])
         return {**record, **self.strategy.journal_fields(name, result)}
 
     def _screen(self, run: AgentRun, sent: Collection[str] | None) -> None:
@@ -264,7 +267,7 @@ class TableRun:
             return self._reanchor()
 
     def _reanchor(self) -> Table:
-        model = reference_model(self.profile, self.cache_dir)
+        model = self.reference.model(self.profile, self.cache_dir)
         run = self.reconnector.call(
             measure_models, self.profile, self.transport, [model], self.protocol,
             self.transport.join(self.remote_dir, "reanchor"), self.table.parent,
@@ -274,7 +277,7 @@ class TableRun:
             error = run.errors.get(REFERENCE_NAME, {}).get("error", "no result")
             raise MeasurementError(f"{self.transport}: the reference workload failed: {error}")
         record = {"type": "anchor", "anchor_ms": result["summary"]["median"], "count": result["summary"]["count"],
-                  "time": now()}
+                  "reference_id": self.reference.id, "time": now()}
         self.journal.append(record)
         self.state.reanchored = {k: record[k] for k in ("anchor_ms", "time", "count")}
         return self.write()
@@ -282,7 +285,7 @@ class TableRun:
     # --- output --------------------------------------------------------------------------------------------
     def write(self) -> Table:
         rows = tuple(self.strategy.rows(self.state.kept, self.state.anchor_ms))
-        meta = table_meta(self.meta, self.profile, self.protocol, self.strategy, self.state,
+        meta = table_meta(self.meta, self.profile, self.protocol, self.strategy, self.reference, self.state,
                           journal_path(self.table).name, len(rows))
         table = Table(rows=rows, meta=meta)
         write_table(self.table, table)

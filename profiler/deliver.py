@@ -25,6 +25,7 @@ from profiler.closed_loop import Delivery, closed_loop
 from profiler.devices import DeviceProfile
 from profiler.plots import plot_delivered
 from profiler.protocol import Protocol
+from profiler.reference import reference_of
 from profiler.remeasure import store_calibration, table_anchor
 from profiler.transports.base import Transport
 from profiler.whole_subnets import measure_subnets
@@ -57,10 +58,12 @@ def deliver(
     if is_model:
         predictor = LatencyModel.load(source)
         anchor, width, n_classes = predictor.meta_.get("anchor_ms"), predictor.width_mult_, predictor.n_classes_
+        reference = reference_of(predictor.meta_)
     else:
         table = read_table(source)
         predictor = LatencyPredictor(table, calibrated=not raw_latency)
         anchor, width, n_classes = table_anchor(table), predictor.width_mult, predictor.n_classes
+        reference = reference_of(table.meta)
     log.info("latency model: %s", predictor.describe())
     space = ArchSpace(resolutions=tuple(predictor.supported_resolutions()))
     rounds = itertools.count(1)
@@ -68,8 +71,8 @@ def deliver(
 
     def measure(archs: Sequence[Arch]) -> list[float]:
         measured = measure_subnets(profile, transport, archs, width_mult=width, n_classes=n_classes,
-                                   anchor_ms=anchor, protocol=protocol, cache_dir=cache_dir, scratch=source.parent,
-                                   work_name=f"{stem.name}.loop{next(rounds)}")
+                                   anchor_ms=anchor, reference=reference, protocol=protocol, cache_dir=cache_dir,
+                                   scratch=source.parent, work_name=f"{stem.name}.loop{next(rounds)}")
         return [m["measured_ms"] for m in measured]
 
     deliveries, refitted = closed_loop(predictor, accuracy, space, budgets, measure, max_rounds=max_rounds,

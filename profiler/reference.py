@@ -1,37 +1,106 @@
-"""The fixed reference workload every measurement is timed against, and the anchor that turns ratios into ms.
+"""The fixed reference workloads items are timed against, and the anchor that turns ratios into ms.
 
 The device's speed drifts by several percent within minutes (SPEC §6), but a model and a reference timed in
 alternating blocks drift together: their ratio holds where either time alone does not. A table keeps each row's
 ratio, and its values in ms are those ratios times the *anchor*: the reference's latency at a stated device state
 (the median of the reference over the run that built the table, or a later timing of the reference alone when the
-table is re-anchored). The sidecar records which.
+table is re-anchored). The sidecar records which reference and which anchor.
+
+Like tracks like, so there are two references (measured here, ONNX Runtime, 1 thread, 9 and 5 minutes of
+interleaved rounds):
+
+- whole networks (in-network rows, and every re-measured subnet) are timed against a small whole subnet: the
+  ratios of five covering subnets moved 0.0-0.8% from the first to the last third of the run, with a spread of
+  2.1% over rounds; against the block below they moved 3.2-5.0%, with a spread of 4.0%;
+- units timed alone (isolated rows) are timed against one mid-sized block: their spread over rounds was
+  2.3-7.8% against it and 2.6-10.7% against the network.
+
+Whole subnets measured against a table use that table's reference, so that they are stated at its anchor.
+Tables and journals written before there were two references name none: theirs is the block.
 """
 
 from __future__ import annotations
 
 import statistics
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from profiler.devices import DeviceProfile
+from supernet.arch import Arch
+from supernet.errors import OFAProfileError
 from supernet.units import Unit
 
-__all__ = ["REFERENCE_NAME", "REFERENCE_SEED", "REFERENCE_UNIT", "STATS", "reference_model", "stats_ms"]
+__all__ = [
+    "BLOCK_REFERENCE",
+    "NETWORK_REFERENCE",
+    "REFERENCE_NAME",
+    "STATS",
+    "Reference",
+    "UnknownReferenceError",
+    "reference_for",
+    "reference_of",
+    "stats_ms",
+]
 
-# A mid-sized block of w1.0 tables (r=224); its own export seed keeps its file apart from that row's.
-REFERENCE_UNIT = Unit.block(28, 40, 40, 160, 5, 1, idskip=True, se=True, hs=False)
 REFERENCE_NAME = "reference"
-REFERENCE_SEED = 1
 STATS = ("median", "mean", "std", "p10", "p90")
 
 
-def reference_model(profile: DeviceProfile, cache_dir: Path) -> dict[str, Any]:
-    """The reference workload as a model mapping (name, exported file, input shape) for the agents."""
-    from supernet.export import export_unit  # torch: only when something is exported
+class UnknownReferenceError(OFAProfileError, ValueError):
+    """A table or data set names a reference workload this version does not know."""
 
-    path = export_unit(REFERENCE_UNIT, profile.model_format, cache_dir, seed=REFERENCE_SEED, batch=profile.batch)
-    return {"name": REFERENCE_NAME, "path": str(path), "inputs": [[profile.batch, *REFERENCE_UNIT.input_shape[1:]]]}
+
+@dataclass(frozen=True)
+class Reference:
+    """One reference workload: a unit exported alone (``unit``) or a whole subnet of the w1.0 supernet (``arch``).
+
+    ``id`` names it in sidecars, journals and subnet CSVs: ratios against different references do not mix.
+    """
+
+    id: str
+    unit: Unit | None = None
+    arch: Arch | None = None
+    seed: int = 1
+
+    def model(self, profile: DeviceProfile, cache_dir: Path) -> dict[str, Any]:
+        """The workload as a model mapping (name, exported file, input shape) for the agents."""
+        if self.arch is not None:
+            from profiler.whole_subnets import subnet_model  # torch: only when something is exported
+
+            return subnet_model(REFERENCE_NAME, self.arch, 1.0, 1000, profile.model_format, cache_dir, profile.batch)
+        from supernet.export import export_unit  # torch: only when something is exported
+
+        path = export_unit(self.unit, profile.model_format, cache_dir, seed=self.seed, batch=profile.batch)
+        return {"name": REFERENCE_NAME, "path": str(path), "inputs": [[profile.batch, *self.unit.input_shape[1:]]]}
+
+    def describe(self) -> dict[str, Any]:
+        if self.arch is not None:
+            return {"name": REFERENCE_NAME, "id": self.id, "subnet": self.arch.to_json(), "width_mult": 1.0,
+                    "n_classes": 1000}
+        return {"name": REFERENCE_NAME, "id": self.id, "key": self.unit.key, "seed": self.seed}
+
+
+# A mid-sized block of w1.0 tables (r=224); its own export seed keeps its file apart from that row's.
+BLOCK_REFERENCE = Reference("block", unit=Unit.block(28, 40, 40, 160, 5, 1, idskip=True, se=True, hs=False))
+# The smallest subnet shape at r=160 (about 1.5 ms here, so a 25 ms block holds a dozen runs).
+NETWORK_REFERENCE = Reference("network", arch=Arch((3,) * 20, (3,) * 20, (2,) * 5, 160))
+_REFERENCES = {reference.id: reference for reference in (BLOCK_REFERENCE, NETWORK_REFERENCE)}
+
+
+def reference_for(rows: str) -> Reference:
+    """The reference a table whose rows are taken ``rows`` (``in_network`` or ``isolated``) is timed against."""
+    return NETWORK_REFERENCE if rows == "in_network" else BLOCK_REFERENCE
+
+
+def reference_of(meta: Mapping[str, Any] | None) -> Reference:
+    """The reference a table's sidecar (or a model's metadata) names; the block where it names none (older)."""
+    name = ((meta or {}).get("reference") or {}).get("id", BLOCK_REFERENCE.id)
+    if name not in _REFERENCES:
+        raise UnknownReferenceError(f"the table was timed against a reference workload {name!r} this version does not "
+                             f"know ({', '.join(_REFERENCES)}); upgrade ofa-profile, or build the table again")
+    return _REFERENCES[name]
 
 
 def reference_ms(result: Mapping[str, Any]) -> float | None:

@@ -20,6 +20,7 @@ from predictors.latency import LatencyPredictor
 from predictors.table_io import Table, read_table, write_table
 from profiler.devices import DeviceProfile
 from profiler.protocol import Protocol
+from profiler.reference import BLOCK_REFERENCE, NETWORK_REFERENCE, Reference, reference_of
 from profiler.transports.base import Transport
 from profiler.whole_subnets import measure_subnets
 from supernet import Arch, ArchSpace, count_macs
@@ -28,8 +29,8 @@ from supernet.files import atomic_write
 __all__ = ["calibrate", "random_subnets", "remeasure", "table_anchor"]
 
 # What a measurement of a subnet is, as measure_subnets gives it; predictions are recomputed from the table.
-_MEASURED = ("measured_ms", "measured_p10_ms", "measured_p90_ms", "absolute_ms", "ratio", "reference_ms",
-             "anchor_ms", "count")
+_MEASURED = ("measured_ms", "measured_p10_ms", "measured_p90_ms", "absolute_ms", "ratio", "reference",
+             "reference_ms", "anchor_ms", "count")
 
 
 def table_anchor(table: Table) -> float | None:
@@ -72,8 +73,10 @@ def random_subnets(n: int, seed: int, width: float, resolutions: Sequence[int]) 
     return list(archs)
 
 
-def _measured_before(out_csv: Path, width: float, anchor_ms: float | None) -> tuple[dict[str, dict], float | None]:
-    """Rows a killed or earlier run already measured into ``out_csv`` at this width and anchor, by arch JSON.
+def _measured_before(out_csv: Path, width: float, anchor_ms: float | None,
+                     reference: Reference) -> tuple[dict[str, dict], float | None]:
+    """Rows a killed or earlier run already measured into ``out_csv`` at this width, reference and anchor, by arch
+    JSON (rows that name no reference are older, timed against the block).
 
     Without a table the first run's anchor is kept, so every row of the file stays at one device state.
     """
@@ -85,7 +88,8 @@ def _measured_before(out_csv: Path, width: float, anchor_ms: float | None) -> tu
         return {}, anchor_ms
     if not {"arch", "measured_ms", "anchor_ms", "width_mult"} <= set(before.columns):
         return {}, anchor_ms
-    before = before[before["width_mult"] == width]
+    references = before["reference"] if "reference" in before.columns else BLOCK_REFERENCE.id
+    before = before[(before["width_mult"] == width) & (references == reference.id)]
     if anchor_ms is None and len(before):
         anchor_ms = float(before["anchor_ms"].iloc[0])
     same = before[np.isclose(before["anchor_ms"], anchor_ms)] if anchor_ms is not None else before.iloc[:0]
@@ -114,11 +118,12 @@ def remeasure(
     into the same CSV measures only the archs it lacks, so a killed run loses at most one chunk.
     """
     predictor = None
-    anchor = None
+    anchor, reference = None, NETWORK_REFERENCE
     if table_path is not None:
         table = read_table(table_path)
         predictor = LatencyPredictor(table)
         width, n_classes, anchor = predictor.width_mult, predictor.n_classes, table_anchor(table)
+        reference = reference_of(table.meta)
     if width is None:
         raise ValueError("remeasure without a table needs the supernet width")
     space = ArchSpace.for_width(width)
@@ -126,7 +131,7 @@ def remeasure(
     if predictor is not None:
         predictor.predict(archs)  # a table that lacks rows or resolutions fails before anything is exported
     keys = {arch: arch.to_json() for arch in archs}
-    done, anchor = _measured_before(out_csv, width, anchor)
+    done, anchor = _measured_before(out_csv, width, anchor, reference)
     pending = [arch for arch in archs if keys[arch] not in done]
     if on_subnets is not None:
         on_subnets(len(archs) - len(pending))
@@ -141,7 +146,7 @@ def remeasure(
     for start in range(0, len(pending), chunk):
         part = pending[start:start + chunk]
         measured = measure_subnets(profile, transport, part, width_mult=width, n_classes=n_classes, anchor_ms=anchor,
-                                   protocol=protocol, cache_dir=cache_dir, scratch=out_csv.parent,
+                                   reference=reference, protocol=protocol, cache_dir=cache_dir, scratch=out_csv.parent,
                                    work_name=out_csv.stem)
         anchor = measured[0]["anchor_ms"]
         done.update({keys[arch]: m for arch, m in zip(part, measured, strict=True)})
@@ -171,7 +176,8 @@ def calibrate(
     archs = random_subnets(n_subnets, seed, width, table.resolutions)
     sums = predictor.predict(archs)
     measured = measure_subnets(profile, transport, archs, width_mult=width, n_classes=n_classes,
-                               anchor_ms=table_anchor(table), protocol=protocol, cache_dir=cache_dir,
+                               anchor_ms=table_anchor(table), reference=reference_of(table.meta),
+                               protocol=protocol, cache_dir=cache_dir,
                                scratch=table_path.parent, work_name=f"{table_path.stem}.calibrate")
     calibration = fit_calibration(sums, [m["measured_ms"] for m in measured])
     store_calibration(table_path, calibration)

@@ -12,7 +12,7 @@ from typing import Any
 
 from profiler.journal import Journal
 from profiler.records import row_problem
-from profiler.reference import run_anchor
+from profiler.reference import BLOCK_REFERENCE, run_anchor
 
 __all__ = ["RunState", "journal_path", "load_state"]
 
@@ -60,16 +60,21 @@ class RunState:
                 "first": times[0], "last": times[-1]}
 
 
-def load_state(journal: Journal, names: Collection[str] | None = None) -> RunState:
+def load_state(journal: Journal, names: Collection[str] | None = None, reference_id: str | None = None) -> RunState:
     """Fold the journal. Rows that fail the checks of :mod:`profiler.records` are set aside with their line
     numbers instead of stopping the run; rows of items not among ``names`` (when given: another run's plan on
-    the same table) stay in the journal but are not used, and are counted in ``outside``."""
+    the same table) stay in the journal but are not used, and are counted in ``outside``. With
+    ``reference_id``, rows, baselines and anchors of another reference workload are set aside too: their
+    ratios are to another workload."""
     state = RunState()
     for record in journal.records():
         kind = record.get("type")
         if isinstance(record.get("batch"), str):
             state.batches.add(record["batch"])
-        if kind == "row":
+        other = _other_reference(record, reference_id)
+        if other is not None:
+            state.set_aside.append((record["_line"], other))
+        elif kind == "row":
             problem = row_problem(record)
             if problem is not None:
                 state.set_aside.append((record["_line"], problem))
@@ -87,6 +92,15 @@ def load_state(journal: Journal, names: Collection[str] | None = None) -> RunSta
             state.set_aside.append((record["_line"], f"a {kind} record without its value"))
     state.set_aside = sorted(journal.set_aside + state.set_aside)
     return state
+
+
+def _other_reference(record: dict[str, Any], reference_id: str | None) -> str | None:
+    """Why a record timed against another reference workload than ``reference_id`` cannot be used, or None."""
+    timed = record.get("type") in ("reference", "anchor") or record.get("reference_ms") is not None
+    theirs = record.get("reference_id", BLOCK_REFERENCE.id)
+    if reference_id is None or not timed or theirs == reference_id:
+        return None
+    return f"timed against the {theirs} reference, and this run times against the {reference_id} one"
 
 
 def _positive(value: Any) -> bool:

@@ -10,7 +10,7 @@ from typing import Any
 from profiler.devices import DeviceProfile
 from profiler.measure import agent_files
 from profiler.protocol import Protocol
-from profiler.reference import REFERENCE_NAME, REFERENCE_SEED, REFERENCE_UNIT
+from profiler.reference import Reference
 from profiler.rows import RowStrategy
 from profiler.run_state import RunState
 
@@ -28,6 +28,7 @@ def table_meta(
     profile: DeviceProfile,
     protocol: Protocol,
     strategy: RowStrategy,
+    reference: Reference,
     state: RunState,
     journal_name: str,
     rows_measured: int,
@@ -42,8 +43,7 @@ def table_meta(
         "agent": {"name": agent_files(profile)[0], "version": AGENT_VERSION},
         "settings": protocol.to_dict(),
         **strategy.describe(),
-        "reference": {"name": REFERENCE_NAME, "key": REFERENCE_UNIT.key, "seed": REFERENCE_SEED,
-                      "anchor": state.anchor(),
+        "reference": {**reference.describe(), "anchor": state.anchor(),
                       "protocol": "every item is timed in alternating blocks with the reference; a value in ms is "
                                   "its ratio to the reference times anchor_ms"},
         "journal": journal_name,

@@ -15,7 +15,7 @@ from typing import Any
 from profiler.devices import DeviceProfile
 from profiler.measure import measure_models
 from profiler.protocol import Protocol
-from profiler.reference import reference_model, reference_ms, run_anchor, stats_ms
+from profiler.reference import Reference, reference_ms, run_anchor, stats_ms
 from profiler.transports.base import Transport
 from supernet import Arch
 from supernet.errors import OFAProfileError
@@ -50,20 +50,22 @@ def measure_subnets(
     width_mult: float,
     n_classes: int,
     anchor_ms: float | None,
+    reference: Reference,
     protocol: Protocol,
     cache_dir: Path,
     scratch: Path,
     work_name: str = "subnets",
 ) -> list[dict[str, Any]]:
-    """One dict per arch: ``measured_ms`` (at the anchor), p10/p90, ``absolute_ms``, ``ratio``, ``reference_ms``,
-    ``anchor_ms``. Without an anchor (no table), the run's own median reference latency is the anchor."""
+    """One dict per arch: ``measured_ms`` (at the anchor), p10/p90, ``absolute_ms``, ``ratio``, ``reference``
+    (its id), ``reference_ms``, ``anchor_ms``. The anchor is that of ``reference`` (the table's); without one (no
+    table), the run's own median reference latency is the anchor."""
     models = [subnet_model(f"subnet-{i}", arch, width_mult, n_classes, profile.model_format, cache_dir, profile.batch)
               for i, arch in enumerate(archs)]
     remote = transport.join(profile.remote_dir or "/tmp/ofa-profile", work_name)
     if profile.transport == "local":
         remote = str(scratch / f".{work_name}.work")
     run = measure_models(profile, transport, models, protocol, remote, scratch,
-                         reference=reference_model(profile, cache_dir))
+                         reference=reference.model(profile, cache_dir))
     results = []
     for i, arch in enumerate(archs):
         result = run.results.get(f"subnet-{i}")
@@ -82,6 +84,7 @@ def measure_subnets(
             "measured_p90_ms": stats["p90"],
             "absolute_ms": result["summary"]["median"],
             "ratio": (result.get("ratio") or {}).get("median"),
+            "reference": reference.id,
             "reference_ms": reference_ms(result),
             "anchor_ms": anchor_ms,
             "count": stats["count"],

@@ -7,7 +7,7 @@ import pandas as pd
 from profiler.builder import TableRun
 from profiler.devices import resolve_device
 from profiler.protocol import Protocol
-from profiler.reference import REFERENCE_UNIT
+from profiler.reference import BLOCK_REFERENCE
 from profiler.transports.local import LocalTransport
 from supernet.units import all_units
 
@@ -16,8 +16,8 @@ TINY = Protocol(warmup=0, min_count=3, min_time_s=0.0, retries=0, drift_toleranc
 
 def test_the_reference_block_is_also_an_ordinary_row(tmp_path):
     """The drift-watch block is a row of w1.0 tables (r=224): in the same batch, both are measured."""
-    assert REFERENCE_UNIT.key in {u.key for u in all_units(1.0, [224])}
-    units = [REFERENCE_UNIT, *all_units(1.0, [224])[:3]]
+    assert BLOCK_REFERENCE.unit.key in {u.key for u in all_units(1.0, [224])}
+    units = [BLOCK_REFERENCE.unit, *all_units(1.0, [224])[:3]]
     with LocalTransport() as transport:
         table = TableRun(resolve_device("local"), transport, units, tmp_path / "t.csv", tmp_path / "cache", TINY).run()
     assert {row.key for row in table.rows} == {u.key for u in units}

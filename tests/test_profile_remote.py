@@ -21,7 +21,7 @@ from profiler.builder import DeviceLost, TableRun
 from profiler.cli import main
 from profiler.devices import resolve_device
 from profiler.protocol import Protocol
-from profiler.reference import REFERENCE_SEED, REFERENCE_UNIT
+from profiler.reference import BLOCK_REFERENCE
 from profiler.transports.adb import AdbTransport
 from supernet.export import unit_path
 from supernet.units import Unit, all_units
@@ -62,7 +62,7 @@ def _devices_toml(folder: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> N
 def _stand_in_tflite(units: list[Unit], cache: Path, kind: str = "new") -> None:
     """Cache entries for the units' TF-Lite exports (and the reference's), holding the fake's output choice."""
     paths = [unit_path(unit, "tflite", cache) for unit in units]
-    paths.append(unit_path(REFERENCE_UNIT, "tflite", cache, seed=REFERENCE_SEED))
+    paths.append(unit_path(BLOCK_REFERENCE.unit, "tflite", cache, seed=BLOCK_REFERENCE.seed))
     for path in paths:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f"{kind}\n")
@@ -259,7 +259,7 @@ def test_killed_benchmark_model_table_run_keeps_its_batch(
         return TableRun(profile, transport, units, table, cache, protocol)
 
     files = {unit.key: unit_path(unit, "tflite", cache).name for unit in units}
-    reference = unit_path(REFERENCE_UNIT, "tflite", cache, seed=REFERENCE_SEED).name
+    reference = unit_path(BLOCK_REFERENCE.unit, "tflite", cache, seed=BLOCK_REFERENCE.seed).name
     with AdbTransport(adb_daemon.serial, key_path=adb_key, connect_timeout=5) as adb:
         order = [files[item.name] for item in table_run(adb).pending()]
     fake_benchmark_model.hold(order[2])

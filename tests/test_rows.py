@@ -14,7 +14,7 @@ from predictors.table_io import read_table
 from profiler.builder import TableRun
 from profiler.devices import resolve_device
 from profiler.protocol import Protocol
-from profiler.reference import stats_ms
+from profiler.reference import NETWORK_REFERENCE, stats_ms
 from profiler.rows import InNetworkRows, IsolatedRows, StrategyError, strategy_for
 from profiler.run_state import journal_path
 from profiler.transports.local import LocalTransport
@@ -112,3 +112,23 @@ def test_in_network_table_predicts_its_own_subnets_and_reanchors(tmp_path):
     assert reanchored.meta["reference"]["anchor"]["from"].startswith("the reference timed alone")
     assert np.allclose(after["median_ms"], before["median_ms"] * new_anchor / anchor)
     assert np.allclose(after["ratio"], before["ratio"])
+    assert reanchored.meta["reference"]["id"] == NETWORK_REFERENCE.id
+    assert Arch.from_json(reanchored.meta["reference"]["subnet"]) == NETWORK_REFERENCE.arch
+
+
+@pytest.mark.slow
+def test_a_journal_timed_against_the_older_block_reference_is_measured_again(tmp_path, caplog):
+    """Journals written before networks had their own reference name none: their ratios are to the block, so an
+    in-network run sets them aside (saying so) and measures every subnet again instead of mixing references."""
+    table_path = tmp_path / "t.csv"
+    strategy = InNetworkRows(1.0, (128,), only=("net-r128-00", "net-r128-01"))
+    with LocalTransport() as transport:
+        TableRun(resolve_device("local"), transport, strategy, table_path, tmp_path / "cache", TINY).run()
+        journal = journal_path(table_path)
+        older = [{k: v for k, v in json.loads(line).items() if k != "reference_id"} for line in journal.open()]
+        journal.write_text("".join(json.dumps(record) + "\n" for record in older))
+        with caplog.at_level("WARNING"):
+            TableRun(resolve_device("local"), transport, strategy, table_path, tmp_path / "cache", TINY).run()
+    rows = [record for record in map(json.loads, journal.open()) if record["type"] == "row"]
+    assert len(rows) == 4 and [r.get("reference_id") for r in rows] == [None, None, "network", "network"]
+    assert "timed against the block reference" in caplog.text
