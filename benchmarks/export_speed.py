@@ -4,6 +4,11 @@ Prints JSON on stdout (progress on stderr)::
 
     .venv/bin/python benchmarks/export_speed.py                      # 20 ONNX units, 5 TF-Lite units
     .venv/bin/python benchmarks/export_speed.py --tflite-units 8 --tflite-jobs 2 --plot export.png
+    .venv/bin/python benchmarks/export_speed.py --tflite-tables --tflite-jobs 2   # whole phone tables' exports
+
+``--tflite-tables`` exports every TF-Lite file of a w1.2 five-resolution phone table and of the full w1.0 space
+into fresh caches, as ``ofa-profile`` does (rows of one conv or block share a file the runtime resizes), and
+states each against the same tables exported a file per row at the per-unit time measured in the same run.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Any
 import torch
 
 from supernet import ArchSpace, OFAMobileNetV3
-from supernet.export import TFLiteUnavailableError, export_units, onnx_bytes, tflite_bytes
+from supernet.export import TFLiteUnavailableError, export_target, export_units, onnx_bytes, tflite_bytes
 from supernet.units import Unit, all_units
 
 
@@ -98,6 +103,10 @@ def _tflite(args: argparse.Namespace, table: list[Unit], rng: random.Random, n_s
     if args.subnet_tflite:
         _log("TF-Lite: one subnet")
         result["subnet_seconds"] = _subnet_seconds(args.width_mult, args.resolution, args.seed, tflite_bytes)
+    if args.tflite_tables:
+        result["tables"] = [_tflite_table(width, resolutions, args.tflite_jobs, result["seconds_per_unit"]["mean"])
+                            for width, resolutions in ((1.2, (160, 176, 192, 208, 224)),
+                                                       (1.0, ArchSpace.for_width(1.0).resolutions))]
     if args.tflite_jobs > 1:
         _log(f"TF-Lite: the same units in {args.tflite_jobs} processes (new seed, so nothing is cached)")
         with tempfile.TemporaryDirectory() as cache:
@@ -107,6 +116,21 @@ def _tflite(args: argparse.Namespace, table: list[Unit], rng: random.Random, n_s
         result["parallel"] = {"jobs": args.tflite_jobs, "units": len(units), "wall_seconds": wall,
                               "seconds_per_unit": wall / len(units)}
     return result
+
+
+def _tflite_table(width: float, resolutions: Sequence[int], jobs: int, per_unit_s: float) -> dict[str, Any]:
+    """Wall time of every TF-Lite export of a table into a fresh cache, against a file per row at ``per_unit_s``."""
+    rows = all_units(width, resolutions)
+    files = len({export_target(unit, "tflite").key for unit in rows})
+    _log(f"TF-Lite: the w{width} table at {len(resolutions)} resolutions: {len(rows)} rows, {files} files, "
+         f"{jobs} process(es)")
+    with tempfile.TemporaryDirectory() as cache:
+        start = time.perf_counter()
+        export_units(rows, "tflite", cache, jobs=jobs)
+        wall = time.perf_counter() - start
+    before = per_unit_s * len(rows)
+    return {"width_mult": width, "resolutions": list(resolutions), "rows": len(rows), "files": files, "jobs": jobs,
+            "wall_seconds": wall, "file_per_row_estimated_seconds": before, "speedup": before / wall}
 
 
 def _plot(report: dict[str, Any], path: str) -> None:
@@ -137,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-subnet-tflite", dest="subnet_tflite", action="store_false",
                         help="skip the whole-subnet TF-Lite export (about 10-20 s)")
     parser.add_argument("--tflite-jobs", type=int, default=1, help="also time export_units with this many processes")
+    parser.add_argument("--tflite-tables", action="store_true",
+                        help="also export whole phone tables (w1.2 at 5 resolutions, w1.0 at all 25) to TF-Lite")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--plot", metavar="PATH", help="also save a bar chart of the medians")
     args = parser.parse_args(argv)

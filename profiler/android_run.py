@@ -102,12 +102,22 @@ def _affinity(affinity: str | Sequence[int] | None) -> str:
     return ",".join(str(int(cpu)) for cpu in affinity)
 
 
+def _input_flags(model: Mapping[str, Any]) -> list[str]:
+    """benchmark_model's flags that resize a model's named inputs to the shapes it is to be timed at."""
+    names, shapes = model.get("input_names"), model.get("inputs")
+    if not names or not shapes:
+        return []
+    if len(names) != len(shapes):
+        raise ValueError(f"{model['name']}: {len(names)} input names for {len(shapes)} input shapes")
+    shape_text = ":".join(",".join(str(int(dim)) for dim in shape) for shape in shapes)
+    return [f"--input_layer={_field(','.join(names), 'input name')}", f"--input_layer_shape={shape_text}"]
+
+
 def _manifest(
     binary: str,
     affinity: str,
-    models: Sequence[tuple[str, str]],
-    flags: Sequence[str],
-    reference: tuple[str, str] | None,
+    models: Sequence[tuple[str, str, str]],
+    reference: tuple[str, str, str] | None,
     rounds: int,
 ) -> str:
     lines = [
@@ -116,8 +126,8 @@ def _manifest(
         f"affinity\t{affinity}",
     ]
     if reference is not None:
-        lines += [f"reference\t{reference[0]}\t{reference[1]}\t{' '.join(flags)}", f"rounds\t{rounds}"]
-    lines += [f"model\t{name}\t{file}\t{' '.join(flags)}" for name, file in models]
+        lines += ["reference\t" + "\t".join(reference), f"rounds\t{rounds}"]
+    lines += ["model\t" + "\t".join(entry) for entry in models]
     return "\n".join(lines) + "\n"
 
 
@@ -139,8 +149,9 @@ def run_android_agent(
 
     Args:
         transport: How to reach the phone (ADB in practice; any transport with a POSIX sh works).
-        models: One mapping per model: ``name``, local ``path`` (a .tflite), optionally ``inputs`` (batch 1 only:
-            benchmark_model runs the shape the model was exported with).
+        models: One mapping per model: ``name``, local ``path`` (a .tflite), optionally ``inputs`` (NHWC, batch 1
+            only) with ``input_names``: benchmark_model then resizes the named inputs to those shapes, so rows of
+            one layer at several resolutions share a file (pushed once).
         remote_dir: Working folder on the phone; created if missing, removed after a complete run.
         results: Local path the phone's results file is pulled to.
         timeout: Seconds the agent may run in all; each call to the phone has its own shorter bound.
@@ -154,8 +165,8 @@ def run_android_agent(
         poll_interval: Seconds between status checks.
 
     Raises:
-        ValueError: Unknown settings, a provider without a delegate flag, a batch other than 1, two models with
-            the same file name, a name the manifest cannot hold, or rounds below 1.
+        ValueError: Unknown settings, a provider without a delegate flag, a batch other than 1, two different
+            files with the same name, a name the manifest cannot hold, or rounds below 1.
         AgentFailed: The agent stopped early, failed (e.g. no binary at ``benchmark_model``) or ran too long.
         TransportError: The phone went away; the agent goes on there, and calling again continues the run.
     """
@@ -169,12 +180,13 @@ def run_android_agent(
     entries, files = [], {}
     for model in [*models, *([reference] if reference is not None else [])]:
         local = Path(model["path"])
-        if local.name in files:
+        if files.get(local.name, local) != local:
             raise ValueError(f"two models share the file name {local.name!r}; rename one")
         if any(shape[0] != 1 for shape in model.get("inputs") or []):
             raise ValueError(f"{model['name']}: benchmark_model times batch 1 only; set batch = 1 in the profile")
         files[local.name] = local
-        entries.append((_field(model["name"], "model name"), _field(local.name, "model file")))
+        entries.append((_field(model["name"], "model name"), _field(local.name, "model file"),
+                        " ".join([*flags, *_input_flags(model)])))
     reference_entry = entries.pop() if reference is not None else None
     transport.make_dirs(remote_dir)
     agent = transport.join(remote_dir, AGENT.name)
@@ -186,7 +198,7 @@ def run_android_agent(
     with tempfile.TemporaryDirectory() as scratch:
         manifest_file = Path(scratch) / "manifest.txt"
         manifest_file.write_text(
-            _manifest(benchmark_model, _affinity(settings.get("affinity")), entries, flags, reference_entry, rounds)
+            _manifest(benchmark_model, _affinity(settings.get("affinity")), entries, reference_entry, rounds)
         )
         transport.push(manifest_file, manifest)
     transport.run(["sh", agent, "start", manifest, remote_results], timeout=_CALL_TIMEOUT)

@@ -10,6 +10,7 @@ are, units alone or whole covering subnets, is the strategy's business (:mod:`pr
 from __future__ import annotations
 
 import logging
+import os
 import random
 import statistics
 import uuid
@@ -139,10 +140,21 @@ class TableRun:
             self._reload()
             self.reconnector.call(self._recover)
             self.write()
+            self._convert_ahead()
             while pending := self.pending():
                 self.reconnector.call(self._measure_batch, pending[: self.protocol.batch_rows])
             self.reconnector.call(self.transport.remove, self.remote_dir)
             return self.write()
+
+    def _convert_ahead(self) -> None:
+        """TF-Lite conversions take one to two seconds each: convert every pending unit's file first, in parallel
+        (a w1.2 five-resolution phone table's 98 files took 86 s in 2 processes here), rather than batch by batch
+        while the device waits."""
+        units = [item.unit for item in self.pending() if item.unit is not None]
+        if self.profile.model_format == "tflite" and units:
+            from supernet.export import export_units  # torch: only when something is exported
+
+            export_units(units, "tflite", self.cache_dir, jobs=min(4, os.cpu_count() or 1), batch=self.profile.batch)
 
     def _recover(self) -> None:
         recover_batches(self.profile, self.transport, self.remote_dir, self.state.batches, self.table.parent,

@@ -387,7 +387,10 @@ def _convert(argv: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``ofa-profile``; every error ends as one line on stderr and a non-zero exit status."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
+    # Our own progress at INFO; the libraries' (JAX, litert-torch) only from WARNING, or conversions flood stderr.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s", stream=sys.stderr)
+    for name in ("ofa-profile", "profiler", "supernet", "predictors"):
+        logging.getLogger(name).setLevel(logging.INFO)
     return run_command("ofa-profile", _main, argv, on_stop=lambda signum: interrupt_all())
 
 

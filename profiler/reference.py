@@ -70,10 +70,10 @@ class Reference:
             from profiler.whole_subnets import subnet_model  # torch: only when something is exported
 
             return subnet_model(REFERENCE_NAME, self.arch, 1.0, 1000, profile.model_format, cache_dir, profile.batch)
-        from supernet.export import export_unit  # torch: only when something is exported
+        from supernet.export import agent_model, export_unit  # torch: only when something is exported
 
         path = export_unit(self.unit, profile.model_format, cache_dir, seed=self.seed, batch=profile.batch)
-        return {"name": REFERENCE_NAME, "path": str(path), "inputs": [[profile.batch, *self.unit.input_shape[1:]]]}
+        return agent_model(REFERENCE_NAME, path, (profile.batch, *self.unit.input_shape[1:]), profile.model_format)
 
     def describe(self) -> dict[str, Any]:
         if self.arch is not None:

@@ -100,10 +100,10 @@ class IsolatedRows:
         return {u.key for u in self.units}
 
     def models(self, items: Sequence[Item], model_format: str, cache_dir: Path, batch: int) -> list[dict]:
-        from supernet.export import export_units  # torch: only when something is exported
+        from supernet.export import agent_model, export_units  # torch: only when something is exported
 
         paths = export_units([item.unit for item in items], model_format, cache_dir, batch=batch)
-        return [{"name": item.name, "path": str(path), "inputs": [[batch, *item.unit.input_shape[1:]]]}
+        return [agent_model(item.name, path, (batch, *item.unit.input_shape[1:]), model_format)
                 for item, path in zip(items, paths, strict=True)]
 
     def journal_fields(self, item_name: str, result: Mapping[str, Any]) -> dict[str, Any]:

@@ -33,10 +33,10 @@ def subnet_model(name: str, arch: Arch, width_mult: float, n_classes: int, model
 
     An ONNX subnet's file serves every resolution; ``dim_overrides`` tells the agent which one to fix.
     """
-    from supernet.export import ONNX_FREE_DIMS, export_subnet  # torch: only when something is exported
+    from supernet.export import ONNX_FREE_DIMS, agent_model, export_subnet  # torch: only when exporting
 
     path = export_subnet(arch, width_mult, n_classes, model_format, cache_dir, batch)
-    model = {"name": name, "path": str(path), "inputs": [[batch, 3, arch.r, arch.r]]}
+    model = agent_model(name, path, (batch, 3, arch.r, arch.r), model_format)
     if model_format == "onnx":
         model["dim_overrides"] = dict.fromkeys(ONNX_FREE_DIMS, arch.r)
     return model

@@ -10,7 +10,7 @@ the torch modules for both live in :mod:`supernet.unit_modules`, so reading and 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from .arch import DEPTHS, EXPAND_RATIOS, KERNEL_SIZES, N_BLOCKS, N_STAGES, Arch, ArchSpace
@@ -155,6 +155,20 @@ class Unit:
         return unit
 
     # --- shapes and modules -------------------------------------------------------------------------------
+    @property
+    def spatial(self) -> bool:
+        """Its input is a feature map whose size follows the resolution (all but the head's 1x1 layers)."""
+        return self.kind in ("Conv", "expanded_conv", "Conv_1", "AvgPool2D")
+
+    def at_size(self, in_size: int) -> Unit:
+        """The same layer on an input of ``in_size`` (its row in another resolution's table); 1x1 layers stay."""
+        if not self.spatial:
+            return self
+        if self.kind == "AvgPool2D":
+            return replace(self, in_size=in_size, kernel_size=in_size)
+        out_size = in_size if self.kind == "Conv_1" else feature_size(in_size, self.stride)
+        return replace(self, in_size=in_size, out_size=out_size)
+
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
         """NCHW shape of one input (batch 1)."""

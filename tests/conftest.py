@@ -130,23 +130,25 @@ def adb(adb_daemon: AdbDaemon, adb_key: Path) -> Iterator[AdbTransport]:
 
 _FAKE_BENCHMARK_MODEL = """#!/bin/sh
 # Fake TF-Lite benchmark_model: prints a verbatim sample of the real binary's output, chosen by the model file's
-# first word (new, plain, old, oldest, unconsumed, fail), and logs "FILE<TAB>CPUS<TAB>PARENT" per call (the CPUs it
-# may run on, and the program that started it: the agent's shell).
+# first word (new, plain, old, oldest, unconsumed, fail), and logs "FILE<TAB>CPUS<TAB>PARENT<TAB>SHAPE" per call (the
+# CPUs it may run on, the program that started it: the agent's shell, and the --input_layer_shape asked, if any).
 # "timed MS" prints the newer format with a median of MS ms times a speed factor that drifts with every call:
 # 1 + DRIFT * (N - 1) for the Nth call, DRIFT read from HERE/drift (0 without it), and count= the --num_runs asked.
 # A call that finds HERE/FILE.hold waits until released (bounded), so tests can cut a run off at a known model.
 here=$(dirname "$0")
 graph=
 runs=50
+shape=
 for arg in "$@"; do
     case $arg in
         --graph=*) graph=${arg#--graph=} ;;
         --num_runs=*) runs=${arg#--num_runs=} ;;
+        --input_layer_shape=*) shape=${arg#--input_layer_shape=} ;;
     esac
 done
 file=$(basename "$graph")
-printf '%s\\t%s\\t%s\\n' "$file" "$(sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' /proc/self/status)" \\
-    "$(readlink "/proc/$PPID/exe")" >>"$here/calls.log"
+printf '%s\\t%s\\t%s\\t%s\\n' "$file" "$(sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' /proc/self/status)" \\
+    "$(readlink "/proc/$PPID/exe")" "$shape" >>"$here/calls.log"
 call=$(wc -l <"$here/calls.log")
 if [ -e "$here/$file.hold" ]; then
     mv "$here/$file.hold" "$here/$file.holding"  # holds this call only: a later call runs at once
@@ -190,11 +192,15 @@ class FakeBenchmarkModel:
 
     def calls(self) -> list[tuple[str, str]]:
         """(model file name, CPUs it was allowed to run on) per call, in order."""
-        return [(file, cpus) for file, cpus, _ in self._log()]
+        return [(file, cpus) for file, cpus, *_ in self._log()]
+
+    def shapes(self) -> list[tuple[str, str]]:
+        """(model file name, the input shape benchmark_model was asked to resize it to, or "") per call."""
+        return [(file, shape) for file, _, _, shape in self._log()]
 
     def parents(self) -> set[str]:
         """The programs that started the calls (the agent's shell, by its executable's path)."""
-        return {parent for _, _, parent in self._log()}
+        return {parent for _, _, parent, _ in self._log()}
 
     def drift(self, per_call: float) -> None:
         """Make "timed" models slow down by ``per_call`` of their base time with every call."""

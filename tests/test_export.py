@@ -19,12 +19,15 @@ from torch import nn
 from supernet import ArchSpace, OFAMobileNetV3
 from supernet.export import (
     ONNX_FREE_DIMS,
+    TFLITE_INPUT_NAME,
+    TFLITE_SHARED_SIZE,
     ExportError,
     TFLiteUnavailableError,
     _seeded_supernet,
     content_hash,
     export_module,
     export_subnet,
+    export_target,
     export_unit,
     export_units,
     onnx_bytes,
@@ -64,18 +67,24 @@ def _run_onnx(model: bytes, x: torch.Tensor) -> np.ndarray:
     return session.run(None, {"input": x.numpy()})[0]
 
 
-def _interpreter(model: bytes) -> Interpreter:
+def _interpreter(model: bytes, input_shape: list[int] | None = None) -> Interpreter:
+    """The model in LiteRT, its input resized to ``input_shape`` (NHWC) where that differs from the model's."""
     # Without the default XNNPACK delegate the op list shows every builtin op (not one DELEGATE op).
     interpreter = Interpreter(model_content=model,
                               experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    declared = interpreter.get_input_details()[0]
+    if input_shape is not None and list(declared["shape"]) != input_shape:
+        interpreter.resize_tensor_input(declared["index"], input_shape)
     interpreter.allocate_tensors()
     return interpreter
 
 
 def _run_tflite(model: bytes, x_nchw: torch.Tensor) -> np.ndarray:
-    """Run on the NHWC input; give back NCHW (4-D outputs) so it compares with torch directly."""
-    interpreter = _interpreter(model)
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x_nchw.permute(0, 2, 3, 1).numpy())
+    """Run on the NHWC input (resizing the model's input to it); give back NCHW (4-D outputs) so it compares with
+    torch directly."""
+    x = x_nchw.permute(0, 2, 3, 1).numpy()
+    interpreter = _interpreter(model, list(x.shape))
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
     interpreter.invoke()
     y = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
     return y.transpose(0, 3, 1, 2) if y.ndim == 4 else y
@@ -207,8 +216,29 @@ def test_tflite_export_is_deterministic(tmp_path, tflite_units):
     """Exporting a unit twice gives the bytes of the first conversion (so caching by recipe is sound)."""
     unit = Unit.from_key(BLOCK_KEYS[2])
     path = export_unit(unit, "tflite", tmp_path)
-    assert path.read_bytes() == tflite_bytes(unit.build(0), unit.input_shape)
+    target = export_target(unit, "tflite")
+    assert path.read_bytes() == tflite_bytes(target.build(0), target.input_shape)
     assert path.read_bytes() != tflite_units[BLOCK_KEYS[2]][1], "another seed must give other weights"
+
+
+def test_rows_of_one_layer_share_one_tflite_file_resized_to_each_row(tmp_path):
+    """A layer's rows in 128, 160 and 224 px tables are one TF-Lite file, converted at TFLITE_SHARED_SIZE: resized by
+    LiteRT to each row's input, it gives torch's output for that row (the first conv, a block, the final expand).
+    A pool's window is its input, so its rows keep a file each."""
+    pool = Unit.from_key(HEAD_KEYS[2])
+    assert unit_path(pool, "tflite", tmp_path) != unit_path(pool.at_size(5), "tflite", tmp_path)
+    for key in (HEAD_KEYS[0], BLOCK_KEYS[2], HEAD_KEYS[1]):
+        first = Unit.from_key(key)
+        rows = [first.at_size(first.in_size * scale // 4) for scale in (4, 5, 7)]
+        paths = {export_unit(row, "tflite", tmp_path, seed=5) for row in rows}
+        assert len(paths) == 1, key
+        model, target = paths.pop().read_bytes(), export_target(first, "tflite")
+        assert target.in_size == TFLITE_SHARED_SIZE
+        assert _interpreter(model).get_input_details()[0]["name"] == TFLITE_INPUT_NAME  # what benchmark_model names
+        module = target.build(5)
+        for row in rows:
+            x = torch.randn(row.input_shape)
+            _assert_close(_run_tflite(model, x), _torch_out(module, x), row.key)
 
 
 def test_missing_litert_says_how_to_install_it(monkeypatch):

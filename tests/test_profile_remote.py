@@ -189,9 +189,12 @@ def test_benchmark_model_table_over_adb(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ):
-    """`ofa-profile --device pixel1 --serial ...`: the Android agent fills every key, pinned to the fast core."""
+    """`ofa-profile --device pixel1 --serial ...` at two resolutions: the Android agent fills every key, pinned to
+    the fast core. Rows of one layer at both resolutions share one TF-Lite file, which benchmark_model resizes to
+    each row's input."""
     cache = tmp_path / "cache"
-    _stand_in_tflite(all_units(WIDTH, [RESOLUTION]), cache)
+    units = all_units(WIDTH, [RESOLUTION, 160])
+    _stand_in_tflite(units, cache)
     device = tmp_path / "device"
     _devices_toml(
         tmp_path,
@@ -207,23 +210,30 @@ def test_benchmark_model_table_over_adb(
         "--adb-key",
         str(adb_key),
         *TINY,
+        "--resolutions",
+        f"{RESOLUTION},160",
         "--out",
         str(tmp_path / "tables"),
         "--cache",
         str(cache),
         "--batch-rows",
-        "50",
+        "100",
     ]
     assert main(argv) == 0
     table_path = tmp_path / "tables" / "pixel1_w1.0_benchmark_model_xnnpack.csv"
     table = pd.read_csv(table_path)
-    assert set(table["key"]) == EXPECTED and not table["key"].duplicated().any()
+    assert set(table["key"]) == {u.key for u in units} and not table["key"].duplicated().any()
+    files = {unit.key: unit_path(unit, "tflite", cache).name for unit in units}
+    assert len(set(files.values())) < 0.6 * len(units)
+    reference = unit_path(BLOCK_REFERENCE.unit, "tflite", cache, seed=BLOCK_REFERENCE.seed).name
+    asked = {call for call in fake_benchmark_model.shapes() if call[0] != reference}
+    assert asked == {(files[u.key], f"1,{u.in_size},{u.in_size},{u.in_chs}") for u in units}
     # The fake prints the same time for every model and the reference: each ratio is 1, each value the anchor.
     assert np.allclose(table["median_ms"], 1239.807) and np.allclose(table["ratio"], 1.0)
     rounds = int(table["count"].iloc[0])
     assert rounds > 1 and (table["count"] == rounds).all()  # one sample per benchmark_model invocation
     calls = fake_benchmark_model.calls()
-    assert len(calls) == len(EXPECTED) * (2 * rounds + 1)  # reference, model, reference, ..., reference
+    assert len(calls) == len(units) * (2 * rounds + 1)  # reference, model, reference, ..., reference
     journal = [json.loads(line) for line in table_path.with_name(table_path.stem + ".samples.jsonl").open()]
     assert all(len(r["ratio_samples"]) == rounds for r in journal if r["type"] == "row")
     assert {cpus for _, cpus in calls} == {str(fast_core_sysfs)}

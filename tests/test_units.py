@@ -157,3 +157,13 @@ def test_built_pool_computes_the_networks_mean():
     unit = Unit.pool(7, 960)
     x = torch.randn(unit.input_shape)
     torch.testing.assert_close(unit.build()(x), GlobalAvgPool()(x), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("r", [128, 160, 192])
+def test_a_unit_at_another_size_is_its_row_in_that_resolutions_table(r):
+    """The same subnet at two resolutions: each unit moved to the other's input size is that one's unit, so files
+    shared across resolutions (TF-Lite) serve exactly the rows they stand for; 1x1 head layers stay as they are."""
+    arch = ArchSpace.for_width(1.0).sample(3)
+    here, there = units_of(arch.with_resolution(r), 1.0), units_of(arch.with_resolution(224), 1.0)
+    assert [unit.at_size(other.in_size) for unit, other in zip(here, there, strict=True)] == there
+    assert [unit.spatial for unit in here].count(False) == 2  # feature mix and classifier
