@@ -39,7 +39,7 @@ from profiler.connect import open_transport
 from profiler.devices import resolve_device
 from profiler.plots import plot_delivered
 from profiler.protocol import Protocol
-from profiler.reference import BLOCK_REFERENCE, NETWORK_REFERENCE
+from profiler.reference import reference_of
 from profiler.remeasure import calibrate, compare, table_anchor
 from profiler.whole_subnets import measure_subnets
 from supernet.arch import ArchSpace
@@ -124,13 +124,17 @@ def main() -> None:
                     calibrated.with_name(calibrated.stem + suffix))
     with open_transport(profile, "localhost") as transport:
         fit = calibrate(profile, transport, calibrated, args.calibration_subnets, cache, protocol, seed=7)
+        reference = reference_of(read_table(table_a).meta)
         measured = measure_subnets(profile, transport, archs, width_mult=1.0, n_classes=1000,
-                                   anchor_ms=table_anchor(read_table(table_a)), reference=NETWORK_REFERENCE,
+                                   anchor_ms=table_anchor(read_table(table_a)), reference=reference,
                                    protocol=protocol, cache_dir=cache, scratch=args.out)
-        # Isolated rows are timed against another reference, and stated at its anchor.
-        measured_iso = measure_subnets(profile, transport, archs, width_mult=1.0, n_classes=1000,
-                                       anchor_ms=table_anchor(read_table(isolated)), reference=BLOCK_REFERENCE,
-                                       protocol=protocol, cache_dir=cache, scratch=args.out)
+        # Isolated rows have their own anchor: state the same ratios at it (measure again if their reference is
+        # another).
+        iso_anchor, iso_reference = table_anchor(read_table(isolated)), reference_of(read_table(isolated).meta)
+        measured_iso = ([{**m, "measured_ms": m["ratio"] * iso_anchor} for m in measured] if iso_reference == reference
+                        else measure_subnets(profile, transport, archs, width_mult=1.0, n_classes=1000,
+                                             anchor_ms=iso_anchor, reference=iso_reference, protocol=protocol,
+                                             cache_dir=cache, scratch=args.out))
         frames = {
             "isolated rows": compare(archs, measured_iso, LatencyPredictor(isolated, calibrated=False), 1.0, 1000),
             "in-network rows": compare(archs, measured, LatencyPredictor(table_a, calibrated=False), 1.0, 1000),
@@ -150,7 +154,7 @@ def main() -> None:
         def device(batch):
             return [m["measured_ms"] for m in measure_subnets(
                 profile, transport, batch, width_mult=1.0, n_classes=1000,
-                anchor_ms=table_anchor(read_table(table_a)), reference=NETWORK_REFERENCE, protocol=protocol,
+                anchor_ms=table_anchor(read_table(table_a)), reference=reference, protocol=protocol,
                 cache_dir=cache, scratch=args.out, work_name="loop")]
 
         started = time.perf_counter()

@@ -28,7 +28,7 @@ from profiler.protocol import Protocol, spread
 from profiler.reconnect import DeviceLost, Reconnector
 from profiler.records import result_problem
 from profiler.recovery import recover_batches
-from profiler.reference import REFERENCE_NAME, reference_for, reference_ms
+from profiler.reference import BLOCK_REFERENCE, REFERENCE_NAME, Reference, reference_ms
 from profiler.rows import IsolatedRows, Item, RowStrategy
 from profiler.run_state import journal_path, load_state
 from profiler.sidecar import now, table_meta
@@ -74,6 +74,7 @@ class TableRun:
         on_rows: Called with the number of items newly kept, for progress bars.
         sleep: How to wait (cool-downs, reconnect backoff); by default the transport's, which an interrupt
             cuts short.
+        reference: The workload every item is timed against (:mod:`profiler.reference`).
     """
 
     profile: DeviceProfile
@@ -85,12 +86,12 @@ class TableRun:
     meta: dict[str, Any] = field(default_factory=dict)
     on_rows: Callable[[int], None] = lambda n: None
     sleep: Callable[[float], None] | None = None
+    reference: Reference = BLOCK_REFERENCE
 
     def __post_init__(self) -> None:
         if not hasattr(self.rows, "kind"):
             self.rows = IsolatedRows(tuple(self.rows))
         self.strategy: RowStrategy = self.rows
-        self.reference = reference_for(self.strategy.kind)
         self.sleep = self.sleep or self.transport.pause
         self.table = Path(self.table)
         self.journal = Journal(journal_path(self.table))

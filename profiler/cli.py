@@ -31,6 +31,7 @@ from profiler.builder import TableRun
 from profiler.connect import open_transport
 from profiler.devices import DeviceProfile, load_profiles, resolve_device
 from profiler.protocol import Protocol
+from profiler.reference import BLOCK_REFERENCE, REFERENCE_IDS, reference_named
 from profiler.rows import STRATEGIES, RowStrategy, default_rows, merge_shards, strategy_for
 from profiler.transports.base import interrupt_all
 from supernet.arch import ArchSpace
@@ -115,6 +116,9 @@ def _parser() -> argparse.ArgumentParser:
     what.add_argument("--cover-repeats", type=positive_int, default=1,
                       help="in-network rows: covering subnets per choice")
     how = parser.add_argument_group("measurement protocol")
+    how.add_argument("--reference", choices=REFERENCE_IDS, default=BLOCK_REFERENCE.id,
+                     help="the fixed workload every item is timed against: block (default) or network (a small "
+                     "whole subnet); subnets measured against a table take the table's")
     defaults = Protocol()
     how.add_argument("--warmup", type=non_negative_int, default=defaults.warmup, help="untimed runs before timing")
     how.add_argument("--min-count", type=positive_int, default=defaults.min_count, help="samples per item at least")
@@ -251,7 +255,8 @@ def _profile_device(
                 dynamic_ncols=True,
             )
         with open_transport(profile, target) as transport, bar:
-            run = TableRun(profile, transport, shard, shard_path, args.cache, protocol, meta, on_rows=bar.update)
+            run = TableRun(profile, transport, shard, shard_path, args.cache, protocol, meta, on_rows=bar.update,
+                           reference=reference_named(args.reference))
             if args.reanchor:
                 return run.reanchor()
             bar.update(run.total() - len(run.pending()))
@@ -312,7 +317,8 @@ def _whole_subnets(profile: DeviceProfile, args: argparse.Namespace, protocol: P
                    dynamic_ncols=True)
         with bar:
             frame = remeasure(profile, transport, archs, table, out_csv, args.cache, protocol, width=args.width,
-                              n_classes=args.n_classes, on_subnets=bar.update)
+                              n_classes=args.n_classes, on_subnets=bar.update,
+                              reference=reference_named(args.reference))
     if table is None:
         log.info("%d subnets measured (no table to compare with): %s; fit a model with ofa-fit latency %s --out "
                  "MODEL", len(frame), out_csv, out_csv)

@@ -20,10 +20,11 @@ from predictors.latency import LatencyPredictor
 from predictors.table_io import Table, read_table, write_table
 from profiler.devices import DeviceProfile
 from profiler.protocol import Protocol
-from profiler.reference import BLOCK_REFERENCE, NETWORK_REFERENCE, Reference, reference_of
+from profiler.reference import BLOCK_REFERENCE, Reference, reference_of
 from profiler.transports.base import Transport
 from profiler.whole_subnets import measure_subnets
 from supernet import Arch, ArchSpace, count_macs
+from supernet.errors import OFAProfileError
 from supernet.files import atomic_write
 
 __all__ = ["calibrate", "random_subnets", "remeasure", "table_anchor"]
@@ -88,8 +89,15 @@ def _measured_before(out_csv: Path, width: float, anchor_ms: float | None,
         return {}, anchor_ms
     if not {"arch", "measured_ms", "anchor_ms", "width_mult"} <= set(before.columns):
         return {}, anchor_ms
-    references = before["reference"] if "reference" in before.columns else BLOCK_REFERENCE.id
-    before = before[(before["width_mult"] == width) & (references == reference.id)]
+    if "reference" not in before.columns:
+        before = before.assign(reference=BLOCK_REFERENCE.id)
+    others = sorted(set(before["reference"].dropna()) - {reference.id})
+    if others:
+        # Rewriting the file with this run's rows would drop them; ratios to two workloads cannot share a file.
+        raise OFAProfileError(f"{out_csv} holds subnets timed against the {others[0]} reference, and this run "
+                              f"times against the {reference.id} one",
+                              f"give --reference {others[0]}, or another --out")
+    before = before[before["width_mult"] == width]
     if anchor_ms is None and len(before):
         anchor_ms = float(before["anchor_ms"].iloc[0])
     same = before[np.isclose(before["anchor_ms"], anchor_ms)] if anchor_ms is not None else before.iloc[:0]
@@ -110,15 +118,17 @@ def remeasure(
     n_classes: int = 1000,
     chunk: int = 25,
     on_subnets: Callable[[int], None] | None = None,
+    reference: Reference = BLOCK_REFERENCE,
 ) -> pd.DataFrame:
     """Measure each distinct arch end to end and write it to ``out_csv``, one line per arch, beside the table's
     prediction (raw sum and calibrated) when there is a table.
 
     Subnets are measured ``chunk`` at a time and the CSV is rewritten (atomically) after each chunk; a rerun
-    into the same CSV measures only the archs it lacks, so a killed run loses at most one chunk.
+    into the same CSV measures only the archs it lacks, so a killed run loses at most one chunk. They are timed
+    against ``reference``, or the table's when there is a table.
     """
     predictor = None
-    anchor, reference = None, NETWORK_REFERENCE
+    anchor = None
     if table_path is not None:
         table = read_table(table_path)
         predictor = LatencyPredictor(table)

@@ -9,16 +9,17 @@ from profiler.reference import (
     BLOCK_REFERENCE,
     NETWORK_REFERENCE,
     UnknownReferenceError,
-    reference_for,
+    reference_named,
     reference_of,
 )
 from profiler.remeasure import _measured_before
 from supernet.errors import OFAProfileError
 
 
-def test_networks_are_timed_against_a_network_and_units_against_a_block():
-    assert reference_for("in_network") is NETWORK_REFERENCE
-    assert reference_for("isolated") is BLOCK_REFERENCE
+def test_references_are_named_and_an_unknown_name_says_which_exist():
+    assert reference_named("network") is NETWORK_REFERENCE and reference_named("block") is BLOCK_REFERENCE
+    with pytest.raises(UnknownReferenceError, match="block, network"):
+        reference_named("gpu-blob")
     assert NETWORK_REFERENCE.describe()["subnet"] == NETWORK_REFERENCE.arch.to_json()
     assert BLOCK_REFERENCE.describe()["key"] == BLOCK_REFERENCE.unit.key
 
@@ -31,16 +32,16 @@ def test_a_sidecar_without_a_reference_id_is_older_and_means_the_block():
         reference_of({"reference": {"id": "gpu-blob"}})
 
 
-def test_subnets_measured_against_another_reference_are_not_reused(tmp_path):
-    """A rerun into the same CSV reuses only rows of its own reference; rows naming none are the block's."""
+def test_subnets_measured_against_another_reference_are_not_mixed_in(tmp_path):
+    """A rerun into the same CSV reuses rows of its own reference (rows naming none are the block's), and refuses
+    a file of another reference rather than rewrite it without them."""
     csv = tmp_path / "s.csv"
-    csv.write_text("arch,measured_ms,anchor_ms,width_mult,reference\n"
-                   "a,1.0,2.0,1.0,network\nb,1.5,2.0,1.0,block\n")
+    csv.write_text("arch,measured_ms,anchor_ms,width_mult,reference\na,1.0,2.0,1.0,network\n")
     assert set(_measured_before(csv, 1.0, 2.0, NETWORK_REFERENCE)[0]) == {"a"}
-    assert set(_measured_before(csv, 1.0, 2.0, BLOCK_REFERENCE)[0]) == {"b"}
     csv.write_text("arch,measured_ms,anchor_ms,width_mult\na,1.0,2.0,1.0\n")
     assert set(_measured_before(csv, 1.0, None, BLOCK_REFERENCE)[0]) == {"a"}
-    assert _measured_before(csv, 1.0, None, NETWORK_REFERENCE) == ({}, None)
+    with pytest.raises(OFAProfileError, match=r"timed against the block reference.*--reference block"):
+        _measured_before(csv, 1.0, None, NETWORK_REFERENCE)
 
 
 def test_a_latency_model_records_the_reference_of_its_subnets(tmp_path):

@@ -103,7 +103,12 @@ def test_random_subnets_without_a_table_resume_and_feed_ofa_fit(tmp_path):
     second = pd.read_csv(path)
     assert len(second) == 5 and second["anchor_ms"].nunique() == 1
     assert second.iloc[:3].equals(first)  # the first three were not measured again
-    assert set(second["resolution"]) <= {128, 132}
+    assert set(second["resolution"]) <= {128, 132} and set(second["reference"]) == {"block"}
+    # Ratios to another workload do not mix into the file, and its rows are kept.
+    assert main([*args, "--subnets", "random:5", "--reference", "network"]) == 1
+    assert pd.read_csv(path).equals(second)
+    assert main([*args, "--subnets", "random:2", "--reference", "network", "--out", str(tmp_path / "net")]) == 0
+    assert set(pd.read_csv(tmp_path / "net" / path.name)["reference"]) == {"network"}
 
 
 def test_subnets_argument_errors(tmp_path, capsys):

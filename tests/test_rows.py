@@ -93,7 +93,7 @@ def test_in_network_table_predicts_its_own_subnets_and_reanchors(tmp_path):
     table_path = tmp_path / "t.csv"
     with LocalTransport() as transport:
         run = TableRun(resolve_device("local"), transport, InNetworkRows(1.0, (128,)), table_path,
-                       tmp_path / "cache", TINY)
+                       tmp_path / "cache", TINY, reference=NETWORK_REFERENCE)
         table = run.run()
         assert {row.key for row in table.rows} == {u.key for u in all_units(1.0, [128])}
         records = [json.loads(line) for line in journal_path(table_path).open()]
@@ -117,18 +117,25 @@ def test_in_network_table_predicts_its_own_subnets_and_reanchors(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_journal_timed_against_the_older_block_reference_is_measured_again(tmp_path, caplog):
-    """Journals written before networks had their own reference name none: their ratios are to the block, so an
-    in-network run sets them aside (saying so) and measures every subnet again instead of mixing references."""
+def test_a_journal_of_another_reference_is_measured_again(tmp_path, caplog):
+    """Journals written before there were two references name none: their ratios are to the block, so a block run
+    continues them, and a run against the network sets them aside (saying so) and measures every subnet again
+    instead of mixing references."""
     table_path = tmp_path / "t.csv"
     strategy = InNetworkRows(1.0, (128,), only=("net-r128-00", "net-r128-01"))
+
+    def run(**reference) -> None:
+        TableRun(resolve_device("local"), transport, strategy, table_path, tmp_path / "cache", TINY, **reference).run()
+
     with LocalTransport() as transport:
-        TableRun(resolve_device("local"), transport, strategy, table_path, tmp_path / "cache", TINY).run()
+        run()
         journal = journal_path(table_path)
         older = [{k: v for k, v in json.loads(line).items() if k != "reference_id"} for line in journal.open()]
         journal.write_text("".join(json.dumps(record) + "\n" for record in older))
+        run()
         with caplog.at_level("WARNING"):
-            TableRun(resolve_device("local"), transport, strategy, table_path, tmp_path / "cache", TINY).run()
+            run(reference=NETWORK_REFERENCE)
     rows = [record for record in map(json.loads, journal.open()) if record["type"] == "row"]
-    assert len(rows) == 4 and [r.get("reference_id") for r in rows] == [None, None, "network", "network"]
+    assert [r.get("reference_id") for r in rows] == [None, None, "network", "network"]
     assert "timed against the block reference" in caplog.text
+    assert read_table(table_path).meta["reference"]["id"] == "network"
