@@ -16,6 +16,7 @@ _WHERE = {
     "ExportError": "export", "TFLiteUnavailableError": "export", "content_hash": "export", "export_module": "export",
     "export_unit": "export", "export_units": "export",
     "MobileNetV3": "mobilenetv3", "NetConfigError": "mobilenetv3", "build_from_net_config": "mobilenetv3",
+    "ProxylessNASNets": "mobilenetv3",
     "OFAMobileNetV3": "ofa_mbv3",
     "NetPlan": "plan",
     "Unit": "units", "UnitError": "units", "all_units": "units", "units_of": "units",
@@ -32,6 +33,7 @@ __all__ = [
     "NetConfigError",
     "NetPlan",
     "OFAMobileNetV3",
+    "ProxylessNASNets",
     "TFLiteUnavailableError",
     "Unit",
     "UnitError",
@@ -52,7 +54,7 @@ if TYPE_CHECKING:
     from .checkpoint import CheckpointError
     from .complexity import count_macs, count_params
     from .export import ExportError, TFLiteUnavailableError, content_hash, export_module, export_unit, export_units
-    from .mobilenetv3 import MobileNetV3, NetConfigError, build_from_net_config
+    from .mobilenetv3 import MobileNetV3, NetConfigError, ProxylessNASNets, build_from_net_config
     from .ofa_mbv3 import OFAMobileNetV3
     from .plan import NetPlan
     from .unit_modules import units_from_subnet

@@ -1,8 +1,9 @@
-"""The static MobileNetV3 that subnets are extracted into, and the decoder of OFA ``net.config`` files.
+"""The static networks subnets are extracted into, and the decoder of OFA ``net.config`` files.
 
-The reference release shipped its specialized models as ``net.config`` JSON plus weights; older files use the
-legacy names ``MobileInvertedResidualBlock`` / ``mobile_inverted_conv`` / ``MBInvertedConvLayer``. Both decode
-here, and :attr:`MobileNetV3.config` writes the current names.
+The reference release shipped its specialized models as ``net.config`` JSON plus weights: MobileNetV3 ones (phones,
+FLOPs targets) and ProxylessNAS ones (GPUs and CPUs, :class:`ProxylessNASNets`: no SE, no h-swish, and the
+feature-mix conv before the pool). Older files use the legacy names ``MobileInvertedResidualBlock`` /
+``mobile_inverted_conv`` / ``MBInvertedConvLayer``. Both decode here, and ``config`` writes the current names.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from ._layers import ConvLayer, IdentityLayer, LinearLayer, MBConvLayer, Residua
 from .checkpoint import load_compatible_state_dict, read_state_dict
 from .errors import OFAProfileError
 
-__all__ = ["MobileNetV3", "NetConfigError", "build_from_net_config"]
+__all__ = ["MobileNetV3", "NetConfigError", "ProxylessNASNets", "build_from_net_config"]
 
 BN_MOMENTUM = 0.1
 BN_EPS = 1e-5
@@ -29,9 +30,10 @@ class NetConfigError(OFAProfileError, ValueError):
 
 
 class MobileNetV3Base(nn.Module):
-    """The forward pass static and elastic MobileNetV3 share; subclasses say which blocks run.
+    """The forward pass static and elastic networks share; subclasses say which blocks run.
 
-    Subclasses set ``first_conv``, ``final_expand_layer``, ``feature_mix_layer`` and ``classifier``.
+    Subclasses set ``first_conv``, ``final_expand_layer``, ``feature_mix_layer`` and ``classifier``; ProxylessNAS
+    has no final expand and mixes features before the pool.
     """
 
     def active_blocks(self) -> Iterable[nn.Module]:
@@ -52,6 +54,11 @@ class MobileNetV3Base(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    def load_checkpoint(self, source: str | os.PathLike | Mapping[str, torch.Tensor]) -> MobileNetV3Base:
+        """Load weights of a released specialized model (file or dict; current or legacy key names)."""
+        load_compatible_state_dict(self, read_state_dict(source))
+        return self
+
 
 class MobileNetV3(MobileNetV3Base):
     """A fixed MobileNetV3: first conv, blocks, final expand, global pool, feature mix, classifier."""
@@ -68,23 +75,60 @@ class MobileNetV3(MobileNetV3Base):
     def active_blocks(self) -> Iterable[nn.Module]:
         return self.blocks
 
-    def load_checkpoint(self, source: str | os.PathLike | Mapping[str, torch.Tensor]) -> MobileNetV3:
-        """Load weights of a released specialized model (file or dict; current or legacy key names)."""
-        load_compatible_state_dict(self, read_state_dict(source))
-        return self
-
     @property
     def config(self) -> dict[str, Any]:
         """This network as an OFA ``net.config`` dict (current layer names)."""
         return {
             "name": "MobileNetV3",
-            "bn": {"momentum": BN_MOMENTUM, "eps": BN_EPS, "ws_eps": None},
+            "bn": _bn_config(self),
             "first_conv": self.first_conv.config,
             "blocks": [block.config for block in self.blocks],
             "final_expand_layer": self.final_expand_layer.config,
             "feature_mix_layer": self.feature_mix_layer.config,
             "classifier": self.classifier.config,
         }
+
+
+class ProxylessNASNets(MobileNetV3Base):
+    """A fixed ProxylessNAS network: first conv, blocks, feature mix (1x1, before the pool), classifier."""
+
+    def __init__(self, first_conv: ConvLayer, blocks: list[ResidualBlock], feature_mix_layer: ConvLayer,
+                 classifier: LinearLayer) -> None:
+        super().__init__()
+        self.first_conv = first_conv
+        self.blocks = nn.ModuleList(blocks)
+        self.feature_mix_layer = feature_mix_layer
+        self.classifier = classifier
+
+    def active_blocks(self) -> Iterable[nn.Module]:
+        return self.blocks
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.first_conv(x)
+        for block in self.active_blocks():
+            x = block(x)
+        return self.feature_mix_layer(x)
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(x.mean((2, 3)), 1))
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """This network as an OFA ``net.config`` dict (current layer names)."""
+        return {
+            "name": "ProxylessNASNets",
+            "bn": _bn_config(self),
+            "first_conv": self.first_conv.config,
+            "blocks": [block.config for block in self.blocks],
+            "feature_mix_layer": self.feature_mix_layer.config,
+            "classifier": self.classifier.config,
+        }
+
+
+def _bn_config(net: nn.Module) -> dict[str, Any]:
+    bn = next((m for m in net.modules() if isinstance(m, nn.BatchNorm2d)), None)
+    momentum, eps = (bn.momentum, bn.eps) if bn is not None else (BN_MOMENTUM, BN_EPS)
+    return {"momentum": momentum, "eps": eps, "ws_eps": None}
 
 
 # --- net.config decoding ---------------------------------------------------------------------------------
@@ -146,26 +190,29 @@ def _block(config: Any, where: str) -> ResidualBlock:
     return ResidualBlock(conv, shortcut)
 
 
-def build_from_net_config(config: Mapping[str, Any]) -> MobileNetV3:
-    """Build the static network an OFA ``net.config`` describes (current or legacy layer names).
+_FAMILIES = ("MobileNetV3", "ProxylessNASNets")
+
+
+def build_from_net_config(config: Mapping[str, Any]) -> MobileNetV3 | ProxylessNASNets:
+    """Build the static network an OFA ``net.config`` describes (either family; current or legacy layer names).
 
     Weights are freshly initialised; load the release's weights with ``load_state_dict`` (legacy key names are
     handled by :func:`supernet.checkpoint.canonical_key`).
     """
     if not isinstance(config, Mapping):
         raise NetConfigError(f"net.config must be a JSON object, got {type(config).__name__}")
-    if config.get("name", "MobileNetV3") != "MobileNetV3":
-        raise NetConfigError(f"net.config describes a {config['name']!r}; only MobileNetV3 is supported")
+    family = config.get("name", "MobileNetV3")
+    if family not in _FAMILIES:
+        raise NetConfigError(f"net.config describes a {family!r}; expected one of {', '.join(_FAMILIES)}")
     blocks_config = _field(config, "blocks", "net.config")
     if not isinstance(blocks_config, list) or not blocks_config:
         raise NetConfigError("net.config: 'blocks' must be a non-empty list of blocks")
-    net = MobileNetV3(
-        first_conv=_conv_layer(_field(config, "first_conv", "net.config"), "first_conv"),
-        blocks=[_block(block, f"blocks[{i}]") for i, block in enumerate(blocks_config)],
-        final_expand_layer=_conv_layer(_field(config, "final_expand_layer", "net.config"), "final_expand_layer"),
-        feature_mix_layer=_conv_layer(_field(config, "feature_mix_layer", "net.config"), "feature_mix_layer"),
-        classifier=_linear_layer(_field(config, "classifier", "net.config"), "classifier"),
-    )
+    layers = {name: _conv_layer(_field(config, name, "net.config"), name)
+              for name in ("first_conv", "final_expand_layer", "feature_mix_layer")
+              if name != "final_expand_layer" or family == "MobileNetV3"}
+    blocks = [_block(block, f"blocks[{i}]") for i, block in enumerate(blocks_config)]
+    classifier = _linear_layer(_field(config, "classifier", "net.config"), "classifier")
+    net = (MobileNetV3 if family == "MobileNetV3" else ProxylessNASNets)(blocks=blocks, classifier=classifier, **layers)
     bn = config.get("bn") or {}
     for module in net.modules():
         if isinstance(module, nn.BatchNorm2d):

@@ -43,6 +43,14 @@ def reference_ofa_mbv3():
     return OFAMobileNetV3
 
 
+def reference_proxyless_nets():
+    """The reference static ``ProxylessNASNets`` class (its ``build_from_config`` reads a net.config)."""
+    _install_stand_ins()
+    from ofa.imagenet_classification.networks.proxyless_nets import ProxylessNASNets
+
+    return ProxylessNASNets
+
+
 def reference_utils():
     """The reference's ``ofa.utils`` (``count_net_flops``, ``count_parameters``)."""
     _install_stand_ins()

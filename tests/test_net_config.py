@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,11 +13,12 @@ from supernet import (
     CheckpointError,
     NetConfigError,
     OFAMobileNetV3,
+    ProxylessNASNets,
     build_from_net_config,
     count_macs,
     count_params,
 )
-from tests.ofa_oracle import reference_ofa_mbv3
+from tests.ofa_oracle import reference_ofa_mbv3, reference_proxyless_nets, reference_utils
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +96,7 @@ def test_reference_net_config_builds_equal_network():
         (lambda c: c["blocks"][2].update(name="Bottleneck"), r"blocks\[2\]: unknown layer 'Bottleneck'"),
         (lambda c: c["blocks"][1]["conv"].pop("kernel_size"), r"blocks\[1\]\.conv: missing field 'kernel_size'"),
         (lambda c: c.pop("classifier"), r"missing field 'classifier'"),
-        (lambda c: c.update(name="ResNets"), r"describes a 'ResNets'; only MobileNetV3"),
+        (lambda c: c.update(name="ResNets"), r"describes a 'ResNets'; expected one of MobileNetV3, ProxylessNAS"),
         (lambda c: c["first_conv"].update(name="Conv"), r"first_conv: unknown layer 'Conv'"),
         (lambda c: c.update(blocks=[]), r"'blocks' must be a non-empty list"),
     ],
@@ -156,3 +158,32 @@ def test_published_macs():
     space = OFAMobileNetV3(width_mult=1.0).space
     assert round(count_macs(space.uniform(ks=3, e=3, d=4, r=224)) / 1e6) == 226
     assert round(count_macs(space.uniform(ks=7, e=6, d=4, r=224)) / 1e6) == 566
+
+
+# Released ProxylessNAS-space networks kept as test data (one per device OFA searched that space for).
+ZOO = Path(__file__).parent / "data" / "ofa-release" / "zoo"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in ZOO.iterdir()))
+def test_released_proxyless_nets_build_like_the_reference(name):
+    """Each released ProxylessNAS net.config builds with the reference's state-dict names, gives its outputs with
+    the same weights (within 1e-5), counts its MACs within 0.5M, and writes back the config it was read from."""
+    config = json.loads((ZOO / name / "net.config").read_text())
+    resolution = json.loads((ZOO / name / "run.config").read_text())["image_size"]
+    ours = build_from_net_config(config).eval()
+    theirs = reference_proxyless_nets().build_from_config(config).eval()
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for tensor in theirs.state_dict().values():
+            if tensor.dtype.is_floating_point:
+                tensor.copy_(0.5 + torch.rand(tensor.shape, generator=generator) if tensor.dim() == 1
+                             else 0.1 * torch.randn(tensor.shape, generator=generator))
+    ours.load_checkpoint(theirs.state_dict())
+    x = torch.randn(2, 3, resolution, resolution, generator=generator)
+    with torch.no_grad():
+        assert torch.allclose(ours(x), theirs(x), atol=1e-5, rtol=1e-5)
+    flops = reference_utils().count_net_flops(theirs, (1, 3, resolution, resolution))
+    assert abs(count_macs(ours, resolution=resolution) - flops) < 0.5e6
+    assert count_params(ours) == reference_utils().count_parameters(theirs)
+    rebuilt = build_from_net_config(json.loads(json.dumps(ours.config)))
+    assert rebuilt.config == ours.config and isinstance(rebuilt, ProxylessNASNets)
