@@ -65,13 +65,16 @@ class Reference:
     unit: Unit | None = None
     arch: Arch | None = None
     seed: int = 1
+    width_mult: float = 1.0
+    n_classes: int = 1000
 
     def model(self, profile: DeviceProfile, cache_dir: Path) -> dict[str, Any]:
         """The workload as a model mapping (name, exported file, input shape) for the agents."""
         if self.arch is not None:
             from profiler.whole_subnets import subnet_model  # torch: only when something is exported
 
-            return subnet_model(REFERENCE_NAME, self.arch, 1.0, 1000, profile.model_format, cache_dir, profile.batch)
+            return subnet_model(REFERENCE_NAME, self.arch, self.width_mult, self.n_classes, profile.model_format,
+                                cache_dir, profile.batch)
         from supernet.export import agent_model, export_unit  # torch: only when something is exported
 
         path = export_unit(self.unit, profile.model_format, cache_dir, seed=self.seed, batch=profile.batch)
@@ -79,8 +82,8 @@ class Reference:
 
     def describe(self) -> dict[str, Any]:
         if self.arch is not None:
-            return {"name": REFERENCE_NAME, "id": self.id, "subnet": self.arch.to_json(), "width_mult": 1.0,
-                    "n_classes": 1000}
+            return {"name": REFERENCE_NAME, "id": self.id, "subnet": self.arch.to_json(),
+                    "width_mult": self.width_mult, "n_classes": self.n_classes}
         return {"name": REFERENCE_NAME, "id": self.id, "key": self.unit.key, "seed": self.seed}
 
 
@@ -103,8 +106,9 @@ def reference_of(meta: Mapping[str, Any] | None) -> Reference:
     """The reference a table's sidecar (or a model's metadata) names; the block where it names none (older)."""
     name = ((meta or {}).get("reference") or {}).get("id", BLOCK_REFERENCE.id)
     if name not in _REFERENCES:
-        raise UnknownReferenceError(f"the table was timed against a reference workload {name!r} this version does not "
-                             f"know ({', '.join(_REFERENCES)}); upgrade ofa-profile, or build the table again")
+        raise UnknownReferenceError(f"the table was timed against a reference workload {name!r} this version does "
+                                    f"not know ({', '.join(_REFERENCES)}); upgrade ofa-profile, or build the table "
+                                    f"again")
     return _REFERENCES[name]
 
 

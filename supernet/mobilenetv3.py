@@ -33,7 +33,7 @@ class MobileNetV3Base(nn.Module):
     """The forward pass static and elastic networks share; subclasses say which blocks run.
 
     Subclasses set ``first_conv``, ``final_expand_layer``, ``feature_mix_layer`` and ``classifier``; ProxylessNAS
-    has no final expand and mixes features before the pool.
+    has no final expand and mixes features before the pool (its own :meth:`forward_head`).
     """
 
     def active_blocks(self) -> Iterable[nn.Module]:
@@ -43,9 +43,10 @@ class MobileNetV3Base(nn.Module):
         x = self.first_conv(x)
         for block in self.active_blocks():
             x = block(x)
-        return self.final_expand_layer(x)
+        return x
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.final_expand_layer(x)
         x = x.mean((2, 3), keepdim=True)
         x = self.feature_mix_layer(x)
         x = torch.flatten(x, 1)
@@ -60,8 +61,34 @@ class MobileNetV3Base(nn.Module):
         return self
 
 
-class MobileNetV3(MobileNetV3Base):
+class _StaticNetwork(MobileNetV3Base):
+    """A fixed network of either family, as OFA's ``net.config`` names it (``NAME``) with its head's conv layers
+    in order (``HEAD``)."""
+
+    NAME: str
+    HEAD: tuple[str, ...]
+
+    def active_blocks(self) -> Iterable[nn.Module]:
+        return self.blocks
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """This network as an OFA ``net.config`` dict (current layer names)."""
+        return {
+            "name": self.NAME,
+            "bn": _bn_config(self),
+            "first_conv": self.first_conv.config,
+            "blocks": [block.config for block in self.blocks],
+            **{name: getattr(self, name).config for name in self.HEAD},
+            "classifier": self.classifier.config,
+        }
+
+
+class MobileNetV3(_StaticNetwork):
     """A fixed MobileNetV3: first conv, blocks, final expand, global pool, feature mix, classifier."""
+
+    NAME = "MobileNetV3"
+    HEAD = ("final_expand_layer", "feature_mix_layer")
 
     def __init__(self, first_conv: ConvLayer, blocks: list[ResidualBlock], final_expand_layer: ConvLayer,
                  feature_mix_layer: ConvLayer, classifier: LinearLayer) -> None:
@@ -72,25 +99,12 @@ class MobileNetV3(MobileNetV3Base):
         self.feature_mix_layer = feature_mix_layer
         self.classifier = classifier
 
-    def active_blocks(self) -> Iterable[nn.Module]:
-        return self.blocks
 
-    @property
-    def config(self) -> dict[str, Any]:
-        """This network as an OFA ``net.config`` dict (current layer names)."""
-        return {
-            "name": "MobileNetV3",
-            "bn": _bn_config(self),
-            "first_conv": self.first_conv.config,
-            "blocks": [block.config for block in self.blocks],
-            "final_expand_layer": self.final_expand_layer.config,
-            "feature_mix_layer": self.feature_mix_layer.config,
-            "classifier": self.classifier.config,
-        }
-
-
-class ProxylessNASNets(MobileNetV3Base):
+class ProxylessNASNets(_StaticNetwork):
     """A fixed ProxylessNAS network: first conv, blocks, feature mix (1x1, before the pool), classifier."""
+
+    NAME = "ProxylessNASNets"
+    HEAD = ("feature_mix_layer",)
 
     def __init__(self, first_conv: ConvLayer, blocks: list[ResidualBlock], feature_mix_layer: ConvLayer,
                  classifier: LinearLayer) -> None:
@@ -100,29 +114,8 @@ class ProxylessNASNets(MobileNetV3Base):
         self.feature_mix_layer = feature_mix_layer
         self.classifier = classifier
 
-    def active_blocks(self) -> Iterable[nn.Module]:
-        return self.blocks
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.first_conv(x)
-        for block in self.active_blocks():
-            x = block(x)
-        return self.feature_mix_layer(x)
-
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(x.mean((2, 3)), 1))
-
-    @property
-    def config(self) -> dict[str, Any]:
-        """This network as an OFA ``net.config`` dict (current layer names)."""
-        return {
-            "name": "ProxylessNASNets",
-            "bn": _bn_config(self),
-            "first_conv": self.first_conv.config,
-            "blocks": [block.config for block in self.blocks],
-            "feature_mix_layer": self.feature_mix_layer.config,
-            "classifier": self.classifier.config,
-        }
+        return self.classifier(torch.flatten(self.feature_mix_layer(x).mean((2, 3)), 1))
 
 
 def _bn_config(net: nn.Module) -> dict[str, Any]:
@@ -190,7 +183,7 @@ def _block(config: Any, where: str) -> ResidualBlock:
     return ResidualBlock(conv, shortcut)
 
 
-_FAMILIES = ("MobileNetV3", "ProxylessNASNets")
+_FAMILIES = {family.NAME: family for family in (MobileNetV3, ProxylessNASNets)}
 
 
 def build_from_net_config(config: Mapping[str, Any]) -> MobileNetV3 | ProxylessNASNets:
@@ -207,12 +200,11 @@ def build_from_net_config(config: Mapping[str, Any]) -> MobileNetV3 | ProxylessN
     blocks_config = _field(config, "blocks", "net.config")
     if not isinstance(blocks_config, list) or not blocks_config:
         raise NetConfigError("net.config: 'blocks' must be a non-empty list of blocks")
-    layers = {name: _conv_layer(_field(config, name, "net.config"), name)
-              for name in ("first_conv", "final_expand_layer", "feature_mix_layer")
-              if name != "final_expand_layer" or family == "MobileNetV3"}
+    cls = _FAMILIES[family]
+    layers = {name: _conv_layer(_field(config, name, "net.config"), name) for name in ("first_conv", *cls.HEAD)}
     blocks = [_block(block, f"blocks[{i}]") for i, block in enumerate(blocks_config)]
-    classifier = _linear_layer(_field(config, "classifier", "net.config"), "classifier")
-    net = (MobileNetV3 if family == "MobileNetV3" else ProxylessNASNets)(blocks=blocks, classifier=classifier, **layers)
+    net = cls(blocks=blocks, classifier=_linear_layer(_field(config, "classifier", "net.config"), "classifier"),
+              **layers)
     bn = config.get("bn") or {}
     for module in net.modules():
         if isinstance(module, nn.BatchNorm2d):
