@@ -1,4 +1,4 @@
-"""The OFA MobileNetV3 supernet, its archs, subnets, MACs and exports.
+"""The OFA supernets (MobileNetV3 and ProxylessNAS), their archs, subnets, MACs and exports.
 
 Names are imported on first use (PEP 562), so that ``from supernet import Arch`` (what the search, the table
 reader and every command's argument parsing need) does not import torch, which takes about 2 s.
@@ -17,7 +17,7 @@ _WHERE = {
     "export_unit": "export", "export_units": "export",
     "MobileNetV3": "mobilenetv3", "NetConfigError": "mobilenetv3", "build_from_net_config": "mobilenetv3",
     "ProxylessNASNets": "mobilenetv3",
-    "OFAMobileNetV3": "ofa_mbv3",
+    "OFAMobileNetV3": "ofa_mbv3", "OFAProxylessNASNets": "ofa_proxyless",
     "NetPlan": "plan",
     "Unit": "units", "UnitError": "units", "all_units": "units", "units_of": "units",
     "units_from_subnet": "unit_modules",
@@ -33,6 +33,7 @@ __all__ = [
     "NetConfigError",
     "NetPlan",
     "OFAMobileNetV3",
+    "OFAProxylessNASNets",
     "ProxylessNASNets",
     "TFLiteUnavailableError",
     "Unit",
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
     from .export import ExportError, TFLiteUnavailableError, content_hash, export_module, export_unit, export_units
     from .mobilenetv3 import MobileNetV3, NetConfigError, ProxylessNASNets, build_from_net_config
     from .ofa_mbv3 import OFAMobileNetV3
+    from .ofa_proxyless import OFAProxylessNASNets
     from .plan import NetPlan
     from .unit_modules import units_from_subnet
     from .units import Unit, UnitError, all_units, units_of

@@ -1,9 +1,10 @@
-"""Architectures of the OFA MobileNetV3 space: one validated value type and the space it lives in.
+"""Architectures of the OFA spaces: one validated value type and the space it lives in.
 
 An arch is what users, tables, predictors and the released tools exchange, in OFA's JSON shape
-``{"ks": [20 ints], "e": [20 ints], "d": [5 ints], "r": [resolution]}``. Entries of blocks that a stage's
-depth skips are kept as given (so JSON round-trips), but equality and hashing look only at the active part:
-two archs that build the same network are the same arch.
+``{"ks": [20 ints], "e": [20 ints], "d": [5 ints], "r": [resolution]}`` for MobileNetV3 and
+``{"ks": [21 ints], "e": [21 ints], "d": [6 ints], "r": ...}`` for ProxylessNAS, whose sixth stage is one fixed
+block. Entries of blocks that a stage's depth skips are kept as given (so JSON round-trips), but equality and
+hashing look only at the active part: two archs that build the same network are the same arch.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
@@ -21,12 +22,16 @@ __all__ = [
     "DEPTHS",
     "EXPAND_RATIOS",
     "KERNEL_SIZES",
+    "LAYOUTS",
     "MAX_DEPTH",
+    "MOBILENETV3_LAYOUT",
     "N_BLOCKS",
     "N_STAGES",
+    "PROXYLESS_LAYOUT",
     "Arch",
     "ArchError",
     "ArchSpace",
+    "Layout",
 ]
 
 KERNEL_SIZES = (3, 5, 7)
@@ -37,8 +42,70 @@ MAX_DEPTH = 4
 N_BLOCKS = N_STAGES * MAX_DEPTH
 
 
+@dataclass(frozen=True)
+class Layout:
+    """How a family's elastic blocks group into stages.
+
+    Args:
+        family: The space's name as users say it (``mobilenetv3``, ``proxyless``).
+        stage_blocks: Blocks each stage holds. A stage with fewer blocks than the deepest depth choice is not
+            elastic: it always runs all of them (ProxylessNAS's last stage, one block).
+    """
+
+    family: str
+    stage_blocks: tuple[int, ...]
+
+    @property
+    def n_stages(self) -> int:
+        return len(self.stage_blocks)
+
+    @property
+    def n_blocks(self) -> int:
+        return sum(self.stage_blocks)
+
+    def stage_start(self, stage: int) -> int:
+        """Index of the stage's first elastic block."""
+        return sum(self.stage_blocks[:stage])
+
+    def is_fixed(self, stage: int, depths: Sequence[int] = DEPTHS) -> bool:
+        return self.stage_blocks[stage] < max(depths)
+
+    def depth_choices(self, stage: int, depths: Sequence[int] = DEPTHS) -> tuple[int, ...]:
+        return (self.stage_blocks[stage],) if self.is_fixed(stage, depths) else tuple(depths)
+
+    def stage_of_blocks(self) -> tuple[int, ...]:
+        """The stage of each elastic block, in network order."""
+        return tuple(s for s, blocks in enumerate(self.stage_blocks) for _ in range(blocks))
+
+
+MOBILENETV3_LAYOUT = Layout("mobilenetv3", (MAX_DEPTH,) * N_STAGES)
+PROXYLESS_LAYOUT = Layout("proxyless", (MAX_DEPTH,) * 5 + (1,))
+LAYOUTS = (MOBILENETV3_LAYOUT, PROXYLESS_LAYOUT)
+
+
+def _layout_with_stages(d: Any) -> Layout:
+    """The layout an arch's depth list belongs to: 5 stages for MobileNetV3, 6 for ProxylessNAS."""
+    if isinstance(d, (str, bytes)) or not isinstance(d, Sequence):
+        raise ArchError(f"d must be a list of {N_STAGES} ints (one depth per stage), got {d!r}")
+    for layout in LAYOUTS:
+        if len(d) == layout.n_stages:
+            return layout
+    expected = " or ".join(f"{layout.n_stages} ({layout.family})" for layout in LAYOUTS)
+    raise ArchError(f"d has {len(d)} entries; expected {expected} (one depth per stage)")
+
+
 class ArchError(OFAProfileError, ValueError):
     """An architecture, or its JSON, that is not in the space; the message says which field and what is allowed."""
+
+
+def _check_depths(d: Sequence[int], layout: Layout, depths: Sequence[int]) -> tuple[int, ...]:
+    """Each stage's depth among its choices: the space's depths, or the block count of a fixed stage."""
+    for s, v in enumerate(d):
+        allowed = layout.depth_choices(s, depths)
+        if isinstance(v, bool) or not isinstance(v, int) or v not in allowed:
+            fixed = " (this stage is not elastic)" if layout.is_fixed(s, depths) else ""
+            raise ArchError(f"d[{s}] = {v!r} is not allowed; allowed values: {_allowed(allowed)}{fixed}")
+    return tuple(d)
 
 
 def _allowed(values: Sequence[int]) -> str:
@@ -58,12 +125,13 @@ def _check_list(name: str, values: Any, length: int, allowed: Sequence[int], wha
 
 @dataclass(frozen=True, eq=False)
 class Arch:
-    """One subnet of the OFA MobileNetV3 space.
+    """One subnet of an OFA space.
 
     Args:
-        ks: Depthwise kernel size of each of the 20 elastic blocks (3, 5 or 7).
+        ks: Depthwise kernel size of each elastic block (3, 5 or 7): 20 for MobileNetV3, 21 for ProxylessNAS.
         e: Expand ratio of each elastic block (3, 4 or 6).
-        d: Depth of each of the 5 stages (2, 3 or 4): a stage runs its first ``d`` blocks.
+        d: Depth of each stage (2, 3 or 4): a stage runs its first ``d`` blocks. MobileNetV3 has 5 stages;
+            ProxylessNAS has 6, the last always 1.
         r: Input resolution (square images).
 
     Construction checks the elastic choices; whether ``r`` is in a given supernet's resolution list is
@@ -76,19 +144,25 @@ class Arch:
     r: int = 224
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "ks", _check_list("ks", self.ks, N_BLOCKS, KERNEL_SIZES,
+        layout = _layout_with_stages(self.d)
+        object.__setattr__(self, "ks", _check_list("ks", self.ks, layout.n_blocks, KERNEL_SIZES,
                                                    "one kernel size per elastic block"))
-        object.__setattr__(self, "e", _check_list("e", self.e, N_BLOCKS, EXPAND_RATIOS,
+        object.__setattr__(self, "e", _check_list("e", self.e, layout.n_blocks, EXPAND_RATIOS,
                                                   "one expand ratio per elastic block"))
-        object.__setattr__(self, "d", _check_list("d", self.d, N_STAGES, DEPTHS, "one depth per stage"))
+        object.__setattr__(self, "d", _check_depths(self.d, layout, DEPTHS))
         if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r <= 0:
             raise ArchError(f"r = {self.r!r} is not a resolution; expected a positive int such as 224")
 
     # --- the part that defines the network -------------------------------------------------------------
+    @property
+    def layout(self) -> Layout:
+        return _layout_with_stages(self.d)
+
     @cached_property
     def active_blocks(self) -> tuple[int, ...]:
-        """Indices (0..19) of the elastic blocks that the depths keep, in network order."""
-        return tuple(s * MAX_DEPTH + j for s, depth in enumerate(self.d) for j in range(depth))
+        """Indices (0..19, or 0..20) of the elastic blocks that the depths keep, in network order."""
+        layout = self.layout
+        return tuple(layout.stage_start(s) + j for s, depth in enumerate(self.d) for j in range(depth))
 
     def _identity(self) -> tuple:
         active = self.active_blocks
@@ -173,27 +247,41 @@ def _read_resolution(config: Mapping[str, Any]) -> int:
 
 @dataclass(frozen=True)
 class ArchSpace:
-    """The choices of one supernet: elastic kernel, expand ratio and depth, and its resolution list."""
+    """The choices of one supernet: elastic kernel, expand ratio and depth, its resolution list, and its layout
+    (which family's blocks and stages)."""
 
     resolutions: tuple[int, ...]
     kernel_sizes: tuple[int, ...] = KERNEL_SIZES
     expand_ratios: tuple[int, ...] = EXPAND_RATIOS
     depths: tuple[int, ...] = DEPTHS
-    n_stages: int = field(default=N_STAGES, init=False)
-    max_depth: int = field(default=MAX_DEPTH, init=False)
+    layout: Layout = MOBILENETV3_LAYOUT
 
     @classmethod
-    def for_width(cls, width_mult: float) -> ArchSpace:
-        """OFA's resolution lists: 128..224 step 4 for w1.0 (and smaller widths), 160..224 for w1.2."""
-        low = 160 if width_mult >= 1.2 else 128
-        return cls(resolutions=tuple(range(low, 225, 4)))
+    def for_width(cls, width_mult: float, layout: Layout = MOBILENETV3_LAYOUT) -> ArchSpace:
+        """OFA's resolution lists: 128..224 step 4 for w1.0 (and smaller widths), 160..224 for MobileNetV3 w1.2;
+        128..224 for ProxylessNAS at any width (its released GPU and CPU nets run at 128 to 208)."""
+        low = 160 if width_mult >= 1.2 and layout == MOBILENETV3_LAYOUT else 128
+        return cls(resolutions=tuple(range(low, 225, 4)), layout=layout)
+
+    @property
+    def n_stages(self) -> int:
+        return self.layout.n_stages
+
+    @property
+    def n_blocks(self) -> int:
+        return self.layout.n_blocks
+
+    def stage_depths(self, stage: int) -> tuple[int, ...]:
+        return self.layout.depth_choices(stage, self.depths)
 
     @property
     def size_per_resolution(self) -> int:
-        """Distinct networks at one resolution: (9^2 + 9^3 + 9^4)^5 for the OFA space."""
+        """Distinct networks at one resolution: (9^2 + 9^3 + 9^4)^5 for the MobileNetV3 space."""
         per_block = len(self.kernel_sizes) * len(self.expand_ratios)
-        per_stage = sum(per_block**depth for depth in self.depths)
-        return per_stage**self.n_stages
+        size = 1
+        for s in range(self.n_stages):
+            size *= sum(per_block**depth for depth in self.stage_depths(s))
+        return size
 
     @property
     def size(self) -> int:
@@ -201,9 +289,13 @@ class ArchSpace:
 
     def validate(self, arch: Arch) -> Arch:
         """Return ``arch`` if it lies in this space, else raise :class:`ArchError` naming the field."""
-        _check_list("ks", arch.ks, N_BLOCKS, self.kernel_sizes, "one kernel size per elastic block")
-        _check_list("e", arch.e, N_BLOCKS, self.expand_ratios, "one expand ratio per elastic block")
-        _check_list("d", arch.d, N_STAGES, self.depths, "one depth per stage")
+        if arch.layout != self.layout:
+            raise ArchError(f"the arch has {len(arch.d)} stages and {len(arch.ks)} blocks, a {arch.layout.family} "
+                            f"arch, but this supernet is {self.layout.family} ({self.n_stages} stages, "
+                            f"{self.n_blocks} blocks)")
+        _check_list("ks", arch.ks, self.n_blocks, self.kernel_sizes, "one kernel size per elastic block")
+        _check_list("e", arch.e, self.n_blocks, self.expand_ratios, "one expand ratio per elastic block")
+        _check_depths(arch.d, self.layout, self.depths)
         if arch.r not in self.resolutions:
             lo, hi = self.resolutions[0], self.resolutions[-1]
             step = self.resolutions[1] - lo if len(self.resolutions) > 1 else 0
@@ -214,9 +306,9 @@ class ArchSpace:
         """One uniformly random arch; an int seed makes it reproducible."""
         rng = rng if isinstance(rng, random.Random) else random.Random(rng)
         return Arch(
-            ks=tuple(rng.choice(self.kernel_sizes) for _ in range(N_BLOCKS)),
-            e=tuple(rng.choice(self.expand_ratios) for _ in range(N_BLOCKS)),
-            d=tuple(rng.choice(self.depths) for _ in range(N_STAGES)),
+            ks=tuple(rng.choice(self.kernel_sizes) for _ in range(self.n_blocks)),
+            e=tuple(rng.choice(self.expand_ratios) for _ in range(self.n_blocks)),
+            d=tuple(rng.choice(self.stage_depths(s)) for s in range(self.n_stages)),
             r=rng.choice(self.resolutions),
         )
 
@@ -226,5 +318,8 @@ class ArchSpace:
             yield self.sample(rng)
 
     def uniform(self, ks: int, e: int, d: int, r: int = 224) -> Arch:
-        """The arch with one kernel, expand ratio and depth everywhere (e.g. K3/E3/D4)."""
-        return self.validate(Arch(ks=(ks,) * N_BLOCKS, e=(e,) * N_BLOCKS, d=(d,) * N_STAGES, r=r))
+        """The arch with one kernel, expand ratio and depth everywhere (e.g. K3/E3/D4); a stage that is not
+        elastic keeps its own depth."""
+        depths = tuple(self.layout.stage_blocks[s] if self.layout.is_fixed(s, self.depths) else d
+                       for s in range(self.n_stages))
+        return self.validate(Arch(ks=(ks,) * self.n_blocks, e=(e,) * self.n_blocks, d=depths, r=r))

@@ -31,9 +31,10 @@ def _arch_macs(arch: Arch, plan: NetPlan, n_classes: int) -> int:
             macs += 2 * b.mid_chs * b.se_chs
         macs += b.mid_chs * b.out_chs * b.out_size**2
     final = plan.final_size(arch.r)
-    last_chs = plan.stages[-1].out_chs
-    macs += last_chs * plan.final_expand_chs * final * final
-    macs += plan.final_expand_chs * plan.feature_mix_chs + plan.feature_mix_chs * n_classes
+    if plan.final_expand_chs is not None:
+        macs += plan.last_block_chs * plan.final_expand_chs * final * final
+    mix_size = final if plan.family.mixes_before_pool else 1
+    macs += plan.head_in_chs * plan.feature_mix_chs * mix_size**2 + plan.feature_mix_chs * n_classes
     return macs
 
 
@@ -47,9 +48,11 @@ def _arch_params(arch: Arch, plan: NetPlan, n_classes: int) -> int:
         if b.use_se:
             params += 2 * b.mid_chs * b.se_chs + b.se_chs + b.mid_chs
         params += b.mid_chs * b.out_chs + 2 * b.out_chs
-    last_chs = plan.stages[-1].out_chs
-    params += last_chs * plan.final_expand_chs + 2 * plan.final_expand_chs
-    params += plan.final_expand_chs * plan.feature_mix_chs
+    if plan.final_expand_chs is not None:
+        params += plan.last_block_chs * plan.final_expand_chs + 2 * plan.final_expand_chs
+    params += plan.head_in_chs * plan.feature_mix_chs
+    if plan.family.mixes_before_pool:  # ProxylessNAS's feature mix has BN
+        params += 2 * plan.feature_mix_chs
     params += plan.feature_mix_chs * n_classes + n_classes
     return params
 
@@ -93,12 +96,13 @@ def count_macs(arch_or_model: Arch | nn.Module, width_mult: float = 1.0, n_class
     Args:
         arch_or_model: An :class:`Arch` (counted analytically, no network built) or a static network such as one
             from :func:`build_from_net_config` (counted by running it once on zeros).
-        width_mult: Supernet width, for an arch.
+        width_mult: Supernet width, for an arch (its family follows from its length: 20 blocks for MobileNetV3,
+            21 for ProxylessNAS).
         n_classes: Classifier outputs, for an arch.
         resolution: Input size, for a network (an arch carries its own).
     """
     if isinstance(arch_or_model, Arch):
-        return _arch_macs(arch_or_model, NetPlan.for_width(width_mult), n_classes)
+        return _arch_macs(arch_or_model, NetPlan.for_arch(arch_or_model, width_mult), n_classes)
     if resolution is None:
         raise ValueError("count_macs(model) needs resolution=..., the input size to count at (e.g. 224)")
     return _module_macs(arch_or_model, resolution)
@@ -107,5 +111,5 @@ def count_macs(arch_or_model: Arch | nn.Module, width_mult: float = 1.0, n_class
 def count_params(arch_or_model: Arch | nn.Module, width_mult: float = 1.0, n_classes: int = 1000) -> int:
     """Learnable parameters of the subnet (BN affine and biases included), from an arch or a network."""
     if isinstance(arch_or_model, Arch):
-        return _arch_params(arch_or_model, NetPlan.for_width(width_mult), n_classes)
+        return _arch_params(arch_or_model, NetPlan.for_arch(arch_or_model, width_mult), n_classes)
     return sum(p.numel() for p in arch_or_model.parameters() if p.requires_grad)

@@ -18,6 +18,7 @@ from torch import nn
 from ._layers import ConvLayer, IdentityLayer, LinearLayer, MBConvLayer, ResidualBlock
 from .checkpoint import load_compatible_state_dict, read_state_dict
 from .errors import OFAProfileError
+from .plan import MOBILENETV3, PROXYLESS, Family
 
 __all__ = ["MobileNetV3", "NetConfigError", "ProxylessNASNets", "build_from_net_config"]
 
@@ -30,11 +31,13 @@ class NetConfigError(OFAProfileError, ValueError):
 
 
 class MobileNetV3Base(nn.Module):
-    """The forward pass static and elastic networks share; subclasses say which blocks run.
+    """The forward pass static and elastic networks of both families share; subclasses say which blocks run.
 
-    Subclasses set ``first_conv``, ``final_expand_layer``, ``feature_mix_layer`` and ``classifier``; ProxylessNAS
-    has no final expand and mixes features before the pool (its own :meth:`forward_head`).
+    Subclasses set ``FAMILY``, ``first_conv``, ``feature_mix_layer`` and ``classifier``, and ``final_expand_layer``
+    where the family has one; ProxylessNAS has none and mixes features before the pool.
     """
+
+    FAMILY: Family = MOBILENETV3
 
     def active_blocks(self) -> Iterable[nn.Module]:
         raise NotImplementedError
@@ -46,6 +49,8 @@ class MobileNetV3Base(nn.Module):
         return x
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        if self.FAMILY.mixes_before_pool:
+            return self.classifier(torch.flatten(self.feature_mix_layer(x).mean((2, 3)), 1))
         x = self.final_expand_layer(x)
         x = x.mean((2, 3), keepdim=True)
         x = self.feature_mix_layer(x)
@@ -105,6 +110,7 @@ class ProxylessNASNets(_StaticNetwork):
 
     NAME = "ProxylessNASNets"
     HEAD = ("feature_mix_layer",)
+    FAMILY = PROXYLESS
 
     def __init__(self, first_conv: ConvLayer, blocks: list[ResidualBlock], feature_mix_layer: ConvLayer,
                  classifier: LinearLayer) -> None:
@@ -113,9 +119,6 @@ class ProxylessNASNets(_StaticNetwork):
         self.blocks = nn.ModuleList(blocks)
         self.feature_mix_layer = feature_mix_layer
         self.classifier = classifier
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.feature_mix_layer(x).mean((2, 3)), 1))
 
 
 def _bn_config(net: nn.Module) -> dict[str, Any]:
@@ -179,11 +182,19 @@ def _block(config: Any, where: str) -> ResidualBlock:
     shortcut = None
     if shortcut_config is not None:
         _expect_name(shortcut_config, ("IdentityLayer",), f"{where}.shortcut")
-        shortcut = IdentityLayer(_field(shortcut_config, "in_channels", f"{where}.shortcut"))
+        chs = _field(shortcut_config, "in_channels", f"{where}.shortcut")
+        # NOTE: configs written from the elastic supernet give the shortcut's channels as a one-element list.
+        shortcut = IdentityLayer(chs[0] if isinstance(chs, list) and len(chs) == 1 else chs)
     return ResidualBlock(conv, shortcut)
 
 
+def read_blocks(configs: list) -> list[ResidualBlock]:
+    """The blocks of a ``net.config``'s ``blocks`` list (current or legacy layer names)."""
+    return [_block(block, f"blocks[{i}]") for i, block in enumerate(configs)]
+
+
 _FAMILIES = {family.NAME: family for family in (MobileNetV3, ProxylessNASNets)}
+STATIC_NETWORKS: dict[Family, type[_StaticNetwork]] = {cls.FAMILY: cls for cls in _FAMILIES.values()}
 
 
 def build_from_net_config(config: Mapping[str, Any]) -> MobileNetV3 | ProxylessNASNets:
@@ -202,7 +213,7 @@ def build_from_net_config(config: Mapping[str, Any]) -> MobileNetV3 | ProxylessN
         raise NetConfigError("net.config: 'blocks' must be a non-empty list of blocks")
     cls = _FAMILIES[family]
     layers = {name: _conv_layer(_field(config, name, "net.config"), name) for name in ("first_conv", *cls.HEAD)}
-    blocks = [_block(block, f"blocks[{i}]") for i, block in enumerate(blocks_config)]
+    blocks = read_blocks(blocks_config)
     net = cls(blocks=blocks, classifier=_linear_layer(_field(config, "classifier", "net.config"), "classifier"),
               **layers)
     bn = config.get("bn") or {}

@@ -43,6 +43,14 @@ def reference_ofa_mbv3():
     return OFAMobileNetV3
 
 
+def reference_ofa_proxyless():
+    """The reference ``OFAProxylessNASNets`` class (the supernet of ``ofa_proxyless_d234_e346_k357_w1.3``)."""
+    _install_stand_ins()
+    from ofa.imagenet_classification.elastic_nn.networks import OFAProxylessNASNets
+
+    return OFAProxylessNASNets
+
+
 def reference_proxyless_nets():
     """The reference static ``ProxylessNASNets`` class (its ``build_from_config`` reads a net.config)."""
     _install_stand_ins()

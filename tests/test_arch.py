@@ -114,3 +114,29 @@ def test_arch_is_frozen():
     arch = Arch(ks=KS, e=E, d=D)
     with pytest.raises(AttributeError):
         arch.r = 160
+
+
+PROXYLESS_KS, PROXYLESS_E, PROXYLESS_D = [3, 5, 7] * 7, [3, 4, 6] * 7, [2, 3, 4, 2, 3, 1]
+
+
+def test_proxyless_archs_have_21_blocks_and_a_fixed_sixth_stage():
+    """A ProxylessNAS arch (OFA's GPU/CPU space) is told apart by its 6 depths; its last stage is one block."""
+    from supernet.arch import PROXYLESS_LAYOUT
+
+    arch = Arch(ks=PROXYLESS_KS, e=PROXYLESS_E, d=PROXYLESS_D, r=160)
+    assert arch.layout == PROXYLESS_LAYOUT
+    assert arch.active_blocks == (0, 1, 4, 5, 6, 8, 9, 10, 11, 12, 13, 16, 17, 18, 20)
+    assert Arch.from_json(arch.to_json()) == arch
+    space = ArchSpace.for_width(1.3, PROXYLESS_LAYOUT)
+    assert space.resolutions == tuple(range(128, 225, 4))
+    assert space.size_per_resolution == (9**2 + 9**3 + 9**4) ** 5 * 9
+    assert {a.d[-1] for a in space.samples(50, seed=0)} == {1}
+    assert space.uniform(7, 6, 4, 224).d == (4, 4, 4, 4, 4, 1)
+    with pytest.raises(ArchError, match=r"d\[5\] = 4 is not allowed; allowed values: 1 \(this stage is not elastic\)"):
+        Arch(ks=PROXYLESS_KS, e=PROXYLESS_E, d=[2, 3, 4, 2, 3, 4])
+    with pytest.raises(ArchError, match="ks has 20 entries; expected 21"):
+        Arch(ks=KS, e=PROXYLESS_E, d=PROXYLESS_D)
+    with pytest.raises(ArchError, match=r"d has 4 entries; expected 5 \(mobilenetv3\) or 6 \(proxyless\)"):
+        Arch(ks=KS, e=E, d=[2, 2, 2, 2])
+    with pytest.raises(ArchError, match="a proxyless arch, but this supernet is mobilenetv3"):
+        ArchSpace.for_width(1.0).validate(arch)

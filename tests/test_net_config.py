@@ -18,6 +18,7 @@ from supernet import (
     count_macs,
     count_params,
 )
+from supernet.ofa_proxyless import OFAProxylessNASNets
 from tests.ofa_oracle import reference_ofa_mbv3, reference_proxyless_nets, reference_utils
 
 
@@ -187,3 +188,26 @@ def test_released_proxyless_nets_build_like_the_reference(name):
     assert count_params(ours) == reference_utils().count_parameters(theirs)
     rebuilt = build_from_net_config(json.loads(json.dumps(ours.config)))
     assert rebuilt.config == ours.config and isinstance(rebuilt, ProxylessNASNets)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in ZOO.iterdir()))
+def test_released_proxyless_nets_are_subnets_of_the_w13_supernet(name):
+    """Each released GPU/CPU net is one arch of our ProxylessNAS w1.3 supernet (6 stages, the last of depth 1):
+    its net.config reads back as that arch, and extracting the arch writes the released blocks and head."""
+    config = json.loads((ZOO / name / "net.config").read_text())
+    resolution = json.loads((ZOO / name / "run.config").read_text())["image_size"]
+    supernet = OFAProxylessNASNets(width_mult=1.3)
+    arch = supernet.arch_of(config, resolution)
+    assert (len(arch.ks), len(arch.d), arch.d[-1], arch.r) == (21, 6, 1, resolution)
+    written = supernet.extract(arch).config
+    for key in ("blocks", "first_conv", "feature_mix_layer", "bn"):
+        assert written[key] == build_from_net_config(config).config[key], key
+    assert count_macs(arch, width_mult=1.3) == count_macs(build_from_net_config(config), resolution=resolution)
+
+
+def test_a_net_config_of_another_supernet_is_refused():
+    config = json.loads((ZOO / "cpu_lat-10ms_top1-71.1_finetune-25" / "net.config").read_text())
+    with pytest.raises(NetConfigError, match="no stage of this OFAProxylessNASNets"):
+        OFAProxylessNASNets(width_mult=1.0).arch_of(config, 160)
+    with pytest.raises(NetConfigError, match="OFAMobileNetV3"):
+        OFAMobileNetV3(width_mult=1.2).arch_of(config, 160)

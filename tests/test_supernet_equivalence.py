@@ -1,4 +1,4 @@
-"""Our supernet against the reference implementation (PyPI ``ofa``) as an oracle.
+"""Our supernets of both families against the reference implementation (PyPI ``ofa``) as an oracle.
 
 Weights, BN statistics and kernel-transform matrices are all randomised, so a wrong crop, a wrong matrix,
 a wrong channel slice or a wrong BN slice changes the outputs.
@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import re
 
 import pytest
 import torch
 
 from supernet import Arch, OFAMobileNetV3, count_macs, count_params
-from tests.ofa_oracle import reference_ofa_mbv3, reference_utils
+from supernet.ofa_proxyless import OFAProxylessNASNets
+from tests.ofa_oracle import reference_ofa_mbv3, reference_ofa_proxyless, reference_utils
 
-N_ARCHS = 12  # per width: 24 archs in all, over many resolutions
+N_ARCHS = 12  # per supernet: 36 archs in all, over many resolutions
 TOL = 1e-5
+FAMILIES = {"mobilenetv3": (OFAMobileNetV3, reference_ofa_mbv3), "proxyless": (OFAProxylessNASNets,
+                                                                             reference_ofa_proxyless)}
+SUPERNETS = [("mobilenetv3", 1.0), ("mobilenetv3", 1.2), ("proxyless", 1.3)]
 
 
 def _randomise(net: torch.nn.Module, seed: int) -> None:
@@ -35,21 +40,25 @@ def _randomise(net: torch.nn.Module, seed: int) -> None:
                 tensor.copy_(0.2 * noise)
 
 
-def _reference(width_mult: float, seed: int = 0, n_classes: int = 1000) -> torch.nn.Module:
-    cls = reference_ofa_mbv3()
+def _reference(width_mult: float, seed: int = 0, n_classes: int = 1000, family: str = "mobilenetv3"):
+    cls = FAMILIES[family][1]()
     net = cls(n_classes=n_classes, width_mult=width_mult, ks_list=[3, 5, 7], expand_ratio_list=[3, 4, 6],
               depth_list=[2, 3, 4])
     _randomise(net, seed)
     return net.eval()
 
 
-@pytest.fixture(scope="module", params=[1.0, 1.2], ids=["w1.0", "w1.2"])
-def pair(request):
-    """A randomised reference supernet and ours with its state dict loaded."""
-    reference = _reference(request.param)
-    ours = OFAMobileNetV3(width_mult=request.param).eval()
+def _loaded_pair(family: str, width_mult: float, seed: int = 0):
+    reference = _reference(width_mult, seed, family=family)
+    ours = FAMILIES[family][0](width_mult=width_mult).eval()
     ours.load_state_dict(reference.state_dict())
     return reference, ours
+
+
+@pytest.fixture(scope="module", params=SUPERNETS, ids=[f"{f}-w{w}" for f, w in SUPERNETS])
+def pair(request):
+    """A randomised reference supernet and ours with its state dict loaded."""
+    return _loaded_pair(*request.param)
 
 
 def _run_reference(reference, arch: Arch, x: torch.Tensor):
@@ -66,18 +75,24 @@ def _archs(space, n: int, seed: int) -> list[Arch]:
     return archs
 
 
-def test_state_dict_names_match_reference():
-    """Same 475 keys (w1.0) with the same shapes, so reference checkpoints load as they are."""
-    reference = reference_ofa_mbv3()(width_mult=1.0, ks_list=[3, 5, 7], expand_ratio_list=[3, 4, 6],
-                                     depth_list=[2, 3, 4])
+@pytest.mark.parametrize(("family", "width_mult", "n_keys"), [("mobilenetv3", 1.0, 475), ("proxyless", 1.3, 446)])
+def test_state_dict_names_match_reference(family, width_mult, n_keys):
+    """Same keys with the same shapes, so reference checkpoints load as they are."""
+    ours_cls, reference_cls = FAMILIES[family]
+    reference = reference_cls()(width_mult=width_mult, ks_list=[3, 5, 7], expand_ratio_list=[3, 4, 6],
+                                depth_list=[2, 3, 4])
     theirs = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
-    ours = {k: tuple(v.shape) for k, v in OFAMobileNetV3(width_mult=1.0).state_dict().items()}
-    assert len(ours) == 475
+    ours = {k: tuple(v.shape) for k, v in ours_cls(width_mult=width_mult).state_dict().items()}
+    assert len(ours) == n_keys
     assert ours == theirs
+    bn = {(m.momentum, m.eps) for m in reference.modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    assert {(m.momentum, m.eps) for m in ours_cls(width_mult=width_mult).modules()
+            if isinstance(m, torch.nn.BatchNorm2d)} == bn
 
 
 def test_outputs_and_counts_match_reference(pair):
-    """Elastic forward and extracted subnet equal the reference; MACs and params equal its counts."""
+    """Elastic forward and extracted subnet equal the reference, and so do the subnet's net.config, MACs and
+    params (ours counted from the arch alone)."""
     reference, ours = pair
     utils = reference_utils()
     width = ours.width_mult
@@ -96,6 +111,12 @@ def test_outputs_and_counts_match_reference(pair):
         assert count_params(arch, width_mult=width) == utils.count_parameters(reference_subnet), arch
         assert count_macs(subnet, resolution=arch.r) == count_macs(arch, width_mult=width)
         assert count_params(subnet) == count_params(arch, width_mult=width)
+        assert subnet.config == _jsonable(reference_subnet.config), arch
+
+
+def _jsonable(config: dict) -> dict:
+    """The reference's config as JSON reads it back (tuples become lists)."""
+    return json.loads(json.dumps(config))
 
 
 def test_extracted_subnet_has_no_elastic_machinery(pair):
@@ -110,21 +131,44 @@ def test_extracted_subnet_has_no_elastic_machinery(pair):
     assert not supernet_ptrs & {p.data_ptr() for p in subnet.parameters()}
 
 
-def _sorted_pair(expand_stage: int):
-    reference = _reference(1.0, seed=7)
-    ours = OFAMobileNetV3(width_mult=1.0).eval()
-    ours.load_state_dict(reference.state_dict())
+def _sorted_pair(expand_stage: int, family: str = "mobilenetv3", width_mult: float = 1.0):
+    reference, ours = _loaded_pair(family, width_mult, seed=7)
     reference.re_organize_middle_weights(expand_ratio_stage=expand_stage)
     ours.sort_channels(expand_stage=expand_stage)
     return reference, ours
 
 
-def test_channel_sorting_matches_reference():
-    """The first sorting (before the first expand phase) gives the reference's state dict exactly."""
-    reference, ours = _sorted_pair(0)
+@pytest.mark.parametrize(("family", "width_mult"), [("mobilenetv3", 1.0), ("proxyless", 1.3)])
+def test_channel_sorting_matches_reference(family, width_mult):
+    """The first sorting (before the first expand phase) gives the reference's state dict exactly, except that
+    channels of equal float32 importance may come in either order (the reference's sort is not stable)."""
+    reference, ours = _sorted_pair(0, family, width_mult)
     theirs = reference.state_dict()
+    tied = {index: _tied_channels(ours.blocks[index].conv) for index in range(1, len(ours.blocks))}
     for key, tensor in ours.state_dict().items():
-        assert torch.equal(tensor, theirs[key]), key
+        index = int(key.split(".")[1]) if key.startswith("blocks.") else 0
+        keep = _untied(tensor, ours.blocks[index].conv, tied.get(index, set()))
+        assert torch.equal(keep(tensor), keep(theirs[key])), key
+    n_middle = sum(block.conv.mid_chs(max(block.conv.expand_ratios)) for block in ours.blocks[1:])
+    assert sum(map(len, tied.values())) <= 0.001 * n_middle, "ties are rare, so almost every channel is checked"
+
+
+def _tied_channels(block) -> set[int]:
+    importance = block.point_linear.conv.conv.weight.abs().sum(dim=(0, 2, 3))
+    equal = (importance[1:] == importance[:-1]).nonzero().flatten().tolist()
+    return {i for j in equal for i in (j, j + 1)}
+
+
+def _untied(tensor: torch.Tensor, block, tied: set[int]):
+    """A view of a tensor without the tied middle channels (on the axis that holds the middle channels)."""
+    mid = getattr(block, "mid_chs", None)
+    if not tied or not callable(mid):
+        return lambda t: t
+    axis = next((a for a, size in enumerate(tensor.shape) if size == block.mid_chs(max(block.expand_ratios))), None)
+    if axis is None:
+        return lambda t: t
+    kept = torch.tensor([i for i in range(tensor.shape[axis]) if i not in tied])
+    return lambda t: t.index_select(axis, kept)
 
 
 @pytest.mark.parametrize("expand_stage", [1, 2])
@@ -172,14 +216,15 @@ def _legacy_names(state_dict: dict) -> dict:
     return legacy
 
 
-def test_legacy_checkpoint_loads(tmp_path):
+@pytest.mark.parametrize(("family", "width_mult"), [("mobilenetv3", 1.2), ("proxyless", 1.3)])
+def test_legacy_checkpoint_loads(tmp_path, family, width_mult):
     """A checkpoint file with legacy key names under "state_dict" gives the reference's outputs."""
-    reference = _reference(1.2, seed=3)
+    reference = _reference(width_mult, seed=3, family=family)
     legacy = _legacy_names(reference.state_dict())
     assert any("mobile_inverted_conv" in k for k in legacy)
-    path = tmp_path / "ofa_mbv3_legacy.pth"
+    path = tmp_path / "ofa_legacy.pth"
     torch.save({"state_dict": legacy, "epoch": 3}, path)
-    ours = OFAMobileNetV3(width_mult=1.2).load_checkpoint(path).eval()
+    ours = FAMILIES[family][0](width_mult=width_mult).load_checkpoint(path).eval()
     arch = ours.space.sample(5)
     x = torch.randn(1, 3, arch.r, arch.r)
     expected, _ = _run_reference(reference, arch, x)
@@ -196,13 +241,14 @@ def test_bare_current_checkpoint_loads():
         assert torch.equal(tensor, reference.state_dict()[key]), key
 
 
-def test_bn_recalibration_matches_reference():
+@pytest.mark.parametrize("family", FAMILIES)
+def test_bn_recalibration_matches_reference(family):
     """recalibrate_bn gives the reference's set_running_statistics on the same batches."""
     from ofa.imagenet_classification.elastic_nn.utils import set_running_statistics
 
     from supernet.bn import recalibrate_bn
 
-    ours = OFAMobileNetV3(width_mult=1.0, n_classes=10)
+    ours = FAMILIES[family][0](width_mult=1.0, n_classes=10)
     _randomise(ours, 9)
     subnet = ours.extract(ours.space.sample(2).with_resolution(128))
     generator = torch.Generator().manual_seed(0)
