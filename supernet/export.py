@@ -44,10 +44,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .arch import Arch
+from .arch import PROXYLESS_LAYOUT, Arch, Layout
 from .errors import OFAProfileError
 from .files import atomic_write
 from .ofa_mbv3 import OFAMobileNetV3
+from .ofa_proxyless import OFAProxylessNASNets
+from .ofa_supernet import OFASupernet
+from .plan import MOBILENETV3
 from .units import Unit
 
 __all__ = [
@@ -246,7 +249,7 @@ def agent_model(name: str, path: str | os.PathLike, input_shape: Sequence[int], 
 
 def content_hash(unit: Unit, runtime: str, seed: int = 0, batch: int = 1) -> str:
     """SHA-256 of the export recipe: the key of the unit exported (:func:`export_target`), seed, runtime, export
-    format, exporter versions and batch.
+    format, exporter versions, batch and the unit's family where it is not MobileNetV3.
 
     Exports are deterministic, so the recipe fixes the bytes; unlike a hash of the file, it is known before
     the export runs, which is what a cache key needs. Batch 1 leaves the batch out, so those hashes stay as
@@ -258,6 +261,8 @@ def content_hash(unit: Unit, runtime: str, seed: int = 0, batch: int = 1) -> str
                               "versions": _exporter_versions(runtime)}
     if batch != 1:
         recipe["batch"] = batch
+    if unit.family != MOBILENETV3.name:  # the same key names other layers there (ReLU6, not h-swish)
+        recipe["family"] = unit.family
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
 
 
@@ -308,11 +313,12 @@ SUPERNET_SEED = 0
 
 
 @cache
-def _seeded_supernet(width_mult: float, n_classes: int) -> OFAMobileNetV3:
+def _seeded_supernet(width_mult: float, n_classes: int, layout: Layout = MOBILENETV3.layout) -> OFASupernet:
     """Seeded random weights: latency does not depend on their values, and exports stay reproducible."""
+    cls = OFAProxylessNASNets if layout == PROXYLESS_LAYOUT else OFAMobileNetV3
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SUPERNET_SEED)
-        return OFAMobileNetV3(width_mult=width_mult, n_classes=n_classes).eval()
+        return cls(width_mult=width_mult, n_classes=n_classes).eval()
 
 
 def export_subnet(arch: Arch, width_mult: float, n_classes: int, runtime: str, cache_dir: str | os.PathLike,
@@ -333,7 +339,7 @@ def export_subnet(arch: Arch, width_mult: float, n_classes: int, runtime: str, c
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:24]
     path = Path(cache_dir) / f"subnet-{digest}{SUFFIXES[runtime]}"
     if not path.exists():
-        subnet = _seeded_supernet(float(width_mult), int(n_classes)).extract(arch)
+        subnet = _seeded_supernet(float(width_mult), int(n_classes), arch.layout).extract(arch)
         input_shape = (batch, 3, arch.r, arch.r)
         data = (onnx_bytes(subnet, input_shape, any_resolution=True) if runtime == "onnx"
                 else _to_bytes(subnet, runtime, input_shape))

@@ -8,13 +8,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ._layers import ConvLayer, IdentityLayer, LinearLayer, MBConvLayer, ResidualBlock
-from .mobilenetv3 import MobileNetV3
-from .units import FIRST_CONV_KERNEL, FIRST_CONV_STRIDE, HEAD_ACT, Unit, UnitError
+from .mobilenetv3 import MobileNetV3Base
+from .plan import Family
+from .units import FIRST_CONV_KERNEL, FIRST_CONV_STRIDE, Unit, UnitError
 
-__all__ = ["Classifier", "GlobalAvgPool", "build_unit", "units_from_subnet"]
+__all__ = ["Classifier", "GlobalAvgPool", "PooledClassifier", "build_unit", "units_from_subnet"]
 
 
 # --- modules of the head units ---------------------------------------------------------------------------
@@ -26,7 +28,7 @@ class GlobalAvgPool(nn.Module):
 
 
 class Classifier(nn.Module):
-    """Flatten the 1x1 feature map, then the classifier: the table's ``Logits`` row."""
+    """Flatten the 1x1 feature map, then the classifier: the table's ``Logits`` row (MobileNetV3)."""
 
     def __init__(self, classifier: LinearLayer) -> None:
         super().__init__()
@@ -36,25 +38,49 @@ class Classifier(nn.Module):
         return self.classifier(torch.flatten(x, 1))
 
 
+class PooledClassifier(Classifier):
+    """Global pool, then the classifier: ProxylessNAS's ``Logits`` row.
+
+    Cut from a network it pools as the network does (a mean over HxW); built alone it pools with a full-window
+    average pool (``window``), which computes the same and converts to TF-Lite without a leading TRANSPOSE.
+    """
+
+    def __init__(self, classifier: LinearLayer, window: int | None = None) -> None:
+        super().__init__(classifier)
+        self.window = window
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = x.mean((2, 3)) if self.window is None else F.avg_pool2d(x, self.window)
+        return self.classifier(torch.flatten(pooled, 1))
+
+
 # --- building modules ------------------------------------------------------------------------------------
-def _build_block(u: Unit) -> nn.Module:
+def _build_block(u: Unit, family: Family) -> nn.Module:
     # NOTE: mid == in marks the expand-free block 0 (expand ratio 1); elastic blocks expand at least 3x.
     expand_ratio = 1 if u.mid_chs == u.in_chs else u.mid_chs / u.in_chs
+    act = "h_swish" if u.hs else family.first_block_act
     conv = MBConvLayer(u.in_chs, u.out_chs, u.kernel_size, u.stride, expand_ratio, mid_chs=u.mid_chs,
-                       act_func="h_swish" if u.hs else "relu", use_se=u.se)
+                       act_func=act, use_se=u.se)
     return ResidualBlock(conv, IdentityLayer(u.in_chs) if u.idskip else None)
 
 
-_BUILDERS: dict[str, Callable[[Unit], nn.Module]] = {
-    "Conv": lambda u: ConvLayer(3, u.out_chs, u.kernel_size, u.stride, act_func=HEAD_ACT),
+def _build_logits(u: Unit, family: Family) -> nn.Module:
+    if family.mixes_before_pool:
+        return PooledClassifier(LinearLayer(u.in_chs, u.out_chs), window=u.in_size)
+    return Classifier(LinearLayer(u.in_chs, u.out_chs))
+
+
+_BUILDERS: dict[str, Callable[[Unit, Family], nn.Module]] = {
+    "Conv": lambda u, f: ConvLayer(3, u.out_chs, u.kernel_size, u.stride, act_func=f.stem_act),
     "expanded_conv": _build_block,
-    "Conv_1": lambda u: ConvLayer(u.in_chs, u.out_chs, 1, act_func=HEAD_ACT),
+    # NOTE: MobileNetV3's final expand and ProxylessNAS's feature mix: both a 1x1 conv with BN on the map.
+    "Conv_1": lambda u, f: ConvLayer(u.in_chs, u.out_chs, 1, act_func=f.head_act),
     # NOTE: the network's mean over HxW, built alone, gets a leading TRANSPOSE in TF-Lite (the network has none:
     # a conv follows it there); a full-window AvgPool2d computes the same, converts to AVERAGE_POOL_2D with no
     # transpose, and is the op OFA's "AvgPool2D" rows are named after.
-    "AvgPool2D": lambda u: nn.AvgPool2d(u.kernel_size),
-    "Conv_2": lambda u: ConvLayer(u.in_chs, u.out_chs, 1, use_bn=False, act_func=HEAD_ACT),
-    "Logits": lambda u: Classifier(LinearLayer(u.in_chs, u.out_chs)),
+    "AvgPool2D": lambda u, f: nn.AvgPool2d(u.kernel_size),
+    "Conv_2": lambda u, f: ConvLayer(u.in_chs, u.out_chs, 1, use_bn=False, act_func=f.head_act),
+    "Logits": _build_logits,
 }
 
 
@@ -76,33 +102,42 @@ def build_unit(unit: Unit, seed: int = 0) -> nn.Module:
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        module = _BUILDERS[unit.kind](unit)
+        module = _BUILDERS[unit.kind](unit, unit.plan_family)
         _randomize_bn(module)
     return module.eval()
 
 
-def units_from_subnet(subnet: MobileNetV3, resolution: int) -> list[tuple[Unit, nn.Module]]:
-    """Cut an extracted subnet into its table units, sharing its weights; run in order they give ``subnet(x)``."""
+def units_from_subnet(subnet: MobileNetV3Base, resolution: int) -> list[tuple[Unit, nn.Module]]:
+    """Cut an extracted subnet (either family) into its table units, sharing its weights; run in order they give
+    ``subnet(x)``."""
+    family = subnet.FAMILY
     first = subnet.first_conv
-    if (first.kernel_size, first.stride, first.act_func) != (FIRST_CONV_KERNEL, FIRST_CONV_STRIDE, HEAD_ACT):
+    if (first.kernel_size, first.stride, first.act_func) != (FIRST_CONV_KERNEL, FIRST_CONV_STRIDE, family.stem_act):
         raise UnitError(f"subnet's first conv (k{first.kernel_size}, stride {first.stride}, {first.act_func}) "
-                        f"is not OFA MobileNetV3's (k3, stride 2, h_swish)")
-    pairs: list[tuple[Unit, nn.Module]] = [(Unit.first_conv(resolution, first.out_chs), first)]
+                        f"is not OFA {family.name}'s (k3, stride 2, {family.stem_act})")
+    pairs: list[tuple[Unit, nn.Module]] = [(Unit.first_conv(resolution, first.out_chs, family.name), first)]
     size = pairs[0][0].out_size
+    acts = {family.first_block_act, *family.stage_acts}
     for i, block in enumerate(subnet.blocks):
         conv = block.conv
-        if conv.act_func not in ("relu", "h_swish"):
-            raise UnitError(f"subnet block {i} uses {conv.act_func!r}; table keys know only relu and h_swish")
+        if conv.act_func not in acts:
+            raise UnitError(f"subnet block {i} uses {conv.act_func!r}; {family.name} table keys know only "
+                            f"{', '.join(sorted(acts))}")
         unit = Unit.block(size, conv.in_chs, conv.out_chs, conv.mid_chs, conv.kernel_size, conv.stride,
-                          idskip=block.shortcut is not None, se=conv.use_se, hs=conv.act_func == "h_swish")
+                          idskip=block.shortcut is not None, se=conv.use_se, hs=conv.act_func == "h_swish",
+                          family=family.name)
         pairs.append((unit, block))
         size = unit.out_size
-    final, mix, classifier = subnet.final_expand_layer, subnet.feature_mix_layer, subnet.classifier
-    pairs += [
+    mix, classifier = subnet.feature_mix_layer, subnet.classifier
+    if family.mixes_before_pool:
+        return [*pairs, (Unit.proxyless_feature_mix(size, mix.in_chs, mix.out_chs), mix),
+                (Unit.proxyless_logits(size, classifier.in_features, classifier.out_features),
+                 PooledClassifier(classifier))]
+    final = subnet.final_expand_layer
+    return [
+        *pairs,
         (Unit.final_expand(size, final.in_chs, final.out_chs), final),
         (Unit.pool(size, final.out_chs), GlobalAvgPool()),
         (Unit.feature_mix(mix.in_chs, mix.out_chs), mix),
         (Unit.logits(classifier.in_features, classifier.out_features), Classifier(classifier)),
     ]
-    return pairs
-

@@ -1,8 +1,11 @@
 """The units that a latency lookup-table row times, named by OFA's table keys.
 
 A network's table-predicted latency is the sum over its units: first conv, every active block (the fixed block 0
-included), final expand, global pool, feature mix and classifier. :class:`Unit` is one row; its ``key`` is the exact
-string of the released OFA tables (``{r}_lookup_table.yaml``), so our tables and theirs interchange. Units are
+included), then the head: final expand, global pool, feature mix and classifier for MobileNetV3; feature mix
+(``Conv_1``, on the feature map) and pool-and-classifier (``Logits``) for ProxylessNAS. :class:`Unit` is one row;
+its ``key`` is the exact string of OFA's tables (the released ``{r}_lookup_table.yaml`` for MobileNetV3, the format
+of the reference's ``ProxylessNASLatencyTable`` for ProxylessNAS, whose blocks give the expand ratio and no SE or
+h-swish flags), so our tables and theirs interchange. Units are
 built alone (seeded weights) for profiling, or cut out of an extracted subnet to check that they chain into it;
 the torch modules for both live in :mod:`supernet.unit_modules`, so reading and planning rows needs no torch.
 """
@@ -13,9 +16,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from .arch import DEPTHS, EXPAND_RATIOS, KERNEL_SIZES, N_BLOCKS, N_STAGES, Arch, ArchSpace
+from .arch import DEPTHS, EXPAND_RATIOS, KERNEL_SIZES, Arch, ArchSpace
+from .channels import make_divisible
 from .errors import OFAProfileError
-from .plan import BlockPlan, NetPlan, feature_size
+from .plan import FAMILIES, MOBILENETV3, BlockPlan, Family, NetPlan, feature_size
 
 if TYPE_CHECKING:
     from torch import nn
@@ -33,14 +37,21 @@ _KEY_FORMATS = {
     "Conv_2": "Conv_2-input:1x1x{C}-output:1x1x{C2}",
     "Logits": "Logits-input:1x1x{C}-output:{n_classes}",
 }
-# The fixed parts of OFA MobileNetV3 that a key does not spell out.
+_PROXYLESS_KEY_FORMATS = {
+    **_KEY_FORMATS,
+    "expanded_conv": "expanded_conv-input:{h}x{h}x{cin}-output:{h2}x{h2}x{cout}-expand:{ratio}-kernel:{k}"
+                     "-stride:{s}-idskip:{0|1}",
+    "Conv_1": "Conv_1-input:{h}x{h}x{C}-output:{h}x{h}x{C2} (the feature mix)",
+    "Logits": "Logits-input:{h}x{h}x{C}-output:{n_classes} (pool and classifier)",
+}
+_PROXYLESS_KINDS = ("Conv", "expanded_conv", "Conv_1", "Logits")
+# The fixed parts of OFA's networks that a key does not spell out.
 FIRST_CONV_KERNEL, FIRST_CONV_STRIDE = 3, 2
 _FIRST_BLOCK_KERNEL = 3
-HEAD_ACT = "h_swish"
 
 
 class UnitError(OFAProfileError, ValueError):
-    """A unit or table key that is not a valid OFA MobileNetV3 table row; the message names the key."""
+    """A unit or table key that is not a valid OFA table row; the message names the key."""
 
 
 # --- the unit ---------------------------------------------------------------------------------------------
@@ -62,7 +73,9 @@ class Unit:
         stride: Stride of the block or conv.
         idskip: The block has an identity shortcut.
         se: The block has squeeze-and-excite.
-        hs: The block uses h-swish (else ReLU).
+        hs: The block uses h-swish (else ReLU, or ReLU6 in ProxylessNAS).
+        family: The space the row belongs to (``mobilenetv3`` or ``proxyless``): it decides the key's format and
+            the layers' activations.
     """
 
     kind: str
@@ -76,15 +89,21 @@ class Unit:
     idskip: bool = False
     se: bool = False
     hs: bool = False
+    family: str = MOBILENETV3.name
 
     def __post_init__(self) -> None:
-        if self.kind not in UNIT_KINDS:
-            raise UnitError(f"unknown unit kind {self.kind!r}; expected one of {', '.join(UNIT_KINDS)}")
+        if self.family not in FAMILIES:
+            raise UnitError(f"unknown space {self.family!r} of a unit; expected one of {', '.join(FAMILIES)}")
+        kinds = _kinds(self.family)
+        if self.kind not in kinds:
+            raise UnitError(f"unknown {self.family} unit kind {self.kind!r}; expected one of {', '.join(kinds)}")
+        if self.family != MOBILENETV3.name and (self.se or self.hs):
+            raise UnitError(f"{self.family} blocks have no squeeze-and-excite or h-swish")
         for name in ("in_size", "in_chs", "out_size", "out_chs", "kernel_size", "stride"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise UnitError(f"{self.kind} unit: {name} = {value!r} must be a positive int")
-        problem = _SHAPE_CHECKS[self.kind](self)
+        problem = _SHAPE_CHECKS[self.kind](self) or self._expand_problem()
         if problem:
             raise UnitError(f"{self.kind} unit {self._fields_text()}: {problem}")
 
@@ -92,22 +111,34 @@ class Unit:
         return (f"(in {self.in_size}x{self.in_size}x{self.in_chs}, out {self.out_size}x{self.out_size}x"
                 f"{self.out_chs}, mid {self.mid_chs}, k{self.kernel_size}, s{self.stride})")
 
+    def _expand_problem(self) -> str | None:
+        if self.kind == "expanded_conv" and self.family != MOBILENETV3.name and self.expand_ratio is None:
+            return f"mid_chs {self.mid_chs} is no expand ratio of in_chs {self.in_chs} (1, 3, 4 or 6)"
+        return None
+
+    @property
+    def expand_ratio(self) -> int | None:
+        """The block's expand ratio (1 for the expand-free block 0), which ProxylessNAS keys give."""
+        if self.mid_chs == self.in_chs:
+            return 1
+        return next((e for e in EXPAND_RATIOS if make_divisible(round(self.in_chs * e)) == self.mid_chs), None)
+
     # --- constructors -------------------------------------------------------------------------------------
     @classmethod
-    def first_conv(cls, resolution: int, out_chs: int) -> Unit:
+    def first_conv(cls, resolution: int, out_chs: int, family: str = MOBILENETV3.name) -> Unit:
         return cls("Conv", resolution, 3, feature_size(resolution, FIRST_CONV_STRIDE), out_chs,
-                   kernel_size=FIRST_CONV_KERNEL, stride=FIRST_CONV_STRIDE)
+                   kernel_size=FIRST_CONV_KERNEL, stride=FIRST_CONV_STRIDE, family=family)
 
     @classmethod
     def block(cls, in_size: int, in_chs: int, out_chs: int, mid_chs: int, kernel_size: int, stride: int,
-              idskip: bool, se: bool, hs: bool) -> Unit:
+              idskip: bool, se: bool, hs: bool, family: str = MOBILENETV3.name) -> Unit:
         return cls("expanded_conv", in_size, in_chs, feature_size(in_size, stride), out_chs, mid_chs, kernel_size,
-                   stride, idskip, se, hs)
+                   stride, idskip, se, hs, family)
 
     @classmethod
-    def from_block_plan(cls, b: BlockPlan) -> Unit:
+    def from_block_plan(cls, b: BlockPlan, family: str = MOBILENETV3.name) -> Unit:
         return cls.block(b.in_size, b.in_chs, b.out_chs, b.mid_chs, b.kernel_size, b.stride, b.has_shortcut,
-                         b.use_se, b.act_func == "h_swish")
+                         b.use_se, b.act_func == "h_swish", family)
 
     @classmethod
     def final_expand(cls, size: int, in_chs: int, out_chs: int) -> Unit:
@@ -125,12 +156,29 @@ class Unit:
     def logits(cls, in_chs: int, n_classes: int) -> Unit:
         return cls("Logits", 1, in_chs, 1, n_classes)
 
+    @classmethod
+    def proxyless_feature_mix(cls, size: int, in_chs: int, out_chs: int) -> Unit:
+        """ProxylessNAS's ``Conv_1``: the 1x1 feature mix, on the feature map before the pool."""
+        return cls("Conv_1", size, in_chs, size, out_chs, family="proxyless")
+
+    @classmethod
+    def proxyless_logits(cls, size: int, in_chs: int, n_classes: int) -> Unit:
+        """ProxylessNAS's ``Logits``: global pool and classifier, from the feature map."""
+        return cls("Logits", size, in_chs, 1, n_classes, family="proxyless")
+
+    @property
+    def plan_family(self) -> Family:
+        return FAMILIES[self.family]
+
     # --- the key ------------------------------------------------------------------------------------------
     @property
     def key(self) -> str:
         """OFA's lookup-table key for this row."""
         src = f"input:{self.in_size}x{self.in_size}x{self.in_chs}"
         dst = f"output:{self.out_size}x{self.out_size}x{self.out_chs}"
+        if self.kind == "expanded_conv" and self.family != MOBILENETV3.name:
+            return (f"expanded_conv-{src}-{dst}-expand:{self.expand_ratio}-kernel:{self.kernel_size}"
+                    f"-stride:{self.stride}-idskip:{int(self.idskip)}")
         if self.kind == "expanded_conv":
             return (f"expanded_conv-{src}-{dst}-expand:{self.mid_chs}-kernel:{self.kernel_size}-stride:{self.stride}"
                     f"-idskip:{int(self.idskip)}-se:{int(self.se)}-hs:{int(self.hs)}")
@@ -139,26 +187,32 @@ class Unit:
         return f"{self.kind}-{src}-{dst}"
 
     @classmethod
-    def from_key(cls, key: str) -> Unit:
-        """Parse an OFA table key; the error names the key and the format its kind expects."""
+    def from_key(cls, key: str, family: str = MOBILENETV3.name) -> Unit:
+        """Parse an OFA table key of a space (``family``); the error names the key and the format its kind
+        expects."""
         if not isinstance(key, str):
             raise UnitError(f"a unit key must be a str, got {type(key).__name__}")
+        if family not in FAMILIES:
+            raise UnitError(f"unknown space {family!r}; expected one of {', '.join(FAMILIES)}")
+        formats = _KEY_FORMATS if family == MOBILENETV3.name else _PROXYLESS_KEY_FORMATS
         kind, *fields = key.split("-")
-        if kind not in _KEY_FORMATS:
-            raise UnitError(f"bad unit key {key!r}: unknown kind {kind!r}; expected one of {', '.join(UNIT_KINDS)}")
+        if kind not in _kinds(family):
+            raise UnitError(f"bad {family} unit key {key!r}: unknown kind {kind!r}; expected one of "
+                            f"{', '.join(_kinds(family))}")
         try:
-            unit = _parse_fields(kind, fields)
+            unit = _parse_fields(kind, fields, family)
         except (ValueError, KeyError, IndexError) as err:
-            raise UnitError(f"bad unit key {key!r} ({err}); expected {_KEY_FORMATS[kind]}") from None
+            raise UnitError(f"bad unit key {key!r} ({err}); expected {formats[kind]}") from None
         if unit.key != key:  # e.g. leading zeros, "idskip:2", or a non-square map
-            raise UnitError(f"bad unit key {key!r}: not in canonical form {unit.key!r}; expected {_KEY_FORMATS[kind]}")
+            raise UnitError(f"bad unit key {key!r}: not in canonical form {unit.key!r}; expected {formats[kind]}")
         return unit
 
     # --- shapes and modules -------------------------------------------------------------------------------
     @property
     def spatial(self) -> bool:
-        """Its input is a feature map whose size follows the resolution (all but the head's 1x1 layers)."""
-        return self.kind in ("Conv", "expanded_conv", "Conv_1", "AvgPool2D")
+        """Its input is a feature map whose size follows the resolution (all but MobileNetV3's 1x1 head layers)."""
+        return self.kind in ("Conv", "expanded_conv", "Conv_1", "AvgPool2D") or (
+            self.kind == "Logits" and self.family != MOBILENETV3.name)
 
     def at_size(self, in_size: int) -> Unit:
         """The same layer on an input of ``in_size`` (its row in another resolution's table); 1x1 layers stay."""
@@ -166,6 +220,8 @@ class Unit:
             return self
         if self.kind == "AvgPool2D":
             return replace(self, in_size=in_size, kernel_size=in_size)
+        if self.kind == "Logits":
+            return replace(self, in_size=in_size)
         out_size = in_size if self.kind == "Conv_1" else feature_size(in_size, self.stride)
         return replace(self, in_size=in_size, out_size=out_size)
 
@@ -197,17 +253,30 @@ def _parse_map(text: str) -> tuple[int, int]:
     return h, c
 
 
-def _parse_fields(kind: str, fields: Sequence[str]) -> Unit:
+def _kinds(family: str) -> tuple[str, ...]:
+    return UNIT_KINDS if family == MOBILENETV3.name else _PROXYLESS_KINDS
+
+
+def _parse_fields(kind: str, fields: Sequence[str], family: str = MOBILENETV3.name) -> Unit:
     pairs = [field.split(":", 1) for field in fields]
     names = [p[0] for p in pairs]
-    expected = list(_BLOCK_FIELDS) if kind == "expanded_conv" else ["input", "output"]
+    proxyless_block = kind == "expanded_conv" and family != MOBILENETV3.name
+    block_fields = list(_BLOCK_FIELDS[:-2] if proxyless_block else _BLOCK_FIELDS)
+    expected = block_fields if kind == "expanded_conv" else ["input", "output"]
     if names != expected:
         raise ValueError(f"fields {names}, expected {expected}")
     values = dict(pairs)
     in_size, in_chs = _parse_map(values["input"])
     if kind == "Logits":
-        return Unit(kind, in_size, in_chs, 1, int(values["output"]))
+        return Unit(kind, in_size, in_chs, 1, int(values["output"]), family=family)
     out_size, out_chs = _parse_map(values["output"])
+    if proxyless_block:
+        idskip, ratio = int(values["idskip"]), int(values["expand"])
+        if idskip not in (0, 1):
+            raise ValueError(f"idskip must be 0 or 1, got {idskip}")
+        mid = in_chs if ratio == 1 else make_divisible(round(in_chs * ratio))
+        return Unit(kind, in_size, in_chs, out_size, out_chs, mid, int(values["kernel"]), int(values["stride"]),
+                    bool(idskip), family=family)
     if kind == "expanded_conv":
         flags = {name: int(values[name]) for name in ("idskip", "se", "hs")}
         if any(v not in (0, 1) for v in flags.values()):
@@ -216,10 +285,10 @@ def _parse_fields(kind: str, fields: Sequence[str]) -> Unit:
                     int(values["stride"]), bool(flags["idskip"]), bool(flags["se"]), bool(flags["hs"]))
     if kind == "Conv":
         return Unit(kind, in_size, in_chs, out_size, out_chs, kernel_size=FIRST_CONV_KERNEL,
-                    stride=FIRST_CONV_STRIDE)
+                    stride=FIRST_CONV_STRIDE, family=family)
     if kind == "AvgPool2D":
         return Unit(kind, in_size, in_chs, out_size, out_chs, kernel_size=in_size)
-    return Unit(kind, in_size, in_chs, out_size, out_chs)
+    return Unit(kind, in_size, in_chs, out_size, out_chs, family=family)
 
 
 def _check_conv(u: Unit) -> str | None:
@@ -257,6 +326,8 @@ def _check_pool(u: Unit) -> str | None:
 
 
 def _check_head(u: Unit) -> str | None:
+    if u.kind == "Logits" and u.family != MOBILENETV3.name:
+        return None if u.out_size == 1 else "pool and classifier give a flat output"
     return None if u.in_size == u.out_size == 1 else "the feature mix and classifier run on the pooled 1x1 map"
 
 
@@ -272,41 +343,50 @@ _SHAPE_CHECKS: dict[str, Callable[[Unit], str | None]] = {
 
 # --- units of a network and of the space -----------------------------------------------------------------
 def units_of(arch: Arch, width_mult: float = 1.0, n_classes: int = 1000) -> list[Unit]:
-    """The table rows of one subnet, in network order; its predicted latency is the sum of their entries."""
-    ArchSpace.for_width(width_mult).validate(arch)
-    plan = NetPlan.for_width(width_mult)
+    """The table rows of one subnet, in network order; its predicted latency is the sum of their entries.
+
+    The arch's length says its family (20 blocks: MobileNetV3, 21: ProxylessNAS)."""
+    ArchSpace.for_width(width_mult, arch.layout).validate(arch)
+    plan = NetPlan.for_arch(arch, width_mult)
+    family = plan.family.name
     size = feature_size(arch.r, FIRST_CONV_STRIDE)
     c0, c1 = plan.first_conv_chs, plan.first_block_chs
     units = [
-        Unit.first_conv(arch.r, c0),
-        Unit.block(size, c0, c1, c0, _FIRST_BLOCK_KERNEL, 1, idskip=c0 == c1, se=False, hs=False),
+        Unit.first_conv(arch.r, c0, family),
+        Unit.block(size, c0, c1, c0, _FIRST_BLOCK_KERNEL, 1, idskip=plan.first_block_has_shortcut, se=False,
+                   hs=False, family=family),
     ]
-    units.extend(Unit.from_block_plan(b) for b in plan.blocks(arch))
+    units.extend(Unit.from_block_plan(b, family) for b in plan.blocks(arch))
     final = plan.final_size(arch.r)
-    units += [
-        Unit.final_expand(final, plan.stages[-1].out_chs, plan.final_expand_chs),
+    if plan.family.mixes_before_pool:
+        return [*units, Unit.proxyless_feature_mix(final, plan.last_block_chs, plan.feature_mix_chs),
+                Unit.proxyless_logits(final, plan.feature_mix_chs, n_classes)]
+    return [
+        *units,
+        Unit.final_expand(final, plan.last_block_chs, plan.final_expand_chs),
         Unit.pool(final, plan.final_expand_chs),
         Unit.feature_mix(plan.final_expand_chs, plan.feature_mix_chs),
         Unit.logits(plan.feature_mix_chs, n_classes),
     ]
-    return units
 
 
-def all_units(width_mult: float = 1.0, resolutions: Iterable[int] | None = None, n_classes: int = 1000) -> list[Unit]:
+def all_units(width_mult: float = 1.0, resolutions: Iterable[int] | None = None, n_classes: int = 1000,
+              family: Family = MOBILENETV3) -> list[Unit]:
     """Every distinct table row of the space, in network order per resolution (a row shared by resolutions once).
 
     Args:
         width_mult: Width multiplier of the supernet.
         resolutions: Resolutions to cover; default: the supernet's whole resolution list.
         n_classes: Classifier outputs.
+        family: The supernet's family (:data:`supernet.plan.MOBILENETV3` or :data:`supernet.plan.PROXYLESS`).
     """
-    space = ArchSpace.for_width(width_mult)
+    space = ArchSpace.for_width(width_mult, family.layout)
     seen: dict[str, Unit] = {}
     for r in space.resolutions if resolutions is None else resolutions:
         # Any block of any arch has the sizes of the same position in the deepest arch, so the nine uniform
         # deepest archs (one per kernel and expand ratio) hold every row.
-        per_choice = [units_of(Arch((k,) * N_BLOCKS, (e,) * N_BLOCKS, (max(DEPTHS),) * N_STAGES, r), width_mult,
-                               n_classes) for k in KERNEL_SIZES for e in EXPAND_RATIOS]
+        per_choice = [units_of(space.uniform(k, e, max(DEPTHS), r), width_mult, n_classes)
+                      for k in KERNEL_SIZES for e in EXPAND_RATIOS]
         for position in zip(*per_choice, strict=True):
             for unit in position:
                 seen.setdefault(unit.key, unit)

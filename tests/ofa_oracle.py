@@ -59,6 +59,14 @@ def reference_proxyless_nets():
     return ProxylessNASNets
 
 
+def reference_latency_tables():
+    """The reference's ``ofa.nas.efficiency_predictor.latency_lookup_table`` (its LUT key formats)."""
+    _install_stand_ins()
+    from ofa.nas.efficiency_predictor import latency_lookup_table
+
+    return latency_lookup_table
+
+
 def reference_utils():
     """The reference's ``ofa.utils`` (``count_net_flops``, ``count_parameters``)."""
     _install_stand_ins()

@@ -17,6 +17,7 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 from torch import nn
 
 from supernet import ArchSpace, OFAMobileNetV3
+from supernet.arch import PROXYLESS_LAYOUT
 from supernet.export import (
     ONNX_FREE_DIMS,
     TFLITE_INPUT_NAME,
@@ -345,3 +346,36 @@ def test_bad_export_requests_say_what_to_pass(tmp_path: Path, call, match):
     """Unknown runtimes, bad job counts and non-NCHW shapes raise ExportError naming the fix."""
     with pytest.raises(ExportError, match=match):
         call(tmp_path)
+
+
+# --- the ProxylessNAS space ------------------------------------------------------------------------------
+def test_every_proxyless_unit_matches_in_onnx_runtime_and_tflite_rows_in_litert():
+    """All 103 rows of the ProxylessNAS w1.3 table at 128 give PyTorch's outputs in ONNX Runtime; its stem, a
+    block, the feature mix and the pooled classifier do in LiteRT too, with no TRANSPOSE (NHWC throughout)."""
+    from supernet.plan import PROXYLESS
+
+    units = all_units(1.3, [128], family=PROXYLESS)
+    for unit in units:
+        module = unit.build(seed=3)
+        x = torch.randn(unit.input_shape)
+        _assert_close(_run_onnx(onnx_bytes(module, unit.input_shape), x), _torch_out(module, x), unit.key)
+    for unit in (units[0], units[5], units[-2], units[-1]):
+        module = unit.build(seed=4)
+        x = torch.randn(unit.input_shape)
+        model = tflite_bytes(module, unit.input_shape)
+        _assert_close(_run_tflite(model, x), _torch_out(module, x), unit.key)
+        assert "TRANSPOSE" not in _ops(model), unit.key
+
+
+def test_proxyless_rows_do_not_share_files_with_mobilenetv3_rows_of_the_same_key(tmp_path):
+    """A ProxylessNAS first conv has MobileNetV3's key where the widths agree, but ReLU6, not h-swish: its own
+    file. A whole ProxylessNAS subnet exports as its own family and runs like PyTorch in ONNX Runtime."""
+    ours, theirs = Unit.first_conv(128, 24, "proxyless"), Unit.first_conv(128, 24)
+    assert ours.key == theirs.key
+    assert content_hash(ours, "onnx") != content_hash(theirs, "onnx")
+    assert export_unit(ours, "onnx", tmp_path) != export_unit(theirs, "onnx", tmp_path)
+    arch = ArchSpace.for_width(1.3, PROXYLESS_LAYOUT).sample(2).with_resolution(144)
+    path = export_subnet(arch, 1.3, 1000, "onnx", tmp_path)
+    x = torch.randn(1, 3, 144, 144)
+    expected = _seeded_supernet(1.3, 1000, PROXYLESS_LAYOUT).extract(arch).eval()
+    _assert_close(_run_onnx(path.read_bytes(), x), _torch_out(expected, x), str(arch))

@@ -167,3 +167,99 @@ def test_a_unit_at_another_size_is_its_row_in_that_resolutions_table(r):
     here, there = units_of(arch.with_resolution(r), 1.0), units_of(arch.with_resolution(224), 1.0)
     assert [unit.at_size(other.in_size) for unit, other in zip(here, there, strict=True)] == there
     assert [unit.spatial for unit in here].count(False) == 2  # feature mix and classifier
+
+
+# --- the ProxylessNAS space ------------------------------------------------------------------------------
+class _RecordingTable(dict):
+    """A lookup table that answers 0 ms for any key and remembers which keys were asked, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[str] = []
+
+    def __getitem__(self, key: str) -> dict[str, float]:
+        self.asked.append(key)
+        return {"mean": 0.0}
+
+
+@pytest.fixture(scope="module")
+def proxyless_w13():
+    from supernet import OFAProxylessNASNets
+
+    torch.manual_seed(0)
+    return OFAProxylessNASNets(width_mult=1.3, n_classes=10).eval()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_proxyless_keys_are_those_the_reference_latency_table_asks_for(proxyless_w13, seed):
+    """The reference's ProxylessNASLatencyTable, asked for a subnet of the w1.3 supernet (its net.config, which
+    equals the reference's: tests/test_supernet_equivalence.py), queries exactly our units' keys in order: expand
+    ratios, no SE or h-swish flags, Conv_1 the feature mix and Logits from the map."""
+    from tests.ofa_oracle import reference_latency_tables
+
+    arch = proxyless_w13.space.sample(seed).with_resolution((128, 172, 224)[seed])
+    table = reference_latency_tables().ProxylessNASLatencyTable.__new__(
+        reference_latency_tables().ProxylessNASLatencyTable)
+    table.lut = _RecordingTable()
+    table.predict_network_latency_given_config(proxyless_w13.extract(arch).config, arch.r)
+    units = units_of(arch, 1.3, n_classes=10)
+    assert table.lut.asked == [u.key for u in units]
+    assert [u.kind for u in units] == ["Conv"] + ["expanded_conv"] * (1 + sum(arch.d)) + ["Conv_1", "Logits"]
+    assert all(Unit.from_key(u.key, "proxyless") == u for u in units)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_proxyless_units_chain_into_the_subnet(proxyless_w13, seed):
+    """Cut units of a ProxylessNAS subnet run into subnet(x); built alone they have its layers' shapes."""
+    arch = proxyless_w13.space.sample(seed + 10).with_resolution((128, 160, 208)[seed])
+    subnet = proxyless_w13.extract(arch).eval()
+    pairs = units_from_subnet(subnet, arch.r)
+    assert [u for u, _ in pairs] == units_of(arch, 1.3, n_classes=10)
+    x = torch.randn(2, 3, arch.r, arch.r)
+    with torch.no_grad():
+        y = x
+        for _unit, module in pairs:
+            y = module(y)
+        assert torch.equal(y, subnet(x))
+    for unit, module in pairs:
+        built = unit.build()
+        assert {k: v.shape for k, v in built.state_dict().items()} == {
+            k: v.shape for k, v in module.state_dict().items()}, unit.key
+        acts = {type(m).__name__ for m in built.modules()} & {"ReLU", "ReLU6", "Hardswish"}
+        assert acts <= {"ReLU6"}, (unit.key, acts)
+
+
+def test_proxyless_space_rows():
+    """w1.3 at one resolution: block 0, and 9 choices at each stage's first block and at its later blocks (which
+    share one shape), in 5 stages of 4 and one of 1: 100 block rows, with the first conv and the two head rows;
+    moved to another size each spatial row is that table's row (Logits too: it pools the map)."""
+    from supernet.plan import PROXYLESS
+
+    units = all_units(1.3, [224], family=PROXYLESS)
+    assert len(units) == len({u.key for u in units})
+    assert {u.kind for u in units} == {"Conv", "expanded_conv", "Conv_1", "Logits"}
+    assert sum(u.kind == "expanded_conv" for u in units) == 1 + 9 * (5 * 2 + 1) == 100
+    assert len(units) == 103
+    arch = ArchSpace.for_width(1.3, PROXYLESS.layout).sample(4)
+    here, there = units_of(arch.with_resolution(160), 1.3), units_of(arch.with_resolution(224), 1.3)
+    assert [unit.at_size(other.in_size) for unit, other in zip(here, there, strict=True)] == there
+    assert all(unit.spatial for unit in here)
+    with pytest.raises(UnitError, match="unknown proxyless unit kind 'AvgPool2D'"):
+        Unit.pool(7, 960).__class__("AvgPool2D", 7, 8, 1, 8, kernel_size=7, family="proxyless")
+    with pytest.raises(UnitError, match="fields"):
+        Unit.from_key("expanded_conv-input:20x20x48-output:20x20x48-expand:144-kernel:3-stride:1-idskip:1-se:0-hs:0",
+                      "proxyless")
+    with pytest.raises(UnitError, match="no expand ratio"):
+        Unit.block(20, 48, 48, 150, 3, 1, True, False, False, family="proxyless")
+
+
+def test_built_proxyless_logits_compute_the_networks_pool_and_classifier():
+    """The Logits row built alone (a full-window average pool, for TF-Lite) equals the network's mean then linear."""
+    from supernet.unit_modules import PooledClassifier
+
+    unit = Unit.proxyless_logits(5, 64, 10)
+    built = unit.build(seed=2)
+    as_in_network = PooledClassifier(built.classifier)
+    x = torch.randn(unit.input_shape)
+    with torch.no_grad():
+        torch.testing.assert_close(built(x), as_in_network(x), rtol=0, atol=1e-6)
