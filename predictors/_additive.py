@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from supernet.arch import DEPTHS, MAX_DEPTH, N_BLOCKS, N_STAGES
+from supernet.arch import DEPTHS, LAYOUTS, MOBILENETV3_LAYOUT, Layout
 from supernet.errors import OFAProfileError
 
 from .archs import ArchBatch, choice_index
@@ -26,28 +26,33 @@ class UnknownResolutionError(OFAProfileError, ValueError):
 
 
 class AdditiveCost:
-    """``fixed`` (R,) and ``block`` (R, 20, 9) per resolution, summed for a batch.
+    """``fixed`` (R,) and ``block`` (R, blocks, 9) per resolution, summed for a batch.
 
     Args:
         resolutions: The R resolutions, ascending.
         fixed: Cost of the parts every arch has (first conv, block 0, head), per resolution.
-        block: Cost of elastic block ``position`` with choice ``3 * kernel_index + expand_index``.
+        block: Cost of elastic block ``position`` with choice ``3 * kernel_index + expand_index``: 20 positions
+            for MobileNetV3, 21 for ProxylessNAS (the space follows from the count).
     """
 
     def __init__(self, resolutions: Sequence[int], fixed: np.ndarray, block: np.ndarray) -> None:
         self.resolutions = tuple(int(r) for r in resolutions)
         n_res = len(self.resolutions)
-        if fixed.shape != (n_res,) or block.shape != (n_res, N_BLOCKS, _N_CHOICES):
+        layout = next((lay for lay in LAYOUTS if block.ndim == 3 and block.shape[1] == lay.n_blocks), None)
+        if fixed.shape != (n_res,) or layout is None or block.shape != (n_res, layout.n_blocks, _N_CHOICES):
             raise ValueError(f"cost arrays of shape {fixed.shape} and {block.shape}; expected ({n_res},) and "
-                             f"({n_res}, {N_BLOCKS}, {_N_CHOICES})")
+                             f"({n_res}, {MOBILENETV3_LAYOUT.n_blocks} or 21, {_N_CHOICES})")
+        self.layout: Layout = layout
+        n_blocks = layout.n_blocks
         self.fixed = fixed
         # A tenth, zero-cost choice per position stands for "block skipped by depth": no mask multiply.
-        padded = np.zeros((n_res, N_BLOCKS, _N_CHOICES + 1), dtype=block.dtype)
+        padded = np.zeros((n_res, n_blocks, _N_CHOICES + 1), dtype=block.dtype)
         padded[:, :, :_N_CHOICES] = block
         self._flat = padded.reshape(-1)
         self._res_index = np.full(max(self.resolutions) + 1, -1, dtype=np.intp)
         self._res_index[list(self.resolutions)] = np.arange(n_res)
-        self._position_offset = np.arange(N_BLOCKS, dtype=np.intp) * (_N_CHOICES + 1)
+        self._position_offset = np.arange(n_blocks, dtype=np.intp) * (_N_CHOICES + 1)
+        self._stage_starts = np.array([layout.stage_start(s) for s in range(layout.n_stages)])
 
     def covers(self, r: np.ndarray) -> np.ndarray:
         """Bool per resolution: does this cost have entries for it."""
@@ -66,7 +71,9 @@ class AdditiveCost:
     def _gather(self, batch: ArchBatch) -> tuple[np.ndarray, np.ndarray]:
         ri = self.resolution_index(batch.r)
         choice = np.where(batch.active, choice_index(batch.ks, batch.e), _N_CHOICES)
-        index = (ri * (N_BLOCKS * (_N_CHOICES + 1)))[:, None] + self._position_offset + choice
+        if batch.layout != self.layout:
+            raise ValueError(f"{batch.layout.family} archs cannot be costed with a {self.layout.family} cost")
+        index = (ri * (self.layout.n_blocks * (_N_CHOICES + 1)))[:, None] + self._position_offset + choice
         return self.fixed[ri], self._flat[index]
 
     def total(self, batch: ArchBatch) -> np.ndarray:
@@ -75,15 +82,18 @@ class AdditiveCost:
         return fixed + blocks.sum(axis=1)
 
     def parts(self, batch: ArchBatch) -> tuple[np.ndarray, np.ndarray]:
-        """The fixed cost of each arch (n,) and the cost of its blocks per stage (n, 5)."""
+        """The fixed cost of each arch (n,) and the cost of its blocks per stage (n, stages)."""
         fixed, blocks = self._gather(batch)
-        return fixed, blocks.reshape(len(batch), N_STAGES, MAX_DEPTH).sum(axis=2)
+        return fixed, np.add.reduceat(blocks, self._stage_starts, axis=1)
 
     def minimum(self, resolutions: Sequence[int] | None = None) -> tuple[float, int]:
         """The smallest cost any arch can have (at one of ``resolutions``, default all), and its resolution."""
-        best = np.nanmin(self.block, axis=2).reshape(len(self.resolutions), N_STAGES, MAX_DEPTH)
-        per_depth = best.cumsum(axis=2)[:, :, [d - 1 for d in DEPTHS]]
-        totals = self.fixed + per_depth.min(axis=2).sum(axis=1)
+        best = np.nanmin(self.block, axis=2)
+        stage_minima = []
+        for s, start in enumerate(self._stage_starts):
+            stage = best[:, start:start + self.layout.stage_blocks[s]].cumsum(axis=1)
+            stage_minima.append(stage[:, [d - 1 for d in self.layout.depth_choices(s, DEPTHS)]].min(axis=1))
+        totals = self.fixed + np.sum(stage_minima, axis=0)
         allowed = np.isin(self.resolutions, self.resolutions if resolutions is None else resolutions)
         totals = np.where(allowed, totals, np.inf)
         i = int(np.nanargmin(totals))
@@ -91,4 +101,4 @@ class AdditiveCost:
 
     @property
     def block(self) -> np.ndarray:
-        return self._flat.reshape(len(self.resolutions), N_BLOCKS, _N_CHOICES + 1)[:, :, :_N_CHOICES]
+        return self._flat.reshape(len(self.resolutions), self.layout.n_blocks, _N_CHOICES + 1)[:, :, :_N_CHOICES]

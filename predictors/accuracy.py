@@ -62,21 +62,23 @@ class ArchEncoding:
     resolution_start: int = 112
     resolution_step: int = 16
     resolution_bins: int = 8
+    n_blocks: int = N_BLOCKS
 
     @classmethod
-    def for_resolutions(cls, resolutions: Iterable[int]) -> ArchEncoding:
-        """OFA's encoding where the resolutions fit its bins (112..239 by 16); else one bin per step of the data."""
+    def for_resolutions(cls, resolutions: Iterable[int], n_blocks: int = N_BLOCKS) -> ArchEncoding:
+        """OFA's encoding where the resolutions fit its bins (112..239 by 16); else one bin per step of the data.
+        ``n_blocks``: 20 for MobileNetV3 archs, 21 for ProxylessNAS ones."""
         values = sorted({int(r) for r in resolutions})
-        default = cls()
+        default = cls(n_blocks=n_blocks)
         top = default.resolution_start + default.resolution_step * default.resolution_bins
         if values and default.resolution_start <= values[0] and values[-1] < top:
             return default
         step = math.gcd(*(b - a for a, b in itertools.pairwise(values))) if len(values) > 1 else 16
-        return cls(values[0], step, (values[-1] - values[0]) // step + 1)
+        return cls(values[0], step, (values[-1] - values[0]) // step + 1, n_blocks)
 
     @property
     def n_features(self) -> int:
-        return N_BLOCKS * (len(KERNEL_SIZES) + len(EXPAND_RATIOS)) + self.resolution_bins
+        return self.n_blocks * (len(KERNEL_SIZES) + len(EXPAND_RATIOS)) + self.resolution_bins
 
     def resolution_bin(self, r: np.ndarray) -> np.ndarray:
         bins = (np.asarray(r, dtype=np.int64) - self.resolution_start) // self.resolution_step
@@ -90,6 +92,9 @@ class ArchEncoding:
     def transform(self, archs: ArchBatch | Iterable[Arch]) -> np.ndarray:
         """Features of each arch, float32 array of shape (n, 128)."""
         batch = ArchBatch.coerce(archs)
+        if batch.layout.n_blocks != self.n_blocks:
+            raise ArchError(f"this predictor encodes archs of {self.n_blocks} blocks; these are {batch.layout.family} "
+                            f"archs of {batch.layout.n_blocks}: use a predictor trained on that space")
         n = len(batch)
         active = batch.active
         ks = (batch.ks[:, :, None] == np.asarray(KERNEL_SIZES, dtype=batch.ks.dtype)) & active[:, :, None]

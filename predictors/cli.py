@@ -20,6 +20,7 @@ from pathlib import Path
 from supernet.arch import ArchSpace
 from supernet.cli_args import OneLineParser, finite_float, positive_int
 from supernet.errors import UsageError, run_command
+from supernet.plan import FAMILIES, MOBILENETV3, PROXYLESS
 
 from .accuracy import AccuracyPredictor
 from .complexity import MacsPredictor, ParamsPredictor
@@ -98,10 +99,15 @@ def _parser() -> argparse.ArgumentParser:
         default="latency",
         help="what --budgets limits (latency: the first table's)",
     )
-    p.add_argument("--width", type=float, help="supernet width (default: the tables', else 1.2)")
+    p.add_argument("--space", choices=sorted(FAMILIES),
+                   help="supernet family, mobilenetv3 or proxyless (default: the tables', else mobilenetv3)")
+    p.add_argument("--width", type=float, help="supernet width (default: the tables', else 1.2; 1.3 for proxyless)")
     p.add_argument("--n-classes", type=positive_int, default=None,
                    help="classifier outputs (default: the tables', else 1000)")
     p.add_argument("--predictor", type=Path, help="accuracy predictor (.pt + .json); default: OFA's, for w1.2")
+    p.add_argument("--rank", choices=("accuracy", "macs"), default="accuracy",
+                   help="what the search maximises: predicted accuracy (default), or MACs as a stand-in where no "
+                        "accuracy predictor exists (the largest network that meets the limits)")
     p.add_argument("--resolutions", type=_resolutions, metavar="R,...",
                    help="the supernet's resolutions, for one trained on other images (default OFA's for the width)")
     p.add_argument("--interpolate", action="store_true", help="also search resolutions between measured ones")
@@ -169,25 +175,20 @@ def _build(args: argparse.Namespace):
         for t in args.table
     ] + [LatencyModel.load(m) for m in args.latency_model]
     sources = [*args.table, *args.latency_model]
-    width = args.width or (_width_of(latency[0]) if latency else 1.2)
+    family = FAMILIES[args.space or (_space_of(latency[0]) if latency else MOBILENETV3.name)]
+    width = args.width or (_width_of(latency[0]) if latency else _DEFAULT_WIDTHS[family.name])
     n_classes = args.n_classes or (_n_classes_of(latency[0]) if latency else 1000)
     for lat, path in zip(latency, sources, strict=True):
-        if _width_of(lat) != width or _n_classes_of(lat) != n_classes:
+        if (_space_of(lat), _width_of(lat), _n_classes_of(lat)) != (family.name, width, n_classes):
             raise UsageError(
-                f"{path} is for width {_width_of(lat)}, {_n_classes_of(lat)} classes; the search is "
-                f"for width {width}, {n_classes} classes: use tables and models of one supernet"
+                f"{path} is for the {_space_of(lat)} space, width {_width_of(lat)}, {_n_classes_of(lat)} classes; "
+                f"the search is for {family.name}, width {width}, {n_classes} classes: use tables and models of "
+                f"one supernet"
             )
-    if args.predictor is not None:
-        accuracy = AccuracyPredictor.load(args.predictor)
-    elif width == 1.2:
-        accuracy = AccuracyPredictor.default()
-    else:
-        raise UsageError(
-            f"the shipped accuracy predictor is for the w1.2 supernet; for width {width} pass "
-            f"--predictor (train one with predictors.train)"
-        )
-    space = ArchSpace(args.resolutions) if args.resolutions else ArchSpace.for_width(width)
-    resolutions = accuracy.resolutions(space.resolutions)
+    accuracy = _ranking(args, family.name, width, n_classes)
+    layout = family.layout
+    space = ArchSpace(args.resolutions, layout=layout) if args.resolutions else ArchSpace.for_width(width, layout)
+    resolutions = accuracy.resolutions(space.resolutions) if args.rank == "accuracy" else space.resolutions
     for lat in latency:
         resolutions = tuple(r for r in resolutions if r in lat.supported_resolutions(space))
     if not resolutions:
@@ -195,7 +196,7 @@ def _build(args: argparse.Namespace):
             "no resolution is covered by every table and the accuracy predictor; check the tables' "
             "resolutions, or pass --interpolate"
         )
-    space = ArchSpace(resolutions=resolutions)
+    space = ArchSpace(resolutions=resolutions, layout=layout)
     names = [p.stem for p in sources]
     constraints = {}
     latency_by_name = {}
@@ -204,9 +205,38 @@ def _build(args: argparse.Namespace):
         name = _table_name(path, names)
         latency_by_name[name] = lat
         constraints[f"latency_ms[{name}]"] = (lat, limit)
-    constraints["macs"] = (MacsPredictor(width, n_classes, resolutions), args.macs)
-    constraints["params"] = (ParamsPredictor(width, n_classes, resolutions), args.params)
+    constraints["macs"] = (MacsPredictor(width, n_classes, resolutions, layout), args.macs)
+    constraints["params"] = (ParamsPredictor(width, n_classes, resolutions, layout), args.params)
+    if args.rank == "macs":
+        accuracy = constraints["macs"][0]
     return accuracy, space, constraints, latency_by_name, width
+
+
+_DEFAULT_WIDTHS = {MOBILENETV3.name: 1.2, PROXYLESS.name: 1.3}
+
+
+def _ranking(args: argparse.Namespace, space: str, width: float, n_classes: int) -> AccuracyPredictor | None:
+    """The accuracy predictor to rank by; None when ranking by MACs (built with the constraints)."""
+    if args.rank == "macs":
+        return None
+    if args.predictor is not None:
+        return AccuracyPredictor.load(args.predictor)
+    if space != MOBILENETV3.name:
+        raise UsageError(
+            f"OFA released no accuracy predictor for the {space} space, so a search by accuracy needs --predictor",
+            "build a dataset of subnets evaluated on your data and train a predictor on it (predictors.dataset, "
+            "predictors.train), or rank by MACs with --rank macs: the largest network that meets the limits",
+        )
+    if width != 1.2:
+        raise UsageError(
+            f"the shipped accuracy predictor is for the w1.2 supernet; for width {width} pass "
+            f"--predictor (train one with predictors.train)"
+        )
+    return AccuracyPredictor.default()
+
+
+def _space_of(lat: LatencyPredictor | LatencyModel) -> str:
+    return lat.family.name if isinstance(lat, LatencyPredictor) else MOBILENETV3.name
 
 
 def _width_of(lat: LatencyPredictor | LatencyModel) -> float:
@@ -232,8 +262,8 @@ def _latency_model(latency: dict[str, LatencyPredictor | LatencyModel]) -> dict:
     return described
 
 
-def _subnet(result: SearchResult, constraints: dict, latency: dict[str, LatencyPredictor]) -> dict:
-    entry = {"arch": result.arch.to_dict(), "accuracy": result.accuracy}
+def _subnet(result: SearchResult, constraints: dict, latency: dict[str, LatencyPredictor], rank: str) -> dict:
+    entry = {"arch": result.arch.to_dict(), "accuracy": result.accuracy if rank == "accuracy" else None}
     predicted = {name: lat.predict_result([result.arch]) for name, lat in latency.items()}
     entry["latency_ms"] = {name: p.latency_ms[0].item() for name, p in predicted.items()}
     entry["latency_low_ms"] = {name: p.low_ms[0].item() for name, p in predicted.items()}
@@ -282,11 +312,13 @@ def _run(args: argparse.Namespace) -> dict:
     return {
         "schema_version": SUBNETS_SCHEMA_VERSION,
         "kind": "ofa-search result",
-        "subnets": [_subnet(r, constraints, latency) for r in results],
+        "subnets": [_subnet(r, constraints, latency, args.rank) for r in results],
         "latency_model": _latency_model(latency),
         "search_seconds": seconds,
         "settings": {
             **settings,
+            "space": space.layout.family,
+            "ranked_by": args.rank,
             "width_mult": width,
             "resolutions": list(space.resolutions),
             "tables": [str(t) for t in args.table],
@@ -304,8 +336,9 @@ def _print_text(document: dict) -> None:
             f"{name} {ms:.2f} ms" + _interval_text(entry["latency_low_ms"][name], entry["latency_high_ms"][name], ms)
             for name, ms in entry["latency_ms"].items()
         )
+        score = "ranked by MACs" if entry["accuracy"] is None else f"accuracy {entry['accuracy']:.4f}"
         print(
-            f"accuracy {entry['accuracy']:.4f}  {lat}  MACs {entry['macs'] / 1e6:.1f}M  "
+            f"{score}  {lat}  MACs {entry['macs'] / 1e6:.1f}M  "
             f"params {entry['params'] / 1e6:.2f}M  search {entry['search_seconds']:.2f} s"
         )
         print(f"  {json.dumps(entry['arch'])}")

@@ -12,7 +12,7 @@ from functools import cache
 
 import numpy as np
 
-from supernet.arch import DEPTHS, EXPAND_RATIOS, KERNEL_SIZES, MAX_DEPTH, N_BLOCKS, N_STAGES, Arch, ArchSpace
+from supernet.arch import DEPTHS, EXPAND_RATIOS, KERNEL_SIZES, MOBILENETV3_LAYOUT, Arch, ArchSpace, Layout
 from supernet.complexity import count_macs, count_params
 
 from ._additive import AdditiveCost
@@ -33,22 +33,25 @@ def _with_depth(arch: Arch, stage: int, depth: int) -> Arch:
     return Arch(arch.ks, arch.e, tuple(d), arch.r)
 
 
-def _tables(count: Callable[[Arch], int], resolutions: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
-    k0, e0, d0 = KERNEL_SIZES[0], EXPAND_RATIOS[0], min(DEPTHS)
+def _tables(count: Callable[[Arch], int], resolutions: Iterable[int],
+            layout: Layout) -> tuple[np.ndarray, np.ndarray]:
+    k0, e0 = KERNEL_SIZES[0], EXPAND_RATIOS[0]
     resolutions = list(resolutions)
     fixed = np.zeros(len(resolutions), dtype=np.int64)
-    block = np.zeros((len(resolutions), N_BLOCKS, len(KERNEL_SIZES) * len(EXPAND_RATIOS)), dtype=np.int64)
+    block = np.zeros((len(resolutions), layout.n_blocks, len(KERNEL_SIZES) * len(EXPAND_RATIOS)), dtype=np.int64)
     for i, r in enumerate(resolutions):
-        base = Arch((k0,) * N_BLOCKS, (e0,) * N_BLOCKS, (d0,) * N_STAGES, r)
+        base = ArchSpace((r,), layout=layout).uniform(k0, e0, min(DEPTHS), r)
         fixed[i] = count(base)
-        for s in range(N_STAGES):
-            for j in range(MAX_DEPTH):
-                if j < d0:  # every arch runs this block: the base choice is already in ``fixed``
+        for s in range(layout.n_stages):
+            shallowest = min(layout.depth_choices(s))
+            for j in range(layout.stage_blocks[s]):
+                index = layout.stage_start(s) + j
+                if j < shallowest:  # every arch runs this block: the base choice is already in ``fixed``
                     run, reference = base, fixed[i]
                 else:  # block j runs when the stage is j + 1 deep: its share is the step from depth j
                     run, reference = _with_depth(base, s, j + 1), count(_with_depth(base, s, j))
                 for c, (k, e) in enumerate((k, e) for k in KERNEL_SIZES for e in EXPAND_RATIOS):
-                    block[i, s * MAX_DEPTH + j, c] = count(_with_block(run, s * MAX_DEPTH + j, k, e)) - reference
+                    block[i, index, c] = count(_with_block(run, index, k, e)) - reference
     return fixed, block
 
 
@@ -57,11 +60,14 @@ class _CountPredictor:
 
     _count: Callable[..., int]
 
-    def __init__(self, width_mult: float = 1.0, n_classes: int = 1000, resolutions: Iterable[int] | None = None):
+    def __init__(self, width_mult: float = 1.0, n_classes: int = 1000, resolutions: Iterable[int] | None = None,
+                 layout: Layout = MOBILENETV3_LAYOUT):
         self.width_mult = width_mult
         self.n_classes = n_classes
-        self.resolutions = tuple(ArchSpace.for_width(width_mult).resolutions if resolutions is None else resolutions)
-        self._cost = _cached_cost(type(self)._count, width_mult, n_classes, self.resolutions)
+        self.layout = layout
+        self.resolutions = tuple(ArchSpace.for_width(width_mult, layout).resolutions if resolutions is None
+                                 else resolutions)
+        self._cost = _cached_cost(type(self)._count, width_mult, n_classes, self.resolutions, layout)
 
     def predict(self, archs: ArchBatch | Iterable[Arch]) -> np.ndarray:
         """The count for each arch, int64 array of shape (n,)."""
@@ -75,8 +81,8 @@ class _CountPredictor:
 
 @cache
 def _cached_cost(count: Callable[..., int], width_mult: float, n_classes: int,
-                 resolutions: tuple[int, ...]) -> AdditiveCost:
-    fixed, block = _tables(lambda arch: count(arch, width_mult, n_classes), resolutions)
+                 resolutions: tuple[int, ...], layout: Layout) -> AdditiveCost:
+    fixed, block = _tables(lambda arch: count(arch, width_mult, n_classes), resolutions, layout)
     return AdditiveCost(resolutions, fixed, block)
 
 
@@ -87,6 +93,7 @@ class MacsPredictor(_CountPredictor):
         width_mult: Supernet width.
         n_classes: Classifier outputs.
         resolutions: Resolutions to cover; default: the width's resolution list.
+        layout: The space's layout (:data:`supernet.arch.PROXYLESS_LAYOUT` for ProxylessNAS archs).
     """
 
     _count = staticmethod(count_macs)

@@ -95,7 +95,7 @@ def _accuracy(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.data}: no such file", "give the CSV the accuracy dataset builder wrote") from None
     except ValueError as err:
         raise OFAProfileError(str(err), "fix that row or rebuild the dataset") from None
-    encoding = ArchEncoding.for_resolutions(int(r) for r in batch.r)
+    encoding = ArchEncoding.for_resolutions((int(r) for r in batch.r), batch.layout.n_blocks)
     features = encoding.transform(batch)
     try:
         _, report = fit_held_out(features, accuracy, _model(args), args.test_fraction, args.seed, str(args.data))

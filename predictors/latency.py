@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from supernet.arch import DEPTHS, EXPAND_RATIOS, KERNEL_SIZES, N_BLOCKS, N_STAGES, Arch, ArchSpace
+from supernet.arch import DEPTHS, EXPAND_RATIOS, KERNEL_SIZES, Arch, ArchSpace
 from supernet.errors import OFAProfileError
+from supernet.plan import FAMILIES, Family
 from supernet.units import all_units, units_of
 
 from ._additive import AdditiveCost, UnknownResolutionError
@@ -27,10 +28,9 @@ from .table_io import Table, TableError, read_table
 
 __all__ = ["LatencyPredictor", "LatencyResult", "MissingRowsError", "UnknownResolutionError"]
 
-_N_HEAD = 4  # final expand, pool, feature mix, logits
+# The widths of OFA's released supernets, per space.
+_WIDTHS = {"mobilenetv3": (1.0, 1.2), "proxyless": (1.3,)}
 
-
-_WIDTHS = (1.0, 1.2)  # the widths of OFA's released MobileNetV3 supernets
 
 class MissingRowsError(OFAProfileError, ValueError):
     """Archs need rows the table does not have; ``keys`` lists them all (measure them, or use another table)."""
@@ -96,6 +96,7 @@ class LatencyPredictor:
                  calibration: Calibration | None = None) -> None:
         self.table = table if isinstance(table, Table) else read_table(table)
         self.name = str(table) if not isinstance(table, Table) else str(self.table.meta.get("table", "<table>"))
+        self.family: Family = FAMILIES[self.table.space]
         self.statistic = statistic
         self.interpolate = interpolate
         width_mult = self._width(width_mult)
@@ -117,12 +118,13 @@ class LatencyPredictor:
         if given is not None or stated is not None:
             return float(given if given is not None else stated)
         keys = {row.key for row in self.table.rows if not row.key.startswith("Logits")}
-        for width in _WIDTHS:
-            planned = {u.key for u in all_units(width, self.table.resolutions)}
+        widths = _WIDTHS[self.family.name]
+        for width in widths:
+            planned = {u.key for u in all_units(width, self.table.resolutions, family=self.family)}
             if keys <= planned:
                 return width
-        raise TableError(f"table {self.name} has no sidecar, and its rows are not those of any supernet width "
-                         f"{list(_WIDTHS)}", "give the width (--width 1.0 or 1.2)")
+        raise TableError(f"table {self.name} has no sidecar, and its rows are not those of any {self.family.name} "
+                         f"supernet width {list(widths)}", f"give the width (--width {widths[0]})")
 
     def _n_classes(self, given: int | None) -> int:
         stated = self.table.meta.get("n_classes")
@@ -153,22 +155,22 @@ class LatencyPredictor:
         return "raw table sums (the table has no calibration: run ofa-profile --calibrate N)"
 
     def _gather(self) -> tuple[AdditiveCost, dict]:
-        n_res = len(self.measured)
+        n_res, layout = len(self.measured), self.family.layout
+        n_blocks = layout.n_blocks
         fixed = np.zeros(n_res)
-        block = np.zeros((n_res, N_BLOCKS, len(KERNEL_SIZES) * len(EXPAND_RATIOS)))
+        block = np.zeros((n_res, n_blocks, len(KERNEL_SIZES) * len(EXPAND_RATIOS)))
         keys: dict = {"fixed": [], "block": np.empty(block.shape, dtype=object)}
         for i, r in enumerate(self.measured):
             values = self.table.values(r, self.statistic)
-            deepest = max(DEPTHS)
             for k in KERNEL_SIZES:
                 for e in EXPAND_RATIOS:
-                    arch = Arch((k,) * N_BLOCKS, (e,) * N_BLOCKS, (deepest,) * N_STAGES, r)
+                    arch = ArchSpace((r,), layout=layout).uniform(k, e, max(DEPTHS), r)
                     units = units_of(arch, self.width_mult, self.n_classes)
                     c = int(choice_index(np.array(k), np.array(e)))
-                    for position, unit in enumerate(units[2:2 + N_BLOCKS]):
+                    for position, unit in enumerate(units[2:2 + n_blocks]):
                         block[i, position, c] = values.get(unit.key, np.nan)
                         keys["block"][i, position, c] = unit.key
-            head = [units[0], units[1], *units[-_N_HEAD:]]
+            head = [units[0], units[1], *units[2 + n_blocks:]]
             fixed[i] = sum(values.get(u.key, np.nan) for u in head)
             keys["fixed"].append([u.key for u in head])
         return AdditiveCost(self.measured, fixed, block), keys
@@ -182,7 +184,7 @@ class LatencyPredictor:
     def supported_resolutions(self, space: ArchSpace | None = None) -> tuple[int, ...]:
         """Resolutions of ``space`` this predictor answers for: the measured ones, or with ``interpolate`` every
         one between the smallest and largest measured."""
-        space = space or ArchSpace.for_width(self.width_mult)
+        space = space or ArchSpace.for_width(self.width_mult, self.family.layout)
         if not self.interpolate:
             return tuple(r for r in space.resolutions if r in self.measured)
         return tuple(r for r in space.resolutions if self.measured[0] <= r <= self.measured[-1])

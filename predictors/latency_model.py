@@ -364,7 +364,7 @@ class LatencyModel:
             raise LatencyModelError("latencies must be positive, finite milliseconds", "fix or drop those rows")
         families = [self.family] if self.family != "auto" else [
             f for f in FAMILIES if f != "calibrated-sum" or self.table is not None]
-        self.encoding_ = ArchEncoding.for_resolutions(batch.r.tolist())
+        self.encoding_ = ArchEncoding.for_resolutions(batch.r.tolist(), batch.layout.n_blocks)
         base = self.features_.transform(batch)
         encoded = np.concatenate([base, self.encoding_.transform(batch)], axis=1) if "ridge+mlp" in families else None
         inputs = {f: encoded if f == "ridge+mlp" else base for f in families}

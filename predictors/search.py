@@ -21,7 +21,7 @@ from typing import Protocol
 
 import numpy as np
 
-from supernet.arch import N_BLOCKS, N_STAGES, Arch, ArchSpace
+from supernet.arch import Arch, ArchSpace
 from supernet.errors import OFAProfileError, UsageError
 
 from .archs import ArchBatch, sample_batch
@@ -145,6 +145,14 @@ class _Evolution:
         self.expands = np.asarray(space.expand_ratios, dtype=np.int8)
         self.depths = np.asarray(space.depths, dtype=np.int8)
         self.resolutions = np.asarray(space.resolutions, dtype=np.int16)
+        self.fixed_depths = {s: space.stage_depths(s)[0] for s in range(space.n_stages)
+                             if space.layout.is_fixed(s, space.depths)}
+
+    def _with_fixed_stages(self, d: np.ndarray) -> np.ndarray:
+        """Depths with the stages that are not elastic (ProxylessNAS's last) at their one depth."""
+        for s, depth in self.fixed_depths.items():
+            d[:, s] = depth
+        return d
 
     def feasible(self, batch: ArchBatch) -> np.ndarray:
         ok = np.ones(len(batch), dtype=bool)
@@ -154,24 +162,26 @@ class _Evolution:
 
     def mutate(self, parents: ArchBatch) -> ArchBatch:
         n, rng, p = len(parents), self.rng, self.mutate_prob
+        blocks, stages = self.space.n_blocks, self.space.n_stages
         # One draw for all decisions and one for all new values keeps a generation to a few numpy calls.
-        redraw = rng.random((n, N_BLOCKS + N_STAGES + 1)) < p
-        pick = rng.random((n, 2 * N_BLOCKS + N_STAGES + 1))
-        block, stage, res = redraw[:, :N_BLOCKS], redraw[:, N_BLOCKS:-1], redraw[:, -1]
+        redraw = rng.random((n, blocks + stages + 1)) < p
+        pick = rng.random((n, 2 * blocks + stages + 1))
+        block, stage, res = redraw[:, :blocks], redraw[:, blocks:-1], redraw[:, -1]
+        depths = np.where(stage, self.depths[_index(pick[:, 2 * blocks : -1], self.depths)], parents.d)
         return ArchBatch(
-            ks=np.where(block, self.kernels[_index(pick[:, :N_BLOCKS], self.kernels)], parents.ks),
-            e=np.where(block, self.expands[_index(pick[:, N_BLOCKS : 2 * N_BLOCKS], self.expands)], parents.e),
-            d=np.where(stage, self.depths[_index(pick[:, 2 * N_BLOCKS : -1], self.depths)], parents.d),
+            ks=np.where(block, self.kernels[_index(pick[:, :blocks], self.kernels)], parents.ks),
+            e=np.where(block, self.expands[_index(pick[:, blocks : 2 * blocks], self.expands)], parents.e),
+            d=self._with_fixed_stages(depths),
             r=np.where(res, self.resolutions[_index(pick[:, -1], self.resolutions)], parents.r),
         )
 
     def crossover(self, first: ArchBatch, second: ArchBatch) -> ArchBatch:
-        n = len(first)
-        take = self.rng.random((n, 2 * N_BLOCKS + N_STAGES + 1)) < 0.5
+        n, blocks, stages = len(first), self.space.n_blocks, self.space.n_stages
+        take = self.rng.random((n, 2 * blocks + stages + 1)) < 0.5
         return ArchBatch(
-            ks=np.where(take[:, :N_BLOCKS], first.ks, second.ks),
-            e=np.where(take[:, N_BLOCKS : 2 * N_BLOCKS], first.e, second.e),
-            d=np.where(take[:, 2 * N_BLOCKS : -1], first.d, second.d),
+            ks=np.where(take[:, :blocks], first.ks, second.ks),
+            e=np.where(take[:, blocks : 2 * blocks], first.e, second.e),
+            d=np.where(take[:, 2 * blocks : -1], first.d, second.d),
             r=np.where(take[:, -1], first.r, second.r),
         )
 
@@ -243,7 +253,7 @@ class _Evolution:
         return ArchBatch(
             small(batch.ks, self.kernels.min()),
             small(batch.e, self.expands.min()),
-            small(batch.d, self.depths.min()),
+            self._with_fixed_stages(small(batch.d, self.depths.min())),
             small(batch.r, self.resolutions.min()),
         )
 

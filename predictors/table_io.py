@@ -24,7 +24,8 @@ import yaml
 
 from supernet.errors import OFAProfileError
 from supernet.files import atomic_write
-from supernet.units import Unit, UnitError
+from supernet.plan import FAMILIES, MOBILENETV3
+from supernet.units import Unit, UnitError, parse_key
 
 __all__ = [
     "COLUMNS",
@@ -77,7 +78,7 @@ class Row:
 
     @property
     def unit(self) -> Unit:
-        return Unit.from_key(self.key)
+        return parse_key(self.key)
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,12 @@ class Table:
 
     rows: tuple[Row, ...]
     meta: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def space(self) -> str:
+        """The space its rows belong to: the sidecar's ``space``, else what its keys say (MobileNetV3 by default:
+        OFA's released tables are MobileNetV3's)."""
+        return self.meta.get("space") or _space_of_keys(row.key for row in self.rows) or MOBILENETV3.name
 
     @property
     def resolutions(self) -> tuple[int, ...]:
@@ -167,6 +174,7 @@ def write_table(path: str | os.PathLike, table: Table) -> Path:
     _check_unique(table.rows, str(path))
     for row in table.rows:
         _check_key(row.key, str(path), None)
+    _check_space(table.rows, table.meta, str(path))
     meta = {"schema_version": SCHEMA_VERSION, **{k: v for k, v in table.meta.items() if k != "schema_version"}}
     meta["table"] = path.name
     atomic_write(path, _to_csv_text(table.rows))
@@ -199,10 +207,42 @@ def append_rows(path: str | os.PathLike, rows: Sequence[Row], extra_columns: Seq
 # --- reading -----------------------------------------------------------------------------------------------
 def _check_key(key: str, where: str, line: int | None) -> Unit:
     try:
-        return Unit.from_key(key)
+        return parse_key(key)
     except UnitError as err:
         at = f"{where}: line {line}: " if line is not None else f"{where}: "
         raise TableError(f"{at}{err}") from None
+
+
+def _space_of_key(key: str) -> str | None:
+    """The space whose format only this key is in; None for keys both spaces write alike (the first conv)."""
+    unit = parse_key(key)
+    if unit.family != MOBILENETV3.name:
+        return unit.family
+    try:
+        Unit.from_key(key, "proxyless")
+    except UnitError:
+        return MOBILENETV3.name
+    return None
+
+
+def _space_of_keys(keys: Iterable[str]) -> str | None:
+    """The one space whose own key formats appear among ``keys``; None if none do, ``"mixed"`` if both do."""
+    spaces = {space for space in map(_space_of_key, keys) if space is not None}
+    return spaces.pop() if len(spaces) == 1 else "mixed" if spaces else None
+
+
+def _check_space(rows: Sequence[Row], meta: Mapping[str, Any], where: str) -> None:
+    """Rows of one space only, and the one the sidecar names (a mix would sum one family's rows for another)."""
+    found = _space_of_keys(row.key for row in rows)
+    if found == "mixed":
+        raise TableError(f"{where}: rows of both the mobilenetv3 and the proxyless space in one table",
+                         "keep one space per table: build each with its own ofa-profile --space")
+    stated = meta.get("space")
+    if stated is not None and stated not in FAMILIES:
+        raise TableError(f"{where}: the sidecar's space {stated!r} is none of {', '.join(FAMILIES)}")
+    if stated is not None and found is not None and found != stated:
+        raise TableError(f"{where}: the sidecar says space {stated!r}, but the rows are {found!r} rows",
+                         "fix the sidecar's 'space', or rebuild the table")
 
 
 def _check_unique(rows: Iterable[Row], where: str) -> None:
@@ -319,6 +359,7 @@ def read_table(path: str | os.PathLike, allow_partial_last_line: bool = False) -
         if version != SCHEMA_VERSION:
             raise TableError(f"{side}: schema_version {version!r} is not {SCHEMA_VERSION}, the one this version "
                              f"of ofa-profile reads")
+    _check_space(rows, meta, str(path))
     return Table(tuple(rows), meta)
 
 

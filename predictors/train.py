@@ -168,7 +168,7 @@ def train_from_csv(path: str | os.PathLike, model: RegressorMixin | None = None,
                    seed: int = 0, encoding: ArchEncoding | None = None) -> tuple[RegressorMixin, dict[str, float]]:
     """Fit ``model`` (default: the MLP) on a random ``1 - test_fraction`` of the CSV; report on the rest."""
     batch, accuracy = read_accuracy_csv(path)
-    features = (encoding or ArchEncoding()).transform(batch)
+    features = (encoding or ArchEncoding(n_blocks=batch.layout.n_blocks)).transform(batch)
     return fit_held_out(features, accuracy, model, test_fraction, seed, where=str(path))
 
 

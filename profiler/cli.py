@@ -1,6 +1,7 @@
 """``ofa-profile``: build per-device latency tables, convert tables, list devices.
 
     ofa-profile --device local --width 1.0 --resolutions 160,192,224
+    ofa-profile --device xeon --via ssh --host xeon-a --space proxyless          # OFA's GPU/CPU space (w1.3)
     ofa-profile --device pixel1 --via adb --serial 192.168.1.20:5555
     ofa-profile --device jetson --via ssh --host jetson-a --host jetson-b      # one table, sharded over two
     ofa-profile --device local --device jetson                                # a fleet, measured concurrently
@@ -37,14 +38,29 @@ from profiler.transports.base import interrupt_all
 from supernet.arch import ArchSpace
 from supernet.cli_args import OneLineParser, finite_float, non_negative_int, positive_int
 from supernet.errors import UsageError, run_command
+from supernet.plan import MOBILENETV3, PROXYLESS, family_named
 
 __all__ = ["main", "table_path"]
 
 log = logging.getLogger("ofa-profile")
 
 
-def _parse_resolutions(text: str, width_mult: float) -> list[int]:
-    allowed = ArchSpace.for_width(width_mult).resolutions
+# The widths of OFA's released supernets, per space; the first is the default.
+WIDTHS = {MOBILENETV3.name: (1.2, 1.0), PROXYLESS.name: (1.3,)}
+
+
+def _space_width(space: str, width: float | None) -> float:
+    allowed = WIDTHS[space]
+    if width is None:
+        return allowed[0]
+    if width not in allowed:
+        raise UsageError(f"--width {width:g} is not a released {space} supernet width",
+                         f"use --width {' or '.join(f'{w:g}' for w in allowed)} with --space {space}")
+    return width
+
+
+def _parse_resolutions(text: str, width_mult: float, space: str = MOBILENETV3.name) -> list[int]:
+    allowed = ArchSpace.for_width(width_mult, family_named(space).layout).resolutions
     if text == "all":
         return list(allowed)
     try:
@@ -102,7 +118,10 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--batch", type=positive_int, help="images per inference")
     where.add_argument("--python", help="the device's Python interpreter")
     what = parser.add_argument_group("what to measure")
-    what.add_argument("--width", type=float, default=1.2, choices=[1.0, 1.2], help="supernet width (default 1.2)")
+    what.add_argument("--space", choices=list(WIDTHS), default=MOBILENETV3.name,
+                      help="supernet family: mobilenetv3 (phones; default) or proxyless (OFA's GPU and CPU space)")
+    what.add_argument("--width", type=float,
+                      help="supernet width: 1.2 (default) or 1.0 for mobilenetv3, 1.3 for proxyless")
     what.add_argument("--resolutions", help="'all' or a list such as 160,192,224 (default 224; for --subnets "
                       "random:N the table's)")
     what.add_argument("--n-classes", type=positive_int, default=1000, help="classifier outputs (default 1000)")
@@ -215,8 +234,9 @@ def _overrides(args: argparse.Namespace) -> dict:
     return {name: getattr(args, name) for name in names}
 
 
-def table_path(folder: Path, profile: DeviceProfile, width_mult: float) -> Path:
-    return folder / f"{profile.name}_w{width_mult}_{profile.runtime}_{profile.provider}.csv".lower()
+def table_path(folder: Path, profile: DeviceProfile, width_mult: float, space: str = MOBILENETV3.name) -> Path:
+    family = "" if space == MOBILENETV3.name else f"_{space}"
+    return folder / f"{profile.name}{family}_w{width_mult}_{profile.runtime}_{profile.provider}.csv".lower()
 
 
 def _profile_device(
@@ -225,14 +245,14 @@ def _profile_device(
     """One device's table; several targets (hosts or serials) each measure a shard, merged at the end."""
     if args.rows == "isolated" and args.cover_repeats != 1:
         raise UsageError("--cover-repeats is for --rows in_network")
-    resolutions = _parse_resolutions(args.resolutions or "224", args.width)
-    strategy = strategy_for(
-        args.rows or default_rows(profile), args.width, resolutions, args.n_classes, args.cover_repeats, args.seed
-    )
-    path = table_path(args.out, profile, args.width)
+    resolutions = _parse_resolutions(args.resolutions or "224", args.width, args.space)
+    strategy = strategy_for(args.rows or default_rows(profile), args.width, resolutions, args.n_classes,
+                            args.cover_repeats, args.seed, args.space)
+    path = table_path(args.out, profile, args.width, args.space)
     path.parent.mkdir(parents=True, exist_ok=True)
     targets = profile.targets
     meta = {
+        "space": args.space,
         "width_mult": args.width,
         "resolutions": resolutions,
         "n_classes": args.n_classes,
@@ -277,7 +297,7 @@ def _whole_subnets(profile: DeviceProfile, args: argparse.Namespace, protocol: P
     from profiler.plots import plot_predicted_vs_measured  # pandas and matplotlib: not for --help
     from profiler.remeasure import calibrate, random_subnets, remeasure
 
-    table = args.table or table_path(args.out, profile, args.width)
+    table = args.table or table_path(args.out, profile, args.width, args.space)
     random_n = args.subnets if isinstance(args.subnets, int) else None
     if not table.is_file():
         if args.table or random_n is None:
@@ -305,20 +325,21 @@ def _whole_subnets(profile: DeviceProfile, args: argparse.Namespace, protocol: P
             out_csv = args.out / f"{profile.name}_subnets.csv"
         else:
             if args.resolutions or table is None:
-                resolutions = _parse_resolutions(args.resolutions or "224", args.width)
+                resolutions = _parse_resolutions(args.resolutions or "224", args.width, args.space)
             else:
                 resolutions = read_table(table).resolutions
-            archs = random_subnets(random_n, args.seed, args.width, resolutions)
-            # One file per (width, resolutions, seed): a larger N, or a rerun after a kill, extends it.
+            archs = random_subnets(random_n, args.seed, args.width, resolutions, args.space)
+            # One file per (space, width, resolutions, seed): a larger N, or a rerun after a kill, extends it.
             span = "-".join(map(str, resolutions[:3])) + ("-etc" if len(resolutions) > 3 else "")
-            out_csv = args.out / f"{profile.name}_w{args.width}_random_r{span}_seed{args.seed}.csv"
+            name = table_path(args.out, profile, args.width, args.space).name.split(f"_w{args.width}")[0]
+            out_csv = args.out / f"{name}_w{args.width}_random_r{span}_seed{args.seed}.csv"
         out_csv.parent.mkdir(parents=True, exist_ok=True)
         bar = tqdm(total=len(archs), desc=f"{profile.name} subnets", unit="net", disable=args.quiet,
                    dynamic_ncols=True)
         with bar:
             frame = remeasure(profile, transport, archs, table, out_csv, args.cache, protocol, width=args.width,
                               n_classes=args.n_classes, on_subnets=bar.update,
-                              reference=reference_named(args.reference))
+                              reference=reference_named(args.reference), space_name=args.space)
     if table is None:
         log.info("%d subnets measured (no table to compare with): %s; fit a model with ofa-fit latency %s --out "
                  "MODEL", len(frame), out_csv, out_csv)
@@ -339,6 +360,12 @@ def _whole_subnets(profile: DeviceProfile, args: argparse.Namespace, protocol: P
 def _accuracy(args: argparse.Namespace) -> AccuracyPredictor:
     if args.predictor:
         return AccuracyPredictor.load(args.predictor)
+    if args.space != MOBILENETV3.name:
+        raise UsageError(
+            f"OFA released no accuracy predictor for the {args.space} space",
+            "give --predictor PATH (build a dataset of subnets on your data and train one: predictors.train), or "
+            "rank by MACs with ofa-search --rank macs",
+        )
     if args.width != 1.2:
         raise UsageError(
             f"the shipped accuracy predictor is for the w1.2 supernet; for width {args.width} give "
@@ -406,6 +433,7 @@ def _main(argv: list[str]) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     args.command = shlex.join(["ofa-profile", *argv])
+    args.width = _space_width(args.space, args.width)
     if args.list_devices:
         for profile in load_profiles().values():
             print(profile.describe())

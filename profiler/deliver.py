@@ -30,6 +30,7 @@ from profiler.remeasure import store_calibration, table_anchor
 from profiler.transports.base import Transport
 from profiler.whole_subnets import measure_subnets
 from supernet import Arch, ArchSpace
+from supernet.arch import MOBILENETV3_LAYOUT
 from supernet.files import atomic_write, stem_of
 
 __all__ = ["deliver", "write_report"]
@@ -59,13 +60,15 @@ def deliver(
         predictor = LatencyModel.load(source)
         anchor, width, n_classes = predictor.meta_.get("anchor_ms"), predictor.width_mult_, predictor.n_classes_
         reference = reference_of(predictor.meta_)
+        layout = MOBILENETV3_LAYOUT  # latency models are fitted on MobileNetV3 subnets' features
     else:
         table = read_table(source)
         predictor = LatencyPredictor(table, calibrated=not raw_latency)
         anchor, width, n_classes = table_anchor(table), predictor.width_mult, predictor.n_classes
         reference = reference_of(table.meta)
+        layout = predictor.family.layout
     log.info("latency model: %s", predictor.describe())
-    space = ArchSpace(resolutions=tuple(predictor.supported_resolutions()))
+    space = ArchSpace(resolutions=tuple(predictor.supported_resolutions()), layout=layout)
     rounds = itertools.count(1)
     stem = stem_of(source, (".csv", ".json", ".npz"))
 

@@ -26,6 +26,7 @@ from profiler.whole_subnets import measure_subnets
 from supernet import Arch, ArchSpace, count_macs
 from supernet.errors import OFAProfileError
 from supernet.files import atomic_write
+from supernet.plan import MOBILENETV3, family_named
 
 __all__ = ["calibrate", "random_subnets", "remeasure", "table_anchor"]
 
@@ -64,10 +65,11 @@ def compare(
     return frame
 
 
-def random_subnets(n: int, seed: int, width: float, resolutions: Sequence[int]) -> list[Arch]:
+def random_subnets(n: int, seed: int, width: float, resolutions: Sequence[int],
+                   space_name: str = MOBILENETV3.name) -> list[Arch]:
     """``n`` distinct seeded random archs of the width's space at ``resolutions`` (what ``random:N`` measures)."""
     rng = random.Random(seed)
-    space = ArchSpace.for_width(width)
+    space = ArchSpace.for_width(width, family_named(space_name).layout)
     archs: dict[Arch, None] = {}
     while len(archs) < n:
         archs[space.sample(rng).with_resolution(rng.choice(list(resolutions)))] = None
@@ -119,13 +121,14 @@ def remeasure(
     chunk: int = 25,
     on_subnets: Callable[[int], None] | None = None,
     reference: Reference = BLOCK_REFERENCE,
+    space_name: str = MOBILENETV3.name,
 ) -> pd.DataFrame:
     """Measure each distinct arch end to end and write it to ``out_csv``, one line per arch, beside the table's
     prediction (raw sum and calibrated) when there is a table.
 
     Subnets are measured ``chunk`` at a time and the CSV is rewritten (atomically) after each chunk; a rerun
     into the same CSV measures only the archs it lacks, so a killed run loses at most one chunk. They are timed
-    against ``reference``, or the table's when there is a table.
+    against ``reference``, or the table's when there is a table; the archs are of ``space_name``, or the table's.
     """
     predictor = None
     anchor = None
@@ -134,9 +137,10 @@ def remeasure(
         predictor = LatencyPredictor(table)
         width, n_classes, anchor = predictor.width_mult, predictor.n_classes, table_anchor(table)
         reference = reference_of(table.meta)
+        space_name = predictor.family.name
     if width is None:
         raise ValueError("remeasure without a table needs the supernet width")
-    space = ArchSpace.for_width(width)
+    space = ArchSpace.for_width(width, family_named(space_name).layout)
     archs = list(dict.fromkeys(space.validate(arch) for arch in archs))
     if predictor is not None:
         predictor.predict(archs)  # a table that lacks rows or resolutions fails before anything is exported
@@ -183,7 +187,7 @@ def calibrate(
     table = read_table(table_path)
     predictor = LatencyPredictor(table, calibrated=False)
     width, n_classes = predictor.width_mult, predictor.n_classes
-    archs = random_subnets(n_subnets, seed, width, table.resolutions)
+    archs = random_subnets(n_subnets, seed, width, table.resolutions, predictor.family.name)
     sums = predictor.predict(archs)
     measured = measure_subnets(profile, transport, archs, width_mult=width, n_classes=n_classes,
                                anchor_ms=table_anchor(table), reference=reference_of(table.meta),

@@ -29,8 +29,9 @@ from profiler.attribution import unit_shares
 from profiler.devices import DeviceProfile
 from profiler.reference import STATS, stats_ms
 from profiler.whole_subnets import subnet_model
-from supernet.arch import DEPTHS, EXPAND_RATIOS, KERNEL_SIZES, N_BLOCKS, N_STAGES, Arch
+from supernet.arch import EXPAND_RATIOS, KERNEL_SIZES, Arch
 from supernet.errors import OFAProfileError
+from supernet.plan import MOBILENETV3, family_named
 from supernet.units import Unit, all_units, units_of
 
 __all__ = [
@@ -136,6 +137,7 @@ class InNetworkRows:
         repeats: How many covering subnets hold each (position, kernel, expand) choice per resolution; the
             table has 9·repeats subnets per resolution.
         seed: Seed of the choice permutations.
+        space: The supernet's family (``mobilenetv3`` or ``proxyless``).
     """
 
     width_mult: float
@@ -144,6 +146,7 @@ class InNetworkRows:
     repeats: int = 1
     seed: int = 0
     only: tuple[str, ...] | None = None
+    space: str = MOBILENETV3.name
     kind: str = "in_network"
 
     def __post_init__(self) -> None:
@@ -156,14 +159,15 @@ class InNetworkRows:
 
         Every resolution has the same subnets, so each is exported once (see ``export_subnet``).
         """
+        layout = family_named(self.space).layout
         shapes = []
         for repeat in range(self.repeats):
             rng = random.Random(f"{self.seed}-{repeat}")
-            perms = [rng.sample(range(len(_CHOICES)), len(_CHOICES)) for _ in range(N_BLOCKS)]
+            perms = [rng.sample(range(len(_CHOICES)), len(_CHOICES)) for _ in range(layout.n_blocks)]
             for j in range(len(_CHOICES)):
                 choices = [_CHOICES[perm[j]] for perm in perms]
                 shapes.append((tuple(k for k, _ in choices), tuple(e for _, e in choices)))
-        depths = (max(DEPTHS),) * N_STAGES
+        depths = tuple(max(layout.depth_choices(s)) for s in range(layout.n_stages))
         return {f"net-r{r}-{i:02d}": Arch(ks, e, depths, r) for r in self.resolutions
                 for i, (ks, e) in enumerate(shapes)}
 
@@ -173,7 +177,7 @@ class InNetworkRows:
         return [Item(name, arch=archs[name]) for name in names]
 
     def planned_keys(self) -> set[str]:
-        return {u.key for u in all_units(self.width_mult, self.resolutions, self.n_classes)}
+        return {u.key for u in all_units(self.width_mult, self.resolutions, self.n_classes, family_named(self.space))}
 
     def models(self, items: Sequence[Item], model_format: str, cache_dir: Path, batch: int) -> list[dict]:
         """Each attempt is profiled anew: the kept attempt (the steadiest) then has the profile taken with it
@@ -194,7 +198,7 @@ class InNetworkRows:
         contributions: dict[str, list[dict[str, float]]] = defaultdict(list)
         for record in kept.values():
             units = units_of(Arch.from_json(record["arch"]), self.width_mult, self.n_classes)
-            shares = unit_shares(record["node_times_us"], len(units))
+            shares = unit_shares(record["node_times_us"], len(units), self.space)
             stats = stats_ms(record, anchor_ms)
             ratio = (record.get("ratio") or {}).get("median")
             for unit, share in zip(units, shares, strict=True):
@@ -215,11 +219,13 @@ class InNetworkRows:
 
     def shard(self, index: int, count: int) -> InNetworkRows:
         names = tuple(item.name for item in self.items())[index::count]
-        return InNetworkRows(self.width_mult, self.resolutions, self.n_classes, self.repeats, self.seed, only=names)
+        return InNetworkRows(self.width_mult, self.resolutions, self.n_classes, self.repeats, self.seed, only=names,
+                             space=self.space)
 
     def describe(self) -> dict[str, Any]:
         return {
             "rows": self.kind,
+            "space": self.space,
             "width_mult": self.width_mult,
             "resolutions": list(self.resolutions),
             "n_classes": self.n_classes,
@@ -240,12 +246,12 @@ def default_rows(profile: DeviceProfile) -> str:
 
 
 def strategy_for(kind: str, width_mult: float, resolutions: Sequence[int], n_classes: int, repeats: int = 1,
-                 seed: int = 0) -> RowStrategy:
+                 seed: int = 0, space: str = MOBILENETV3.name) -> RowStrategy:
     """The named strategy for a table of the space at ``resolutions``."""
     if kind == "isolated":
-        return IsolatedRows(tuple(all_units(width_mult, resolutions, n_classes)))
+        return IsolatedRows(tuple(all_units(width_mult, resolutions, n_classes, family_named(space))))
     if kind == "in_network":
-        return InNetworkRows(width_mult, tuple(resolutions), n_classes, repeats, seed)
+        return InNetworkRows(width_mult, tuple(resolutions), n_classes, repeats, seed, space=space)
     raise StrategyError(f"unknown way to take rows {kind!r}; use one of {', '.join(STRATEGIES)}")
 
 

@@ -24,7 +24,7 @@ from .plan import FAMILIES, MOBILENETV3, BlockPlan, Family, NetPlan, feature_siz
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["UNIT_KINDS", "Unit", "UnitError", "all_units", "units_of"]
+__all__ = ["UNIT_KINDS", "Unit", "UnitError", "all_units", "parse_key", "units_of"]
 
 UNIT_KINDS = ("Conv", "expanded_conv", "Conv_1", "AvgPool2D", "Conv_2", "Logits")
 _BLOCK_FIELDS = ("input", "output", "expand", "kernel", "stride", "idskip", "se", "hs")
@@ -243,6 +243,23 @@ class Unit:
         from .unit_modules import build_unit
 
         return build_unit(self, seed)
+
+
+def parse_key(key: str) -> Unit:
+    """A table key in whichever space's format it is written: MobileNetV3's, else ProxylessNAS's.
+
+    The first conv and ``Conv_1`` keys read the same in both; their fields (what a table's columns hold) are the
+    same too, so reading them as MobileNetV3's loses nothing there. Which layers they stand for is the table's
+    ``space`` (its sidecar).
+    """
+    try:
+        return Unit.from_key(key)
+    except UnitError as mobilenet_error:
+        try:
+            return Unit.from_key(key, "proxyless")
+        except UnitError as proxyless_error:
+            looks_proxyless = isinstance(key, str) and key.startswith("expanded_conv-") and "-se:" not in key
+            raise (proxyless_error if looks_proxyless else mobilenet_error) from None
 
 
 # --- key parsing and shape rules -------------------------------------------------------------------------
