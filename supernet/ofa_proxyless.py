@@ -7,8 +7,6 @@ stage of one block, and the feature mix on the feature map before the pool.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from .ofa_supernet import OFASupernet
 from .plan import PROXYLESS
 
@@ -16,24 +14,13 @@ __all__ = ["OFAProxylessNASNets"]
 
 
 class OFAProxylessNASNets(OFASupernet):
-    """OFA ProxylessNAS supernet: 21 elastic blocks in 6 stages (the last one fixed at depth 1).
-
-    Args:
-        width_mult: Width multiplier; the released supernet uses 1.3.
-        n_classes, dropout_rate, resolutions: As for :class:`supernet.ofa_supernet.OFASupernet`.
+    """OFA ProxylessNAS supernet, width 1.3 by default: 21 elastic blocks in 6 stages, the last fixed at depth 1
+    (its archs have 6 depths, the last always 1).
 
     Example:
-        >>> net = OFAProxylessNASNets(width_mult=1.3, n_classes=10).eval()
-        >>> arch = net.space.uniform(ks=3, e=3, d=2, r=128)
-        >>> arch.d
-        (2, 2, 2, 2, 2, 1)
-        >>> net.set_active(arch)
-        >>> net(torch.zeros(1, 3, 128, 128)).shape
-        torch.Size([1, 10])
+        >>> OFAProxylessNASNets().space.uniform(ks=7, e=6, d=4, r=224).d
+        (4, 4, 4, 4, 4, 1)
     """
 
     FAMILY = PROXYLESS
-
-    def __init__(self, width_mult: float = 1.3, n_classes: int = 1000, dropout_rate: float = 0.1,
-                 resolutions: Sequence[int] | None = None) -> None:
-        super().__init__(width_mult, n_classes, dropout_rate, resolutions)
+    DEFAULT_WIDTH = 1.3

@@ -28,16 +28,20 @@ class OFASupernet(MobileNetV3Base):
     """An OFA supernet of the class's ``FAMILY``: elastic kernel size, expand ratio and depth; fixed width.
 
     Args:
-        width_mult: Width multiplier. Smaller values make small, fast networks for experiments and tests.
+        width_mult: Width multiplier; default the released supernet's (``DEFAULT_WIDTH``). Smaller values make
+            small, fast networks for experiments and tests.
         n_classes: Classifier outputs.
         dropout_rate: Dropout before the classifier (training only).
         resolutions: The input resolutions of its space; default OFA's list for the family and width. Your own
             data may need others (e.g. 32..48 for small images): the network is fully convolutional.
     """
 
-    def __init__(self, width_mult: float, n_classes: int = 1000, dropout_rate: float = 0.1,
+    DEFAULT_WIDTH: float
+
+    def __init__(self, width_mult: float | None = None, n_classes: int = 1000, dropout_rate: float = 0.1,
                  resolutions: Sequence[int] | None = None) -> None:
         super().__init__()
+        width_mult = self.DEFAULT_WIDTH if width_mult is None else width_mult
         if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 1:
             raise ValueError(f"n_classes = {n_classes!r} must be a positive int")
         family = self.FAMILY

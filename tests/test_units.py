@@ -125,22 +125,30 @@ def supernet_w10() -> OFAMobileNetV3:
     return OFAMobileNetV3(width_mult=1.0, n_classes=10).eval()
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_units_of_a_subnet_chain_into_the_subnet(supernet_w10, seed):
-    """Running the cut units in order is exactly subnet(x); their keys are units_of(arch) and build() matches."""
-    arch = ArchSpace.for_width(1.0).sample(seed).with_resolution((128, 160, 192, 224)[seed])
-    subnet = supernet_w10.extract(arch).eval()
+def _assert_units_chain(supernet, arch, width: float) -> list:
+    """Running the cut units in order is exactly subnet(x); they are units_of(arch), and each built alone has its
+    layer's parameter shapes. Gives the built modules."""
+    subnet = supernet.extract(arch).eval()
     pairs = units_from_subnet(subnet, arch.r)
-    assert [u.key for u, _ in pairs] == [u.key for u in units_of(arch, 1.0, n_classes=10)]
+    assert [u for u, _ in pairs] == units_of(arch, width, n_classes=10)
     x = torch.randn(2, 3, arch.r, arch.r)
     with torch.no_grad():
         y = x
         for _unit, module in pairs:
             y = module(y)
         assert torch.equal(y, subnet(x))
-    for unit, module in pairs:
-        built = {k: v.shape for k, v in unit.build().state_dict().items()}
-        assert built == {k: v.shape for k, v in module.state_dict().items()}, unit.key
+    built = [unit.build() for unit, _ in pairs]
+    for (unit, module), alone in zip(pairs, built, strict=True):
+        shapes = {k: v.shape for k, v in alone.state_dict().items()}
+        assert shapes == {k: v.shape for k, v in module.state_dict().items()}, unit.key
+    return built
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_units_of_a_subnet_chain_into_the_subnet(supernet_w10, seed):
+    """A MobileNetV3 subnet cut into its rows runs as the subnet does."""
+    arch = ArchSpace.for_width(1.0).sample(seed).with_resolution((128, 160, 192, 224)[seed])
+    _assert_units_chain(supernet_w10, arch, 1.0)
 
 
 def test_units_of_a_w12_subnet_match_the_released_keys(released_keys):
@@ -210,23 +218,11 @@ def test_proxyless_keys_are_those_the_reference_latency_table_asks_for(proxyless
 
 @pytest.mark.parametrize("seed", range(3))
 def test_proxyless_units_chain_into_the_subnet(proxyless_w13, seed):
-    """Cut units of a ProxylessNAS subnet run into subnet(x); built alone they have its layers' shapes."""
+    """Cut units of a ProxylessNAS subnet run into subnet(x); built alone they use ReLU6 only."""
     arch = proxyless_w13.space.sample(seed + 10).with_resolution((128, 160, 208)[seed])
-    subnet = proxyless_w13.extract(arch).eval()
-    pairs = units_from_subnet(subnet, arch.r)
-    assert [u for u, _ in pairs] == units_of(arch, 1.3, n_classes=10)
-    x = torch.randn(2, 3, arch.r, arch.r)
-    with torch.no_grad():
-        y = x
-        for _unit, module in pairs:
-            y = module(y)
-        assert torch.equal(y, subnet(x))
-    for unit, module in pairs:
-        built = unit.build()
-        assert {k: v.shape for k, v in built.state_dict().items()} == {
-            k: v.shape for k, v in module.state_dict().items()}, unit.key
-        acts = {type(m).__name__ for m in built.modules()} & {"ReLU", "ReLU6", "Hardswish"}
-        assert acts <= {"ReLU6"}, (unit.key, acts)
+    for module in _assert_units_chain(proxyless_w13, arch, 1.3):
+        acts = {type(m).__name__ for m in module.modules()} & {"ReLU", "ReLU6", "Hardswish"}
+        assert acts <= {"ReLU6"}, acts
 
 
 def test_proxyless_space_rows():
