@@ -24,6 +24,7 @@ from profiler.protocol import Protocol
 from profiler.reference import BLOCK_REFERENCE
 from profiler.transports.adb import AdbTransport
 from supernet.export import unit_path
+from supernet.plan import PROXYLESS
 from supernet.units import Unit, all_units
 from tests.conftest import FakeBenchmarkModel, process_alive
 from tests.peers.adb_daemon import AdbDaemon
@@ -69,10 +70,19 @@ def _stand_in_tflite(units: list[Unit], cache: Path, kind: str = "new") -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("space", ["mobilenetv3", "proxyless"])
 def test_over_ssh_the_table_has_the_local_keys(
-    sshd: Sshd, onnx_cache: Path, local_keys: set[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+    sshd: Sshd, onnx_cache: Path, local_keys: set[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys,
+    space: str,
 ):
-    """`ofa-profile --device local --via ssh ...` against sshd on loopback: every key of the local table."""
+    """`ofa-profile --device local --via ssh ...` against sshd on loopback: every key of the local table; and of
+    the ProxylessNAS w1.3 space with --space proxyless."""
+    if space == "mobilenetv3":
+        settings, name, expected = TINY, f"local_w{WIDTH}_onnxruntime_cpu.csv", local_keys
+    else:
+        settings = ["--space", space, *TINY[2:]]  # its one released width, 1.3
+        name, expected = "local_proxyless_w1.3_onnxruntime_cpu.csv", {
+            u.key for u in all_units(1.3, [RESOLUTION], family=PROXYLESS)}
     device = tmp_path / "device"
     _devices_toml(tmp_path, monkeypatch, f"[devices.local]\nremote_dir = {json.dumps(str(device))}\n")
     argv = [
@@ -92,17 +102,19 @@ def test_over_ssh_the_table_has_the_local_keys(
         str(sshd.known_hosts),
         "--python",
         sys.executable,
-        *TINY,
+        *settings,
         "--out",
         str(tmp_path / "tables"),
         "--cache",
         str(onnx_cache),
     ]
     assert main(argv) == 0
-    table = tmp_path / "tables" / "local_w1.0_onnxruntime_cpu.csv"
+    table = tmp_path / "tables" / name
     assert capsys.readouterr().out.strip() == str(table)
-    assert set(pd.read_csv(table)["key"]) == local_keys == EXPECTED
+    assert set(pd.read_csv(table)["key"]) == expected
+    assert local_keys == EXPECTED
     sidecar = json.loads(table.with_suffix(".json").read_text())
+    assert sidecar["space"] == space
     assert sidecar["device"]["transport"] == "ssh" and sidecar["environment"]["cpus"]
     assert not (device / table.stem).exists()
     # The drift-proof path over SSH: covering subnets, each timed against the reference, split by node profiles.
