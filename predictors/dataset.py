@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from supernet.arch import Arch, ArchSpace
 from supernet.bn import recalibrate_bn
 from supernet.files import atomic_write
-from supernet.ofa_mbv3 import OFAMobileNetV3
+from supernet.ofa_supernet import OFASupernet
 
 __all__ = ["build_accuracy_csv", "merge_shards", "shard_path", "subnet_top1", "top1"]
 
@@ -53,7 +53,7 @@ def top1(model: torch.nn.Module, batches: Iterable) -> float:
     return correct / seen
 
 
-def subnet_top1(supernet: OFAMobileNetV3, arch: Arch, calibration: Loader, evaluation: Loader,
+def subnet_top1(supernet: OFASupernet, arch: Arch, calibration: Loader, evaluation: Loader,
                 n_bn_images: int = 2000, device: torch.device | str = "cpu") -> float:
     """Top-1 (0..1) of ``arch``'s subnet, extracted and BN-recalibrated first (SPEC §5), on ``device``."""
     subnet = supernet.extract(arch).to(device)
@@ -100,7 +100,7 @@ def merge_shards(out: str | os.PathLike) -> Path:
     return out
 
 
-def build_accuracy_csv(supernet: OFAMobileNetV3, out: str | os.PathLike, n_archs: int, calibration: Loader,
+def build_accuracy_csv(supernet: OFASupernet, out: str | os.PathLike, n_archs: int, calibration: Loader,
                        evaluation: Loader, n_bn_images: int = 2000, seed: int = 0, space: ArchSpace | None = None,
                        archs: Iterable[Arch] | None = None, progress: bool = True, rank: int = 0,
                        world: int = 1, device: torch.device | str = "cpu") -> Path:

@@ -128,3 +128,24 @@ def test_ofa_fit_saves_a_predictor_ofa_search_reads(tmp_path, capsys):
     assert np.allclose(predictor.predict(archs[:5]), expected, atol=0.02)
     assert encoding_for(range(128, 225, 4)) == encoding_for([160]) == type(predictor.encoding)()
     assert main(["accuracy", str(tmp_path / "none.csv"), "--out", str(tmp_path / "q")]) == 2
+
+
+def test_a_proxyless_supernet_gives_a_dataset_and_a_predictor_of_its_space(tmp_path, capsys):
+    """The way to an accuracy predictor for the ProxylessNAS space, which OFA did not release: its subnets scored
+    on your images, then ofa-fit accuracy; the predictor encodes 21 blocks and predicts that space's archs."""
+    from predictors.accuracy import AccuracyPredictor
+    from predictors.fit_cli import main
+    from supernet import OFAProxylessNASNets
+    from supernet.arch import PROXYLESS_LAYOUT
+
+    torch.manual_seed(0)
+    net = OFAProxylessNASNets(width_mult=0.25, n_classes=10, resolutions=[32, 40]).eval()
+    loader = [(torch.randn(8, 3, 32, 32), torch.arange(8) % 10)]
+    out = build_accuracy_csv(net, tmp_path / "acc.csv", 12, loader, loader, n_bn_images=8, progress=False)
+    batch, accuracy = read_accuracy_csv(out)
+    assert batch.layout == PROXYLESS_LAYOUT and len(accuracy) == 12 and (batch.d[:, -1] == 1).all()
+    assert main(["accuracy", str(out), "--out", str(tmp_path / "p"), "--model", "ridge"]) == 0
+    capsys.readouterr()
+    predictor = AccuracyPredictor.load(tmp_path / "p")
+    assert predictor.encoding.n_blocks == 21 and predictor.encoding.n_features == 21 * 6 + 2
+    assert predictor.predict(batch).shape == (12,)
