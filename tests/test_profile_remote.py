@@ -54,6 +54,15 @@ def local_keys(onnx_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> se
     return set(pd.read_csv(out / "local_w1.0_onnxruntime_cpu.csv")["key"])
 
 
+def _space_run(space: str, local_keys: set[str]) -> tuple[list[str], str, set[str]]:
+    """The settings, table name and expected keys of a tiny run of ``space``; ProxylessNAS at its one released
+    width, 1.3."""
+    if space == "mobilenetv3":
+        return TINY, f"local_w{WIDTH}_onnxruntime_cpu.csv", local_keys
+    return (["--space", space, *TINY[2:]], "local_proxyless_w1.3_onnxruntime_cpu.csv",
+            {u.key for u in all_units(1.3, [RESOLUTION], family=PROXYLESS)})
+
+
 def _devices_toml(folder: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> None:
     """Run from ``folder`` with this devices.toml, as a user would set a device's folders."""
     (folder / "devices.toml").write_text(text)
@@ -77,12 +86,7 @@ def test_over_ssh_the_table_has_the_local_keys(
 ):
     """`ofa-profile --device local --via ssh ...` against sshd on loopback: every key of the local table; and of
     the ProxylessNAS w1.3 space with --space proxyless."""
-    if space == "mobilenetv3":
-        settings, name, expected = TINY, f"local_w{WIDTH}_onnxruntime_cpu.csv", local_keys
-    else:
-        settings = ["--space", space, *TINY[2:]]  # its one released width, 1.3
-        name, expected = "local_proxyless_w1.3_onnxruntime_cpu.csv", {
-            u.key for u in all_units(1.3, [RESOLUTION], family=PROXYLESS)}
+    settings, name, expected = _space_run(space, local_keys)
     device = tmp_path / "device"
     _devices_toml(tmp_path, monkeypatch, f"[devices.local]\nremote_dir = {json.dumps(str(device))}\n")
     argv = [
@@ -125,6 +129,7 @@ def test_over_ssh_the_table_has_the_local_keys(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("space", ["mobilenetv3", "proxyless"])
 def test_over_adb_the_table_has_the_local_keys(
     adb_daemon: AdbDaemon,
     adb_key: Path,
@@ -132,8 +137,11 @@ def test_over_adb_the_table_has_the_local_keys(
     local_keys: set[str],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    space: str,
 ):
-    """`ofa-profile --device local --via adb --serial HOST:PORT ...` against the ADB daemon, Python agent."""
+    """`ofa-profile --device local --via adb --serial HOST:PORT ...` against the ADB daemon, Python agent; and
+    the ProxylessNAS space with --space proxyless."""
+    settings, name, expected = _space_run(space, local_keys)
     device = tmp_path / "device"
     _devices_toml(tmp_path, monkeypatch, f"[devices.local]\nremote_dir = {json.dumps(str(device))}\n")
     argv = [
@@ -147,15 +155,16 @@ def test_over_adb_the_table_has_the_local_keys(
         str(adb_key),
         "--python",
         sys.executable,
-        *TINY,
+        *settings,
         "--out",
         str(tmp_path / "tables"),
         "--cache",
         str(onnx_cache),
     ]
     assert main(argv) == 0
-    table = tmp_path / "tables" / "local_w1.0_onnxruntime_cpu.csv"
-    assert set(pd.read_csv(table)["key"]) == local_keys == EXPECTED
+    table = tmp_path / "tables" / name
+    assert set(pd.read_csv(table)["key"]) == expected
+    assert local_keys == EXPECTED
     assert not (device / table.stem).exists()
 
 
