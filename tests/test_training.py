@@ -265,3 +265,31 @@ def test_an_image_folder_gives_augmented_batches_seeded_per_batch(tmp_path):
     with pytest.raises(DataError, match="has no val/ folder"):
         (tmp_path / "only" / "train" / "a").mkdir(parents=True)
         load_source(str(tmp_path / "only"), "val")
+
+
+@pytest.mark.slow
+def test_the_proxyless_space_trains_through_every_phase_then_gives_a_dataset_and_a_search(tmp_path):
+    """`ofa-train train --space proxyless`: the ProxylessNAS supernet through every phase (tiny run), its
+    checkpoint has the reference's key names; `ofa-train eval` and `dataset` use 21-block archs, whose last stage
+    stays at depth 1; a predictor fitted on them ranks an `ofa-search --space proxyless` under a MACs limit."""
+    from supernet import OFAProxylessNASNets
+
+    out = tmp_path / "run"
+    subprocess.run([sys.executable, "-m", "supernet.training.cli", "train", *TINY, "--space", "proxyless",
+                    "--out", str(out)], check=True, env=_env(), timeout=600)
+    assert set(_weights(out)) == set(OFAProxylessNASNets(0.25, 10, resolutions=[32]).state_dict())
+    assert list(dict.fromkeys(pd.read_csv(out / "train_log.csv")["phase"])) == list(PHASE_NAMES)
+    table = pd.read_csv(io.StringIO(_cli("supernet.training.cli", "eval", "--trained", str(out))))
+    largest = ArchSpace((32,), layout=OFAProxylessNASNets.FAMILY.layout).uniform(7, 6, 4, 32)
+    assert json.loads(table["arch"].iloc[-1]) == largest.to_dict()
+    data = tmp_path / "accuracy.csv"
+    _cli("supernet.training.cli", "dataset", "--trained", str(out), "--n-archs", "24", "--out", str(data), "--quiet")
+    archs = [Arch.from_json(text) for text in pd.read_csv(data)["arch"]]
+    assert len(archs) == 24 and {(len(a.ks), a.d[-1]) for a in archs} == {(21, 1)}
+    _cli("predictors.fit_cli", "accuracy", str(data), "--out", str(tmp_path / "predictor"), "--model", "ridge")
+    found = tmp_path / "found.json"
+    budget = count_macs(largest, 0.25, 10) * 0.8
+    _cli("predictors.cli", "--space", "proxyless", "--predictor", str(tmp_path / "predictor"), "--width", "0.25",
+         "--n-classes", "10", "--resolutions", "32", "--macs", str(budget), "--quiet", "--out", str(found))
+    subnet = json.loads(found.read_text())["subnets"][0]
+    assert count_macs(Arch.from_dict(subnet["arch"]), 0.25, 10) <= budget and subnet["accuracy"] is not None

@@ -16,8 +16,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from supernet.arch import ArchSpace
 from supernet.cli_args import command_parser, finite_float, non_negative_int, positive_int
 from supernet.errors import UsageError, run_command
+from supernet.plan import family_named
 
 __all__ = ["main"]
 
@@ -50,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="run (or continue) progressive shrinking")
     _data_args(train)
     train.add_argument("--out", type=Path, required=True, help="folder for checkpoints, logs and the plot")
+    train.add_argument("--space", choices=("mobilenetv3", "proxyless"), default="mobilenetv3",
+                       help="supernet family: mobilenetv3 (default) or proxyless (OFA's GPU/CPU space)")
     train.add_argument("--batch-size", type=positive_int, default=256, help="global batch, all ranks (256)")
     train.add_argument("--accumulate", type=positive_int, default=1,
                        help="shards each rank runs before a step: 1 rank with 2 equals 2 ranks with 1 (1)")
@@ -125,10 +129,11 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.deterministic:
         torch.use_deterministic_algorithms(True)
-    resolutions = args.resolutions or tuple(range(160 if args.width >= 1.2 else 128, 225, 4))
+    resolutions = args.resolutions or ArchSpace.for_width(args.width, family_named(args.space).layout).resolutions
     try:
         settings = TrainSettings(
-            width_mult=args.width, resolutions=resolutions, batch_size=args.batch_size, accumulate=args.accumulate,
+            width_mult=args.width, resolutions=resolutions, space=args.space, batch_size=args.batch_size,
+            accumulate=args.accumulate,
             epochs=args.epochs, warmup_epochs=args.warmup_epochs, base_lr=args.lr, start=args.first_phase,
             init=None if args.init is None else str(args.init), label_smoothing=args.label_smoothing,
             kd_ratio=args.kd_ratio, weight_decay=args.weight_decay, momentum=args.momentum, dropout=args.dropout,

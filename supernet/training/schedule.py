@@ -12,7 +12,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from supernet.arch import DEPTHS, EXPAND_RATIOS, KERNEL_SIZES, Arch, ArchSpace
+from supernet.arch import DEPTHS, EXPAND_RATIOS, KERNEL_SIZES, MOBILENETV3_LAYOUT, Arch, ArchSpace, Layout
 
 __all__ = ["PHASE_NAMES", "Phase", "lr_factor", "progressive_shrinking", "step_seed"]
 
@@ -44,23 +44,22 @@ class Phase:
     sort_stage: int | None = None
     distill: bool = True
 
-    def space(self, resolutions: Sequence[int]) -> ArchSpace:
-        return ArchSpace(tuple(resolutions), self.kernel_sizes, self.expand_ratios, self.depths)
+    def space(self, resolutions: Sequence[int], layout: Layout = MOBILENETV3_LAYOUT) -> ArchSpace:
+        return ArchSpace(tuple(resolutions), self.kernel_sizes, self.expand_ratios, self.depths, layout)
 
-    def subnets(self, resolutions: Sequence[int], seed: int) -> list[Arch]:
+    def subnets(self, resolutions: Sequence[int], seed: int, layout: Layout = MOBILENETV3_LAYOUT) -> list[Arch]:
         """The subnets one step trains, all at one resolution drawn for the step (the batch's image size)."""
         rng = random.Random(seed)
-        space = self.space(resolutions)
+        space = self.space(resolutions, layout)
         r = rng.choice(space.resolutions)
         return [space.sample(rng).with_resolution(r) for _ in range(self.subnets_per_step)]
 
-    def extremes(self, resolution: int) -> dict[str, Arch]:
+    def extremes(self, resolution: int, layout: Layout = MOBILENETV3_LAYOUT) -> dict[str, Arch]:
         """The smallest and the largest subnet this phase trains, at ``resolution``."""
+        space = self.space((resolution,), layout)
         return {
-            "smallest": ArchSpace((resolution,)).uniform(min(self.kernel_sizes), min(self.expand_ratios),
-                                                         min(self.depths), resolution),
-            "largest": ArchSpace((resolution,)).uniform(max(self.kernel_sizes), max(self.expand_ratios),
-                                                        max(self.depths), resolution),
+            "smallest": space.uniform(min(self.kernel_sizes), min(self.expand_ratios), min(self.depths), resolution),
+            "largest": space.uniform(max(self.kernel_sizes), max(self.expand_ratios), max(self.depths), resolution),
         }
 
     @property

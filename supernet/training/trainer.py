@@ -31,6 +31,9 @@ from supernet.errors import OFAProfileError
 from supernet.files import atomic_write
 from supernet.mobilenetv3 import MobileNetV3
 from supernet.ofa_mbv3 import OFAMobileNetV3
+from supernet.ofa_proxyless import OFAProxylessNASNets
+from supernet.ofa_supernet import OFASupernet
+from supernet.plan import MOBILENETV3, PROXYLESS
 
 from .data import Batch, FirstImages, ImageSource, ShardedBatches, evaluation_batches
 from .distributed import Context
@@ -53,6 +56,7 @@ class TrainSettings:
 
     width_mult: float = 1.0
     resolutions: tuple[int, ...] = tuple(range(128, 225, 4))
+    space: str = MOBILENETV3.name
     batch_size: int = 256
     accumulate: int = 1
     epochs: tuple[int, ...] | None = None
@@ -81,9 +85,10 @@ class TrainSettings:
         """The settings a checkpoint holds (JSON lists back to tuples)."""
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
-    def supernet(self, n_classes: int) -> OFAMobileNetV3:
-        """The supernet these settings train, freshly initialised."""
-        return OFAMobileNetV3(self.width_mult, n_classes, self.dropout, self.resolutions)
+    def supernet(self, n_classes: int) -> OFASupernet:
+        """The supernet these settings train (of their space), freshly initialised."""
+        cls = OFAProxylessNASNets if self.space == PROXYLESS.name else OFAMobileNetV3
+        return cls(self.width_mult, n_classes, self.dropout, self.resolutions)
 
 
 @dataclass
@@ -116,7 +121,7 @@ def bn_batches(source: ImageSource, resolution: int, n_images: int) -> Iterator[
     return evaluation_batches(source, resolution, batch_size=100, augment=True, limit=n_images, seed=12345)
 
 
-def evaluate(net: OFAMobileNetV3, archs: Sequence[Arch], train_source: ImageSource, val_source: ImageSource,
+def evaluate(net: OFASupernet, archs: Sequence[Arch], train_source: ImageSource, val_source: ImageSource,
              bn_images: int, device: torch.device | str = "cpu") -> list[float]:
     """Top-1 (0..1) of each arch's subnet on ``val_source``, BN statistics recalibrated first (SPEC §5)."""
     from predictors.dataset import subnet_top1
@@ -292,7 +297,8 @@ class _Run:
         self.context.barrier()
 
     def _subnets(self, phase: Phase, number: int, step: int) -> list[Arch]:
-        return phase.subnets(self.settings.resolutions, step_seed(self.settings.seed, number, step))
+        return phase.subnets(self.settings.resolutions, step_seed(self.settings.seed, number, step),
+                             self.net.FAMILY.layout)
 
     def _step(self, model: nn.Module, phase: Phase, number: int, step: int,
               shard_batches: list[Batch], optimizer: torch.optim.Optimizer) -> float:
@@ -319,7 +325,7 @@ class _Run:
         """Top-1 of the smallest and largest subnets the phase trained, at the largest resolution (rank 0)."""
         if self.context.is_main:
             r = max(self.settings.resolutions)
-            extremes = phase.extremes(r)
+            extremes = phase.extremes(r, self.net.FAMILY.layout)
             accuracies = evaluate(self.net, list(extremes.values()), self.train_source, self.val_source,
                                   self.settings.bn_images, self.context.device)
             for (which, arch), accuracy in zip(extremes.items(), accuracies, strict=True):
