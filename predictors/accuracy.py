@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from supernet.arch import EXPAND_RATIOS, KERNEL_SIZES, N_BLOCKS, Arch, ArchError
-from supernet.errors import OFAProfileError
+from supernet.errors import OFAProfileError, UsageError
 from supernet.files import atomic_write, stem_of
 
 from .archs import ArchBatch
@@ -269,6 +269,23 @@ class AccuracyPredictor:
         data = resources.files("predictors") / "data" / f"{DEFAULT_PREDICTOR}.json"
         with resources.as_file(data) as path:
             return cls.load(path)
+
+    @classmethod
+    def shipped_for(cls, space: str, width: float) -> AccuracyPredictor:
+        """The shipped predictor where it applies (MobileNetV3 w1.2); for any other supernet, a
+        :class:`~supernet.errors.UsageError` that says how to get one."""
+        if space != "mobilenetv3":
+            raise UsageError(
+                f"OFA released no accuracy predictor for the {space} space, so a search by accuracy needs "
+                f"--predictor PATH",
+                "build a dataset of subnets evaluated on your data and train a predictor on it (predictors.dataset, "
+                "predictors.train), or rank by MACs (ofa-search --rank macs): the largest network that meets the "
+                "limits",
+            )
+        if width != 1.2:
+            raise UsageError(f"the shipped accuracy predictor is for the w1.2 supernet; for width {width} pass "
+                             f"--predictor PATH (train one with predictors.train)")
+        return cls.default()
 
 
 def _load_torch_mlp(weights: Path, saved_with: str | None = None) -> nn.Module:

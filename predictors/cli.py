@@ -20,7 +20,7 @@ from pathlib import Path
 from supernet.arch import ArchSpace
 from supernet.cli_args import OneLineParser, finite_float, positive_int
 from supernet.errors import UsageError, run_command
-from supernet.plan import FAMILIES, MOBILENETV3, PROXYLESS
+from supernet.plan import FAMILIES, MOBILENETV3
 
 from .accuracy import AccuracyPredictor
 from .complexity import MacsPredictor, ParamsPredictor
@@ -176,7 +176,7 @@ def _build(args: argparse.Namespace):
     ] + [LatencyModel.load(m) for m in args.latency_model]
     sources = [*args.table, *args.latency_model]
     family = FAMILIES[args.space or (_space_of(latency[0]) if latency else MOBILENETV3.name)]
-    width = args.width or (_width_of(latency[0]) if latency else _DEFAULT_WIDTHS[family.name])
+    width = args.width or (_width_of(latency[0]) if latency else family.released_widths[0])
     n_classes = args.n_classes or (_n_classes_of(latency[0]) if latency else 1000)
     for lat, path in zip(latency, sources, strict=True):
         if (_space_of(lat), _width_of(lat), _n_classes_of(lat)) != (family.name, width, n_classes):
@@ -185,7 +185,7 @@ def _build(args: argparse.Namespace):
                 f"the search is for {family.name}, width {width}, {n_classes} classes: use tables and models of "
                 f"one supernet"
             )
-    accuracy = _ranking(args, family.name, width, n_classes)
+    accuracy = _ranking(args, family.name, width)
     layout = family.layout
     space = ArchSpace(args.resolutions, layout=layout) if args.resolutions else ArchSpace.for_width(width, layout)
     resolutions = accuracy.resolutions(space.resolutions) if args.rank == "accuracy" else space.resolutions
@@ -212,27 +212,13 @@ def _build(args: argparse.Namespace):
     return accuracy, space, constraints, latency_by_name, width
 
 
-_DEFAULT_WIDTHS = {MOBILENETV3.name: 1.2, PROXYLESS.name: 1.3}
-
-
-def _ranking(args: argparse.Namespace, space: str, width: float, n_classes: int) -> AccuracyPredictor | None:
+def _ranking(args: argparse.Namespace, space: str, width: float) -> AccuracyPredictor | None:
     """The accuracy predictor to rank by; None when ranking by MACs (built with the constraints)."""
     if args.rank == "macs":
         return None
     if args.predictor is not None:
         return AccuracyPredictor.load(args.predictor)
-    if space != MOBILENETV3.name:
-        raise UsageError(
-            f"OFA released no accuracy predictor for the {space} space, so a search by accuracy needs --predictor",
-            "build a dataset of subnets evaluated on your data and train a predictor on it (predictors.dataset, "
-            "predictors.train), or rank by MACs with --rank macs: the largest network that meets the limits",
-        )
-    if width != 1.2:
-        raise UsageError(
-            f"the shipped accuracy predictor is for the w1.2 supernet; for width {width} pass "
-            f"--predictor (train one with predictors.train)"
-        )
-    return AccuracyPredictor.default()
+    return AccuracyPredictor.shipped_for(space, width)
 
 
 def _space_of(lat: LatencyPredictor | LatencyModel) -> str:

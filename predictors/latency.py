@@ -28,9 +28,6 @@ from .table_io import Table, TableError, read_table
 
 __all__ = ["LatencyPredictor", "LatencyResult", "MissingRowsError", "UnknownResolutionError"]
 
-# The widths of OFA's released supernets, per space.
-_WIDTHS = {"mobilenetv3": (1.0, 1.2), "proxyless": (1.3,)}
-
 
 class MissingRowsError(OFAProfileError, ValueError):
     """Archs need rows the table does not have; ``keys`` lists them all (measure them, or use another table)."""
@@ -118,7 +115,7 @@ class LatencyPredictor:
         if given is not None or stated is not None:
             return float(given if given is not None else stated)
         keys = {row.key for row in self.table.rows if not row.key.startswith("Logits")}
-        widths = _WIDTHS[self.family.name]
+        widths = self.family.released_widths
         for width in widths:
             planned = {u.key for u in all_units(width, self.table.resolutions, family=self.family)}
             if keys <= planned:

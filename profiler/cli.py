@@ -38,19 +38,15 @@ from profiler.transports.base import interrupt_all
 from supernet.arch import ArchSpace
 from supernet.cli_args import OneLineParser, finite_float, non_negative_int, positive_int
 from supernet.errors import UsageError, run_command
-from supernet.plan import MOBILENETV3, PROXYLESS, family_named
+from supernet.plan import FAMILIES, MOBILENETV3, family_named
 
 __all__ = ["main", "table_path"]
 
 log = logging.getLogger("ofa-profile")
 
 
-# The widths of OFA's released supernets, per space; the first is the default.
-WIDTHS = {MOBILENETV3.name: (1.2, 1.0), PROXYLESS.name: (1.3,)}
-
-
 def _space_width(space: str, width: float | None) -> float:
-    allowed = WIDTHS[space]
+    allowed = FAMILIES[space].released_widths
     if width is None:
         return allowed[0]
     if width not in allowed:
@@ -118,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--batch", type=positive_int, help="images per inference")
     where.add_argument("--python", help="the device's Python interpreter")
     what = parser.add_argument_group("what to measure")
-    what.add_argument("--space", choices=list(WIDTHS), default=MOBILENETV3.name,
+    what.add_argument("--space", choices=list(FAMILIES), default=MOBILENETV3.name,
                       help="supernet family: mobilenetv3 (phones; default) or proxyless (OFA's GPU and CPU space)")
     what.add_argument("--width", type=float,
                       help="supernet width: 1.2 (default) or 1.0 for mobilenetv3, 1.3 for proxyless")
@@ -360,18 +356,7 @@ def _whole_subnets(profile: DeviceProfile, args: argparse.Namespace, protocol: P
 def _accuracy(args: argparse.Namespace) -> AccuracyPredictor:
     if args.predictor:
         return AccuracyPredictor.load(args.predictor)
-    if args.space != MOBILENETV3.name:
-        raise UsageError(
-            f"OFA released no accuracy predictor for the {args.space} space",
-            "give --predictor PATH (build a dataset of subnets on your data and train one: predictors.train), or "
-            "rank by MACs with ofa-search --rank macs",
-        )
-    if args.width != 1.2:
-        raise UsageError(
-            f"the shipped accuracy predictor is for the w1.2 supernet; for width {args.width} give "
-            f"--predictor PATH (train one with predictors.train)"
-        )
-    return AccuracyPredictor.default()
+    return AccuracyPredictor.shipped_for(args.space, args.width)
 
 
 def _closed_loop(profile: DeviceProfile, args: argparse.Namespace, protocol: Protocol, position: int,

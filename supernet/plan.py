@@ -33,6 +33,8 @@ class Family:
         first_block_residual: The first block adds an identity shortcut when its input and output widths agree
             (MobileNetV3); ProxylessNAS never gives it one.
         bn_eps: BatchNorm epsilon of the released supernet.
+        released_widths: Widths OFA released supernets (and tables, predictors) for; the first is the commands'
+            default.
     """
 
     name: str
@@ -50,6 +52,7 @@ class Family:
     head_act: str
     first_block_residual: bool
     bn_eps: float
+    released_widths: tuple[float, ...]
 
     @property
     def mixes_before_pool(self) -> bool:
@@ -61,12 +64,12 @@ MOBILENETV3 = Family(
     "mobilenetv3", MOBILENETV3_LAYOUT, 16, 16, (24, 40, 80, 112, 160), (2, 2, 2, 1, 2),
     ("relu", "relu", "h_swish", "h_swish", "h_swish"), (False, True, False, True, True), 960, 1280,
     stem_act="h_swish", first_block_act="relu", head_act="h_swish", first_block_residual=True,
-    bn_eps=1e-5,
+    bn_eps=1e-5, released_widths=(1.2, 1.0),
 )
 PROXYLESS = Family(
     "proxyless", PROXYLESS_LAYOUT, 32, 16, (24, 40, 80, 96, 192, 320), (2, 2, 2, 1, 2, 1), ("relu6",) * 6,
     (False,) * 6, None, 1280, stem_act="relu6", first_block_act="relu6", head_act="relu6",
-    first_block_residual=False, bn_eps=1e-3,
+    first_block_residual=False, bn_eps=1e-3, released_widths=(1.3,),
 )
 FAMILIES = {family.name: family for family in (MOBILENETV3, PROXYLESS)}
 
