@@ -44,13 +44,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .arch import PROXYLESS_LAYOUT, Arch, Layout
+from .arch import Arch, Layout
 from .errors import OFAProfileError
 from .files import atomic_write
-from .ofa_mbv3 import OFAMobileNetV3
-from .ofa_proxyless import OFAProxylessNASNets
 from .ofa_supernet import OFASupernet
-from .plan import MOBILENETV3
+from .plan import MOBILENETV3, family_of
+from .supernets import SUPERNETS
 from .units import Unit
 
 __all__ = [
@@ -315,10 +314,9 @@ SUPERNET_SEED = 0
 @cache
 def _seeded_supernet(width_mult: float, n_classes: int, layout: Layout = MOBILENETV3.layout) -> OFASupernet:
     """Seeded random weights: latency does not depend on their values, and exports stay reproducible."""
-    cls = OFAProxylessNASNets if layout == PROXYLESS_LAYOUT else OFAMobileNetV3
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SUPERNET_SEED)
-        return cls(width_mult=width_mult, n_classes=n_classes).eval()
+        return SUPERNETS[family_of(layout)](width_mult=width_mult, n_classes=n_classes).eval()
 
 
 def export_subnet(arch: Arch, width_mult: float, n_classes: int, runtime: str, cache_dir: str | os.PathLike,

@@ -209,7 +209,9 @@ class OFASupernet(MobileNetV3Base):
 
 
 def _family_hint(n_blocks: int) -> str:
-    for cls in OFASupernet.__subclasses__():
+    from .supernets import SUPERNETS
+
+    for cls in SUPERNETS.values():
         if cls.FAMILY.layout.n_blocks + 1 == n_blocks:
             return f"it is an {cls.__name__} checkpoint; load it into {cls.__name__}"
     return "it matches neither OFA family"

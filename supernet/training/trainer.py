@@ -30,10 +30,9 @@ from supernet.bn import recalibrate_bn
 from supernet.errors import OFAProfileError
 from supernet.files import atomic_write
 from supernet.mobilenetv3 import MobileNetV3
-from supernet.ofa_mbv3 import OFAMobileNetV3
-from supernet.ofa_proxyless import OFAProxylessNASNets
 from supernet.ofa_supernet import OFASupernet
-from supernet.plan import MOBILENETV3, PROXYLESS
+from supernet.plan import FAMILIES, MOBILENETV3
+from supernet.supernets import SUPERNETS
 
 from .data import Batch, FirstImages, ImageSource, ShardedBatches, evaluation_batches
 from .distributed import Context
@@ -87,8 +86,7 @@ class TrainSettings:
 
     def supernet(self, n_classes: int) -> OFASupernet:
         """The supernet these settings train (of their space), freshly initialised."""
-        cls = OFAProxylessNASNets if self.space == PROXYLESS.name else OFAMobileNetV3
-        return cls(self.width_mult, n_classes, self.dropout, self.resolutions)
+        return SUPERNETS[FAMILIES[self.space]](self.width_mult, n_classes, self.dropout, self.resolutions)
 
 
 @dataclass
