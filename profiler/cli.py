@@ -230,9 +230,15 @@ def _overrides(args: argparse.Namespace) -> dict:
     return {name: getattr(args, name) for name in names}
 
 
-def table_path(folder: Path, profile: DeviceProfile, width_mult: float, space: str = MOBILENETV3.name) -> Path:
+def _supernet_stem(profile: DeviceProfile, width_mult: float, space: str) -> str:
+    """The device and supernet part of the names of a device's files (the space only where it is not MobileNetV3)."""
     family = "" if space == MOBILENETV3.name else f"_{space}"
-    return folder / f"{profile.name}{family}_w{width_mult}_{profile.runtime}_{profile.provider}.csv".lower()
+    return f"{profile.name}{family}_w{width_mult}"
+
+
+def table_path(folder: Path, profile: DeviceProfile, width_mult: float, space: str = MOBILENETV3.name) -> Path:
+    stem = _supernet_stem(profile, width_mult, space)
+    return folder / f"{stem}_{profile.runtime}_{profile.provider}.csv".lower()
 
 
 def _profile_device(
@@ -327,8 +333,8 @@ def _whole_subnets(profile: DeviceProfile, args: argparse.Namespace, protocol: P
             archs = random_subnets(random_n, args.seed, args.width, resolutions, args.space)
             # One file per (space, width, resolutions, seed): a larger N, or a rerun after a kill, extends it.
             span = "-".join(map(str, resolutions[:3])) + ("-etc" if len(resolutions) > 3 else "")
-            name = table_path(args.out, profile, args.width, args.space).name.split(f"_w{args.width}")[0]
-            out_csv = args.out / f"{name}_w{args.width}_random_r{span}_seed{args.seed}.csv"
+            stem = _supernet_stem(profile, args.width, args.space)
+            out_csv = args.out / f"{stem}_random_r{span}_seed{args.seed}.csv"
         out_csv.parent.mkdir(parents=True, exist_ok=True)
         bar = tqdm(total=len(archs), desc=f"{profile.name} subnets", unit="net", disable=args.quiet,
                    dynamic_ncols=True)
