@@ -187,9 +187,8 @@ def sample_batch(n: int, space: ArchSpace, rng: np.random.Generator) -> ArchBatc
     ks = np.asarray(space.kernel_sizes, dtype=np.int8)[rng.integers(0, len(space.kernel_sizes), (n, blocks))]
     e = np.asarray(space.expand_ratios, dtype=np.int8)[rng.integers(0, len(space.expand_ratios), (n, blocks))]
     d = np.asarray(space.depths, dtype=np.int8)[rng.integers(0, len(space.depths), (n, space.n_stages))]
-    for s in range(space.n_stages):
-        if space.layout.is_fixed(s, space.depths):
-            d[:, s] = space.stage_depths(s)[0]
+    for s, depth in space.fixed_depths.items():
+        d[:, s] = depth
     r = np.asarray(space.resolutions, dtype=np.int16)[rng.integers(0, len(space.resolutions), n)]
     return ArchBatch(ks, e, d, r)
 

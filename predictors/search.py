@@ -145,8 +145,7 @@ class _Evolution:
         self.expands = np.asarray(space.expand_ratios, dtype=np.int8)
         self.depths = np.asarray(space.depths, dtype=np.int8)
         self.resolutions = np.asarray(space.resolutions, dtype=np.int16)
-        self.fixed_depths = {s: space.stage_depths(s)[0] for s in range(space.n_stages)
-                             if space.layout.is_fixed(s, space.depths)}
+        self.fixed_depths = space.fixed_depths
 
     def _with_fixed_stages(self, d: np.ndarray) -> np.ndarray:
         """Depths with the stages that are not elastic (ProxylessNAS's last) at their one depth."""

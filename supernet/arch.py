@@ -275,6 +275,11 @@ class ArchSpace:
         return self.layout.depth_choices(stage, self.depths)
 
     @property
+    def fixed_depths(self) -> dict[int, int]:
+        """The stages that are not elastic, with their one depth (ProxylessNAS's last stage: 1)."""
+        return {s: self.layout.stage_blocks[s] for s in range(self.n_stages) if self.layout.is_fixed(s, self.depths)}
+
+    @property
     def size_per_resolution(self) -> int:
         """Distinct networks at one resolution: (9^2 + 9^3 + 9^4)^5 for the MobileNetV3 space."""
         per_block = len(self.kernel_sizes) * len(self.expand_ratios)
@@ -320,6 +325,6 @@ class ArchSpace:
     def uniform(self, ks: int, e: int, d: int, r: int = 224) -> Arch:
         """The arch with one kernel, expand ratio and depth everywhere (e.g. K3/E3/D4); a stage that is not
         elastic keeps its own depth."""
-        depths = tuple(self.layout.stage_blocks[s] if self.layout.is_fixed(s, self.depths) else d
-                       for s in range(self.n_stages))
+        fixed = self.fixed_depths
+        depths = tuple(fixed.get(s, d) for s in range(self.n_stages))
         return self.validate(Arch(ks=(ks,) * self.n_blocks, e=(e,) * self.n_blocks, d=depths, r=r))
