@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -22,13 +24,25 @@ from tests.peers.sshd import Sshd
 
 
 @pytest.fixture(autouse=True)
-def isolated_machine_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test reads the developer's ~/.config, caches or a devices.toml in the folder pytest started in."""
+def isolated_machine_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No test reads the developer's ~/.config, caches or a devices.toml in the folder pytest started in.
+
+    Temporary files go there too (TMPDIR), and all of it is removed after the test: export caches and the scratch
+    folders of agents killed on purpose would otherwise pile up to gigabytes a run on a shared disk.
+    """
     home = tmp_path_factory.mktemp("home")
+    scratch = home / "tmp"
+    scratch.mkdir()
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
-    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    cwd = tmp_path_factory.mktemp("cwd")
+    monkeypatch.chdir(cwd)
+    yield
+    for folder in (home, cwd):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------------------------------

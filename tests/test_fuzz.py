@@ -11,10 +11,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -32,7 +32,6 @@ EXAMPLES = int(os.environ.get("OFA_FUZZ_EXAMPLES", "10000"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 HALF = settings(FUZZ, max_examples=EXAMPLES // 2)
-SCRATCH = Path(tempfile.mkdtemp(prefix="ofa-fuzz-"))
 KEYS = [u.key for u in all_units(1.0, [128])][:20]
 
 json_values = st.recursive(
@@ -50,8 +49,14 @@ def _only_project_errors(call: Any) -> None:
         call()
 
 
-def _write(name: str, data: bytes) -> Path:
-    path = SCRATCH / name
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One folder for the whole module: Hypothesis reruns a test body thousands of times within one test."""
+    return tmp_path_factory.mktemp("fuzz")
+
+
+def _write(folder: Path, name: str, data: bytes) -> Path:
+    path = folder / name
     path.write_bytes(data)
     return path
 
@@ -59,16 +64,16 @@ def _write(name: str, data: bytes) -> Path:
 # --- the table CSV ---------------------------------------------------------------------------------------
 @HALF
 @given(st.binary(max_size=1500))
-def test_table_reader_on_bytes(data):
-    _only_project_errors(lambda: read_table(_write("t.csv", data)))
+def test_table_reader_on_bytes(scratch, data):
+    _only_project_errors(lambda: read_table(_write(scratch, "t.csv", data)))
 
 
 @HALF
 @given(st.lists(st.lists(cells, min_size=len(COLUMNS) - 2, max_size=len(COLUMNS) + 1), max_size=4),
        st.booleans(), json_values)
-def test_table_reader_on_structured_garbage(rows, bom, sidecar):
+def test_table_reader_on_structured_garbage(scratch, rows, bom, sidecar):
     text = ",".join(COLUMNS) + "\n" + "\n".join(",".join(row) for row in rows) + "\n"
-    path = _write("s.csv", (b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8", "surrogatepass"))
+    path = _write(scratch, "s.csv", (b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8", "surrogatepass"))
     path.with_suffix(".json").write_text(json.dumps(sidecar))
     _only_project_errors(lambda: read_table(path))
     path.with_suffix(".json").unlink()
@@ -82,8 +87,8 @@ def test_table_reader_on_structured_garbage(rows, bom, sidecar):
                                  st.dictionaries(st.sampled_from(["mean", "count", "std"]) | st.text(max_size=5),
                                                  json_values, max_size=3), max_size=4)
                  .map(lambda v: yaml.safe_dump(v).encode())))
-def test_yaml_converter(data):
-    folder = SCRATCH / "yaml"
+def test_yaml_converter(scratch, data):
+    folder = scratch / "yaml"
     folder.mkdir(exist_ok=True)
     (folder / "128_lookup_table.yaml").write_bytes(data)
     _only_project_errors(lambda: table_from_yaml(folder))
@@ -107,8 +112,8 @@ def test_subnet_documents(document):
 
 @HALF
 @given(st.binary(max_size=800))
-def test_subnet_file_bytes(data):
-    _only_project_errors(lambda: read_subnets(_write("s.json", data)))
+def test_subnet_file_bytes(scratch, data):
+    _only_project_errors(lambda: read_subnets(_write(scratch, "s.json", data)))
 
 
 # --- devices.toml ----------------------------------------------------------------------------------------
@@ -126,8 +131,8 @@ fields = st.sampled_from(["transport", "host", "hosts", "serial", "serials", "ru
                  .map(lambda devices: "".join(
                      f"[devices.{name}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in body.items())
                      for name, body in devices.items()).encode())))
-def test_devices_toml(data):
-    _only_project_errors(lambda: load_profiles([_write("devices.toml", data)]))
+def test_devices_toml(scratch, data):
+    _only_project_errors(lambda: load_profiles([_write(scratch, "devices.toml", data)]))
 
 
 # --- what agents send back -------------------------------------------------------------------------------
