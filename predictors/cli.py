@@ -222,7 +222,7 @@ def _ranking(args: argparse.Namespace, space: str, width: float) -> AccuracyPred
 
 
 def _space_of(lat: LatencyPredictor | LatencyModel) -> str:
-    return lat.family.name if isinstance(lat, LatencyPredictor) else MOBILENETV3.name
+    return lat.family.name if isinstance(lat, LatencyPredictor) else lat.space_.name
 
 
 def _width_of(lat: LatencyPredictor | LatencyModel) -> float:

@@ -2,11 +2,12 @@
 
 Latency on a CPU or GPU follows the work a network does and the bytes it moves, stage by stage, more than its
 total MACs: a depthwise 7x7 and a pointwise conv of the same MACs run at very different speeds, and early stages
-move large activations. So each of the five stages contributes its pointwise, depthwise and SE MACs, the elements
-of its activations, its parameters and its number of blocks; the resolution (r and r²) stands for the fixed first
-and last layers. All of these are sums over blocks whose shapes depend only on (resolution, position, kernel,
-expand), as in :mod:`predictors._additive`, so a batch of archs is one gather and one sum: a million archs in
-about a second. A table adds its raw sum, its fixed part and its sum per stage.
+move large activations. So each stage (five in MobileNetV3, six in ProxylessNAS) contributes its pointwise,
+depthwise and SE MACs (ProxylessNAS has no SE), the elements of its activations, its parameters and its number of
+blocks; the resolution (r and r²) stands for the fixed first and last layers. All of these are sums over blocks
+whose shapes depend only on (resolution, position, kernel, expand), as in :mod:`predictors._additive`, so a batch
+of archs is one gather and one sum: a million archs in about a second. A table adds its raw sum, its fixed part
+and its sum per stage.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from functools import cache
 
 import numpy as np
 
-from supernet.arch import EXPAND_RATIOS, KERNEL_SIZES, MAX_DEPTH, N_BLOCKS, N_STAGES, Arch
-from supernet.plan import NetPlan
+from supernet.arch import EXPAND_RATIOS, KERNEL_SIZES, MOBILENETV3_LAYOUT, Arch, ArchSpace, Layout
+from supernet.plan import NetPlan, family_of
 
 from ._additive import AdditiveCost
 from .archs import ArchBatch, choice_index
@@ -26,7 +27,7 @@ __all__ = ["BLOCK_FEATURES", "ArchFeatures"]
 
 BLOCK_FEATURES = ("pw_macs_m", "dw_macs_m", "se_macs_m", "activations_m", "params_m", "blocks")
 _N_CHOICES = len(KERNEL_SIZES) * len(EXPAND_RATIOS)
-_CHUNK = 1 << 16  # archs per gather: bounds the (chunk, 20, features) temporary to about 60 MB
+_CHUNK = 1 << 16  # archs per gather: bounds the (chunk, 21, features) temporary to about 60 MB
 
 
 def _block_vector(b) -> list[float]:
@@ -41,15 +42,16 @@ def _block_vector(b) -> list[float]:
 
 
 @cache
-def _block_table(width_mult: float, r: int) -> np.ndarray:
-    """Features of block ``position`` with choice ``c`` at resolution r: (20, 10, F), choice 9 = skipped (zeros)."""
-    plan = NetPlan.for_width(width_mult)
-    table = np.zeros((N_BLOCKS, _N_CHOICES + 1, len(BLOCK_FEATURES)))
+def _block_table(width_mult: float, r: int, layout: Layout) -> np.ndarray:
+    """Features of block ``position`` with choice ``c`` at resolution r: (blocks, 10, F), choice 9 = skipped
+    (zeros). ProxylessNAS blocks have no SE, so their SE column is zero."""
+    plan = NetPlan.for_width(width_mult, family_of(layout))
+    space = ArchSpace(resolutions=(r,), layout=layout)
+    table = np.zeros((layout.n_blocks, _N_CHOICES + 1, len(BLOCK_FEATURES)))
     for k in KERNEL_SIZES:
         for e in EXPAND_RATIOS:
-            arch = Arch((k,) * N_BLOCKS, (e,) * N_BLOCKS, (MAX_DEPTH,) * N_STAGES, r)
             c = int(choice_index(np.array(k), np.array(e)))
-            for b in plan.blocks(arch):
+            for b in plan.blocks(space.uniform(k, e, max(space.depths), r)):
                 table[b.index, c] = _block_vector(b)
     return table
 
@@ -61,23 +63,32 @@ class ArchFeatures:
         width_mult: Supernet width (channel counts).
         table_cost: A table's raw sums (:attr:`predictors.latency.LatencyPredictor.cost`); its resolutions are
             then the only ones these features answer for.
+        layout: The space's blocks per stage; default the table's, else MobileNetV3's.
     """
 
-    def __init__(self, width_mult: float, table_cost: AdditiveCost | None = None) -> None:
+    def __init__(self, width_mult: float, table_cost: AdditiveCost | None = None, layout: Layout | None = None) -> None:
+        if table_cost is not None and layout is not None and layout != table_cost.layout:
+            raise ValueError(f"a {table_cost.layout.family} table's sums cannot be features of {layout.family} archs")
         self.width_mult = float(width_mult)
         self.table_cost = table_cost
+        self.layout = layout or (table_cost.layout if table_cost is not None else MOBILENETV3_LAYOUT)
+        self._stage_starts = np.array([self.layout.stage_start(s) for s in range(self.layout.n_stages)])
 
     @property
     def names(self) -> list[str]:
-        names = [f"stage{s}_{f}" for s in range(N_STAGES) for f in BLOCK_FEATURES]
+        stages = range(self.layout.n_stages)
+        names = [f"stage{s}_{f}" for s in stages for f in BLOCK_FEATURES]
         names += ["r", "r2", "macs_m", "params_m"]
         if self.table_cost is not None:
-            names += ["table_sum_ms", "table_fixed_ms", *(f"table_stage{s}_ms" for s in range(N_STAGES))]
+            names += ["table_sum_ms", "table_fixed_ms", *(f"table_stage{s}_ms" for s in stages)]
         return names
 
     def transform(self, archs: ArchBatch | Iterable[Arch]) -> np.ndarray:
         """Features of each arch, float64 array of shape (n, len(names))."""
         batch = ArchBatch.coerce(archs)
+        if len(batch) and batch.layout != self.layout:
+            raise ValueError(f"{batch.layout.family} archs cannot have the features of the {self.layout.family} "
+                             f"space")
         parts = [self._chunk(batch[slice(i, i + _CHUNK)]) for i in range(0, len(batch), _CHUNK)]
         return np.concatenate(parts) if parts else np.zeros((0, len(self.names)))
 
@@ -89,11 +100,11 @@ class ArchFeatures:
 
     def _chunk(self, batch: ArchBatch) -> np.ndarray:
         resolutions = np.unique(batch.r)
-        tables = np.stack([_block_table(self.width_mult, int(r)) for r in resolutions])
+        tables = np.stack([_block_table(self.width_mult, int(r), self.layout) for r in resolutions])
         ri = np.searchsorted(resolutions, batch.r)
         choice = np.where(batch.active, choice_index(batch.ks, batch.e), _N_CHOICES)
-        blocks = tables[ri[:, None], np.arange(N_BLOCKS), choice]  # (n, 20, F)
-        stages = blocks.reshape(len(batch), N_STAGES, MAX_DEPTH, -1).sum(axis=2)
+        blocks = tables[ri[:, None], np.arange(self.layout.n_blocks), choice]  # (n, blocks, F)
+        stages = np.add.reduceat(blocks, self._stage_starts, axis=1)
         per_stage = stages.reshape(len(batch), -1)
         f = BLOCK_FEATURES.index
         macs = stages[:, :, f("pw_macs_m")] + stages[:, :, f("dw_macs_m")] + stages[:, :, f("se_macs_m")]

@@ -32,6 +32,7 @@ import numpy as np
 from supernet.arch import Arch, ArchSpace
 from supernet.errors import OFAProfileError
 from supernet.files import atomic_write, stem_of
+from supernet.plan import MOBILENETV3, Family, family_named, family_of
 
 from ._additive import AdditiveCost
 from .accuracy import ArchEncoding
@@ -329,13 +330,16 @@ class LatencyModel:
         self.random_state = random_state
 
     # --- fitting ---------------------------------------------------------------------------------------------
-    def _setup(self) -> None:
+    def _setup(self, space: Family) -> None:
         if self.family != "auto" and self.family not in FAMILIES:
             raise LatencyModelError(f"unknown model family {self.family!r}", f"choose auto or one of {FAMILIES}")
         if self.family == "calibrated-sum" and self.table is None:
             raise LatencyModelError("the calibrated-sum family needs a table", "give a table, or another family")
         width, n_classes = self.width_mult, self.n_classes
         if self.table is not None:
+            if self.table.family != space:
+                raise LatencyModelError(f"the table is for the {self.table.family.name} space, the subnets are "
+                                        f"{space.name} ones", "use a table of the supernet the subnets came from")
             for name, given, stated in (("width", width, self.table.width_mult),
                                         ("classes", n_classes, self.table.n_classes)):
                 if given is not None and float(given) != float(stated):
@@ -343,17 +347,19 @@ class LatencyModel:
                                             "use a table of the supernet the subnets came from")
             width, n_classes = self.table.width_mult, self.table.n_classes
         if width is None:
-            raise LatencyModelError("no supernet width: a model without a table needs one", "give --width 1.0 or 1.2")
-        self.width_mult_, self.n_classes_ = float(width), int(n_classes or 1000)
+            widths = " or ".join(str(w) for w in space.released_widths)
+            raise LatencyModelError("no supernet width: a model without a table needs one",
+                                    f"give --width ({widths} for the released {space.name} supernets)")
+        self.space_, self.width_mult_, self.n_classes_ = space, float(width), int(n_classes or 1000)
         cost = self.table.cost if self.table is not None else None
-        self.features_ = ArchFeatures(self.width_mult_, cost)
+        self.features_ = ArchFeatures(self.width_mult_, cost, space.layout)
 
     def fit(self, archs: ArchBatch | Iterable[Arch], measured_ms: Sequence[float]) -> LatencyModel:
         """Compare the families by cross-validation, keep the best, and refit it on every subnet."""
         from sklearn.model_selection import KFold
 
-        self._setup()
         batch = ArchBatch.coerce(archs)
+        self._setup(family_of(batch.layout))
         y = np.asarray(measured_ms, dtype=float)
         if len(y) != len(batch):
             raise LatencyModelError(f"{len(batch)} archs but {len(y)} latencies")
@@ -406,6 +412,9 @@ class LatencyModel:
         """Latency in ms of each arch, shape (n,)."""
         self._check_fitted()
         batch = ArchBatch.coerce(archs)
+        if len(batch) and batch.layout != self.space_.layout:
+            raise LatencyModelError(f"this latency model was fitted on {self.space_.name} subnets, not "
+                                    f"{batch.layout.family} ones", "fit one on subnets of that space")
         lo, hi = self.resolutions_[0], self.resolutions_[-1]
         outside = sorted({int(r) for r in batch.r if not lo <= r <= hi})
         if outside:
@@ -429,7 +438,7 @@ class LatencyModel:
     def supported_resolutions(self, space: ArchSpace | None = None) -> tuple[int, ...]:
         """Resolutions of ``space`` it was fitted on (a table's model only fits on the table's resolutions)."""
         self._check_fitted()
-        space = space or ArchSpace.for_width(self.width_mult_)
+        space = space or ArchSpace.for_width(self.width_mult_, self.space_.layout)
         return tuple(r for r in space.resolutions if r in self.resolutions_)
 
     def describe(self) -> str:
@@ -459,7 +468,7 @@ class LatencyModel:
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
         document = {"format": FORMAT, "format_version": FORMAT_VERSION, "family": self.family_,
-                    "width_mult": self.width_mult_, "n_classes": self.n_classes_,
+                    "space": self.space_.name, "width_mult": self.width_mult_, "n_classes": self.n_classes_,
                     "resolutions": list(self.resolutions_), "features": self.features_.names,
                     "with_table": cost is not None, "n_train": len(self.train_ms_), "cv_folds": self.cv,
                     "random_state": self.random_state, "cross_validation": self.cv_report_,
@@ -493,8 +502,12 @@ class LatencyModel:
         cost = None
         if document["with_table"]:
             cost = AdditiveCost(arrays["table.resolutions"], arrays["table.fixed"], arrays["table.block"])
+        try:  # files from before ProxylessNAS name no space: they are MobileNetV3's
+            model.space_ = family_named(document.get("space", MOBILENETV3.name))
+        except ValueError as err:
+            raise LatencyModelError(f"{stem}.json: {err}", "upgrade ofa-profile, or fit the model again") from None
         model.width_mult_, model.n_classes_ = float(document["width_mult"]), int(document["n_classes"])
-        model.features_ = ArchFeatures(model.width_mult_, cost)
+        model.features_ = ArchFeatures(model.width_mult_, cost, model.space_.layout)
         if model.features_.names != document["features"]:
             raise LatencyModelError(f"{stem}.json was fitted on other features than this ofa-profile computes",
                                     "fit the model again with this version")

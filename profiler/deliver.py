@@ -30,7 +30,6 @@ from profiler.remeasure import store_calibration, table_anchor
 from profiler.transports.base import Transport
 from profiler.whole_subnets import measure_subnets
 from supernet import Arch, ArchSpace
-from supernet.arch import MOBILENETV3_LAYOUT
 from supernet.files import atomic_write, stem_of
 
 __all__ = ["deliver", "write_report"]
@@ -60,7 +59,7 @@ def deliver(
         predictor = LatencyModel.load(source)
         anchor, width, n_classes = predictor.meta_.get("anchor_ms"), predictor.width_mult_, predictor.n_classes_
         reference = reference_of(predictor.meta_)
-        layout = MOBILENETV3_LAYOUT  # latency models are fitted on MobileNetV3 subnets' features
+        layout = predictor.space_.layout
     else:
         table = read_table(source)
         predictor = LatencyPredictor(table, calibrated=not raw_latency)
