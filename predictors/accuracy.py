@@ -279,7 +279,7 @@ class AccuracyPredictor:
                 f"OFA released no accuracy predictor for the {space} space, so a search by accuracy needs "
                 f"--predictor PATH",
                 "build a dataset of subnets evaluated on your data and train a predictor on it (predictors.dataset, "
-                "predictors.train), or rank by MACs (ofa-search --rank macs): the largest network that meets the "
+                "predictors.train), or rank by MACs (--rank macs): the largest network that meets the "
                 "limits",
             )
         if width != 1.2:

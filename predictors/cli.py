@@ -138,6 +138,8 @@ def _log(args: argparse.Namespace, message: str) -> None:
 
 def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     sources = len(args.table) + len(args.latency_model)
+    if args.rank == "macs" and args.predictor:
+        p.error("--predictor ranks by accuracy and --rank macs by MACs: give one of them")
     if args.latency_ms and not sources:
         p.error("--latency-ms needs a --table or --latency-model to predict latency from")
     if len(args.latency_ms) not in (0, 1, sources):

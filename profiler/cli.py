@@ -197,6 +197,9 @@ def _parser() -> argparse.ArgumentParser:
     loop.add_argument("--rounds", type=positive_int, default=3, help="searches per budget at most (default 3)")
     loop.add_argument("--generations", type=non_negative_int, default=500, help="search generations (default 500)")
     loop.add_argument("--predictor", type=Path, help="accuracy predictor (default: OFA's released one, w1.2)")
+    loop.add_argument("--rank", choices=("accuracy", "macs"), default="accuracy",
+                      help="what the search maximises under each budget: predicted accuracy (default), or MACs, a "
+                      "stand-in where no accuracy predictor exists (the ProxylessNAS space)")
     loop.add_argument("--raw-latency", action="store_true", help="search with raw table sums, no calibration")
     loop.add_argument("--latency-model", type=Path, metavar="MODEL",
                       help="search with a latency model fitted on measured subnets (ofa-fit latency) instead of "
@@ -359,7 +362,10 @@ def _whole_subnets(profile: DeviceProfile, args: argparse.Namespace, protocol: P
     return out_csv
 
 
-def _accuracy(args: argparse.Namespace) -> AccuracyPredictor:
+def _accuracy(args: argparse.Namespace) -> AccuracyPredictor | None:
+    """The accuracy predictor the closed loop ranks by; None when it ranks by MACs."""
+    if args.rank == "macs":
+        return None
     if args.predictor:
         return AccuracyPredictor.load(args.predictor)
     return AccuracyPredictor.shipped_for(args.space, args.width)
@@ -380,8 +386,9 @@ def _closed_loop(profile: DeviceProfile, args: argparse.Namespace, protocol: Pro
                          f"{table.name}")
     for d in deliveries:
         verdict = "met" if d.met else "NOT MET"
-        log.info("budget %.2f ms: %s, measured %.2f ms, predicted %.2f ms [%.2f, %.2f], top-1 %.4f, %d round(s)%s",
-                 d.budget_ms, verdict, d.measured_ms, d.predicted_ms, d.low_ms, d.high_ms, d.accuracy, d.rounds,
+        score = f"top-1 {d.accuracy:.4f}" if d.accuracy is not None else f"MACs {d.macs / 1e6:.1f}M"
+        log.info("budget %.2f ms: %s, measured %.2f ms, predicted %.2f ms [%.2f, %.2f], %s, %d round(s)%s",
+                 d.budget_ms, verdict, d.measured_ms, d.predicted_ms, d.low_ms, d.high_ms, score, d.rounds,
                  f"; {d.note}" if d.note else "")
     return paths[0]
 
@@ -454,6 +461,10 @@ def _main(argv: list[str]) -> int:
         parser.error("--search needs budgets: --latency-ms 8,10,12")
     if args.latency_model and not args.search:
         parser.error("--latency-model is for --search (the closed loop); ofa-search takes it too")
+    if args.rank != "accuracy" and not args.search:
+        parser.error("--rank is for --search (the closed loop); ofa-search takes it too")
+    if args.rank == "macs" and args.predictor:
+        parser.error("--predictor ranks by accuracy and --rank macs by MACs: give one of them")
     profiles = [resolve_device(name, _overrides(args)) for name in args.device]
     for profile in profiles:
         if not profile.targets:

@@ -7,6 +7,9 @@ measured at or under them. For the rest the calibration (or the model) is refitt
 and the search limit is tightened by the overshoot (limit · budget / measured), then the next round runs. After
 ``max_rounds``, a budget still open gets the fastest subnet of the space if that one measures under it, else it is
 reported as unmeetable, with the fastest subnet's measured latency.
+
+The search ranks by predicted accuracy, or, in a space OFA released no accuracy predictor for, by MACs: the largest
+subnet that measures under the budget, a stated stand-in until a predictor is trained on the user's data.
 """
 
 from __future__ import annotations
@@ -34,12 +37,16 @@ Refit = Callable[[Sequence[Arch], Sequence[float]], "LatencyPredictor | LatencyM
 
 @dataclass
 class Delivery:
-    """What one budget got: the delivered subnet, predicted and measured, and how it was reached."""
+    """What one budget got: the delivered subnet, predicted and measured, and how it was reached.
+
+    ``accuracy`` and ``open_loop_accuracy`` are None when the search ranked by MACs (``ranked_by``); ``macs`` is
+    the delivered subnet's then.
+    """
 
     budget_ms: float
     met: bool
     arch: str
-    accuracy: float
+    accuracy: float | None
     predicted_ms: float
     low_ms: float
     high_ms: float
@@ -49,6 +56,8 @@ class Delivery:
     open_loop_accuracy: float | None
     open_loop_measured_ms: float | None
     note: str = ""
+    ranked_by: str = "accuracy"
+    macs: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -98,12 +107,14 @@ def closed_loop(
     max_rounds: int = 3,
     generations: int = 500,
     seed: int = 0,
+    ranked_by: str = "accuracy",
 ) -> tuple[list[Delivery], LatencyPredictor | LatencyModel]:
     """Deliver, per budget, the most accurate subnet found that measured at or under it.
 
     Args:
         predictor: The table's predictor, calibrated as stored (or raw), or a fitted latency model.
-        accuracy: Accuracy predictor (``predict(ArchBatch)``).
+        accuracy: What the search maximises (``predict(ArchBatch)``): an accuracy predictor, or with
+            ``ranked_by="macs"`` a :class:`~predictors.complexity.MacsPredictor`.
         space: The archs to search (resolutions the predictor covers).
         budgets: Latency budgets in ms, at the predictor's anchor (the table's, or that of the model's subnets).
         measure: Times archs on the device; returns ms at that anchor, one per arch.
@@ -142,7 +153,7 @@ def closed_loop(
                      result.metrics["latency_ms"], measured)
             if measured <= budgets[i]:
                 delivered[i] = _delivery(budgets[i], True, result.arch, result.accuracy, predictor, measured,
-                                         round_no, limits[i], open_loop.get(i))
+                                         round_no, limits[i], open_loop.get(i), ranked_by=ranked_by)
             else:
                 over[i] = (result.arch, measured)
         predictor = refit(archs_all, measured_all)
@@ -160,7 +171,7 @@ def closed_loop(
             note = ("the search's subnets measured over the budget; delivered the fastest subnet" if met else
                     f"cannot be met: the fastest subnet measured {fastest_ms:.2f} ms")
             delivered[i] = _delivery(budgets[i], met, fastest, fastest_acc, predictor, fastest_ms, max_rounds,
-                                     limits[i], open_loop.get(i), note)
+                                     limits[i], open_loop.get(i), note, ranked_by)
     return [delivered[i] for i in range(len(budgets))], predictor
 
 
@@ -178,13 +189,16 @@ def _refit(stored: Calibration | None, sums: list[float], measured: list[float])
         return stored
 
 
-def _delivery(budget: float, met: bool, arch: Arch, accuracy: float, predictor, measured: float,
-              rounds: int, limit: float, open_loop: tuple[float, float] | None, note: str = "") -> Delivery:
+def _delivery(budget: float, met: bool, arch: Arch, score: float, predictor, measured: float,
+              rounds: int, limit: float, open_loop: tuple[float, float] | None, note: str = "",
+              ranked_by: str = "accuracy") -> Delivery:
     result = predictor.predict_result([arch])
+    by_accuracy = ranked_by == "accuracy"
     return Delivery(
-        budget_ms=budget, met=met, arch=arch.to_json(), accuracy=float(accuracy), rounds=rounds,
-        predicted_ms=float(result.latency_ms[0]), low_ms=float(result.low_ms[0]), high_ms=float(result.high_ms[0]),
-        measured_ms=float(measured), search_limit_ms=float(limit),
-        open_loop_accuracy=open_loop[0] if open_loop else None,
-        open_loop_measured_ms=open_loop[1] if open_loop else None, note=note,
+        budget_ms=budget, met=met, arch=arch.to_json(), accuracy=float(score) if by_accuracy else None,
+        rounds=rounds, predicted_ms=float(result.latency_ms[0]), low_ms=float(result.low_ms[0]),
+        high_ms=float(result.high_ms[0]), measured_ms=float(measured), search_limit_ms=float(limit),
+        open_loop_accuracy=open_loop[0] if open_loop and by_accuracy else None,
+        open_loop_measured_ms=open_loop[1] if open_loop else None, note=note, ranked_by=ranked_by,
+        macs=None if by_accuracy else float(score),
     )

@@ -1,9 +1,10 @@
 """``ofa-profile --device X --search --latency-ms 8,10,12``: the table (or ``--latency-model``), the closed loop,
 its report.
 
-The report has one line per budget: the delivered subnet, its predicted accuracy, predicted latency (with the
-calibration's interval) and measured latency, the rounds it took and whether it met its budget, as CSV, as a
-subnet document (JSON, which ``ofa-profile --subnets`` reads back) and as a plot.
+The report has one line per budget: the delivered subnet, its predicted accuracy (or its MACs, where the search
+ranked by MACs), predicted latency (with the calibration's interval) and measured latency, the rounds it took and
+whether it met its budget, as CSV, as a subnet document (JSON, which ``ofa-profile --subnets`` reads back) and as a
+plot.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from predictors.accuracy import AccuracyPredictor
+from predictors.complexity import MacsPredictor
 from predictors.latency import LatencyPredictor
 from predictors.latency_model import LatencyModel
 from predictors.subnets import SUBNETS_SCHEMA_VERSION, write_subnets
@@ -42,7 +44,7 @@ def deliver(
     transport: Transport,
     source: Path,
     budgets: Sequence[float],
-    accuracy: AccuracyPredictor,
+    accuracy: AccuracyPredictor | None,
     protocol: Protocol,
     cache_dir: Path,
     *,
@@ -53,7 +55,7 @@ def deliver(
 ) -> tuple[list[Delivery], LatencyPredictor | LatencyModel]:
     """Run the closed loop on the device for ``budgets``, with a table (``source`` a .csv: the refitted calibration
     is stored in its sidecar) or a latency model (``ofa-fit latency``'s output: the refitted model is saved beside
-    it as SOURCE.refit)."""
+    it as SOURCE.refit). With ``accuracy`` None the search ranks by MACs."""
     is_model = source.suffix.lower() != ".csv"
     if is_model:
         predictor = LatencyModel.load(source)
@@ -77,8 +79,10 @@ def deliver(
                                    scratch=source.parent, work_name=f"{stem.name}.loop{next(rounds)}")
         return [m["measured_ms"] for m in measured]
 
-    deliveries, refitted = closed_loop(predictor, accuracy, space, budgets, measure, max_rounds=max_rounds,
-                                       generations=generations, seed=seed)
+    ranked_by = "accuracy" if accuracy is not None else "macs"
+    ranking = accuracy or MacsPredictor(width, n_classes, space.resolutions, layout)
+    deliveries, refitted = closed_loop(predictor, ranking, space, budgets, measure, max_rounds=max_rounds,
+                                       generations=generations, seed=seed, ranked_by=ranked_by)
     if is_model:
         paths = refitted.save(stem.with_name(f"{stem.name}.refit"), {"refitted_from": str(source)})
         log.info("the model refitted with the loop's measurements: %s", paths[0])
@@ -97,6 +101,7 @@ def write_report(deliveries: Sequence[Delivery], predictor: LatencyPredictor | L
         "schema_version": SUBNETS_SCHEMA_VERSION,
         "kind": "ofa-profile closed loop",
         "latency_model": predictor.describe(),
+        "ranked_by": deliveries[0].ranked_by if deliveries else "accuracy",
         "subnets": [{**d.to_dict(), "arch": json.loads(d.arch)} for d in deliveries],
     })
     plot_delivered(frame, png, title)

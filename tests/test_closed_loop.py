@@ -9,13 +9,14 @@ import pandas as pd
 import pytest
 
 from predictors.accuracy import AccuracyPredictor
+from predictors.complexity import MacsPredictor
 from predictors.fit_cli import main as fit_main
 from predictors.latency import LatencyPredictor
 from predictors.latency_model import LatencyModel
 from predictors.table_io import Row, Table
 from profiler.cli import main
 from profiler.closed_loop import closed_loop
-from supernet import ArchSpace
+from supernet import Arch, ArchSpace, count_macs
 from supernet.units import all_units
 
 
@@ -69,6 +70,21 @@ def test_an_unmeetable_budget_reports_the_fastest_subnet(table: Table):
     assert not impossible.met and "cannot be met" in impossible.note
     assert impossible.measured_ms == pytest.approx(0.98 * fastest, rel=0.02)
     assert fine.met and fine.rounds == 1
+
+
+def test_ranked_by_macs_the_loop_delivers_the_largest_subnet_it_finds_under_each_budget(table: Table):
+    """With a MACs predictor to maximise (no accuracy predictor exists, as in the ProxylessNAS space), deliveries
+    state no accuracy and carry the subnet's MACs; a looser budget gets no smaller a network."""
+    predictor = LatencyPredictor(table, calibrated=False)
+    fastest, _ = predictor.minimum()
+    budgets = [fastest * 1.5, fastest * 2.5]
+    deliveries, _ = closed_loop(predictor, MacsPredictor(1.2, resolutions=(160,)), ArchSpace(resolutions=(160,)),
+                                budgets, lambda archs: list(1.1 * predictor.predict(archs)), generations=30,
+                                ranked_by="macs")
+    assert all(d.met and d.measured_ms <= d.budget_ms for d in deliveries)
+    assert all(d.ranked_by == "macs" and d.accuracy is None and d.open_loop_accuracy is None for d in deliveries)
+    assert [d.macs for d in deliveries] == [count_macs(Arch.from_json(d.arch), 1.2) for d in deliveries]
+    assert deliveries[0].macs <= deliveries[1].macs
 
 
 def test_a_fitted_latency_model_closes_the_loop_too(table: Table):

@@ -6,27 +6,40 @@ Real ONNX Runtime runs, through the commands users type (ofa-profile, ofa-search
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from predictors.cli import main as search_main
+from predictors.fit_cli import main as fit_main
 from predictors.latency import LatencyPredictor
 from predictors.table_io import read_table
 from profiler.cli import main as profile_main
 from supernet.plan import PROXYLESS
 from supernet.units import all_units
 
+FAST = ["--min-time", "0.02", "--retries", "0", "--block-ms", "2", "--quiet"]
+
+
+def _common(out: Path) -> list[str]:
+    return ["--device", "local", "--space", "proxyless", "--out", str(out), "--cache", str(out / "cache"), *FAST]
+
+
+@pytest.fixture(scope="module")
+def table_dir(tmp_path_factory) -> Path:
+    """`ofa-profile --space proxyless`: the w1.3 table at 128 on this machine's CPU (in-network, ORT)."""
+    out = tmp_path_factory.mktemp("proxyless")
+    assert profile_main([*_common(out), "--resolutions", "128"]) == 0
+    return out
+
 
 @pytest.mark.slow
-def test_a_proxyless_table_search_and_remeasure_on_the_local_cpu(tmp_path, capsys):
-    """`ofa-profile --space proxyless` builds the w1.3 table at 128 (all 103 rows, in-network on ORT CPU);
-    `ofa-search` refuses to rank by accuracy without a predictor and says how, ranks by MACs under a latency limit,
-    and the found subnet measures within 15% of its table sum when `ofa-profile --subnets` re-measures it."""
-    common = ["--device", "local", "--space", "proxyless", "--out", str(tmp_path), "--cache", str(tmp_path / "cache"),
-              "--min-time", "0.02", "--retries", "0", "--block-ms", "2", "--quiet"]
-    assert profile_main([*common, "--resolutions", "128"]) == 0
-    path = tmp_path / "local_proxyless_w1.3_onnxruntime_cpu.csv"
+def test_a_proxyless_table_search_and_remeasure_on_the_local_cpu(table_dir, tmp_path, capsys):
+    """The table has all 103 planned rows; `ofa-search` refuses to rank by accuracy without a predictor and says
+    how, ranks by MACs under a latency limit, and the found subnet measures within 15% of its table sum when
+    `ofa-profile --subnets` re-measures it."""
+    path = table_dir / "local_proxyless_w1.3_onnxruntime_cpu.csv"
     table = read_table(path)
     assert (table.space, table.meta["width_mult"], table.meta["rows"]) == ("proxyless", 1.3, "in_network")
     assert {row.key for row in table.rows} == {u.key for u in all_units(1.3, [128], family=PROXYLESS)}
@@ -44,7 +57,32 @@ def test_a_proxyless_table_search_and_remeasure_on_the_local_cpu(tmp_path, capsy
     assert document["settings"]["space"] == "proxyless" and document["settings"]["ranked_by"] == "macs"
     assert subnet["latency_ms"][path.stem] <= float(limit)
 
-    assert profile_main([*common, "--subnets", str(found), "--table", str(path)]) == 0
+    assert profile_main([*_common(tmp_path), "--subnets", str(found), "--table", str(path)]) == 0
     measured = pd.read_csv(tmp_path / "local_subnets.csv")
     assert len(measured) == 1 and measured["width_mult"].iloc[0] == 1.3
     assert abs(measured["error_pct"].iloc[0]) < 15, measured.to_dict("records")
+
+
+@pytest.mark.slow
+def test_a_proxyless_latency_model_closes_the_loop_ranked_by_macs(table_dir, tmp_path):
+    """No accuracy predictor exists for the space, so the closed loop ranks by MACs: 12 random subnets measured,
+    `ofa-fit latency` with the table, then `ofa-profile --search --rank macs --latency-model`; every budget is met
+    on the device, and the report states MACs, not accuracy."""
+    common = _common(tmp_path)
+    table = table_dir / "local_proxyless_w1.3_onnxruntime_cpu.csv"
+    assert profile_main([*common, "--subnets", "random:12", "--table", str(table)]) == 0
+    measured = tmp_path / "local_proxyless_w1.3_random_r128_seed0.csv"
+    assert len(pd.read_csv(measured)) == 12
+    model = tmp_path / "model"
+    assert fit_main(["latency", str(measured), "--table", str(table), "--out", str(model), "--cv", "3",
+                     "--json"]) == 0
+    fastest, _ = LatencyPredictor(table).minimum()
+    budgets = [round(1.6 * fastest, 3), round(2.4 * fastest, 3)]
+    assert profile_main([*common, "--search", "--latency-ms", ",".join(map(str, budgets)), "--rank", "macs",
+                         "--latency-model", str(model), "--generations", "60"]) == 0
+    report = pd.read_csv(tmp_path / "local_delivered.csv")
+    assert list(report["budget_ms"]) == budgets
+    assert report["met"].all() and (report["measured_ms"] <= report["budget_ms"]).all(), report.to_dict("records")
+    assert report["accuracy"].isna().all() and (report["ranked_by"] == "macs").all()
+    assert all(len(json.loads(arch)["ks"]) == 21 for arch in report["arch"])
+    assert json.loads((tmp_path / "local_delivered.json").read_text())["ranked_by"] == "macs"
