@@ -5,8 +5,9 @@ the calibrated table (or a latency model fitted on measured subnets), measures e
 (one agent run, each subnet against the reference, so at the table's anchor), and closes the budgets whose subnet
 measured at or under them. For the rest the calibration (or the model) is refitted with every measurement so far
 and the search limit is tightened by the overshoot (limit · budget / measured), then the next round runs. After
-``max_rounds``, a budget still open gets the fastest subnet of the space if that one measures under it, else it is
-reported as unmeetable, with the fastest subnet's measured latency.
+``max_rounds``, a budget still open gets the best subnet this loop measured under it (one found for a tighter
+budget, say); failing that, the fastest subnet of the space if that one measures under it, else it is reported as
+unmeetable, with the fastest subnet's measured latency.
 
 The search ranks by predicted accuracy, or, in a space OFA released no accuracy predictor for, by MACs: the largest
 subnet that measures under the budget, a stated stand-in until a predictor is trained on the user's data.
@@ -161,6 +162,15 @@ def closed_loop(
             # What the refitted predictor still misses on this subnet, taken off the limit (1% to spare).
             now = float(predictor.predict([arch])[0])
             limits[i] = budgets[i] * min(1.0, 0.99 * now / measured)
+    for i in [i for i in limits if i not in delivered]:
+        under = [(arch, ms) for arch, ms in zip(archs_all, measured_all, strict=True) if ms <= budgets[i]]
+        if under:
+            scores = accuracy.predict(ArchBatch.coerce([arch for arch, _ in under]))
+            best = int(np.argmax(scores))
+            delivered[i] = _delivery(budgets[i], True, under[best][0], float(scores[best]), predictor,
+                                     under[best][1], max_rounds, limits[i], open_loop.get(i),
+                                     "this budget's subnets measured over it; delivered the best subnet the loop "
+                                     "measured under it", ranked_by)
     left = [i for i in limits if i not in delivered]
     if left:
         fastest = evolution_search(_Fastest(predictor), [], space, generations=generations, seed=seed).arch

@@ -72,6 +72,28 @@ def test_an_unmeetable_budget_reports_the_fastest_subnet(table: Table):
     assert fine.met and fine.rounds == 1
 
 
+def test_a_budget_left_open_gets_the_best_subnet_measured_under_it_not_the_fastest(table: Table):
+    """A device that runs anything predicted over the tight budget 25% slower (a step no calibration fits): the
+    loose budget's own subnet measures over it, so after its one round it gets the tight budget's subnet, which
+    measured under both, rather than the fastest subnet of the space."""
+    predictor = LatencyPredictor(table, calibrated=False)
+    fastest, _ = predictor.minimum()
+    tight, loose = 1.5 * fastest, 2.2 * fastest
+
+    def device(archs):
+        sums = predictor.predict(archs)
+        return list(np.where(sums > tight, 1.25 * sums, sums))
+
+    accuracy = AccuracyPredictor.default()
+    deliveries, _ = closed_loop(predictor, accuracy, ArchSpace(resolutions=(160,)), [tight, loose], device,
+                                max_rounds=1, generations=30)
+    first, second = deliveries
+    assert first.met and second.met and second.arch == first.arch and second.measured_ms == first.measured_ms
+    assert "best subnet the loop measured under it" in second.note
+    assert second.open_loop_measured_ms > loose
+    assert second.measured_ms > 1.2 * fastest  # the fastest subnet measures at `fastest`
+
+
 def test_ranked_by_macs_the_loop_delivers_the_largest_subnet_it_finds_under_each_budget(table: Table):
     """With a MACs predictor to maximise (no accuracy predictor exists, as in the ProxylessNAS space), deliveries
     state no accuracy and carry the subnet's MACs; a looser budget gets no smaller a network."""
