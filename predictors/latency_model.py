@@ -446,7 +446,8 @@ class LatencyModel:
         self._check_fitted()
         m = self.cv_report_[self.family_]
         table = " with a table" if self.features_.table_cost is not None else ""
-        return (f"latency model {self.family_}{table}, fitted on {len(self.train_ms_)} measured subnets: "
+        return (f"latency model {self.family_}{table}, fitted on {len(self.train_ms_)} measured {self.space_.name} "
+                f"w{self.width_mult_:g} subnets: "
                 f"cross-validated {m['within_10_pct']:.0f}% within ±10%, {m['within_5_pct']:.0f}% within ±5%, "
                 f"Spearman {m['spearman_rho']:.3f}")
 
