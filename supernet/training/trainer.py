@@ -9,6 +9,7 @@ rank accumulating two shards computes what two ranks compute (each shard is one 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import io
 import json
 import logging
@@ -98,6 +99,13 @@ class RunState:
     steps: list[dict[str, Any]] = field(default_factory=list)
     evaluations: list[dict[str, Any]] = field(default_factory=list)
 
+
+def _distributed(net: nn.Module) -> DistributedDataParallel:
+    """DDP that leaves each rank's BN running statistics alone during forward passes (they only serve evaluation,
+    which recalibrates them). Newer torch names that switch ``forward_sync_buffers`` and warns on the old one."""
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters:
+        return DistributedDataParallel(net, find_unused_parameters=True, forward_sync_buffers=False)
+    return DistributedDataParallel(net, find_unused_parameters=True, broadcast_buffers=False)
 
 def _parameter_groups(net: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Weight decay on conv and linear weights only: none on BN and biases (the reference's ``bn#bias``)."""
@@ -251,7 +259,7 @@ class _Run:
             scheduler.load_state_dict(saved_optimizer["scheduler"])
         model = self.net
         if self.context.world > 1:
-            model = DistributedDataParallel(self.net, find_unused_parameters=True, broadcast_buffers=False)
+            model = _distributed(self.net)
         self.net.train()
         bar = self._bar(phase, total)
         losses, started, images = [], time.perf_counter(), 0
