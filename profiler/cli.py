@@ -46,12 +46,16 @@ log = logging.getLogger("ofa-profile")
 
 
 def _space_width(space: str, width: float | None) -> float:
-    allowed = FAMILIES[space].released_widths
+    """The width to build rows for: a released one by default; any other is a supernet trained with ofa-train."""
+    released = FAMILIES[space].released_widths
     if width is None:
-        return allowed[0]
-    if width not in allowed:
-        raise UsageError(f"--width {width:g} is not a released {space} supernet width",
-                         f"use --width {' or '.join(f'{w:g}' for w in allowed)} with --space {space}")
+        return released[0]
+    if not width > 0:
+        raise UsageError(f"--width {width:g} must be positive",
+                         f"use --width {' or '.join(f'{w:g}' for w in released)} (the released {space} supernets)")
+    if width not in released:
+        log.info("width %g is not a released %s supernet width (%s): the rows are for a supernet trained at %g",
+                 width, space, ", ".join(f"{w:g}" for w in released), width)
     return width
 
 
@@ -116,8 +120,9 @@ def _parser() -> argparse.ArgumentParser:
     what = parser.add_argument_group("what to measure")
     what.add_argument("--space", choices=list(FAMILIES), default=MOBILENETV3.name,
                       help="supernet family: mobilenetv3 (phones; default) or proxyless (OFA's GPU and CPU space)")
-    what.add_argument("--width", type=float,
-                      help="supernet width: 1.2 (default) or 1.0 for mobilenetv3, 1.3 for proxyless")
+    what.add_argument("--width", type=finite_float,
+                      help="supernet width: the released 1.2 (default) or 1.0 for mobilenetv3, 1.3 for proxyless; "
+                      "any other for a supernet trained with ofa-train")
     what.add_argument("--resolutions", help="'all' or a list such as 160,192,224 (default 224; for --subnets "
                       "random:N the table's)")
     what.add_argument("--n-classes", type=positive_int, default=1000, help="classifier outputs (default 1000)")
@@ -233,6 +238,18 @@ def _overrides(args: argparse.Namespace) -> dict:
     return {name: getattr(args, name) for name in names}
 
 
+def _table_supernet(table: Path, args: argparse.Namespace) -> tuple[str, float]:
+    """The space and width of the supernet a table's rows are of: random subnets are drawn from it, whatever
+    --space and --width say (the measurement follows the table too)."""
+    from predictors.latency import LatencyPredictor
+
+    stated = LatencyPredictor(read_table(table), calibrated=False)
+    space, width = stated.family.name, stated.width_mult
+    if (space, width) != (args.space, args.width):
+        log.info("%s is a table of the %s w%g supernet: measuring its subnets", table.name, space, width)
+    return space, width
+
+
 def _supernet_stem(profile: DeviceProfile, width_mult: float, space: str) -> str:
     """The device and supernet part of the names of a device's files (the space only where it is not MobileNetV3)."""
     family = "" if space == MOBILENETV3.name else f"_{space}"
@@ -329,15 +346,15 @@ def _whole_subnets(profile: DeviceProfile, args: argparse.Namespace, protocol: P
             archs = read_subnets(args.subnets)
             out_csv = args.out / f"{profile.name}_subnets.csv"
         else:
+            space, width = _table_supernet(table, args) if table is not None else (args.space, args.width)
             if args.resolutions or table is None:
-                resolutions = _parse_resolutions(args.resolutions or "224", args.width, args.space)
+                resolutions = _parse_resolutions(args.resolutions or "224", width, space)
             else:
                 resolutions = read_table(table).resolutions
-            archs = random_subnets(random_n, args.seed, args.width, resolutions, args.space)
+            archs = random_subnets(random_n, args.seed, width, resolutions, space)
             # One file per (space, width, resolutions, seed): a larger N, or a rerun after a kill, extends it.
             span = "-".join(map(str, resolutions[:3])) + ("-etc" if len(resolutions) > 3 else "")
-            stem = _supernet_stem(profile, args.width, args.space)
-            out_csv = args.out / f"{stem}_random_r{span}_seed{args.seed}.csv"
+            out_csv = args.out / f"{_supernet_stem(profile, width, space)}_random_r{span}_seed{args.seed}.csv"
         out_csv.parent.mkdir(parents=True, exist_ok=True)
         bar = tqdm(total=len(archs), desc=f"{profile.name} subnets", unit="net", disable=args.quiet,
                    dynamic_ncols=True)

@@ -86,3 +86,23 @@ def test_a_proxyless_latency_model_closes_the_loop_ranked_by_macs(table_dir, tmp
     assert report["accuracy"].isna().all() and (report["ranked_by"] == "macs").all()
     assert all(len(json.loads(arch)["ks"]) == 21 for arch in report["arch"])
     assert json.loads((tmp_path / "local_delivered.json").read_text())["ranked_by"] == "macs"
+
+
+@pytest.mark.slow
+def test_a_width_no_release_has_gets_its_table_and_random_subnets_follow_the_table(tmp_path, capsys):
+    """A supernet trained at w0.5 (ofa-train) gets its own rows; `--subnets random:N --table T` draws from the
+    table's supernet even where --space and --width are left at their MobileNetV3 defaults; a width of 0 is
+    refused with the released ones named."""
+    assert profile_main([*_common(tmp_path), "--width", "0.5", "--resolutions", "128"]) == 0
+    path = tmp_path / "local_proxyless_w0.5_onnxruntime_cpu.csv"
+    table = read_table(path)
+    assert table.meta["width_mult"] == 0.5
+    assert {row.key for row in table.rows} == {u.key for u in all_units(0.5, [128], family=PROXYLESS)}
+    assert profile_main(["--device", "local", "--out", str(tmp_path), "--cache", str(tmp_path / "cache"), *FAST,
+                         "--subnets", "random:3", "--table", str(path)]) == 0
+    measured = pd.read_csv(tmp_path / "local_proxyless_w0.5_random_r128_seed0.csv")
+    assert len(measured) == 3 and (measured["width_mult"] == 0.5).all()
+    assert all(len(json.loads(arch)["ks"]) == 21 for arch in measured["arch"])
+    capsys.readouterr()
+    assert profile_main(["--device", "local", "--space", "proxyless", "--width", "0"]) == 2
+    assert "--width 0 must be positive; use --width 1.3" in capsys.readouterr().err
