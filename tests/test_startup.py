@@ -36,7 +36,7 @@ def _heavy_after(module: str, *argv: str) -> tuple[int, list[str]]:
 @pytest.mark.parametrize(("module", "argv"), [
     ("profiler.cli", ["--help"]),
     ("profiler.cli", ["--list-devices"]),
-    ("profiler.cli", ["--device", "local", "--width", "3"]),
+    ("profiler.cli", ["--device", "local", "--width", "0"]),
     ("predictors.cli", ["--help"]),
     ("predictors.cli", ["--latency-ms", "20"]),
     ("predictors.fit_cli", ["--help"]),
