@@ -238,15 +238,15 @@ def _overrides(args: argparse.Namespace) -> dict:
     return {name: getattr(args, name) for name in names}
 
 
-def _table_supernet(table: Path, args: argparse.Namespace) -> tuple[str, float]:
+def _table_supernet(table: Table, name: str, args: argparse.Namespace) -> tuple[str, float]:
     """The space and width of the supernet a table's rows are of: random subnets are drawn from it, whatever
     --space and --width say (the measurement follows the table too)."""
     from predictors.latency import LatencyPredictor
 
-    stated = LatencyPredictor(read_table(table), calibrated=False)
+    stated = LatencyPredictor(table, calibrated=False)
     space, width = stated.family.name, stated.width_mult
     if (space, width) != (args.space, args.width):
-        log.info("%s is a table of the %s w%g supernet: measuring its subnets", table.name, space, width)
+        log.info("%s is a table of the %s w%g supernet: measuring its subnets", name, space, width)
     return space, width
 
 
@@ -346,11 +346,12 @@ def _whole_subnets(profile: DeviceProfile, args: argparse.Namespace, protocol: P
             archs = read_subnets(args.subnets)
             out_csv = args.out / f"{profile.name}_subnets.csv"
         else:
-            space, width = _table_supernet(table, args) if table is not None else (args.space, args.width)
-            if args.resolutions or table is None:
+            stated = read_table(table) if table is not None else None
+            space, width = (args.space, args.width) if stated is None else _table_supernet(stated, table.name, args)
+            if args.resolutions or stated is None:
                 resolutions = _parse_resolutions(args.resolutions or "224", width, space)
             else:
-                resolutions = read_table(table).resolutions
+                resolutions = stated.resolutions
             archs = random_subnets(random_n, args.seed, width, resolutions, space)
             # One file per (space, width, resolutions, seed): a larger N, or a rerun after a kill, extends it.
             span = "-".join(map(str, resolutions[:3])) + ("-etc" if len(resolutions) > 3 else "")

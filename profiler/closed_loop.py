@@ -162,16 +162,17 @@ def closed_loop(
             # What the refitted predictor still misses on this subnet, taken off the limit (1% to spare).
             now = float(predictor.predict([arch])[0])
             limits[i] = budgets[i] * min(1.0, 0.99 * now / measured)
-    for i in [i for i in limits if i not in delivered]:
-        under = [(arch, ms) for arch, ms in zip(archs_all, measured_all, strict=True) if ms <= budgets[i]]
+    left = [i for i in limits if i not in delivered]
+    scores = accuracy.predict(ArchBatch.coerce(archs_all)) if left and archs_all else []
+    for i in left:
+        under = [j for j, ms in enumerate(measured_all) if ms <= budgets[i]]
         if under:
-            scores = accuracy.predict(ArchBatch.coerce([arch for arch, _ in under]))
-            best = int(np.argmax(scores))
-            delivered[i] = _delivery(budgets[i], True, under[best][0], float(scores[best]), predictor,
-                                     under[best][1], max_rounds, limits[i], open_loop.get(i),
+            best = max(under, key=lambda j: scores[j])
+            delivered[i] = _delivery(budgets[i], True, archs_all[best], float(scores[best]), predictor,
+                                     measured_all[best], max_rounds, limits[i], open_loop.get(i),
                                      "this budget's subnets measured over it; delivered the best subnet the loop "
                                      "measured under it", ranked_by)
-    left = [i for i in limits if i not in delivered]
+    left = [i for i in left if i not in delivered]
     if left:
         fastest = evolution_search(_Fastest(predictor), [], space, generations=generations, seed=seed).arch
         fastest_ms = measure([fastest])[0]
