@@ -21,8 +21,12 @@ system-deps:
 			>/dev/null; \
 	fi
 
+# Two workers on the two cores, then the tests marked serial (timing- or core-bound) with the machine to themselves;
+# both parts always run, and either failing fails the target.
 test: $(STAMP) system-deps
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 -m "not serial"; parallel=$$?; \
+	$(PY) -m pytest -q -m serial; serial=$$?; \
+	test $$parallel -eq 0 && test $$serial -eq 0
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -18,11 +18,16 @@ each run, so that runs start with cold caches; default 0). Per ONNX model, ``"di
 "width": 224}`` fixes symbolic input dimensions by name when the session is made, so one file serves many input
 sizes at the speed of a static model.
 
-Drift-proof timing: with ``"reference": {"name": ..., "path": ..., "inputs": ...}`` every model is timed in
-alternating blocks of ``block_ms`` (default 25) with that fixed reference workload: reference, model, reference,
-..., reference. The device's speed moves by several percent within minutes, but both sides of a ratio move
-together, so each record keeps, beside the absolute samples, the reference's samples and one ratio per model
-sample (the sample over the mean of the reference medians of the blocks just before and after it).
+Latency is the steady state of back-to-back runs after a warm-up, as ``benchmark_model`` and
+``onnxruntime_perf_test`` report it. Drift-proof timing restates it at a device state and must not change it: with
+``"reference": {"name": ..., "path": ..., "inputs": ...}`` every model is first timed alone in a plain loop of
+``steady_min_count`` samples (default 10; the record's ``steady_samples_ms``), then in alternating blocks of
+``block_ms`` (default 25) with that fixed reference workload: reference, model, reference, ..., reference. Each
+block's first ``settle_ms`` (default 0) of runs are discarded (kept as ``settle_samples_ms``), so a block can be
+made to start in the steady state. The device's speed moves by several percent within minutes, but both sides of
+a ratio move together, so each record keeps, beside the absolute samples, the reference's samples and one ratio
+per model sample (the sample over the mean of the reference medians of the blocks just before and after it). The
+host compares the blocked samples with the plain loop's and lengthens the blocks where they disagree.
 
 In-network unit times: a model with ``"profile_nodes": true`` (ONNX Runtime only) is, after its timing, run
 again under ONNX Runtime's profiler, and the record gets ``node_times_us``: ``[name, op_type, median us]`` per
@@ -52,7 +57,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-AGENT_VERSION = 2
+AGENT_VERSION = 3
 _EXTENSIONS = {".onnx": "onnxruntime", ".tflite": "tflite", ".pt": "torch", ".ptl": "torch"}
 _DEFAULTS = {
     "threads": 1,
@@ -64,6 +69,8 @@ _DEFAULTS = {
     "min_sample_ms": 0.0,
     "reference": None,
     "block_ms": 25.0,
+    "settle_ms": 0.0,
+    "steady_min_count": 10,
     "profile_runs": 40,
 }
 
@@ -396,10 +403,14 @@ class Timer:
             self.run_once()
         return (time.perf_counter_ns() - begin) / 1e6 / self.runs
 
-    def block(self, block_ms: float) -> List[float]:
-        """Samples lasting about ``block_ms`` in all (at least one)."""
-        count = max(1, int(block_ms / max(self.run_ms * self.runs, 1e-6)))
-        return [self.sample() for _ in range(count)]
+    def block(self, block_ms: float, settle_ms: float = 0.0) -> Tuple[List[float], List[float]]:
+        """Samples lasting about ``block_ms`` in all (at least one), after ``settle_ms`` of discarded ones.
+
+        Returns the kept samples and the discarded ones.
+        """
+        per_sample = max(self.run_ms * self.runs, 1e-6)
+        settle = [self.sample() for _ in range(int(settle_ms / per_sample))]
+        return [self.sample() for _ in range(max(1, int(block_ms / per_sample)))], settle
 
 
 def _evict_buffer(evict_cache_mb: int) -> Any:
@@ -416,29 +427,39 @@ def measure(timer: Timer, min_count: int, min_time_s: float) -> List[float]:
 
 
 def measure_interleaved(
-    model: Timer, reference: Timer, min_count: int, min_time_s: float, block_ms: float
-) -> Tuple[List[float], List[float], List[float]]:
+    model: Timer, reference: Timer, min_count: int, min_time_s: float, block_ms: float, settle_ms: float = 0.0
+) -> Dict[str, List[float]]:
     """Model samples, reference samples and one ratio per model sample, timed in alternating blocks.
 
     Blocks go reference, model, reference, ..., reference, so each model block is bracketed; its ratios divide
-    by the mean of the two bracketing reference medians. ``min_time_s`` counts the model's time only. (Reference
-    blocks a quarter as long saved 7% of a full table's time here, but rows of two runs then agreed within 5% less
-    often, 93% against 97%, so both get the same length.)
+    by the mean of the two bracketing reference medians. Each block first runs ``settle_ms`` of samples that are
+    discarded (returned as ``settle_model`` and ``settle_reference``). ``min_time_s`` counts the model's kept time
+    only. (Reference blocks a quarter as long saved 7% of a full table's time, but rows of two runs then agreed
+    within 5% less often, 93% against 97%, so both get the same length.)
     """
-    reference_blocks = [reference.block(block_ms)]
-    samples, ratios, reference_samples = [], [], list(reference_blocks[0])  # type: List[float], List[float], List[float]
+    first, settle_reference = reference.block(block_ms, settle_ms)
+    reference_blocks = [first]
+    samples, ratios, reference_samples, settle_model = [], [], list(first), []  # type: List[float], List[float], List[float], List[float]
     timed = 0.0
     while len(samples) < min_count or timed < min_time_s:
         begin = time.perf_counter()
-        block = model.block(block_ms)
-        timed += time.perf_counter() - begin
-        after = reference.block(block_ms)
+        block, settle = model.block(block_ms, settle_ms)
+        timed += (time.perf_counter() - begin) * len(block) / (len(block) + len(settle))
+        after, after_settle = reference.block(block_ms, settle_ms)
         reference_samples.extend(after)
+        settle_model.extend(settle)
+        settle_reference.extend(after_settle)
         scale = (float(np.median(reference_blocks[-1])) + float(np.median(after))) / 2
         reference_blocks.append(after)
         samples.extend(block)
         ratios.extend(sample / scale for sample in block)
-    return samples, reference_samples, ratios
+    return {
+        "samples": samples,
+        "reference": reference_samples,
+        "ratios": ratios,
+        "settle_model": settle_model,
+        "settle_reference": settle_reference,
+    }
 
 
 def summarize(samples: List[float]) -> Dict[str, float]:
@@ -507,18 +528,31 @@ def measure_model(
         if reference is None:
             samples = measure(timer, manifest["min_count"], manifest["min_time_s"])
         else:
-            samples, reference_samples, ratios = measure_interleaved(
-                timer, reference, manifest["min_count"], manifest["min_time_s"], manifest["block_ms"]
+            steady = [timer.sample() for _ in range(manifest["steady_min_count"])]
+            timed = measure_interleaved(
+                timer,
+                reference,
+                manifest["min_count"],
+                manifest["min_time_s"],
+                manifest["block_ms"],
+                manifest["settle_ms"],
             )
+            samples = timed["samples"]
             record.update(
                 reference={
                     "name": manifest["reference"]["name"],
-                    "samples_ms": reference_samples,
-                    "summary": summarize(reference_samples),
+                    "samples_ms": timed["reference"],
+                    "summary": summarize(timed["reference"]),
+                    "settle_samples_ms": timed["settle_reference"],
                 },
-                ratio_samples=ratios,
-                ratio=summarize(ratios),
+                ratio_samples=timed["ratios"],
+                ratio=summarize(timed["ratios"]),
+                block_ms=manifest["block_ms"],
+                settle_ms=manifest["settle_ms"],
+                settle_samples_ms=timed["settle_model"],
             )
+            if steady:
+                record.update(steady_samples_ms=steady, steady=summarize(steady))
         if model.get("profile_nodes"):
             if model["runtime"] != "onnxruntime":
                 raise ModelError("profile_nodes needs onnxruntime, not {}".format(model["runtime"]))
@@ -573,14 +607,14 @@ def load_manifest(path: str) -> Dict[str, Any]:
         raise ManifestError('manifest {} needs a non-empty "models" list'.format(path))
     for key, value in _DEFAULTS.items():
         manifest.setdefault(key, value)
-    for key in ("threads", "warmup", "min_count", "evict_cache_mb"):
-        lowest = 0 if key in ("warmup", "evict_cache_mb") else 1
+    for key in ("threads", "warmup", "min_count", "evict_cache_mb", "steady_min_count"):
+        lowest = 0 if key in ("warmup", "evict_cache_mb", "steady_min_count") else 1
         if isinstance(manifest[key], bool) or not isinstance(manifest[key], int) or manifest[key] < lowest:
             raise ManifestError('"{}" must be an integer of at least {}, got {!r}'.format(key, lowest, manifest[key]))
     for key in ("profile_runs",):
         if isinstance(manifest[key], bool) or not isinstance(manifest[key], int) or manifest[key] < 1:
             raise ManifestError('"{}" must be an integer of at least 1, got {!r}'.format(key, manifest[key]))
-    for key in ("min_time_s", "min_sample_ms", "block_ms"):
+    for key in ("min_time_s", "min_sample_ms", "block_ms", "settle_ms"):
         value = manifest[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise ManifestError('"{}" must be a number of at least 0, got {!r}'.format(key, value))

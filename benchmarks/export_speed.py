@@ -28,6 +28,7 @@ import torch
 
 from supernet import ArchSpace, OFAMobileNetV3
 from supernet.export import TFLiteUnavailableError, export_target, export_units, onnx_bytes, tflite_bytes
+from supernet.unit_modules import build_unit
 from supernet.units import Unit, all_units
 
 
@@ -45,7 +46,7 @@ def _time_units(units: Sequence[Unit], to_bytes: Callable[..., bytes]) -> list[f
     seconds = []
     for unit in units:
         start = time.perf_counter()
-        to_bytes(unit.build(), unit.input_shape)
+        to_bytes(build_unit(unit), unit.input_shape)
         seconds.append(time.perf_counter() - start)
         _log(f"  {seconds[-1]:6.3f} s  {unit.key}")
     return seconds
@@ -77,7 +78,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
     _log(f"ONNX: {args.onnx_units} units")
-    onnx_bytes(Unit.pool(7, 8).build(), (1, 8, 7, 7))  # first call pays one-time exporter set-up
+    onnx_bytes(build_unit(Unit.pool(7, 8)), (1, 8, 7, 7))  # first call pays one-time exporter set-up
     onnx_seconds = _time_units(_sample(table, args.onnx_units, rng), onnx_bytes)
     report["onnx"] = {"seconds_per_unit": _summary(onnx_seconds),
                       "subnet_seconds": _subnet_seconds(args.width_mult, args.resolution, args.seed, onnx_bytes),
@@ -92,7 +93,7 @@ def _tflite(args: argparse.Namespace, table: list[Unit], rng: random.Random, n_s
     _log(f"TF-Lite: {args.tflite_units} units")
     start = time.perf_counter()
     try:
-        tflite_bytes(Unit.pool(7, 8).build(), (1, 8, 7, 7))  # imports litert-torch and warms it up
+        tflite_bytes(build_unit(Unit.pool(7, 8)), (1, 8, 7, 7))  # imports litert-torch and warms it up
     except TFLiteUnavailableError as err:
         return {"error": str(err)}
     result: dict[str, Any] = {"import_and_first_conversion_seconds": time.perf_counter() - start}

@@ -4,8 +4,8 @@ Runs ``ofa-profile --device local --width 1.0 --resolutions all`` (every row of 
 folder, exporting every model first (covering subnets for in-network rows, units for isolated ones) so that
 export and measurement time are reported apart.
 
-    .venv/bin/python benchmarks/full_table.py --out /tmp/full-table                  # in-network rows
-    .venv/bin/python benchmarks/full_table.py --rows isolated --resolutions 160,192,224
+    .venv/bin/python -m benchmarks.full_table --out /tmp/full-table                  # in-network rows
+    .venv/bin/python -m benchmarks.full_table --rows isolated --resolutions 160,192,224
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from predictors.table_io import read_table
 from profiler.cli import main as profile_main
 from profiler.devices import resolve_device
 from profiler.journal import Journal
@@ -70,6 +71,8 @@ def main() -> None:
         "cv_definition": "1.4826 * MAD / median of the item's ratios to the reference",
         "measurements": sum(r["type"] == "row" for r in records),
         "drift_events": sum(r["type"] == "drift" for r in records),
+        "regime_failures": sum(r["type"] == "regime" and not r["passed"] for r in records),
+        "timing": read_table(table).meta.get("timing"),
     }, indent=1))
 
 

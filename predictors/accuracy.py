@@ -1,4 +1,4 @@
-"""The accuracy predictor: OFA's 128-dimensional arch encoding and its MLP (SPEC §3).
+"""The accuracy predictor: OFA's 128-dimensional arch encoding and its MLP (docs/ofa_reference.md §3).
 
 The released predictor (``acc_predictor.pth``, Han Cai, MIT) ships inside this package in its own format: the
 plain state dict saved with ``torch.save``, the same weights as NumPy arrays (``.npz``), and a JSON file with
@@ -278,9 +278,8 @@ class AccuracyPredictor:
             raise UsageError(
                 f"OFA released no accuracy predictor for the {space} space, so a search by accuracy needs "
                 f"--predictor PATH",
-                "build a dataset of subnets evaluated on your data and train a predictor on it (predictors.dataset, "
-                "predictors.train), or rank by MACs (--rank macs): the largest network that meets the "
-                "limits",
+                "build a dataset of subnets evaluated on your data and fit a predictor on it (ofa-train dataset, then "
+                "ofa-fit accuracy), or rank by MACs (--rank macs): the largest network that meets the limits",
             )
         if width != 1.2:
             raise UsageError(f"the shipped accuracy predictor is for the w1.2 supernet; for width {width} pass "

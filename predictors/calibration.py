@@ -1,13 +1,14 @@
 """Calibrating table sums against whole networks: measured ≈ a · sum + b, with an interval from its residuals.
 
-Units timed alone run with warm caches that the whole network does not have (SPEC §6: sums came out 8-20% low
-here). A few whole subnets, timed the way their table was, fit a line that is stored in the table's sidecar and
-applied by :class:`~predictors.latency.LatencyPredictor` (and so ``ofa-search``) by default.
+Units timed alone run with warm caches that the whole network does not have (docs/ofa_reference.md §6: sums
+came out 8-20% low here). A few whole subnets, timed the way their table was, fit a line that is stored in the
+table's sidecar and applied by :class:`~predictors.latency.LatencyPredictor` (and so ``ofa-search``) by default.
 The fit keeps its points, so a later run (the closed loop measuring found subnets) can refit with more of them.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -16,7 +17,9 @@ import numpy as np
 
 from supernet.errors import OFAProfileError
 
-__all__ = ["Calibration", "CalibrationError", "fit_calibration"]
+__all__ = ["Calibration", "CalibrationError", "fit_calibration", "refit_calibration"]
+
+log = logging.getLogger(__name__)
 
 # The interval spans these quantiles of the leave-one-out residuals. A 5% quantile lies inside the sample only
 # from 1 / 0.05 = 20 points on; with fewer, the smallest and largest residual are the honest bounds.
@@ -142,3 +145,19 @@ def fit_calibration(table_sums_ms: Sequence[float], measured_ms: Sequence[float]
     return Calibration(a=a, b=b, n=len(x), rms_pct_before=_rms_pct(x, y), rms_pct_after=_rms_pct(a * x + b, y),
                        loo_rms_pct=_rms_pct(loo, y), residual_lo=lo, residual_hi=hi,
                        sums_ms=tuple(x.tolist()), measured_ms=tuple(y.tolist()))
+
+
+def refit_calibration(stored: Calibration | None, sums_ms: Sequence[float],
+                      measured_ms: Sequence[float]) -> Calibration | None:
+    """A calibration on these measurements plus the stored one's points where it has them; the stored one (or
+    None) while there are too few to fit."""
+    if stored is not None:
+        try:
+            return stored.refit(sums_ms, measured_ms)
+        except CalibrationError as err:
+            log.info("stored calibration not refitted (%s); fitting on the new measurements", err)
+    try:
+        return fit_calibration(sums_ms, measured_ms)
+    except CalibrationError as err:
+        log.info("no calibration fitted yet: %s", err)
+        return stored

@@ -1,7 +1,7 @@
 """``ofa-search``: the most accurate subnet under latency, MACs and parameter limits, or a sweep over budgets.
 
 Results go to stdout (JSON with ``--json``), progress and errors to stderr. The JSON is a subnet document
-(:mod:`predictors.subnets`) that ``ofa-profile --subnets`` reads as it is; ``--out`` writes it to a file.
+(:mod:`supernet.subnets`) that ``ofa-profile --subnets`` reads as it is; ``--out`` writes it to a file.
 Latency is calibrated with each table's stored calibration where it has one (``--raw-latency``: plain table sums);
 limits apply to the calibrated values, and each found subnet carries its raw sum and interval beside them.
 ``--latency-model`` limits the latency a model fitted on measured subnets predicts (``ofa-fit latency``), alone
@@ -21,15 +21,15 @@ from supernet.arch import ArchSpace
 from supernet.cli_args import OneLineParser, finite_float, positive_int
 from supernet.errors import UsageError, run_command
 from supernet.plan import FAMILIES, MOBILENETV3
+from supernet.subnets import SUBNETS_SCHEMA_VERSION, write_subnets
 
 from .accuracy import AccuracyPredictor
 from .complexity import MacsPredictor, ParamsPredictor
-from .latency import LatencyPredictor
+from .latency import LatencyPredictor, LatencySource
 from .latency_model import LatencyModel
 from .search import Constraint, SearchResult, evolution_search, pareto_sweep
-from .subnets import SUBNETS_SCHEMA_VERSION, write_subnets
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 _SUFFIXES = {"k": 1e3, "m": 1e6, "g": 1e9}
 
@@ -64,7 +64,7 @@ def _resolutions(text: str) -> tuple[int, ...]:
     return values
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="ofa-search", description=__doc__.split("\n\n")[0])
     p.add_argument(
         "--table",
@@ -177,13 +177,13 @@ def _build(args: argparse.Namespace):
         for t in args.table
     ] + [LatencyModel.load(m) for m in args.latency_model]
     sources = [*args.table, *args.latency_model]
-    family = FAMILIES[args.space or (_space_of(latency[0]) if latency else MOBILENETV3.name)]
-    width = args.width or (_width_of(latency[0]) if latency else family.released_widths[0])
-    n_classes = args.n_classes or (_n_classes_of(latency[0]) if latency else 1000)
+    family = FAMILIES[args.space or (latency[0].space.name if latency else MOBILENETV3.name)]
+    width = args.width or (latency[0].width if latency else family.released_widths[0])
+    n_classes = args.n_classes or (latency[0].classes if latency else 1000)
     for lat, path in zip(latency, sources, strict=True):
-        if (_space_of(lat), _width_of(lat), _n_classes_of(lat)) != (family.name, width, n_classes):
+        if (lat.space.name, lat.width, lat.classes) != (family.name, width, n_classes):
             raise UsageError(
-                f"{path} is for the {_space_of(lat)} space, width {_width_of(lat)}, {_n_classes_of(lat)} classes; "
+                f"{path} is for the {lat.space.name} space, width {lat.width}, {lat.classes} classes; "
                 f"the search is for {family.name}, width {width}, {n_classes} classes: use tables and models of "
                 f"one supernet"
             )
@@ -223,34 +223,7 @@ def _ranking(args: argparse.Namespace, space: str, width: float) -> AccuracyPred
     return AccuracyPredictor.shipped_for(space, width)
 
 
-def _space_of(lat: LatencyPredictor | LatencyModel) -> str:
-    return lat.family.name if isinstance(lat, LatencyPredictor) else lat.space_.name
-
-
-def _width_of(lat: LatencyPredictor | LatencyModel) -> float:
-    return lat.width_mult_ if isinstance(lat, LatencyModel) else lat.width_mult
-
-
-def _n_classes_of(lat: LatencyPredictor | LatencyModel) -> int:
-    return lat.n_classes_ if isinstance(lat, LatencyModel) else lat.n_classes
-
-
-def _latency_model(latency: dict[str, LatencyPredictor | LatencyModel]) -> dict:
-    """Per table or model: what its latency is (calibrated sums, raw sums, or a fitted model and how it
-    cross-validated), which is what the limits were compared against."""
-    described = {}
-    for name, lat in latency.items():
-        if isinstance(lat, LatencyModel):
-            described[name] = {"fitted_model": lat.family_, "cross_validation": lat.cv_report_[lat.family_],
-                               "n_train": len(lat.train_ms_), "description": lat.describe()}
-        else:
-            described[name] = {"calibrated": lat.calibration is not None,
-                               "calibration": None if lat.calibration is None else lat.calibration.to_dict(),
-                               "description": lat.describe()}
-    return described
-
-
-def _subnet(result: SearchResult, constraints: dict, latency: dict[str, LatencyPredictor], rank: str) -> dict:
+def _subnet(result: SearchResult, constraints: dict, latency: dict[str, LatencySource], rank: str) -> dict:
     entry = {"arch": result.arch.to_dict(), "accuracy": result.accuracy if rank == "accuracy" else None}
     predicted = {name: lat.predict_result([result.arch]) for name, lat in latency.items()}
     entry["latency_ms"] = {name: p.latency_ms[0].item() for name, p in predicted.items()}
@@ -301,7 +274,7 @@ def _run(args: argparse.Namespace) -> dict:
         "schema_version": SUBNETS_SCHEMA_VERSION,
         "kind": "ofa-search result",
         "subnets": [_subnet(r, constraints, latency, args.rank) for r in results],
-        "latency_model": _latency_model(latency),
+        "latency_model": {name: lat.report() for name, lat in latency.items()},
         "search_seconds": seconds,
         "settings": {
             **settings,
@@ -342,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
     _check_args(parser, args)
     document = _run(args)

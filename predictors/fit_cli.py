@@ -8,7 +8,7 @@
     ofa-fit predict tables/local.latency found.json
     ofa-search --latency-model tables/local.latency --latency-ms 8 --predictor ...
 
-``accuracy``: a CSV with ``arch`` (OFA JSON) and ``accuracy`` (top-1, 0..1), as ``predictors.dataset`` or
+``accuracy``: a CSV with ``arch`` (OFA JSON) and ``accuracy`` (top-1, 0..1), as ``supernet.training.dataset`` or
 ``ofa-train dataset`` writes it. A seeded share of its rows is held out; the report gives the held-out RMSE and
 rank correlations; the predictor saved is then refitted on every row.
 
@@ -32,10 +32,10 @@ from predictors.latency_model import FAMILIES
 from supernet.cli_args import command_parser, finite_float, non_negative_int, positive_int
 from supernet.errors import OFAProfileError, UsageError, run_command
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main", "read_measured_subnets"]
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser, commands = command_parser("ofa-fit", __doc__)
     accuracy = commands.add_parser("accuracy", help="an accuracy predictor from (arch, accuracy) rows")
     accuracy.add_argument("data", type=Path, help="CSV with columns arch and accuracy")
@@ -72,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     return {"accuracy": _accuracy, "latency": _latency, "predict": _predict}[args.command](args)
 
 
@@ -93,15 +93,10 @@ def _accuracy(args: argparse.Namespace) -> int:
         batch, accuracy = read_accuracy_csv(args.data)
     except FileNotFoundError:
         raise UsageError(f"{args.data}: no such file", "give the CSV the accuracy dataset builder wrote") from None
-    except ValueError as err:
-        raise OFAProfileError(str(err), "fix that row or rebuild the dataset") from None
     encoding = ArchEncoding.for_resolutions((int(r) for r in batch.r), batch.layout.n_blocks)
     features = encoding.transform(batch)
-    try:
-        _, report = fit_held_out(features, accuracy, _model(args), args.test_fraction, args.seed, str(args.data))
-        model = _model(args).fit(features, accuracy)
-    except ValueError as err:
-        raise OFAProfileError(str(err), "measure more archs, or lower --test-fraction") from None
+    _, report = fit_held_out(features, accuracy, _model(args), args.test_fraction, args.seed, str(args.data))
+    model = _model(args).fit(features, accuracy)
     meta = {"fitted_on": str(args.data), "rows": len(accuracy), "held_out": report, "model": args.model}
     weights, sidecar = as_predictor(model, encoding, meta).save(args.out)
     report = {"model": args.model, "rows": len(accuracy), **report, "predictor": [str(weights), str(sidecar)]}
@@ -131,7 +126,7 @@ def _read_csv(path: Path, columns: Sequence[str], fix: str, first: str = ""):
     return frame
 
 
-def _measured(path: Path) -> tuple[list[str], np.ndarray, dict]:
+def read_measured_subnets(path: Path) -> tuple[list[str], np.ndarray, dict]:
     """The arch texts and measured latencies of an ``ofa-profile --subnets`` CSV, and the width and the anchor
     (the reference latency its values are stated at) where it states one."""
     frame = _read_csv(path, ("arch", "measured_ms"),
@@ -167,7 +162,7 @@ def _latency(args: argparse.Namespace) -> int:
     from .latency import LatencyPredictor
     from .latency_model import LatencyModel
 
-    texts, measured, stated = _measured(args.data)
+    texts, measured, stated = read_measured_subnets(args.data)
     table = LatencyPredictor(args.table, calibrated=False) if args.table else None
     model = LatencyModel(args.family, table, width_mult=args.width or (None if table else stated["width_mult"]),
                          cv=args.cv, random_state=args.seed)
@@ -195,8 +190,9 @@ def _latency(args: argparse.Namespace) -> int:
 
 def _archs_of(path: Path) -> tuple[list[str], object]:
     """Arch texts and their batch from a JSON list, an ofa-search result, or a CSV with an ``arch`` column."""
+    from supernet.subnets import read_subnet_document, subnet_entries
+
     from .archs import batch_from_dicts
-    from .subnets import read_subnet_document, subnet_entries
 
     if path.suffix.lower() == ".csv":
         frame = _read_csv(path, ("arch",), "give a CSV with one OFA arch JSON per row in a column named arch")

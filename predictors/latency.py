@@ -1,4 +1,5 @@
-"""Latency of archs from a lookup table: the sum of the table rows of their layers (SPEC §2), for whole batches.
+"""Latency of archs from a lookup table: the sum of the table rows of their layers (docs/ofa_reference.md §2),
+for whole batches.
 
 Table values are gathered once into per-(resolution, block position, kernel, expand) arrays, so predicting a batch
 is a numpy gather and sum (millions of archs per second). Rows an arch needs but the table lacks raise one error
@@ -11,8 +12,9 @@ sums of units timed alone come out low on CPUs.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -23,10 +25,10 @@ from supernet.units import all_units, units_of
 
 from ._additive import AdditiveCost, UnknownResolutionError
 from .archs import ArchBatch, choice_index
-from .calibration import Calibration, CalibrationError
+from .calibration import Calibration, CalibrationError, refit_calibration
 from .table_io import Table, TableError, read_table
 
-__all__ = ["LatencyPredictor", "LatencyResult", "MissingRowsError", "UnknownResolutionError"]
+__all__ = ["LatencyPredictor", "LatencyResult", "LatencySource", "MissingRowsError", "UnknownResolutionError"]
 
 
 class MissingRowsError(OFAProfileError, ValueError):
@@ -143,6 +145,34 @@ class LatencyPredictor:
                                    f"run ofa-profile --calibrate again")
         return calibration
 
+    @property
+    def space(self) -> Family:
+        return self.family
+
+    @property
+    def width(self) -> float:
+        return self.width_mult
+
+    @property
+    def classes(self) -> int:
+        return self.n_classes
+
+    def report(self) -> dict[str, Any]:
+        """What its latency is, for reports: calibrated or raw sums, and the calibration."""
+        return {"calibrated": self.calibration is not None,
+                "calibration": None if self.calibration is None else self.calibration.to_dict(),
+                "description": self.describe()}
+
+    def refit(self, archs: ArchBatch | Iterable[Arch], measured_ms: Sequence[float]) -> LatencyPredictor:
+        """This table's predictor with its calibration fitted on these measurements plus the stored calibration's
+        points (the closed loop's refit); itself while they are too few to fit."""
+        raw = LatencyPredictor(self.table, calibrated=False, width_mult=self.width_mult, n_classes=self.n_classes)
+        calibration = refit_calibration(self.calibration, raw.predict(archs).tolist(), list(measured_ms))
+        if calibration is None:
+            return self
+        return LatencyPredictor(self.table, calibration=calibration, width_mult=self.width_mult,
+                                n_classes=self.n_classes)
+
     def describe(self) -> str:
         """Which latency this predictor gives: the calibration's line, or raw table sums and how to calibrate."""
         if self.calibration is not None:
@@ -253,3 +283,30 @@ class LatencyPredictor:
         measured = None if resolutions is None else [r for r in resolutions if r in self.measured]
         value, r = self._cost.minimum(measured or None)
         return (value if self.calibration is None else float(self.calibration.apply(value))), r
+
+
+class LatencySource(Protocol):
+    """What the search, the closed loop and the reports need of a latency predictor, whichever it is: a table's
+    sums (:class:`LatencyPredictor`) or a model fitted on measured subnets
+    (:class:`~predictors.latency_model.LatencyModel`)."""
+
+    @property
+    def space(self) -> Family: ...
+
+    @property
+    def width(self) -> float: ...
+
+    @property
+    def classes(self) -> int: ...
+
+    def predict(self, archs: ArchBatch | Iterable[Arch]) -> np.ndarray: ...
+
+    def predict_result(self, archs: ArchBatch | Iterable[Arch]) -> LatencyResult: ...
+
+    def supported_resolutions(self, space: ArchSpace | None = None) -> tuple[int, ...]: ...
+
+    def describe(self) -> str: ...
+
+    def report(self) -> dict[str, Any]: ...
+
+    def refit(self, archs: ArchBatch | Iterable[Arch], measured_ms: Sequence[float]) -> LatencySource: ...

@@ -1,4 +1,4 @@
-"""Constrained evolutionary search over the OFA space, vectorized across the population (SPEC §4).
+"""Constrained evolutionary search over the OFA space, vectorized across the population (docs/ofa_reference.md §4).
 
 The algorithm is OFA's: keep the best quarter as parents, make half the children by mutation (each block's
 (kernel, expand) pair, each stage's depth and the resolution redrawn with probability ``mutate_prob``) and half by
@@ -399,7 +399,7 @@ def evolution_search(
         accuracy: Predictor with ``predict(ArchBatch) -> array`` (e.g. :class:`~predictors.accuracy.AccuracyPredictor`).
         constraints: All must hold for every arch the search keeps.
         space: The archs to search; restrict its resolutions to those the predictors cover.
-        population, generations, mutate_prob, parent_ratio, mutation_ratio: OFA's settings (SPEC §4).
+        population, generations, mutate_prob, parent_ratio, mutation_ratio: OFA's settings (docs/ofa_reference.md §4).
         seed: Same seed, same result.
         max_redraws: Draws of an infeasible child before its slot keeps its parent.
         patience: Stop once the best has not improved for this many generations (``generations`` stays the

@@ -24,12 +24,14 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from supernet.arch import Arch
+from supernet.errors import OFAProfileError
 from supernet.files import atomic_write
 
 from .accuracy import FORMAT_VERSION, AccuracyPredictor, ArchEncoding, build_mlp
 from .archs import ArchBatch
 
 __all__ = [
+    "AccuracyDataError",
     "MLPAccuracyRegressor",
     "RidgeAccuracyRegressor",
     "as_predictor",
@@ -40,18 +42,24 @@ __all__ = [
 ]
 
 
+class AccuracyDataError(OFAProfileError, ValueError):
+    """An accuracy dataset that cannot train a predictor (missing columns, a bad arch, too few rows); names the
+    file and says what to do."""
+
+
 def read_accuracy_csv(path: str | os.PathLike) -> tuple[ArchBatch, np.ndarray]:
     """Archs and accuracies of a CSV with columns ``arch`` (OFA JSON) and ``accuracy`` (0..1)."""
     frame = pd.read_csv(path)
     missing = {"arch", "accuracy"} - set(frame.columns)
     if missing:
-        raise ValueError(f"{path}: missing column(s) {sorted(missing)}; expected arch (OFA JSON) and accuracy")
+        raise AccuracyDataError(f"{path}: missing column(s) {sorted(missing)}",
+                                "give a CSV with arch (OFA JSON) and accuracy (0..1), as ofa-train dataset writes")
     archs = []
     for i, text in enumerate(frame["arch"]):
         try:
             archs.append(Arch.from_json(text))
         except ValueError as err:
-            raise ValueError(f"{path}: line {i + 2}: {err}") from None
+            raise AccuracyDataError(f"{path}: line {i + 2}: {err}", "fix that row or rebuild the dataset") from None
     return ArchBatch.from_archs(archs), frame["accuracy"].to_numpy(dtype=np.float64)
 
 
@@ -177,11 +185,13 @@ def fit_held_out(features: np.ndarray, accuracy: np.ndarray, model: RegressorMix
                  where: str = "the data") -> tuple[RegressorMixin, dict[str, float]]:
     """Fit ``model`` (default: the MLP) on a seeded random ``1 - test_fraction`` of the rows; report on the rest."""
     if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction = {test_fraction} must lie strictly between 0 and 1")
+        raise AccuracyDataError(f"test_fraction = {test_fraction} is not strictly between 0 and 1",
+                                "give --test-fraction between 0 and 1, such as 0.2")
     order = np.random.default_rng(seed).permutation(len(accuracy))
     n_test = max(2, round(test_fraction * len(accuracy)))
     if len(accuracy) - n_test < 2:
-        raise ValueError(f"{where}: {len(accuracy)} rows are too few to hold out {n_test}; measure more archs")
+        raise AccuracyDataError(f"{where}: {len(accuracy)} rows are too few to hold out {n_test}",
+                                "measure more archs, or lower --test-fraction")
     test, train = order[:n_test], order[n_test:]
     model = model if model is not None else MLPAccuracyRegressor(random_state=seed)
     model.fit(features[train], accuracy[train])

@@ -9,6 +9,7 @@ are, units alone or whole covering subnets, is the strategy's business (:mod:`pr
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -32,6 +33,7 @@ from profiler.reference import BLOCK_REFERENCE, REFERENCE_NAME, Reference, refer
 from profiler.rows import IsolatedRows, Item, RowStrategy
 from profiler.run_state import journal_path, load_state
 from profiler.sidecar import now, table_meta
+from profiler.steady import check_regime, next_blocks
 from profiler.table_lock import table_lock
 from profiler.transports.base import Transport
 from supernet.errors import OFAProfileError
@@ -102,10 +104,19 @@ class TableRun:
             self.remote_dir = str(self.table.parent / f".{name}.work")
         self.reconnector = Reconnector(self.transport, self.protocol, self.journal.path, self._recover, self.sleep)
         self.state = load_state(self.journal, self.names, self.reference.id)
+        self._continue_blocks()
+
+    def _continue_blocks(self) -> None:
+        """A rerun goes on in the blocks the journal escalated to, not back at the start of the ladder."""
+        blocks = self.state.blocks
+        if blocks and blocks["block_ms"] > self.protocol.block_ms:
+            self.protocol = dataclasses.replace(self.protocol, block_ms=blocks["block_ms"],
+                                                settle_ms=max(blocks["settle_ms"], self.protocol.settle_ms))
 
     def _reload(self) -> None:
         """Fold the journal again under the lock (another run may have added to it), reporting what it skips."""
         self.state = load_state(self.journal, self.names, self.reference.id)
+        self._continue_blocks()
         if self.state.set_aside:
             lines = "; ".join(f"line {n}: {why}" for n, why in self.state.set_aside[:5])
             more = f" (and {len(self.state.set_aside) - 5} more)" if len(self.state.set_aside) > 5 else ""
@@ -224,6 +235,9 @@ class TableRun:
             record.update(reference_id=self.reference.id, reference_ms=reference_ms(result),
                           reference_samples_ms=result["reference"]["samples_ms"], ratio=result["ratio"],
                           ratio_samples=result["ratio_samples"])
+        for key in ("steady_samples_ms", "block_ms", "settle_ms"):
+            if key in result:
+                record[key] = result[key]
         return {**record, **self.strategy.journal_fields(name, result)}
 
     def _screen(self, run: AgentRun, sent: Collection[str] | None) -> None:
@@ -251,8 +265,9 @@ class TableRun:
             self.journal.append({"type": "environment", "environment": run.environments[0]})
         failed = {name: record for name, record in run.errors.items() if name != REFERENCE_NAME}
         records, new = [], 0
+        regime_holds = self._regime_holds(run, batch_id)
         for name, result in run.results.items():
-            if name == REFERENCE_NAME or self._finished(name):
+            if not regime_holds or name == REFERENCE_NAME or self._finished(name):
                 continue
             record = self._record(name, result, batch_id, drift_seen)
             records.append(record)
@@ -269,6 +284,33 @@ class TableRun:
                 f"{len(failed)} item(s) failed; the others are kept, rerun the same command "
                 f"after fixing the runtime"
             )
+
+    def _regime_holds(self, run: AgentRun, batch_id: str) -> bool:
+        """Check the batch's blocked timing against its plain loops (:mod:`profiler.steady`) and journal the check.
+
+        Where it fails, the batch's rows are not kept: the run escalates to longer, settled blocks and the items
+        are measured again. Past the ladder's last step, the rows are kept with a warning.
+        """
+        items = [result for name, result in run.results.items() if name != REFERENCE_NAME]
+        check = check_regime(items, self.protocol)
+        if check is None:
+            return True
+        escalate = None if check.passed else next_blocks(check.block_ms, check.settle_ms)
+        self.journal.append({"type": "regime", "batch": batch_id, **check.to_dict(), "next": escalate,
+                             "time": now()})
+        self.state.regime_checks.append(check.to_dict())
+        if check.passed:
+            return True
+        if escalate is None:
+            log.warning("%s: blocked timing still disagrees with a plain loop in the longest blocks (%s); rows kept",
+                        self.transport, check.describe())
+            return True
+        log.warning("%s: blocked timing disagrees with a plain loop (%s); measuring the batch again in %g ms "
+                    "blocks settling %g ms", self.transport, check.describe(), escalate["block_ms"],
+                    escalate["settle_ms"])
+        self.state.blocks = escalate
+        self._continue_blocks()
+        return False
 
     def reanchor(self) -> Table:
         """State the table at the device's speed now: time the reference alone and make that the anchor.

@@ -26,9 +26,9 @@ import platformdirs
 from tqdm import tqdm
 
 from predictors.accuracy import AccuracyPredictor
-from predictors.subnets import read_subnets
 from predictors.table_io import Table, read_table, table_from_yaml, write_table, write_yaml_tables
 from profiler.builder import TableRun
+from profiler.closed_loop import MAX_SLACK
 from profiler.connect import open_transport
 from profiler.devices import DeviceProfile, load_profiles, resolve_device
 from profiler.protocol import Protocol
@@ -39,8 +39,9 @@ from supernet.arch import ArchSpace
 from supernet.cli_args import OneLineParser, finite_float, non_negative_int, positive_int
 from supernet.errors import UsageError, run_command
 from supernet.plan import FAMILIES, MOBILENETV3, family_named
+from supernet.subnets import read_subnets
 
-__all__ = ["main", "table_path"]
+__all__ = ["build_parser", "main", "table_path"]
 
 log = logging.getLogger("ofa-profile")
 
@@ -86,6 +87,13 @@ def _subnets_arg(text: str) -> Path | int:
         raise argparse.ArgumentTypeError(f"{text!r}: expected random:N with N positive, e.g. random:100") from None
 
 
+def _fraction(text: str) -> float:
+    value = finite_float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a fraction from 0 up to 1 (e.g. 0.02 for 2%)")
+    return value
+
+
 def _budget_list(text: str) -> list[float]:
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
@@ -96,7 +104,7 @@ def _budget_list(text: str) -> list[float]:
     return values
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="ofa-profile", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -162,8 +170,14 @@ def _parser() -> argparse.ArgumentParser:
         "--block-ms",
         type=finite_float,
         default=defaults.block_ms,
-        help="items and the reference workload alternate in blocks of about this many ms",
+        help="items and the reference workload alternate in blocks of about this many ms (the start of a ladder "
+        "that lengthens them where they disagree with a plain loop)",
     )
+    how.add_argument("--settle-ms", type=finite_float, default=defaults.settle_ms,
+                     help="discard each block's first runs, this many ms of them")
+    how.add_argument("--regime-tolerance", type=finite_float, default=defaults.regime_tolerance,
+                     help="measure a batch again in longer blocks when its blocked times differ from a plain loop "
+                     "by more than this fraction")
     how.add_argument("--profile-runs", type=positive_int, default=defaults.profile_runs,
                      help="profiled runs per network")
     how.add_argument("--reconnects", type=non_negative_int, default=defaults.reconnects, help="when a device goes away")
@@ -196,11 +210,14 @@ def _parser() -> argparse.ArgumentParser:
         "--search",
         action="store_true",
         help="build (or finish) the table, then search each --latency-ms budget, measure what was found and "
-        "search again while a subnet measures over its budget",
+        "search again while the best subnet under a budget measures over it or leaves more than --max-slack unused",
     )
     loop.add_argument("--latency-ms", type=_budget_list, help="budgets in ms, e.g. 8,10,12")
     loop.add_argument("--rounds", type=positive_int, default=3, help="searches per budget at most (default 3)")
     loop.add_argument("--generations", type=non_negative_int, default=500, help="search generations (default 500)")
+    loop.add_argument("--max-slack", type=_fraction, default=MAX_SLACK,
+                      help="search a budget again while its best subnet leaves more than this share of it unused "
+                      f"(default {MAX_SLACK})")
     loop.add_argument("--predictor", type=Path, help="accuracy predictor (default: OFA's released one, w1.2)")
     loop.add_argument("--rank", choices=("accuracy", "macs"), default="accuracy",
                       help="what the search maximises under each budget: predicted accuracy (default), or MACs, a "
@@ -399,15 +416,18 @@ def _closed_loop(profile: DeviceProfile, args: argparse.Namespace, protocol: Pro
     with open_transport(profile, profile.targets[0]) as transport:
         deliveries, predictor = deliver(profile, transport, table, args.latency_ms, accuracy, protocol, args.cache,
                                         max_rounds=args.rounds, generations=args.generations, seed=args.seed,
-                                        raw_latency=args.raw_latency)
+                                        raw_latency=args.raw_latency, max_slack=args.max_slack)
     paths = write_report(deliveries, predictor, args.out / f"{profile.name}_delivered", f"{profile.name}: "
                          f"{table.name}")
     for d in deliveries:
         verdict = "met" if d.met else "NOT MET"
         score = f"top-1 {d.accuracy:.4f}" if d.accuracy is not None else f"MACs {d.macs / 1e6:.1f}M"
-        log.info("budget %.2f ms: %s, measured %.2f ms, predicted %.2f ms [%.2f, %.2f], %s, %d round(s)%s",
-                 d.budget_ms, verdict, d.measured_ms, d.predicted_ms, d.low_ms, d.high_ms, score, d.rounds,
-                 f"; {d.note}" if d.note else "")
+        log.info("budget %.2f ms: %s, measured %.2f ms (%.2f ms now), slack %.1f%%, predicted %.2f ms [%.2f, %.2f], "
+                 "%s, %d round(s)%s", d.budget_ms, verdict, d.measured_ms, d.absolute_ms, 100 * d.slack,
+                 d.predicted_ms, d.low_ms, d.high_ms, score, d.rounds, f"; {d.note}" if d.note else "")
+    met = [d.slack for d in deliveries if d.met]
+    if met:
+        log.info("mean slack over %d met budget(s): %.1f%%", len(met), 100 * sum(met) / len(met))
     return paths[0]
 
 
@@ -446,7 +466,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: list[str]) -> int:
     if argv[:1] == ["convert"]:
         return _convert(argv[1:])
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
     args.command = shlex.join(["ofa-profile", *argv])
     args.width = _space_width(args.space, args.width)
@@ -471,6 +491,8 @@ def _main(argv: list[str]) -> int:
         min_sample_ms=args.min_sample_ms,
         backoff_s=args.backoff,
         block_ms=args.block_ms,
+        settle_ms=args.settle_ms,
+        regime_tolerance=args.regime_tolerance,
         profile_runs=args.profile_runs,
     )
     if sum([bool(args.subnets), args.calibrate is not None, args.search, args.reanchor]) > 1:

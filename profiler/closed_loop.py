@@ -1,13 +1,15 @@
-"""Found subnets that measure under their budget: search, measure on the device, refit, search again.
+"""Found subnets that measure under their budget, leaving little of it unused: search, measure, refit, again.
 
 A search trusts its latency predictor; the device has the last word. Each round searches every open budget with
 the calibrated table (or a latency model fitted on measured subnets), measures every found subnet on the device
-(one agent run, each subnet against the reference, so at the table's anchor), and closes the budgets whose subnet
-measured at or under them. For the rest the calibration (or the model) is refitted with every measurement so far
-and the search limit is tightened by the overshoot (limit · budget / measured), then the next round runs. After
-``max_rounds``, a budget still open gets the best subnet this loop measured under it (one found for a tighter
-budget, say); failing that, the fastest subnet of the space if that one measures under it, else it is reported as
-unmeetable, with the fastest subnet's measured latency.
+(one agent run, each subnet against the reference, so at the table's anchor), and refits the calibration (or the
+model) with every measurement so far. A budget closes when the best subnet measured under it leaves at most
+``max_slack`` (2%) of it unused: a subnet well under budget gives accuracy away. For the rest the search limit
+moves by what the refitted predictor still misses on the round's subnet (budget · 0.99 · predicted / measured):
+down after an overshoot, up when the device ran faster than predicted. After ``max_rounds``, each budget gets the
+best subnet the loop measured at or under it, whichever budget it was found for; failing that, the fastest subnet
+of the space if that one measures under it, else it is reported as unmeetable, with the fastest subnet's measured
+latency.
 
 The search ranks by predicted accuracy, or, in a space OFA released no accuracy predictor for, by MACs: the largest
 subnet that measures under the budget, a stated stand-in until a predictor is trained on the user's data.
@@ -16,30 +18,33 @@ subnet that measures under the budget, a stated stand-in until a predictor is tr
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
 from predictors.archs import ArchBatch
-from predictors.calibration import Calibration, CalibrationError, fit_calibration
-from predictors.latency import LatencyPredictor
-from predictors.latency_model import LatencyModel
+from predictors.latency import LatencySource
 from predictors.search import Constraint, InfeasibleConstraintError, evolution_search
 from supernet import Arch, ArchSpace
 
-__all__ = ["Delivery", "closed_loop", "refit_for"]
+__all__ = ["MAX_SLACK", "Delivery", "closed_loop"]
+
+# A budget stays open while the best subnet measured under it leaves more than this share of it unused.
+MAX_SLACK = 0.02
 
 log = logging.getLogger(__name__)
 
-Measure = Callable[[Sequence[Arch]], list[float]]
-Refit = Callable[[Sequence[Arch], Sequence[float]], "LatencyPredictor | LatencyModel"]
+Measure = Callable[[Sequence[Arch]], list[Mapping[str, Any]]]
 
 
 @dataclass
 class Delivery:
     """What one budget got: the delivered subnet, predicted and measured, and how it was reached.
 
+    ``measured_ms`` is its latency at the predictor's anchor, what the budget is held to; ``absolute_ms`` the time
+    measured now; ``slack`` the share of the budget it leaves unused, ``(budget - measured) / budget``.
     ``accuracy`` and ``open_loop_accuracy`` are None when the search ranked by MACs (``ranked_by``); ``macs`` is
     the delivered subnet's then.
     """
@@ -59,6 +64,8 @@ class Delivery:
     note: str = ""
     ranked_by: str = "accuracy"
     macs: float | None = None
+    absolute_ms: float | None = None
+    slack: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,27 +86,8 @@ def _search(accuracy, predictor, space: ArchSpace, limit: float, generations: in
                             seed=seed)
 
 
-def refit_for(predictor: LatencyPredictor | LatencyModel) -> Refit:
-    """How a predictor learns from the loop's measurements: a table refits its calibration (on its stored points
-    plus the loop's); a fitted latency model is refitted on its own subnets plus the loop's."""
-    if isinstance(predictor, LatencyModel):
-        return predictor.refit
-    raw = LatencyPredictor(predictor.table, calibrated=False, width_mult=predictor.width_mult,
-                           n_classes=predictor.n_classes)
-    stored = predictor.calibration
-
-    def refit(archs: Sequence[Arch], measured: Sequence[float]) -> LatencyPredictor:
-        calibration = _refit(stored, raw.predict(archs).tolist(), list(measured))
-        if calibration is None:
-            return predictor
-        return LatencyPredictor(raw.table, calibration=calibration, width_mult=raw.width_mult,
-                                n_classes=raw.n_classes)
-
-    return refit
-
-
 def closed_loop(
-    predictor: LatencyPredictor | LatencyModel,
+    predictor: LatencySource,
     accuracy,
     space: ArchSpace,
     budgets: Sequence[float],
@@ -109,8 +97,10 @@ def closed_loop(
     generations: int = 500,
     seed: int = 0,
     ranked_by: str = "accuracy",
-) -> tuple[list[Delivery], LatencyPredictor | LatencyModel]:
-    """Deliver, per budget, the most accurate subnet found that measured at or under it.
+    max_slack: float = MAX_SLACK,
+) -> tuple[list[Delivery], LatencySource]:
+    """Deliver, per budget, the best subnet the loop measured at or under it, leaving at most ``max_slack`` of it
+    unused where the rounds allow.
 
     Args:
         predictor: The table's predictor, calibrated as stored (or raw), or a fitted latency model.
@@ -118,98 +108,121 @@ def closed_loop(
             ``ranked_by="macs"`` a :class:`~predictors.complexity.MacsPredictor`.
         space: The archs to search (resolutions the predictor covers).
         budgets: Latency budgets in ms, at the predictor's anchor (the table's, or that of the model's subnets).
-        measure: Times archs on the device; returns ms at that anchor, one per arch.
+        measure: Times archs on the device; one mapping per arch with ``measured_ms`` (at that anchor) and
+            ``absolute_ms`` (as measured now).
         max_rounds: Searches per budget at most.
+        max_slack: A budget stays open while its best subnet under it leaves more than this share unused.
 
     Returns:
-        One delivery per budget, in order, and the predictor refitted on every measurement (:func:`refit_for`).
+        One delivery per budget, in order, and the predictor refitted on every measurement (its ``refit``: a
+        table's calibration on its stored points plus the loop's; a fitted model on its own subnets plus the loop's).
     """
-    refit = refit_for(predictor)
+    refit = predictor.refit  # the given predictor's: each round refits it on every measurement so far
     limits = {i: float(b) for i, b in enumerate(budgets)}
-    delivered: dict[int, Delivery] = {}
+    searched_limit = dict(limits)
+    closed: set[int] = set()
     open_loop: dict[int, tuple[float, float]] = {}
+    found_for: dict[str, int] = {}
     archs_all: list[Arch] = []
-    measured_all: list[float] = []
+    measured_all: list[dict[str, Any]] = []
+    rounds_of: list[int] = []
     for round_no in range(1, max_rounds + 1):
-        todo = [i for i in limits if i not in delivered]
-        if not todo:
-            break
         found = {}
-        for i in todo:
+        for i in (i for i in limits if i not in closed):
             try:
                 found[i] = _search(accuracy, predictor, space, limits[i], generations, seed)
             except InfeasibleConstraintError as err:
                 log.info("budget %.2f ms: no subnet is predicted under %.2f ms (%s)", budgets[i], limits[i], err)
+                closed.add(i)
+        known = {arch.to_json() for arch in archs_all}
+        for i in [i for i in found if found[i].arch.to_json() in known]:
+            closed.add(i)  # the search returned a subnet already measured: another round would learn nothing
+            del found[i]
         if not found:
             break
-        archs = [found[i].arch for i in found]
-        times = measure(archs)
-        archs_all.extend(archs)
-        measured_all.extend(times)
-        over = {}
-        for (i, result), measured in zip(found.items(), times, strict=True):
+        new = list(dict.fromkeys(result.arch for result in found.values()))
+        times = measure(new)
+        by_arch = dict(zip(new, times, strict=True))
+        for arch in new:
+            archs_all.append(arch)
+            measured_all.append(by_arch[arch])
+            rounds_of.append(round_no)
+        predictor = refit(archs_all, [m["measured_ms"] for m in measured_all])
+        scores = _scores(accuracy, archs_all)
+        for i, result in found.items():
+            measured = by_arch[result.arch]["measured_ms"]
+            found_for.setdefault(result.arch.to_json(), i)
+            searched_limit[i] = limits[i]
             if round_no == 1:
                 open_loop[i] = (result.accuracy, measured)
             log.info("round %d, budget %.2f ms: predicted %.2f ms, measured %.2f ms", round_no, budgets[i],
                      result.metrics["latency_ms"], measured)
-            if measured <= budgets[i]:
-                delivered[i] = _delivery(budgets[i], True, result.arch, result.accuracy, predictor, measured,
-                                         round_no, limits[i], open_loop.get(i), ranked_by=ranked_by)
-            else:
-                over[i] = (result.arch, measured)
-        predictor = refit(archs_all, measured_all)
-        for i, (arch, measured) in over.items():
-            # What the refitted predictor still misses on this subnet, taken off the limit (1% to spare).
-            now = float(predictor.predict([arch])[0])
-            limits[i] = budgets[i] * min(1.0, 0.99 * now / measured)
-    left = [i for i in limits if i not in delivered]
-    scores = accuracy.predict(ArchBatch.coerce(archs_all)) if left and archs_all else []
-    for i in left:
-        under = [j for j, ms in enumerate(measured_all) if ms <= budgets[i]]
-        if under:
-            best = max(under, key=lambda j: scores[j])
-            delivered[i] = _delivery(budgets[i], True, archs_all[best], float(scores[best]), predictor,
-                                     measured_all[best], max_rounds, limits[i], open_loop.get(i),
-                                     "this budget's subnets measured over it; delivered the best subnet the loop "
-                                     "measured under it", ranked_by)
-    left = [i for i in left if i not in delivered]
+            best = _best_under(budgets[i], measured_all, scores)
+            if best is not None and _slack(budgets[i], measured_all[best]["measured_ms"]) <= max_slack:
+                closed.add(i)
+                continue
+            # What the refitted predictor still misses on this subnet, taken off (or added to) the limit, aiming
+            # 1% under the budget; a subnet under budget with slack to spare loosens it.
+            now = float(predictor.predict([result.arch])[0])
+            limits[i] = budgets[i] * min(_MAX_LOOSEN, 0.99 * now / measured)
+    scores = _scores(accuracy, archs_all)
+    delivered: dict[int, Delivery] = {}
+    for i, budget in enumerate(budgets):
+        best = _best_under(budget, measured_all, scores)
+        if best is None:
+            continue
+        arch = archs_all[best]
+        note = "" if found_for.get(arch.to_json()) == i else \
+            "found for another budget: the best subnet the loop measured under it"
+        delivered[i] = _delivery(budget, True, arch, float(scores[best]), predictor, measured_all[best],
+                                 rounds_of[best], searched_limit[i], open_loop.get(i), note, ranked_by)
+    left = [i for i in range(len(budgets)) if i not in delivered]
     if left:
         fastest = evolution_search(_Fastest(predictor), [], space, generations=generations, seed=seed).arch
-        fastest_ms = measure([fastest])[0]
+        fastest_measured = measure([fastest])[0]
+        fastest_ms = fastest_measured["measured_ms"]
         fastest_acc = float(accuracy.predict(ArchBatch.coerce([fastest]))[0])
         for i in left:
             met = fastest_ms <= budgets[i]
             note = ("the search's subnets measured over the budget; delivered the fastest subnet" if met else
                     f"cannot be met: the fastest subnet measured {fastest_ms:.2f} ms")
-            delivered[i] = _delivery(budgets[i], met, fastest, fastest_acc, predictor, fastest_ms, max_rounds,
-                                     limits[i], open_loop.get(i), note, ranked_by)
+            delivered[i] = _delivery(budgets[i], met, fastest, fastest_acc, predictor, fastest_measured, max_rounds,
+                                     searched_limit[i], open_loop.get(i), note, ranked_by)
     return [delivered[i] for i in range(len(budgets))], predictor
 
 
-def _refit(stored: Calibration | None, sums: list[float], measured: list[float]) -> Calibration | None:
-    """A calibration on every measurement of this loop, plus the stored one's points where it has them."""
-    if stored is not None:
-        try:
-            return stored.refit(sums, measured)
-        except CalibrationError as err:
-            log.info("stored calibration not refitted (%s); fitting on this loop's measurements", err)
-    try:
-        return fit_calibration(sums, measured)
-    except CalibrationError as err:
-        log.info("no calibration fitted yet: %s", err)
-        return stored
+# A search limit may rise at most this far over its budget when the device runs faster than predicted.
+_MAX_LOOSEN = 1.5
 
 
-def _delivery(budget: float, met: bool, arch: Arch, score: float, predictor, measured: float,
+def _scores(accuracy, archs: Sequence[Arch]) -> np.ndarray:
+    return accuracy.predict(ArchBatch.coerce(list(archs))) if archs else np.empty(0)
+
+
+def _slack(budget: float, measured_ms: float) -> float:
+    """The share of the budget a subnet leaves unused (negative: over budget)."""
+    return (budget - measured_ms) / budget
+
+
+def _best_under(budget: float, measured: Sequence[Mapping[str, Any]], scores: np.ndarray) -> int | None:
+    """The index of the best-scoring measured subnet at or under ``budget``, or None."""
+    under = [j for j, m in enumerate(measured) if m["measured_ms"] <= budget]
+    return max(under, key=lambda j: (scores[j], -measured[j]["measured_ms"])) if under else None
+
+
+def _delivery(budget: float, met: bool, arch: Arch, score: float, predictor, measured: Mapping[str, Any],
               rounds: int, limit: float, open_loop: tuple[float, float] | None, note: str = "",
               ranked_by: str = "accuracy") -> Delivery:
     result = predictor.predict_result([arch])
     by_accuracy = ranked_by == "accuracy"
+    measured_ms = float(measured["measured_ms"])
+    absolute = measured.get("absolute_ms")
     return Delivery(
         budget_ms=budget, met=met, arch=arch.to_json(), accuracy=float(score) if by_accuracy else None,
         rounds=rounds, predicted_ms=float(result.latency_ms[0]), low_ms=float(result.low_ms[0]),
-        high_ms=float(result.high_ms[0]), measured_ms=float(measured), search_limit_ms=float(limit),
+        high_ms=float(result.high_ms[0]), measured_ms=measured_ms, search_limit_ms=float(limit),
         open_loop_accuracy=open_loop[0] if open_loop and by_accuracy else None,
         open_loop_measured_ms=open_loop[1] if open_loop else None, note=note, ranked_by=ranked_by,
         macs=None if by_accuracy else float(score),
+        absolute_ms=float(absolute) if absolute is not None else None, slack=_slack(budget, measured_ms),
     )

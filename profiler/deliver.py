@@ -2,7 +2,8 @@
 its report.
 
 The report has one line per budget: the delivered subnet, its predicted accuracy (or its MACs, where the search
-ranked by MACs), predicted latency (with the calibration's interval) and measured latency, the rounds it took and
+ranked by MACs), predicted latency (with the calibration's interval), measured latency (at the table's anchor and
+as measured now) and its slack, the rounds it took and
 whether it met its budget, as CSV, as a subnet document (JSON, which ``ofa-profile --subnets`` reads back) and as a
 plot.
 """
@@ -14,25 +15,27 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from predictors.accuracy import AccuracyPredictor
 from predictors.complexity import MacsPredictor
-from predictors.latency import LatencyPredictor
+from predictors.latency import LatencyPredictor, LatencySource
 from predictors.latency_model import LatencyModel
-from predictors.subnets import SUBNETS_SCHEMA_VERSION, write_subnets
 from predictors.table_io import read_table
-from profiler.closed_loop import Delivery, closed_loop
+from profiler.closed_loop import MAX_SLACK, Delivery, closed_loop
 from profiler.devices import DeviceProfile
 from profiler.plots import plot_delivered
 from profiler.protocol import Protocol
 from profiler.reference import reference_of
 from profiler.remeasure import store_calibration, table_anchor
+from profiler.steady import with_table_blocks
 from profiler.transports.base import Transport
 from profiler.whole_subnets import measure_subnets
 from supernet import Arch, ArchSpace
 from supernet.files import atomic_write, stem_of
+from supernet.subnets import SUBNETS_SCHEMA_VERSION, write_subnets
 
 __all__ = ["deliver", "write_report"]
 
@@ -52,7 +55,8 @@ def deliver(
     generations: int = 500,
     seed: int = 0,
     raw_latency: bool = False,
-) -> tuple[list[Delivery], LatencyPredictor | LatencyModel]:
+    max_slack: float = MAX_SLACK,
+) -> tuple[list[Delivery], LatencySource]:
     """Run the closed loop on the device for ``budgets``, with a table (``source`` a .csv: the refitted calibration
     is stored in its sidecar) or a latency model (``ofa-fit latency``'s output: the refitted model is saved beside
     it as SOURCE.refit). With ``accuracy`` None the search ranks by MACs."""
@@ -68,21 +72,22 @@ def deliver(
         anchor, width, n_classes = table_anchor(table), predictor.width_mult, predictor.n_classes
         reference = reference_of(table.meta)
         layout = predictor.family.layout
+        protocol = with_table_blocks(protocol, table.meta)
     log.info("latency model: %s", predictor.describe())
     space = ArchSpace(resolutions=tuple(predictor.supported_resolutions()), layout=layout)
     rounds = itertools.count(1)
     stem = stem_of(source, (".csv", ".json", ".npz"))
 
-    def measure(archs: Sequence[Arch]) -> list[float]:
-        measured = measure_subnets(profile, transport, archs, width_mult=width, n_classes=n_classes,
+    def measure(archs: Sequence[Arch]) -> list[dict[str, Any]]:
+        return measure_subnets(profile, transport, archs, width_mult=width, n_classes=n_classes,
                                    anchor_ms=anchor, reference=reference, protocol=protocol, cache_dir=cache_dir,
                                    scratch=source.parent, work_name=f"{stem.name}.loop{next(rounds)}")
-        return [m["measured_ms"] for m in measured]
 
     ranked_by = "accuracy" if accuracy is not None else "macs"
     ranking = accuracy or MacsPredictor(width, n_classes, space.resolutions, layout)
     deliveries, refitted = closed_loop(predictor, ranking, space, budgets, measure, max_rounds=max_rounds,
-                                       generations=generations, seed=seed, ranked_by=ranked_by)
+                                       generations=generations, seed=seed, ranked_by=ranked_by,
+                                       max_slack=max_slack)
     if is_model:
         paths = refitted.save(stem.with_name(f"{stem.name}.refit"), {"refitted_from": str(source)})
         log.info("the model refitted with the loop's measurements: %s", paths[0])
@@ -91,7 +96,7 @@ def deliver(
     return deliveries, predictor
 
 
-def write_report(deliveries: Sequence[Delivery], predictor: LatencyPredictor | LatencyModel, stem: Path,
+def write_report(deliveries: Sequence[Delivery], predictor: LatencySource, stem: Path,
                  title: str) -> list[Path]:
     """``stem``.csv, .json and .png."""
     frame = pd.DataFrame([d.to_dict() for d in deliveries])

@@ -14,9 +14,10 @@ from typing import Any
 
 from profiler.agent_run import AGENT as PYTHON_AGENT
 from profiler.agent_run import AgentRun, parse_results, run_python_agent
+from profiler.android_output import parse_agent_output
 from profiler.android_run import AGENT as ANDROID_AGENT
 from profiler.android_run import RESULTS as ANDROID_RESULTS
-from profiler.android_run import parse_agent_output, run_android_agent
+from profiler.android_run import run_android_agent
 from profiler.devices import DeviceProfile
 from profiler.protocol import Protocol, ProtocolError
 from profiler.transports.base import Transport
@@ -40,6 +41,10 @@ def agent_settings(profile: DeviceProfile, protocol: Protocol) -> dict[str, Any]
     if profile.affinity:
         settings["affinity"] = profile.affinity
     return settings
+
+
+# Settings of the Python agent's drift-proof blocks; benchmark_model times each model in a plain loop of its own.
+_BLOCK_SETTINGS = ("block_ms", "settle_ms", "steady_min_count", "profile_runs")
 
 
 def batch_timeout(n_models: int, protocol: Protocol) -> float:
@@ -81,7 +86,7 @@ def measure_models(
                     f"{profile.name}: --evict-cache-mb needs the Python agent; benchmark_model "
                     f"times with warm caches: correct sums with --calibrate instead"
                 )
-            settings = {k: v for k, v in settings.items() if k not in ("block_ms", "profile_runs")}
+            settings = {k: v for k, v in settings.items() if k not in _BLOCK_SETTINGS}
             return run_android_agent(
                 transport,
                 models,

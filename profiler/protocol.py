@@ -1,6 +1,6 @@
 """How rows are timed: warm-up, minimum count and time, re-measuring wide rows, watching for drift.
 
-SPEC §6 practice, as settings a table records in its sidecar so that anyone can see how its numbers were taken.
+Settings a table records in its sidecar so that anyone can see how its numbers were taken (docs/measurement.md).
 """
 
 from __future__ import annotations
@@ -57,6 +57,13 @@ class Protocol:
             timed with cold caches as inside a whole network; 0 keeps caches warm (calibration corrects sums).
         block_ms: Every item is timed in alternating blocks of about this many ms with the reference workload
             (:mod:`profiler.reference`), so its ratio to the reference holds while the device's speed drifts.
+        settle_ms: The first runs of each block, this many ms of them, are discarded: the block starts timing in
+            the steady state. A run escalates both where its blocks disagree with a plain loop
+            (:mod:`profiler.steady`).
+        steady_count: Samples of the plain back-to-back loop that times each item before its blocks: latency as
+            users measure it, which the blocks are checked against. 0 turns the check off.
+        regime_tolerance: A batch whose items' blocked/plain-loop median ratio is further than this from 1 is
+            measured again in longer blocks (widened for small batches, :func:`profiler.steady.check_regime`).
         profile_runs: Profiled runs of a whole network whose time is split among its units (in-network rows). The
             shares are the noisy part of a row taken from one network. With each node's mean time, two table
             runs agreed within 5% on 90% of rows with 20 profiled runs and on 96-97% with 80; the agent now takes
@@ -78,27 +85,31 @@ class Protocol:
     backoff_s: float = 5.0
     evict_cache_mb: int = 0
     block_ms: float = 25.0
+    settle_ms: float = 0.0
+    steady_count: int = 10
+    regime_tolerance: float = 0.02
     profile_runs: int = 40
 
     def __post_init__(self) -> None:
         for name in ("min_count", "batch_rows", "profile_runs"):
             if getattr(self, name) < 1:
                 raise ProtocolError(f"{_flag(name)} {getattr(self, name)} must be at least 1")
-        for name in ("warmup", "retries", "max_drift_retries", "evict_cache_mb", "reconnects"):
+        for name in ("warmup", "retries", "max_drift_retries", "evict_cache_mb", "reconnects", "steady_count"):
             if getattr(self, name) < 0:
                 raise ProtocolError(f"{_flag(name)} {getattr(self, name)} must be 0 or more")
         for name, unit in (("min_time_s", "seconds"), ("cooldown_s", "seconds"), ("backoff_s", "seconds"),
-                           ("min_sample_ms", "ms"), ("block_ms", "ms")):
+                           ("min_sample_ms", "ms"), ("block_ms", "ms"), ("settle_ms", "ms")):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ProtocolError(f"{_flag(name)} {value} must be a finite number of {unit}, 0 or more")
-        for name in ("max_cv", "drift_tolerance"):
+        for name in ("max_cv", "drift_tolerance", "regime_tolerance"):
             if not 0 < getattr(self, name) < 1:  # also refuses NaN
                 raise ProtocolError(f"{_flag(name)} {getattr(self, name)} must be a fraction between 0 and 1")
 
     def agent_settings(self) -> dict[str, Any]:
         settings = {"warmup": self.warmup, "min_count": self.min_count, "min_time_s": self.min_time_s,
-                    "block_ms": self.block_ms, "profile_runs": self.profile_runs}
+                    "block_ms": self.block_ms, "settle_ms": self.settle_ms, "steady_min_count": self.steady_count,
+                    "profile_runs": self.profile_runs}
         if self.evict_cache_mb:
             settings["evict_cache_mb"] = self.evict_cache_mb
         return settings

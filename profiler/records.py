@@ -62,6 +62,8 @@ def _timing_problem(record: Mapping[str, Any]) -> str | None:
     if problem is None and record.get("ratio") is not None:
         problem = (_summary_problem(record["ratio"], "ratio")
                    or _samples_problem(record.get("ratio_samples"), "ratio_samples"))
+    if problem is None and record.get("steady_samples_ms") is not None:
+        problem = _samples_problem(record["steady_samples_ms"], "steady_samples_ms")
     if problem is None and record.get("node_times_us") is not None:
         problem = _nodes_problem(record["node_times_us"])
     return problem

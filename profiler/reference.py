@@ -1,23 +1,15 @@
 """The fixed reference workloads items are timed against, and the anchor that turns ratios into ms.
 
-The device's speed drifts by several percent within minutes (SPEC §6), but a model and a reference timed in
-alternating blocks drift together: their ratio holds where either time alone does not. A table keeps each row's
-ratio, and its values in ms are those ratios times the *anchor*: the reference's latency at a stated device state
-(the median of the reference over the run that built the table, or a later timing of the reference alone when the
-table is re-anchored). The sidecar records which reference and which anchor.
+The device's speed drifts by several percent within minutes, but a model and a reference timed in alternating
+blocks drift together: their ratio holds where either time alone does not (docs/measurement.md). A table keeps each
+row's ratio, and its values in ms are those ratios times the *anchor*: the reference's latency at a stated device
+state (the median of the reference over the run that built the table, or a later timing of the reference alone when
+the table is re-anchored). The sidecar records which reference and which anchor.
 
-There are two references, chosen with ``ofa-profile --reference``: one mid-sized block (the default) and a small
-whole subnet. Neither holds every kind of drift on this VM (ONNX Runtime, 1 thread, in-network w1.0 tables):
-
-- over 9 minutes of interleaved rounds, five covering subnets' ratios to the subnet moved 0.0-0.8% from the first
-  to the last third, and their ratios to the block 3.2-5.0%; units timed alone held better against the block
-  (spread over rounds 2.3-7.8% against 2.6-10.7%);
-- but across an hour in which the machine slowed by 22-27%, the block tracked the covering subnets within
-  -1.4% (median), and the small subnet fell behind them by +6.2%: rows agreed within 5% on 75% against 45%.
-
-So the block stays the default. Whole subnets measured against a table use that table's reference, so that they
-are stated at its anchor. Tables and journals written before there were two references name none: theirs is the
-block.
+There are two references, chosen with ``ofa-profile --reference``: one mid-sized block (the default: it tracked
+covering subnets best across an hour of drift) and a small whole subnet (steadier within minutes); the figures are
+in docs/measurement.md. Whole subnets measured against a table use that table's reference, so that they are stated
+at its anchor. Tables and journals written before there were two references name none: theirs is the block.
 """
 
 from __future__ import annotations
@@ -70,12 +62,11 @@ class Reference:
 
     def model(self, profile: DeviceProfile, cache_dir: Path) -> dict[str, Any]:
         """The workload as a model mapping (name, exported file, input shape) for the agents."""
-        if self.arch is not None:
-            from profiler.whole_subnets import subnet_model  # torch: only when something is exported
+        from supernet.export import agent_model, export_unit, subnet_model  # torch: only when exporting
 
+        if self.arch is not None:
             return subnet_model(REFERENCE_NAME, self.arch, self.width_mult, self.n_classes, profile.model_format,
                                 cache_dir, profile.batch)
-        from supernet.export import agent_model, export_unit  # torch: only when something is exported
 
         path = export_unit(self.unit, profile.model_format, cache_dir, seed=self.seed, batch=profile.batch)
         return agent_model(REFERENCE_NAME, path, (profile.batch, *self.unit.input_shape[1:]), profile.model_format)

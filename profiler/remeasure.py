@@ -21,6 +21,7 @@ from predictors.table_io import Table, read_table, write_table
 from profiler.devices import DeviceProfile
 from profiler.protocol import Protocol
 from profiler.reference import BLOCK_REFERENCE, Reference, reference_of
+from profiler.steady import with_table_blocks
 from profiler.transports.base import Transport
 from profiler.whole_subnets import measure_subnets
 from supernet import Arch, ArchSpace, count_macs
@@ -28,11 +29,11 @@ from supernet.errors import OFAProfileError
 from supernet.files import atomic_write
 from supernet.plan import MOBILENETV3, family_named
 
-__all__ = ["calibrate", "random_subnets", "remeasure", "table_anchor"]
+__all__ = ["calibrate", "measured_before", "random_subnets", "remeasure", "table_anchor"]
 
 # What a measurement of a subnet is, as measure_subnets gives it; predictions are recomputed from the table.
-_MEASURED = ("measured_ms", "measured_p10_ms", "measured_p90_ms", "absolute_ms", "ratio", "reference",
-             "reference_ms", "anchor_ms", "count")
+_MEASURED = ("measured_ms", "measured_p10_ms", "measured_p90_ms", "absolute_ms", "steady_ms", "regime", "ratio",
+             "reference", "reference_ms", "anchor_ms", "block_ms", "settle_ms", "count")
 
 
 def table_anchor(table: Table) -> float | None:
@@ -76,7 +77,7 @@ def random_subnets(n: int, seed: int, width: float, resolutions: Sequence[int],
     return list(archs)
 
 
-def _measured_before(out_csv: Path, width: float, anchor_ms: float | None,
+def measured_before(out_csv: Path, width: float, anchor_ms: float | None,
                      reference: Reference) -> tuple[dict[str, dict], float | None]:
     """Rows a killed or earlier run already measured into ``out_csv`` at this width, reference and anchor, by arch
     JSON (rows that name no reference are older, timed against the block).
@@ -138,6 +139,7 @@ def remeasure(
         width, n_classes, anchor = predictor.width_mult, predictor.n_classes, table_anchor(table)
         reference = reference_of(table.meta)
         space_name = predictor.family.name
+        protocol = with_table_blocks(protocol, table.meta)
     if width is None:
         raise ValueError("remeasure without a table needs the supernet width")
     space = ArchSpace.for_width(width, family_named(space_name).layout)
@@ -145,7 +147,7 @@ def remeasure(
     if predictor is not None:
         predictor.predict(archs)  # a table that lacks rows or resolutions fails before anything is exported
     keys = {arch: arch.to_json() for arch in archs}
-    done, anchor = _measured_before(out_csv, width, anchor, reference)
+    done, anchor = measured_before(out_csv, width, anchor, reference)
     pending = [arch for arch in archs if keys[arch] not in done]
     if on_subnets is not None:
         on_subnets(len(archs) - len(pending))
@@ -191,7 +193,7 @@ def calibrate(
     sums = predictor.predict(archs)
     measured = measure_subnets(profile, transport, archs, width_mult=width, n_classes=n_classes,
                                anchor_ms=table_anchor(table), reference=reference_of(table.meta),
-                               protocol=protocol, cache_dir=cache_dir,
+                               protocol=with_table_blocks(protocol, table.meta), cache_dir=cache_dir,
                                scratch=table_path.parent, work_name=f"{table_path.stem}.calibrate")
     calibration = fit_calibration(sums, [m["measured_ms"] for m in measured])
     store_calibration(table_path, calibration)

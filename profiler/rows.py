@@ -28,7 +28,6 @@ from predictors.table_io import Row
 from profiler.attribution import unit_shares
 from profiler.devices import DeviceProfile
 from profiler.reference import STATS, stats_ms
-from profiler.whole_subnets import subnet_model
 from supernet.arch import EXPAND_RATIOS, KERNEL_SIZES, Arch
 from supernet.errors import OFAProfileError
 from supernet.plan import MOBILENETV3, family_named
@@ -188,6 +187,8 @@ class InNetworkRows:
                 f"in-network rows need ONNX Runtime's node profiler; this device's models are {model_format}: "
                 f"use --rows isolated (and --calibrate)"
             )
+        from supernet.export import subnet_model  # torch: only when exporting
+
         return [{**subnet_model(item.name, item.arch, self.width_mult, self.n_classes, model_format, cache_dir, batch),
                  "profile_nodes": True} for item in items]
 

@@ -23,7 +23,8 @@ def journal_path(table: Path) -> Path:
 
 @dataclass
 class RunState:
-    """Kept record (lowest spread) per item, attempts per item, the reference baseline and re-anchoring."""
+    """Kept record (lowest spread) per item, attempts per item, the reference baseline and re-anchoring, and the
+    regime checks with the blocks they escalated to (:mod:`profiler.steady`)."""
 
     kept: dict[str, dict[str, Any]] = field(default_factory=dict)
     attempts: dict[str, int] = field(default_factory=dict)
@@ -33,6 +34,8 @@ class RunState:
     reanchored: dict[str, Any] | None = None
     set_aside: list[tuple[int, str]] = field(default_factory=list)
     outside: int = 0
+    blocks: dict[str, float] | None = None
+    regime_checks: list[dict[str, Any]] = field(default_factory=list)
 
     def keep(self, record: dict[str, Any]) -> None:
         key = record["key"]
@@ -86,9 +89,13 @@ def load_state(journal: Journal, names: Collection[str] | None = None, reference
             state.baseline_ms = record["median_ms"]
         elif kind == "anchor" and _positive(record.get("anchor_ms")):
             state.reanchored = {k: record.get(k) for k in ("anchor_ms", "time", "count")}
+        elif kind == "regime" and _positive(record.get("median")):
+            state.regime_checks.append({k: v for k, v in record.items() if k not in ("_line", "type", "next")})
+            if _blocks(record.get("next")):
+                state.blocks = {k: float(record["next"][k]) for k in ("block_ms", "settle_ms")}
         elif kind == "environment" and isinstance(record.get("environment"), dict):
             state.environment = state.environment or record["environment"]
-        elif kind in ("reference", "anchor", "environment"):
+        elif kind in ("reference", "anchor", "environment", "regime"):
             state.set_aside.append((record["_line"], f"a {kind} record without its value"))
     state.set_aside = sorted(journal.set_aside + state.set_aside)
     return state
@@ -101,6 +108,15 @@ def _other_reference(record: dict[str, Any], reference_id: str | None) -> str | 
     if reference_id is None or not timed or theirs == reference_id:
         return None
     return f"timed against the {theirs} reference, and this run times against the {reference_id} one"
+
+
+def _blocks(value: Any) -> bool:
+    """A journaled escalation: the next blocks' length and settling time."""
+    return isinstance(value, dict) and _positive(value.get("block_ms")) and _number(value.get("settle_ms"))
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < float("inf")
 
 
 def _positive(value: Any) -> bool:

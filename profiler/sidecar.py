@@ -13,10 +13,31 @@ from profiler.protocol import Protocol
 from profiler.reference import Reference
 from profiler.rows import RowStrategy
 from profiler.run_state import RunState
+from profiler.steady import regime_summary
 
-__all__ = ["AGENT_VERSION", "now", "table_meta"]
+__all__ = ["AGENT_VERSION", "LATENCY", "now", "table_meta", "timing"]
 
-AGENT_VERSION = "3"
+AGENT_VERSION = "4"
+
+LATENCY = ("the steady state of back-to-back runs after a warm-up, as benchmark_model and onnxruntime_perf_test "
+           "report it")
+
+
+def timing(protocol: Protocol, state: RunState | None = None) -> dict[str, Any]:
+    """How items were timed, in words and settings: what a reader of a table or a subnet CSV needs to know."""
+    described = {
+        "latency": LATENCY,
+        "how": "each item is timed in a plain back-to-back loop, then in blocks alternating with the reference "
+               "workload (each block's first settle_ms discarded); its value is its blocked ratio to the reference "
+               "times the anchor, and each batch's blocked times are checked against its plain loops",
+        "block_ms": protocol.block_ms,
+        "settle_ms": protocol.settle_ms,
+        "steady_count": protocol.steady_count,
+        "regime_tolerance": protocol.regime_tolerance,
+    }
+    if state is not None:
+        described["regime"] = regime_summary(state.regime_checks)
+    return described
 
 
 def now() -> str:
@@ -46,6 +67,7 @@ def table_meta(
         "reference": {**reference.describe(), "anchor": state.anchor(),
                       "protocol": "every item is timed in alternating blocks with the reference; a value in ms is "
                                   "its ratio to the reference times anchor_ms"},
+        "timing": timing(protocol, state),
         "journal": journal_name,
         "rows_measured": rows_measured,
         "rows_planned": len(strategy.planned_keys()),

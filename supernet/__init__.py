@@ -17,7 +17,7 @@ _WHERE = {
     "export_unit": "export", "export_units": "export",
     "MobileNetV3": "mobilenetv3", "NetConfigError": "mobilenetv3", "build_from_net_config": "mobilenetv3",
     "ProxylessNASNets": "mobilenetv3",
-    "OFAMobileNetV3": "ofa_mbv3", "OFAProxylessNASNets": "ofa_proxyless",
+    "OFAMobileNetV3": "ofa_supernet", "OFAProxylessNASNets": "ofa_supernet",
     "NetPlan": "plan",
     "Unit": "units", "UnitError": "units", "all_units": "units", "units_of": "units",
     "units_from_subnet": "unit_modules",
@@ -56,8 +56,7 @@ if TYPE_CHECKING:
     from .complexity import count_macs, count_params
     from .export import ExportError, TFLiteUnavailableError, content_hash, export_module, export_unit, export_units
     from .mobilenetv3 import MobileNetV3, NetConfigError, ProxylessNASNets, build_from_net_config
-    from .ofa_mbv3 import OFAMobileNetV3
-    from .ofa_proxyless import OFAProxylessNASNets
+    from .ofa_supernet import OFAMobileNetV3, OFAProxylessNASNets
     from .plan import NetPlan
     from .unit_modules import units_from_subnet
     from .units import Unit, UnitError, all_units, units_of

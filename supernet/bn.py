@@ -1,4 +1,4 @@
-"""BatchNorm recalibration of an extracted subnet (SPEC §5).
+"""BatchNorm recalibration of an extracted subnet (docs/ofa_reference.md §5).
 
 A subnet inherits BN statistics collected for the whole supernet, which do not fit its own activations. OFA
 resets them before evaluating any subnet: exact batch mean and (biased) variance per batch, averaged over

@@ -47,9 +47,9 @@ from torch import nn
 from .arch import Arch, Layout
 from .errors import OFAProfileError
 from .files import atomic_write
-from .ofa_supernet import OFASupernet
+from .ofa_supernet import SUPERNETS, OFASupernet
 from .plan import MOBILENETV3, family_of
-from .supernets import SUPERNETS
+from .unit_modules import build_unit
 from .units import Unit
 
 __all__ = [
@@ -69,6 +69,7 @@ __all__ = [
     "export_unit",
     "export_units",
     "onnx_bytes",
+    "subnet_model",
     "tflite_bytes",
     "torchscript_bytes",
     "unit_path",
@@ -152,7 +153,7 @@ def onnx_bytes(module: nn.Module, input_shape: Sequence[int], any_resolution: bo
     buffer = io.BytesIO()
     dynamic_axes = {"input": dict(zip((2, 3), ONNX_FREE_DIMS, strict=True))} if any_resolution else None
     with _eval_mode(module), _one_thread(), warnings.catch_warnings():
-        # NOTE: the TorchScript exporter is deprecated but 20-100x faster than dynamo here (SPEC §6).
+        # NOTE: the TorchScript exporter is deprecated but 20-100x faster than dynamo here (docs/ofa_reference.md §6).
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx\.")
         torch.onnx.export(module, (sample,), buffer, opset_version=ONNX_OPSET, dynamo=False,
@@ -277,7 +278,7 @@ def export_unit(unit: Unit, runtime: str, cache_dir: str | os.PathLike, seed: in
     path = unit_path(unit, runtime, cache_dir, seed, batch)
     if not path.exists():
         target = export_target(unit, runtime)
-        atomic_write(path, _to_bytes(target.build(seed), runtime, (batch, *target.input_shape[1:])))
+        atomic_write(path, _to_bytes(build_unit(target, seed), runtime, (batch, *target.input_shape[1:])))
     return path
 
 
@@ -343,3 +344,16 @@ def export_subnet(arch: Arch, width_mult: float, n_classes: int, runtime: str, c
                 else _to_bytes(subnet, runtime, input_shape))
         atomic_write(path, data)
     return path
+
+
+def subnet_model(name: str, arch: Arch, width_mult: float, n_classes: int, runtime: str, cache_dir: str | os.PathLike,
+                 batch: int = 1) -> dict[str, Any]:
+    """A whole subnet as a model mapping for the agents (:func:`agent_model`), exported by :func:`export_subnet`.
+
+    An ONNX subnet's file serves every resolution; ``dim_overrides`` tells the agent which one to fix.
+    """
+    path = export_subnet(arch, width_mult, n_classes, runtime, cache_dir, batch)
+    model = agent_model(name, path, (batch, 3, arch.r, arch.r), runtime)
+    if runtime == "onnx":
+        model["dim_overrides"] = dict.fromkeys(ONNX_FREE_DIMS, arch.r)
+    return model

@@ -1,7 +1,11 @@
 """What every OFA supernet does, whatever its family: elastic blocks, the active arch, extraction, checkpoints.
 
 A family (:class:`supernet.plan.Family`) says what is fixed around the elastic blocks; :class:`OFASupernet` builds
-it, and :mod:`supernet.ofa_mbv3` and :mod:`supernet.ofa_proxyless` only name their family and defaults.
+it, and the two families' classes, :class:`OFAMobileNetV3` and :class:`OFAProxylessNASNets`, only name their family
+and defaults. Both are equal to the reference (PyPI ``ofa``) in structure, state-dict names and outputs, so OFA's
+released checkpoints load directly. ProxylessNAS (``ofa_proxyless_d234_e346_k357_w1.3``, searched by OFA for GPUs and
+CPUs) differs from MobileNetV3 only in what :data:`supernet.plan.PROXYLESS` fixes: ReLU6 everywhere, no SE, a sixth
+stage of one block, and the feature mix on the feature map before the pool.
 """
 
 from __future__ import annotations
@@ -19,9 +23,9 @@ from ._layers import ConvLayer, IdentityLayer, LinearLayer, MBConvLayer, Residua
 from .arch import EXPAND_RATIOS, KERNEL_SIZES, Arch, ArchError, ArchSpace
 from .checkpoint import CheckpointError, load_compatible_state_dict, read_state_dict
 from .mobilenetv3 import STATIC_NETWORKS, MobileNetV3Base, NetConfigError, read_blocks
-from .plan import NetPlan
+from .plan import MOBILENETV3, PROXYLESS, Family, NetPlan
 
-__all__ = ["OFASupernet"]
+__all__ = ["SUPERNETS", "OFAMobileNetV3", "OFAProxylessNASNets", "OFASupernet"]
 
 
 class OFASupernet(MobileNetV3Base):
@@ -209,8 +213,6 @@ class OFASupernet(MobileNetV3Base):
 
 
 def _family_hint(n_blocks: int) -> str:
-    from .supernets import SUPERNETS
-
     for cls in SUPERNETS.values():
         if cls.FAMILY.layout.n_blocks + 1 == n_blocks:
             return f"it is an {cls.__name__} checkpoint; load it into {cls.__name__}"
@@ -223,3 +225,35 @@ def _resolutions(values: Sequence[int]) -> tuple[int, ...]:
         raise ValueError(f"resolutions = {list(values)!r} must be ints of at least 32 (the network strides by 32)")
     return chosen
 
+
+class OFAMobileNetV3(OFASupernet):
+    """OFA MobileNetV3 supernet: 20 elastic blocks in 5 stages, SE and h-swish in the later stages. The released
+    supernets have width 1.0 and 1.2 (default 1.0); arguments as :class:`OFASupernet`.
+
+    Example:
+        >>> net = OFAMobileNetV3(width_mult=1.0, n_classes=10).eval()
+        >>> net.set_active(net.space.uniform(ks=3, e=3, d=2, r=128))
+        >>> net(torch.zeros(1, 3, 128, 128)).shape
+        torch.Size([1, 10])
+    """
+
+    FAMILY = MOBILENETV3
+    DEFAULT_WIDTH = 1.0
+
+
+class OFAProxylessNASNets(OFASupernet):
+    """OFA ProxylessNAS supernet, width 1.3 by default: 21 elastic blocks in 6 stages, the last fixed at depth 1
+    (its archs have 6 depths, the last always 1).
+
+    Example:
+        >>> OFAProxylessNASNets().space.uniform(ks=7, e=6, d=4, r=224).d
+        (4, 4, 4, 4, 4, 1)
+    """
+
+    FAMILY = PROXYLESS
+    DEFAULT_WIDTH = 1.3
+
+
+# The supernet class of each family, for code that builds one from a family it was given (a table's space, an arch's
+# layout, training settings).
+SUPERNETS: dict[Family, type[OFASupernet]] = {cls.FAMILY: cls for cls in (OFAMobileNetV3, OFAProxylessNASNets)}

@@ -14,15 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 from .arch import DEPTHS, EXPAND_RATIOS, KERNEL_SIZES, Arch, ArchSpace
 from .channels import make_divisible
 from .errors import OFAProfileError
 from .plan import FAMILIES, MOBILENETV3, BlockPlan, Family, NetPlan, feature_size
-
-if TYPE_CHECKING:
-    from torch import nn
 
 __all__ = ["UNIT_KINDS", "Unit", "UnitError", "all_units", "parse_key", "units_of"]
 
@@ -236,13 +232,6 @@ class Unit:
         if self.kind == "Logits":
             return (1, self.out_chs)
         return (1, self.out_chs, self.out_size, self.out_size)
-
-    def build(self, seed: int = 0) -> nn.Module:
-        """A static module for this row with seeded weights and random BN statistics, in eval mode
-        (:func:`supernet.unit_modules.build_unit`)."""
-        from .unit_modules import build_unit
-
-        return build_unit(self, seed)
 
 
 def parse_key(key: str) -> Unit:

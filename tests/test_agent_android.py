@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from profiler.android_run import AGENT, AgentFailed, benchmark_flags, parse_agent_output, run_android_agent
+from profiler.android_output import parse_agent_output
+from profiler.android_run import AGENT, AgentFailed, benchmark_flags, run_android_agent
 from profiler.transports.adb import AdbTransport
 from profiler.transports.errors import ConnectionFailed
 from tests.conftest import FakeBenchmarkModel, make_fake_sysfs, process_alive
@@ -38,6 +39,12 @@ def _models(folder: Path, kinds: dict[str, str]) -> list[dict[str, object]]:
         path.write_text(f"{kind}\n")
         models.append({"name": name, "path": str(path)})
     return models
+
+
+def _options(tmp_path: Path, fake_benchmark_model: FakeBenchmarkModel, **extra: object) -> dict[str, object]:
+    """run_android_agent's options for the stand-in binary: results next to the test, short polls."""
+    return {"results": tmp_path / "results.txt", "timeout": 60, "benchmark_model": str(fake_benchmark_model.path),
+            "poll_interval": 0.05, **extra}
 
 
 def _reboot_while_m1_runs(adb, models, options, fake_benchmark_model, remote_dir: Path) -> None:
@@ -187,33 +194,17 @@ def test_agent_survives_the_host_going_away_and_the_host_picks_up(
     models = _models(tmp_path / "models", {"m0": "new", "m1": "plain", "m2": "old"})
     remote_dir = tmp_path / "device"
     device_results = remote_dir / "results.txt"
-    options = {
-        "remote_dir": str(remote_dir),
-        "results": tmp_path / "results.txt",
-        "timeout": 60,
-        "benchmark_model": str(fake_benchmark_model.path),
-        "poll_interval": 0.05,
-    }
+    options = _options(tmp_path, fake_benchmark_model, remote_dir=str(remote_dir))
     fake_benchmark_model.hold("m1.tflite")
-    stop = threading.Event()
+    def m1_running() -> bool:  # once m0 is written and m1 is running, the cable goes
+        return "m1.tflite" in dict(fake_benchmark_model.calls()) and device_results.exists()
 
-    def unplug() -> None:
-        # Once m0 is written and m1 is running, the cable goes.
-        if wait_until(lambda: "m1.tflite" in dict(fake_benchmark_model.calls()) and device_results.exists(),
-                      "m1 to start", stop=stop.is_set):
-            adb_daemon.stop()
-
-    cable = threading.Thread(target=unplug)
-    cable.start()
-    try:
-        with (
-            AdbTransport(adb_daemon.serial, key_path=adb_key, connect_timeout=5) as adb,
-            pytest.raises(ConnectionFailed),
-        ):
-            run_android_agent(adb, models, **options)
-    finally:
-        stop.set()
-        cable.join()
+    with (
+        adb_daemon.unplugged_when(m1_running, "m1 to start"),
+        AdbTransport(adb_daemon.serial, key_path=adb_key, connect_timeout=5) as adb,
+        pytest.raises(ConnectionFailed),
+    ):
+        run_android_agent(adb, models, **options)
     pid = int((remote_dir / "agent.pid").read_text())
     assert process_alive(pid), "the agent died with the ADB connection"
     assert set(parse_agent_output(device_results.read_text()).results) == {"m0"}
@@ -237,13 +228,7 @@ def test_agent_killed_mid_run_then_rerun_measures_only_the_rest(
     """The phone reboots mid-run (agent and binary killed): a clear error; the rerun skips finished models."""
     models = _models(tmp_path / "models", {"m0": "new", "m1": "plain", "m2": "old"})
     remote_dir = tmp_path / "device"
-    options = {
-        "remote_dir": str(remote_dir),
-        "results": tmp_path / "results.txt",
-        "timeout": 60,
-        "benchmark_model": str(fake_benchmark_model.path),
-        "poll_interval": 0.05,
-    }
+    options = _options(tmp_path, fake_benchmark_model, remote_dir=str(remote_dir))
     _reboot_while_m1_runs(adb, models, options, fake_benchmark_model, remote_dir)
     fake_benchmark_model.release("m1.tflite")
     run = run_android_agent(adb, models, **options)
@@ -355,14 +340,7 @@ def test_a_failing_reference_or_model_stops_that_sequence_with_an_error_record(
     adb: AdbTransport, fake_benchmark_model: FakeBenchmarkModel, tmp_path: Path
 ):
     """A reference that fails is named with the binary's output; a model failing mid-sequence stops it there."""
-    options = {
-        "results": tmp_path / "results.txt",
-        "timeout": 60,
-        "benchmark_model": str(fake_benchmark_model.path),
-        "settings": FAST,
-        "rounds": 3,
-        "poll_interval": 0.05,
-    }
+    options = _options(tmp_path, fake_benchmark_model, settings=FAST, rounds=3)
     models = _models(tmp_path / "models", {"good": "timed 2", "broken": "fail"})
     [broken_reference] = _models(tmp_path / "broken reference", {"ref": "fail"})
     run = run_android_agent(adb, models, remote_dir=str(tmp_path / "a"), reference=broken_reference, **options)
@@ -389,15 +367,7 @@ def test_killed_mid_sequence_then_rerun_times_that_model_again_whole(
     models = _models(tmp_path / "models", {"m0": "timed 2.5", "m1": "timed 4", "m2": "timed 3"})
     [reference] = _models(tmp_path / "reference", {"ref": "timed 1"})
     remote_dir = tmp_path / "device"
-    options = {
-        "remote_dir": str(remote_dir),
-        "results": tmp_path / "results.txt",
-        "timeout": 60,
-        "benchmark_model": str(fake_benchmark_model.path),
-        "reference": reference,
-        "rounds": 3,
-        "poll_interval": 0.05,
-    }
+    options = _options(tmp_path, fake_benchmark_model, remote_dir=str(remote_dir), reference=reference, rounds=3)
     _reboot_while_m1_runs(adb, models, options, fake_benchmark_model, remote_dir)  # m1's first model invocation
     assert set(parse_agent_output((remote_dir / "results.txt").read_text()).results) == {"m0"}
     fake_benchmark_model.release("m1.tflite")

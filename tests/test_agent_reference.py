@@ -12,9 +12,8 @@ import pytest
 from agents import python_agent
 from profiler.agent_run import parse_results
 from profiler.attribution import unit_shares
-from profiler.whole_subnets import subnet_model
 from supernet import ArchSpace
-from supernet.export import export_subnet
+from supernet.export import export_subnet, subnet_model
 from supernet.units import units_of
 
 FAST = {"warmup": 2, "min_count": 6, "min_time_s": 0.0, "block_ms": 2.0}
@@ -51,10 +50,46 @@ def test_each_sample_has_a_ratio_to_the_bracketing_reference_blocks(tmp_path: Pa
     assert run.environments[0]["reference"] == "ref"
 
 
+def test_blocks_keep_settle_samples_apart_and_a_plain_loop_first(tmp_path: Path, models: dict[str, Path]):
+    """Each block's first settle_ms of runs are discarded and kept apart; the plain loop comes first."""
+    shutil.copy(models["onnx"], tmp_path / "conv.onnx")
+    shutil.copy(models["onnx"], tmp_path / "ref.onnx")
+    run = _run(tmp_path, [{"name": "m", "path": "conv.onnx"}], reference={"name": "ref", "path": "ref.onnx"},
+               settle_ms=1.0, steady_min_count=7)
+    record = run.results["m"]
+    assert record["block_ms"] == 2.0 and record["settle_ms"] == 1.0
+    assert len(record["steady_samples_ms"]) == 7 and record["steady"]["count"] == 7
+    assert len(record["settle_samples_ms"]) >= 1 and len(record["ratio_samples"]) >= 6
+    assert len(record["reference"]["settle_samples_ms"]) >= 1
+    # Kept and settle samples time the same model: same order of magnitude.
+    assert 0.2 < np.median(record["settle_samples_ms"]) / record["summary"]["median"] < 5
+
+
+@pytest.mark.serial  # two loops of one model must agree within 12%: run with the machine to itself
+def test_blocked_timing_agrees_with_a_plain_loop(subnet):
+    """The protocol test: the agent's blocked timing of a subnet against the reference, and a plain back-to-back
+    loop of the same session, alternated in one process, agree. The benchmark (docs/measurement.md) measured
+    blocked/plain at 1.002 (0.98-1.03 over 21 items) on this machine; 12% leaves room for a loaded CI host while
+    still catching the 1.18x excess of the old regime on small networks."""
+    path, arch = subnet
+    model = {**subnet_model("net", arch, 1.0, 1000, "onnx", path.parent, 1), "runtime": "onnxruntime",
+             "provider": None}
+    run_once, _, _ = python_agent.load(model, "", 1)
+    timer = python_agent.Timer(run_once, 5, 0.0, None)
+    reference = python_agent.Timer(run_once, 5, 0.0, None)
+    ratios = []
+    for _ in range(3):
+        plain = np.median(python_agent.measure(timer, 20, 0.0))
+        blocked = np.median(python_agent.measure_interleaved(timer, reference, 20, 0.0, 25.0)["samples"])
+        ratios.append(blocked / plain)
+    assert abs(np.median(ratios) - 1) < 0.12, ratios
+
+
 def test_without_a_reference_records_are_as_before(tmp_path: Path, models: dict[str, Path]):
     shutil.copy(models["onnx"], tmp_path / "conv.onnx")
     record = _run(tmp_path, [{"name": "m", "path": "conv.onnx"}]).results["m"]
     assert "ratio" not in record and "reference" not in record and len(record["samples_ms"]) >= 6
+    assert "steady_samples_ms" not in record and "settle_samples_ms" not in record
 
 
 def test_a_failing_reference_is_reported_on_every_model(tmp_path: Path, models: dict[str, Path]):
@@ -91,6 +126,8 @@ def test_node_profile_needs_onnxruntime(tmp_path: Path, models: dict[str, Path])
 @pytest.mark.parametrize(
     ("settings", "message"),
     [({"block_ms": -1}, '"block_ms" must be a number'), ({"profile_runs": 0}, '"profile_runs" must be an integer'),
+     ({"settle_ms": "5"}, '"settle_ms" must be a number'),
+     ({"steady_min_count": -1}, '"steady_min_count" must be an integer of at least 0'),
      ({"reference": {"name": "r"}}, 'need "name" and "path"')],
 )
 def test_bad_reference_settings_exit_2(tmp_path: Path, capsys, settings: dict, message: str):

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pandas as pd
+import pytest
 
+from predictors.table_io import read_table
+from profiler import builder
 from profiler.builder import TableRun
 from profiler.devices import resolve_device
 from profiler.protocol import Protocol
 from profiler.reference import BLOCK_REFERENCE
+from profiler.run_state import journal_path
+from profiler.steady import LADDER
 from profiler.transports.local import LocalTransport
 from supernet.export import unit_path
 from supernet.units import all_units
@@ -40,3 +46,44 @@ def test_a_litert_table_feeds_each_row_its_own_size_from_a_shared_file(tmp_path)
     ms = {row.key: row.median_ms for row in table.rows}
     assert list(ms) == sorted(u.key for u in units)
     assert ms[units[2].key] > 1.5 * ms[units[0].key], ms
+
+
+@pytest.mark.serial  # the escalated blocks must then agree with the plain loop for real, within 2%
+def test_a_batch_whose_blocks_read_slower_than_a_plain_loop_is_measured_again_in_longer_blocks(tmp_path, monkeypatch):
+    """A device on which 25 ms blocks read items 1.2x slower than a plain loop (as on the host issue 22 was filed
+    on). That regime cannot be produced on demand here, so it is planted: the real agent's blocked samples are
+    scaled by 1.5 over six items when it ran 25 ms blocks (1.2 over three hid under this VM's scatter, which
+    widens the check for small batches, in 4 of 5 runs on 2026-12-04). The run must discard that batch, journal
+    why, escalate to the ladder's next step, keep rows timed there, state it in the sidecar, and a rerun must
+    continue in the longer blocks."""
+    real = builder.measure_models
+
+    def slow_in_short_blocks(profile, transport, models, protocol, *args, **kwargs):
+        run = real(profile, transport, models, protocol, *args, **kwargs)
+        if protocol.block_ms == LADDER[0][0]:
+            for result in run.results.values():
+                if "steady_samples_ms" in result:
+                    result["samples_ms"] = [x * 1.5 for x in result["samples_ms"]]
+        return run
+
+    monkeypatch.setattr(builder, "measure_models", slow_in_short_blocks)
+    units = all_units(1.0, [224])[:6]
+    table_csv = tmp_path / "t.csv"
+    with LocalTransport() as transport:
+        table = TableRun(resolve_device("local"), transport, units, table_csv, tmp_path / "cache", TINY).run()
+    records = [json.loads(line) for line in journal_path(table_csv).read_text().splitlines()]
+    checks = [r for r in records if r["type"] == "regime"]
+    assert not checks[0]["passed"] and checks[0]["median"] > 1.1 and checks[0]["block_ms"] == 25.0
+    assert checks[0]["next"] == {"block_ms": LADDER[1][0], "settle_ms": LADDER[1][1]}
+    assert checks[-1]["passed"] and checks[-1]["block_ms"] == LADDER[1][0]
+    rows = [r for r in records if r["type"] == "row"]
+    assert len(rows) == 6 and all(r["block_ms"] == LADDER[1][0] and r["steady_samples_ms"] for r in rows)
+    timing = table.meta["timing"]
+    assert timing["block_ms"] == LADDER[1][0] and timing["regime"]["failed"] == 1
+    assert "back-to-back" in timing["latency"]
+    # A rerun (nothing left to measure) continues in the escalated blocks and keeps the sidecar's account.
+    with LocalTransport() as transport:
+        again = TableRun(resolve_device("local"), transport, units, table_csv, tmp_path / "cache", TINY)
+        assert again.protocol.block_ms == LADDER[1][0]
+        again.run()
+    assert read_table(table_csv).meta["timing"]["regime"]["checks"] == len(checks)

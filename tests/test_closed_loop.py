@@ -1,4 +1,6 @@
-"""The closed loop: found subnets measure under their budget, or the budget is reported as unmeetable."""
+"""The closed loop: found subnets measure under their budget and close to it, or the budget is reported as
+unmeetable. The devices here are functions of the archs (no device can be made to have a chosen speed), each
+standing in for measure_subnets: one mapping per arch with its time at the anchor and as measured now."""
 
 from __future__ import annotations
 
@@ -20,6 +22,11 @@ from supernet import Arch, ArchSpace, count_macs
 from supernet.units import all_units
 
 
+def _measured(values) -> list[dict]:
+    """What measure_subnets returns for these times at the anchor; the device ran 10% slower when measured."""
+    return [{"measured_ms": float(v), "absolute_ms": 1.1 * float(v)} for v in values]
+
+
 @pytest.fixture(scope="module")
 def table() -> Table:
     """A w1.2 table at r=160 whose rows grow with the unit's MACs-ish size (deterministic, no device)."""
@@ -39,7 +46,7 @@ def test_a_device_slower_than_the_table_is_met_within_three_rounds(table: Table)
 
     def device(archs):
         calls.append(len(archs))
-        return list(1.15 * raw.predict(archs) + 0.2)
+        return _measured(1.15 * raw.predict(archs) + 0.2)
 
     space = ArchSpace(resolutions=(160,))
     fastest, _ = predictor.minimum()
@@ -48,12 +55,11 @@ def test_a_device_slower_than_the_table_is_met_within_three_rounds(table: Table)
                                        generations=30)
     calibration = refitted.calibration
     assert all(d.met and d.measured_ms <= d.budget_ms for d in deliveries)
-    assert all(d.rounds >= 2 for d in deliveries), "the raw table under-predicts: round one must overshoot"
     assert np.mean([d.rounds for d in deliveries]) <= 3
     assert calibration is not None and calibration.n == sum(calls)  # every measurement once
     assert calibration.a == pytest.approx(1.15, rel=1e-6)
     assert calibration.b == pytest.approx(0.2, abs=1e-6)
-    assert all(d.open_loop_measured_ms > d.budget_ms for d in deliveries)
+    assert all(d.open_loop_measured_ms > d.budget_ms for d in deliveries), "the raw table under-predicts"
     assert all(d.accuracy <= d.open_loop_accuracy + 1e-9 for d in deliveries)
 
 
@@ -62,14 +68,14 @@ def test_an_unmeetable_budget_reports_the_fastest_subnet(table: Table):
     fastest, _ = predictor.minimum()
 
     def device(archs):
-        return list(0.98 * predictor.predict(archs))
+        return _measured(0.98 * predictor.predict(archs))
 
     deliveries, _ = closed_loop(predictor, AccuracyPredictor.default(), ArchSpace(resolutions=(160,)),
                                 [fastest * 0.5, fastest * 2], device, generations=20)
     impossible, fine = deliveries
     assert not impossible.met and "cannot be met" in impossible.note
     assert impossible.measured_ms == pytest.approx(0.98 * fastest, rel=0.02)
-    assert fine.met and fine.rounds == 1
+    assert fine.met and fine.slack >= 0 and fine.rounds <= 3
 
 
 def test_a_budget_left_open_gets_the_best_subnet_measured_under_it_not_the_fastest(table: Table):
@@ -82,7 +88,7 @@ def test_a_budget_left_open_gets_the_best_subnet_measured_under_it_not_the_faste
 
     def device(archs):
         sums = predictor.predict(archs)
-        return list(np.where(sums > tight, 1.25 * sums, sums))
+        return _measured(np.where(sums > tight, 1.25 * sums, sums))
 
     accuracy = AccuracyPredictor.default()
     deliveries, _ = closed_loop(predictor, accuracy, ArchSpace(resolutions=(160,)), [tight, loose], device,
@@ -94,6 +100,22 @@ def test_a_budget_left_open_gets_the_best_subnet_measured_under_it_not_the_faste
     assert second.measured_ms > 1.2 * fastest  # the fastest subnet measures at `fastest`
 
 
+def test_a_device_faster_than_the_table_gets_subnets_close_to_its_budgets(table: Table):
+    """A device 20% faster than the raw sums: round one's subnets leave about a fifth of each budget unused. The
+    loop must take that back: later rounds search above the budget and deliver subnets with little slack."""
+    raw = LatencyPredictor(table, calibrated=False)
+    fastest, _ = raw.minimum()
+    budgets = [0.8 * fastest * factor for factor in (1.5, 2.0, 2.5)]
+    deliveries, _ = closed_loop(raw, AccuracyPredictor.default(), ArchSpace(resolutions=(160,)), budgets,
+                                lambda archs: _measured(0.8 * raw.predict(archs)), generations=40)
+    first_round_slack = [(d.budget_ms - d.open_loop_measured_ms) / d.budget_ms for d in deliveries]
+    assert min(first_round_slack) > 0.1
+    assert all(d.met and 0 <= d.slack <= 0.05 for d in deliveries), [d.slack for d in deliveries]
+    assert all(d.slack == pytest.approx((d.budget_ms - d.measured_ms) / d.budget_ms) for d in deliveries)
+    assert all(d.absolute_ms == pytest.approx(1.1 * d.measured_ms) for d in deliveries)
+    assert all(d.accuracy >= d.open_loop_accuracy for d in deliveries)  # the slack taken back buys accuracy
+
+
 def test_ranked_by_macs_the_loop_delivers_the_largest_subnet_it_finds_under_each_budget(table: Table):
     """With a MACs predictor to maximise (no accuracy predictor exists, as in the ProxylessNAS space), deliveries
     state no accuracy and carry the subnet's MACs; a looser budget gets no smaller a network."""
@@ -101,7 +123,7 @@ def test_ranked_by_macs_the_loop_delivers_the_largest_subnet_it_finds_under_each
     fastest, _ = predictor.minimum()
     budgets = [fastest * 1.5, fastest * 2.5]
     deliveries, _ = closed_loop(predictor, MacsPredictor(1.2, resolutions=(160,)), ArchSpace(resolutions=(160,)),
-                                budgets, lambda archs: list(1.1 * predictor.predict(archs)), generations=30,
+                                budgets, lambda archs: _measured(1.1 * predictor.predict(archs)), generations=30,
                                 ranked_by="macs")
     assert all(d.met and d.measured_ms <= d.budget_ms for d in deliveries)
     assert all(d.ranked_by == "macs" and d.accuracy is None and d.open_loop_accuracy is None for d in deliveries)
@@ -115,19 +137,23 @@ def test_a_fitted_latency_model_closes_the_loop_too(table: Table):
     raw = LatencyPredictor(table, calibrated=False)
     space = ArchSpace(resolutions=(160,))
 
-    def device(archs):
+    def device_ms(archs):
         blocks = np.array([sum(a.d) for a in archs])
-        return list(1.1 * raw.predict(archs) + 0.05 * blocks)
+        return 1.1 * raw.predict(archs) + 0.05 * blocks
+
+    def device(archs):
+        return _measured(device_ms(archs))
 
     archs = list(space.samples(30, seed=5))
-    model = LatencyModel(width_mult=1.2, cv=3).fit(archs, device(archs))
-    budgets = [float(np.mean(device(archs))) * f for f in (0.8, 1.0, 1.2)]
+    model = LatencyModel(width_mult=1.2, cv=3).fit(archs, device_ms(archs))
+    budgets = [float(np.mean(device_ms(archs))) * f for f in (0.8, 1.0, 1.2)]
     deliveries, refitted = closed_loop(model, AccuracyPredictor.default(), space, budgets, device, generations=20)
     assert all(d.met and d.measured_ms <= d.budget_ms for d in deliveries)
     assert len(refitted.train_ms_) > 30 and len(model.train_ms_) == 30
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # a table, then subnets timed at its anchor: a shared machine moved them 2x apart once
 def test_search_command_end_to_end_with_an_unmeetable_budget(tmp_path):
     """`ofa-profile --device local --search --latency-ms ...` builds the table, delivers and reports."""
     common = ["--device", "local", "--width", "1.2", "--resolutions", "160", "--out", str(tmp_path), "--cache",
@@ -141,6 +167,8 @@ def test_search_command_end_to_end_with_an_unmeetable_budget(tmp_path):
     impossible, possible = report.itertuples()
     assert not impossible.met and "cannot be met" in impossible.note
     assert possible.met and possible.measured_ms <= possible.budget_ms and possible.rounds <= 3
+    assert possible.slack == pytest.approx((possible.budget_ms - possible.measured_ms) / possible.budget_ms)
+    assert possible.absolute_ms > 0
     document = json.loads((tmp_path / "local_delivered.json").read_text())
     assert [s["budget_ms"] for s in document["subnets"]] == budgets and "ks" in document["subnets"][1]["arch"]
     assert (tmp_path / "local_delivered.png").stat().st_size > 0
@@ -154,3 +182,10 @@ def test_search_command_end_to_end_with_an_unmeetable_budget(tmp_path):
     report = pd.read_csv(tmp_path / "local_delivered.csv")
     assert report["met"].all() and (report["measured_ms"] <= report["budget_ms"]).all()
     assert (tmp_path / "model.refit.json").is_file()
+
+
+def test_max_slack_must_be_a_fraction(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--device", "local", "--search", "--latency-ms", "5", "--max-slack", "1.5", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "--max-slack: 1.5 is not a fraction from 0 up to 1" in capsys.readouterr().err

@@ -177,8 +177,8 @@ def test_project_errors_carry_problem_and_fix():
 
 
 def test_every_flag_has_a_help_line():
-    from predictors.cli import _parser as search_parser
-    from profiler.cli import _parser as profile_parser
+    from predictors.cli import build_parser as search_parser
+    from profiler.cli import build_parser as profile_parser
 
     for parser in (profile_parser(), search_parser()):
         missing = [a.option_strings for a in parser._actions if a.option_strings and not a.help]

@@ -35,6 +35,7 @@ from supernet.export import (
     tflite_bytes,
     unit_path,
 )
+from supernet.unit_modules import build_unit
 from supernet.units import Unit, all_units
 
 TOL = 1e-4
@@ -132,7 +133,7 @@ def test_the_chosen_rows_are_real_rows():
 def test_every_unit_of_a_table_matches_in_onnx_runtime():
     """All 96 rows of the w1.0 table at 128, exported to ONNX, give PyTorch's outputs in ONNX Runtime."""
     for unit in all_units(1.0, [128]):
-        module = unit.build(seed=3)
+        module = build_unit(unit, seed=3)
         x = torch.randn(unit.input_shape)
         _assert_close(_run_onnx(onnx_bytes(module, unit.input_shape), x), _torch_out(module, x), unit.key)
 
@@ -169,7 +170,7 @@ def tflite_units() -> dict[str, tuple[nn.Module, bytes]]:
     models = {}
     for key in BLOCK_KEYS + HEAD_KEYS:
         unit = Unit.from_key(key)
-        module = unit.build(seed=5)
+        module = build_unit(unit, seed=5)
         models[key] = module, tflite_bytes(module, unit.input_shape)
     return models
 
@@ -218,7 +219,7 @@ def test_tflite_export_is_deterministic(tmp_path, tflite_units):
     unit = Unit.from_key(BLOCK_KEYS[2])
     path = export_unit(unit, "tflite", tmp_path)
     target = export_target(unit, "tflite")
-    assert path.read_bytes() == tflite_bytes(target.build(0), target.input_shape)
+    assert path.read_bytes() == tflite_bytes(build_unit(target, 0), target.input_shape)
     assert path.read_bytes() != tflite_units[BLOCK_KEYS[2]][1], "another seed must give other weights"
 
 
@@ -236,7 +237,7 @@ def test_rows_of_one_layer_share_one_tflite_file_resized_to_each_row(tmp_path):
         model, target = paths.pop().read_bytes(), export_target(first, "tflite")
         assert target.in_size == TFLITE_SHARED_SIZE
         assert _interpreter(model).get_input_details()[0]["name"] == TFLITE_INPUT_NAME  # what benchmark_model names
-        module = target.build(5)
+        module = build_unit(target, 5)
         for row in rows:
             x = torch.randn(row.input_shape)
             _assert_close(_run_tflite(model, x), _torch_out(module, x), row.key)
@@ -249,7 +250,7 @@ def test_missing_litert_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "litert_torch", None)
     unit = Unit.from_key(HEAD_KEYS[-1])
     with pytest.raises(TFLiteUnavailableError, match=r"pip install 'ofa-profile\[tflite\]'"):
-        tflite_bytes(unit.build(), unit.input_shape)
+        tflite_bytes(build_unit(unit), unit.input_shape)
 
 
 # --- hashes, the cache and batch export ------------------------------------------------------------------
@@ -271,7 +272,7 @@ def test_units_export_at_the_batch_the_device_runs(tmp_path):
     x = np.random.default_rng(0).normal(size=(3, *unit.input_shape[1:])).astype(np.float32)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     with torch.no_grad():
-        expected = unit.build(0).eval()(torch.from_numpy(x)).numpy()
+        expected = build_unit(unit, 0).eval()(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(session.run(None, {"input": x})[0], expected, rtol=1e-4, atol=1e-5)
 
 
@@ -356,11 +357,11 @@ def test_every_proxyless_unit_matches_in_onnx_runtime_and_tflite_rows_in_litert(
 
     units = all_units(1.3, [128], family=PROXYLESS)
     for unit in units:
-        module = unit.build(seed=3)
+        module = build_unit(unit, seed=3)
         x = torch.randn(unit.input_shape)
         _assert_close(_run_onnx(onnx_bytes(module, unit.input_shape), x), _torch_out(module, x), unit.key)
     for unit in (units[0], units[5], units[-2], units[-1]):
-        module = unit.build(seed=4)
+        module = build_unit(unit, seed=4)
         x = torch.randn(unit.input_shape)
         model = tflite_bytes(module, unit.input_shape)
         _assert_close(_run_tflite(model, x), _torch_out(module, x), unit.key)

@@ -19,13 +19,13 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from predictors.subnets import parse_subnets, read_subnets
 from predictors.table_io import COLUMNS, read_table, table_from_yaml
 from profiler.agent_run import parse_results
-from profiler.android_run import parse_agent_output
+from profiler.android_output import parse_agent_output
 from profiler.devices import load_profiles
 from profiler.records import result_problem, row_problem
 from supernet.errors import OFAProfileError
+from supernet.subnets import parse_subnets, read_subnets
 from supernet.units import all_units
 
 EXAMPLES = int(os.environ.get("OFA_FUZZ_EXAMPLES", "10000"))

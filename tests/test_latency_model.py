@@ -19,8 +19,9 @@ from predictors.archs import ArchBatch, batch_from_dicts
 from predictors.cli import main as search_main
 from predictors.fit_cli import main as fit_main
 from predictors.latency import LatencyPredictor
+from predictors.latency_families import RidgeMLP, Trees
 from predictors.latency_features import ArchFeatures
-from predictors.latency_model import FORMAT_VERSION, LatencyModel, LatencyModelError, _RidgeMLP, _Trees
+from predictors.latency_model import FORMAT_VERSION, LatencyModel, LatencyModelError
 from supernet import ArchSpace, count_macs
 from supernet.arch import ArchError
 
@@ -91,10 +92,10 @@ def test_numpy_trees_and_mlp_equal_scikit_learn():
     x = rng.normal(size=(120, 6))
     y = np.sin(x[:, 0]) + x[:, 1] ** 2
     boost = GradientBoostingRegressor(n_estimators=40, max_depth=3, subsample=0.8, random_state=0).fit(x, y)
-    assert np.allclose(_Trees.from_sklearn(boost, x).predict(x), boost.predict(x), atol=1e-12)
+    assert np.allclose(Trees.from_sklearn(boost, x).predict(x), boost.predict(x), atol=1e-12)
 
     ms = np.exp(0.1 * x[:, 2]) + 5
-    model = _RidgeMLP(n_base=4).fit(x, ms, seed=0)
+    model = RidgeMLP(n_base=4).fit(x, ms, seed=0)
     residual = np.log(ms / model.ridge.predict(x[:, :4]))
     mlp = MLPRegressor(hidden_layer_sizes=(32,), alpha=1.0, solver="lbfgs", max_iter=2000, random_state=0)
     mlp.fit((x - model.mean) / model.scale, (residual - model.target[0]) / model.target[1])

@@ -18,7 +18,7 @@ from supernet import (
     count_macs,
     count_params,
 )
-from supernet.ofa_proxyless import OFAProxylessNASNets
+from supernet.ofa_supernet import OFAProxylessNASNets
 from tests.ofa_oracle import reference_ofa_mbv3, reference_proxyless_nets, reference_utils
 
 
@@ -155,7 +155,7 @@ def test_small_width_for_fast_experiments():
 
 
 def test_published_macs():
-    """SPEC §1: K3/E3/D4 at 224 on w1.0 is 226M; the largest w1.0 subnet is about 566M."""
+    """docs/ofa_reference.md §1: K3/E3/D4 at 224 on w1.0 is 226M; the largest w1.0 subnet is about 566M."""
     space = OFAMobileNetV3(width_mult=1.0).space
     assert round(count_macs(space.uniform(ks=3, e=3, d=4, r=224)) / 1e6) == 226
     assert round(count_macs(space.uniform(ks=7, e=6, d=4, r=224)) / 1e6) == 566

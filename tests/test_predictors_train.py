@@ -12,9 +12,9 @@ from sklearn.exceptions import NotFittedError
 
 from predictors.accuracy import AccuracyPredictor, ArchEncoding
 from predictors.archs import sample_batch
-from predictors.dataset import build_accuracy_csv
 from predictors.train import MLPAccuracyRegressor, RidgeAccuracyRegressor, read_accuracy_csv, train_from_csv
 from supernet import ArchSpace, OFAMobileNetV3
+from supernet.training.dataset import build_accuracy_csv
 
 SPACE = ArchSpace.for_width(1.0)
 
@@ -89,7 +89,7 @@ def test_build_csv_on_a_tiny_dataset_and_resume(tmp_path):
 def test_a_distributed_build_shards_the_archs_resumes_and_merges(tmp_path):
     """Two ranks (run here one after the other) each measure their share into a shard; an interrupted shard
     resumes without repeats; the merge holds every arch once and removes the shards."""
-    from predictors.dataset import merge_shards, shard_path
+    from supernet.training.dataset import merge_shards, shard_path
 
     torch.manual_seed(0)
     net = OFAMobileNetV3(width_mult=0.25, n_classes=10, resolutions=[32]).eval()

@@ -17,6 +17,9 @@ from supernet.units import all_units
 from tests.peers.adb_daemon import AdbDaemon
 from tests.peers.waiting import wait_until
 
+# A phone away for a second: the run must reconnect within its backoff, so the machine must not be shared.
+pytestmark = pytest.mark.serial
+
 EXPECTED = {unit.key for unit in all_units(1.0, [128])}
 TABLE = "local_w1.0_onnxruntime_cpu.csv"
 

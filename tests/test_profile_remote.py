@@ -10,7 +10,6 @@ from __future__ import annotations
 import collections
 import json
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +68,17 @@ def _devices_toml(folder: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> N
     monkeypatch.chdir(folder)
 
 
+def _over_ssh(sshd: Sshd, known_hosts: Path) -> list[str]:
+    """The local device reached through ``sshd`` on loopback, trusting the hosts in ``known_hosts``."""
+    return ["--device", "local", "--via", "ssh", "--host", "127.0.0.1", "--port", str(sshd.port), "--user", sshd.user,
+            "--key", str(sshd.client_key), "--known-hosts", str(known_hosts)]
+
+
+def _table_options(settings: list[str], tmp_path: Path, cache: Path) -> list[str]:
+    """The local table's settings, this interpreter as the device's Python, tables and exports under the test's."""
+    return ["--python", sys.executable, *settings, "--out", str(tmp_path / "tables"), "--cache", str(cache)]
+
+
 def _stand_in_tflite(units: list[Unit], cache: Path, kind: str = "new") -> None:
     """Cache entries for the units' TF-Lite exports (and the reference's), holding the fake's output choice."""
     paths = [unit_path(unit, "tflite", cache) for unit in units]
@@ -90,27 +100,8 @@ def test_over_ssh_the_table_has_the_local_keys(
     device = tmp_path / "device"
     _devices_toml(tmp_path, monkeypatch, f"[devices.local]\nremote_dir = {json.dumps(str(device))}\n")
     argv = [
-        "--device",
-        "local",
-        "--via",
-        "ssh",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(sshd.port),
-        "--user",
-        sshd.user,
-        "--key",
-        str(sshd.client_key),
-        "--known-hosts",
-        str(sshd.known_hosts),
-        "--python",
-        sys.executable,
-        *settings,
-        "--out",
-        str(tmp_path / "tables"),
-        "--cache",
-        str(onnx_cache),
+        *_over_ssh(sshd, sshd.known_hosts),
+        *_table_options(settings, tmp_path, onnx_cache),
     ]
     assert main(argv) == 0
     table = tmp_path / "tables" / name
@@ -153,13 +144,7 @@ def test_over_adb_the_table_has_the_local_keys(
         adb_daemon.serial,
         "--adb-key",
         str(adb_key),
-        "--python",
-        sys.executable,
-        *settings,
-        "--out",
-        str(tmp_path / "tables"),
-        "--cache",
-        str(onnx_cache),
+        *_table_options(settings, tmp_path, onnx_cache),
     ]
     assert main(argv) == 0
     table = tmp_path / "tables" / name
@@ -176,20 +161,7 @@ def test_unknown_host_key_without_known_hosts_fails_with_the_trust_command(
     empty = tmp_path / "known_hosts"
     empty.write_text("")
     argv = [
-        "--device",
-        "local",
-        "--via",
-        "ssh",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(sshd.port),
-        "--user",
-        sshd.user,
-        "--key",
-        str(sshd.client_key),
-        "--known-hosts",
-        str(empty),
+        *_over_ssh(sshd, empty),
         *TINY,
         "--out",
         str(tmp_path / "tables"),
@@ -295,20 +267,12 @@ def test_killed_benchmark_model_table_run_keeps_its_batch(
         order = [files[item.name] for item in table_run(adb).pending()]
     fake_benchmark_model.hold(order[2])
 
-    def unplug() -> None:
-        wait_until(lambda: order[2] in dict(fake_benchmark_model.calls()), f"{order[2]} to start")
-        adb_daemon.stop()
-
-    cable = threading.Thread(target=unplug)
-    cable.start()
-    try:
-        with (
-            AdbTransport(adb_daemon.serial, key_path=adb_key, connect_timeout=5) as adb,
-            pytest.raises(DeviceLost),
-        ):
-            table_run(adb).run()
-    finally:
-        cable.join()
+    with (
+        adb_daemon.unplugged_when(lambda: order[2] in dict(fake_benchmark_model.calls()), f"{order[2]} to start"),
+        AdbTransport(adb_daemon.serial, key_path=adb_key, connect_timeout=5) as adb,
+        pytest.raises(DeviceLost),
+    ):
+        table_run(adb).run()
     orphan = int(next(device.glob("*/b*/agent.pid")).read_text())
 
     adb_daemon.start(adb_daemon.port)

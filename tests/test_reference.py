@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from predictors.fit_cli import _measured
+from predictors.fit_cli import read_measured_subnets
 from profiler.reference import (
     BLOCK_REFERENCE,
     NETWORK_REFERENCE,
@@ -12,7 +12,7 @@ from profiler.reference import (
     reference_named,
     reference_of,
 )
-from profiler.remeasure import _measured_before
+from profiler.remeasure import measured_before
 from supernet.errors import OFAProfileError
 
 
@@ -37,20 +37,20 @@ def test_subnets_measured_against_another_reference_are_not_mixed_in(tmp_path):
     a file of another reference rather than rewrite it without them."""
     csv = tmp_path / "s.csv"
     csv.write_text("arch,measured_ms,anchor_ms,width_mult,reference\na,1.0,2.0,1.0,network\n")
-    assert set(_measured_before(csv, 1.0, 2.0, NETWORK_REFERENCE)[0]) == {"a"}
+    assert set(measured_before(csv, 1.0, 2.0, NETWORK_REFERENCE)[0]) == {"a"}
     csv.write_text("arch,measured_ms,anchor_ms,width_mult\na,1.0,2.0,1.0\n")
-    assert set(_measured_before(csv, 1.0, None, BLOCK_REFERENCE)[0]) == {"a"}
+    assert set(measured_before(csv, 1.0, None, BLOCK_REFERENCE)[0]) == {"a"}
     with pytest.raises(OFAProfileError, match=r"timed against the block reference.*--reference block"):
-        _measured_before(csv, 1.0, None, NETWORK_REFERENCE)
+        measured_before(csv, 1.0, None, NETWORK_REFERENCE)
 
 
 def test_a_latency_model_records_the_reference_of_its_subnets(tmp_path):
     """The closed loop measures at a model's anchor, so it must time against the same workload as its data."""
     csv = tmp_path / "s.csv"
     csv.write_text('arch,measured_ms,anchor_ms,width_mult,reference\n"{}",1.0,2.0,1.0,network\n')
-    assert reference_of(_measured(csv)[2]) is NETWORK_REFERENCE
+    assert reference_of(read_measured_subnets(csv)[2]) is NETWORK_REFERENCE
     csv.write_text('arch,measured_ms,anchor_ms,width_mult\n"{}",1.0,2.0,1.0\n')
-    assert reference_of(_measured(csv)[2]) is BLOCK_REFERENCE
+    assert reference_of(read_measured_subnets(csv)[2]) is BLOCK_REFERENCE
     csv.write_text('arch,measured_ms,anchor_ms,width_mult,reference\n"{}",1,2,1,network\n"{}",1,2,1,block\n')
     with pytest.raises(OFAProfileError, match="several reference workloads"):
-        _measured(csv)
+        read_measured_subnets(csv)

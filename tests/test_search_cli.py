@@ -11,8 +11,8 @@ from predictors.calibration import Calibration
 from predictors.cli import main
 from predictors.complexity import MacsPredictor
 from predictors.latency import LatencyPredictor
-from predictors.subnets import SubnetFileError, parse_subnets, read_subnets
 from predictors.table_io import Table, read_table, write_table
+from supernet.subnets import SubnetFileError, parse_subnets, read_subnets
 
 NOTE10 = str(Path(__file__).resolve().parents[1] / "tables" / "note10_w1.2_tflite.csv")
 FAST = ["--population", "20", "--generations", "10"]

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from supernet import Arch, OFAMobileNetV3, count_macs, count_params
-from supernet.ofa_proxyless import OFAProxylessNASNets
+from supernet.ofa_supernet import OFAProxylessNASNets
 from tests.ofa_oracle import reference_ofa_mbv3, reference_ofa_proxyless, reference_utils
 
 N_ARCHS = 12  # per supernet: 36 archs in all, over many resolutions

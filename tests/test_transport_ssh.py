@@ -75,6 +75,10 @@ def test_trust_command_line(sshd: Sshd, tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["trust", "127.0.0.1", "--port", str(sshd.port), "--known-hosts", str(known_hosts)]) == 0
     assert "SHA256:" in capsys.readouterr().err
     assert known_hosts.is_file()
+    # No sshd there: one line naming the problem, inside the same error boundary as ofa-profile.
+    assert main(["trust", "127.0.0.1", "--port", str(free_port()), "--known-hosts", str(known_hosts)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("python -m profiler.transports.ssh: error: "), err
 
 
 def test_changed_host_key_is_refused(sshd: Sshd, tmp_path: Path):

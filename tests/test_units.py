@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from supernet import Arch, ArchError, ArchSpace, OFAMobileNetV3
-from supernet.unit_modules import GlobalAvgPool, units_from_subnet
+from supernet.unit_modules import GlobalAvgPool, build_unit, units_from_subnet
 from supernet.units import Unit, UnitError, all_units, units_of
 
 RELEASE = Path(__file__).resolve().parent / "data" / "ofa-release" / "note10"
@@ -100,7 +100,7 @@ def test_built_units_have_the_key_shapes():
     """Each built unit maps input_shape to output_shape."""
     for unit in _sample_units():
         with torch.no_grad():
-            y = unit.build()(torch.randn(unit.input_shape))
+            y = build_unit(unit)(torch.randn(unit.input_shape))
         assert tuple(y.shape) == unit.output_shape, unit.key
 
 
@@ -110,12 +110,12 @@ def test_build_is_seeded_and_leaves_the_global_rng_alone():
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    a, b, c = unit.build(seed=0).state_dict(), unit.build(seed=0).state_dict(), unit.build(seed=1).state_dict()
+    a, b, c = (build_unit(unit, seed=seed).state_dict() for seed in (0, 0, 1))
     assert torch.equal(torch.rand(3), expected)
     assert a.keys() == b.keys() == c.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["conv.depth_conv.bn.running_var"], c["conv.depth_conv.bn.running_var"])
-    assert not unit.build().training
+    assert not build_unit(unit).training
 
 
 # --- cutting a subnet into units -------------------------------------------------------------------------
@@ -137,7 +137,7 @@ def _assert_units_chain(supernet, arch, width: float) -> list:
         for _unit, module in pairs:
             y = module(y)
         assert torch.equal(y, subnet(x))
-    built = [unit.build() for unit, _ in pairs]
+    built = [build_unit(unit) for unit, _ in pairs]
     for (unit, module), alone in zip(pairs, built, strict=True):
         shapes = {k: v.shape for k, v in alone.state_dict().items()}
         assert shapes == {k: v.shape for k, v in module.state_dict().items()}, unit.key
@@ -164,7 +164,7 @@ def test_built_pool_computes_the_networks_mean():
     """The AvgPool2D row's module (a full-window AvgPool2d, for TF-Lite) equals the head's mean over HxW."""
     unit = Unit.pool(7, 960)
     x = torch.randn(unit.input_shape)
-    torch.testing.assert_close(unit.build()(x), GlobalAvgPool()(x), rtol=0, atol=1e-6)
+    torch.testing.assert_close(build_unit(unit)(x), GlobalAvgPool()(x), rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("r", [128, 160, 192])
@@ -254,7 +254,7 @@ def test_built_proxyless_logits_compute_the_networks_pool_and_classifier():
     from supernet.unit_modules import PooledClassifier
 
     unit = Unit.proxyless_logits(5, 64, 10)
-    built = unit.build(seed=2)
+    built = build_unit(unit, seed=2)
     as_in_network = PooledClassifier(built.classifier)
     x = torch.randn(unit.input_shape)
     with torch.no_grad():

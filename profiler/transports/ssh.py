@@ -27,6 +27,7 @@ from profiler.transports.errors import (
     TransferFailed,
 )
 from profiler.transports.result import Result
+from supernet.errors import run_command
 
 __all__ = ["SshTransport", "fingerprint", "trust_host"]
 
@@ -286,19 +287,21 @@ def trust_host(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m profiler.transports.ssh trust HOST [--port N] [--known-hosts FILE]``."""
+    """``python -m profiler.transports.ssh trust HOST [--port N] [--known-hosts FILE]``, inside the project's one
+    error boundary (:func:`~supernet.errors.run_command`)."""
+    return run_command("python -m profiler.transports.ssh", _main, argv)
+
+
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m profiler.transports.ssh", description=trust_host.__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     trust = commands.add_parser("trust", help="add a host's key to known_hosts, printing its fingerprint")
     trust.add_argument("host")
     trust.add_argument("--port", type=int, default=22)
     trust.add_argument("--known-hosts", default=str(_DEFAULT_KNOWN_HOSTS))
+    trust.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     args = parser.parse_args(argv)
-    try:
-        trust_host(args.host, port=args.port, known_hosts=args.known_hosts)
-    except ConnectionFailed as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    trust_host(args.host, port=args.port, known_hosts=args.known_hosts)
     return 0
 
 

@@ -21,7 +21,7 @@ from supernet.cli_args import command_parser, finite_float, non_negative_int, po
 from supernet.errors import UsageError, run_command
 from supernet.plan import family_named
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -44,7 +44,7 @@ def _floats(text: str) -> tuple[float, ...]:
     return values
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     from .schedule import PHASE_NAMES
 
     parser, commands = command_parser("ofa-train", __doc__)
@@ -115,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     return {"train": _train, "dataset": _dataset, "eval": _evaluate}[args.command](args)
 
@@ -174,9 +174,8 @@ def _load_run(run: Path):
 
 
 def _dataset(args: argparse.Namespace) -> int:
-    from predictors.dataset import build_accuracy_csv, merge_shards
-
     from .data import evaluation_batches
+    from .dataset import build_accuracy_csv, merge_shards
     from .distributed import start
     from .trainer import bn_batches
 
@@ -205,7 +204,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     net, settings, train_source, val_source = _load_run(args.trained)
     if args.archs is not None:
-        from predictors.subnets import read_subnets
+        from supernet.subnets import read_subnets
 
         archs = read_subnets(args.archs)
         for arch in archs:

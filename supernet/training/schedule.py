@@ -1,4 +1,5 @@
-"""The progressive-shrinking schedule (SPEC §5) as data: phases, the subnets a step trains, the learning rate.
+"""The progressive-shrinking schedule (docs/ofa_reference.md §5) as data: phases, the subnets a step trains, the
+learning rate.
 
 Pure functions of a seed and a step, so that every rank of a distributed run draws the same subnets and the same
 resolution at each step, and a resumed run draws what the killed one would have drawn.

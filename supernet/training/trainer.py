@@ -31,15 +31,15 @@ from supernet.bn import recalibrate_bn
 from supernet.errors import OFAProfileError
 from supernet.files import atomic_write
 from supernet.mobilenetv3 import MobileNetV3
-from supernet.ofa_supernet import OFASupernet
+from supernet.ofa_supernet import SUPERNETS, OFASupernet
 from supernet.plan import FAMILIES, MOBILENETV3
-from supernet.supernets import SUPERNETS
 
 from .data import Batch, FirstImages, ImageSource, ShardedBatches, evaluation_batches
+from .dataset import subnet_top1
 from .distributed import Context
 from .schedule import PHASE_NAMES, Phase, lr_factor, progressive_shrinking, step_seed
 
-__all__ = ["CHECKPOINT", "TrainError", "TrainSettings", "bn_batches", "evaluate", "train"]
+__all__ = ["CHECKPOINT", "TrainError", "TrainSettings", "bn_batches", "evaluate", "parameter_groups", "train"]
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
@@ -107,7 +107,7 @@ def _distributed(net: nn.Module) -> DistributedDataParallel:
         return DistributedDataParallel(net, find_unused_parameters=True, forward_sync_buffers=False)
     return DistributedDataParallel(net, find_unused_parameters=True, broadcast_buffers=False)
 
-def _parameter_groups(net: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+def parameter_groups(net: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Weight decay on conv and linear weights only: none on BN and biases (the reference's ``bn#bias``)."""
     decay, no_decay = [], []
     for name, parameter in net.named_parameters():
@@ -129,9 +129,8 @@ def bn_batches(source: ImageSource, resolution: int, n_images: int) -> Iterator[
 
 def evaluate(net: OFASupernet, archs: Sequence[Arch], train_source: ImageSource, val_source: ImageSource,
              bn_images: int, device: torch.device | str = "cpu") -> list[float]:
-    """Top-1 (0..1) of each arch's subnet on ``val_source``, BN statistics recalibrated first (SPEC §5)."""
-    from predictors.dataset import subnet_top1
-
+    """Top-1 (0..1) of each arch's subnet on ``val_source``, BN statistics recalibrated first
+    (docs/ofa_reference.md §5)."""
     return [subnet_top1(net, arch, lambda r: bn_batches(train_source, r, bn_images),
                         lambda r: evaluation_batches(val_source, r), bn_images, device) for arch in archs]
 
@@ -250,7 +249,7 @@ class _Run:
         per_epoch = self.batches.steps_per_epoch
         total = phase.total_epochs * per_epoch
         lr = phase.base_lr * settings.batch_size / 64
-        optimizer = torch.optim.SGD(_parameter_groups(self.net, settings.weight_decay), lr=lr,
+        optimizer = torch.optim.SGD(parameter_groups(self.net, settings.weight_decay), lr=lr,
                                     momentum=settings.momentum, nesterov=True)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: lr_factor(step, phase.warmup_epochs * per_epoch, total))

@@ -19,8 +19,10 @@ import socket
 import struct
 import subprocess
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+
+from tests.peers.waiting import wait_until
 
 VERSION = 0x01000000
 MAX_DATA = 256 * 1024
@@ -280,6 +282,23 @@ class AdbDaemon:
         for thread in self._threads:
             thread.join(timeout=10)
         self._threads, self._connections = [], []
+
+    @contextlib.contextmanager
+    def unplugged_when(self, condition: Callable[[], bool], what: str) -> Iterator[None]:
+        """While the body runs, :meth:`stop` (the cable goes) once ``condition()`` holds."""
+        done = threading.Event()
+
+        def unplug() -> None:
+            if wait_until(condition, what, stop=done.is_set):
+                self.stop()
+
+        cable = threading.Thread(target=unplug)
+        cable.start()
+        try:
+            yield
+        finally:
+            done.set()
+            cable.join()
 
     # ---- services -------------------------------------------------------------------------------------------
 

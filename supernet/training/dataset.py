@@ -1,8 +1,8 @@
 """Build the (arch, accuracy) CSV that trains an accuracy predictor for a supernet.
 
-For each sampled arch: extract the subnet, recalibrate its BN statistics on training images (SPEC §5), measure
-top-1 on the evaluation data. Rows are appended and flushed as they come, and a rerun with the same file skips
-archs already measured, so a long build can stop and resume.
+For each sampled arch: extract the subnet, recalibrate its BN statistics on training images
+(docs/ofa_reference.md §5), measure top-1 on the evaluation data. Rows are appended and flushed as they come, and
+a rerun with the same file skips archs already measured, so a long build can stop and resume.
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ def top1(model: torch.nn.Module, batches: Iterable) -> float:
 
 def subnet_top1(supernet: OFASupernet, arch: Arch, calibration: Loader, evaluation: Loader,
                 n_bn_images: int = 2000, device: torch.device | str = "cpu") -> float:
-    """Top-1 (0..1) of ``arch``'s subnet, extracted and BN-recalibrated first (SPEC §5), on ``device``."""
+    """Top-1 (0..1) of ``arch``'s subnet, extracted and BN-recalibrated first (docs/ofa_reference.md §5), on
+    ``device``."""
     subnet = supernet.extract(arch).to(device)
     recalibrate_bn(subnet, ((images.to(device), *rest) for images, *rest in _at_resolution(calibration, arch.r)),
                    n_bn_images)

@@ -1,0 +1,227 @@
+"""The model families a :class:`~predictors.latency_model.LatencyModel` chooses among, each fitted with scikit-learn,
+predicted with NumPy alone and stored as plain arrays (no pickles): ``arrays()`` gives them, ``from_arrays`` reads
+them back.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+
+import numpy as np
+
+from .calibration import fit_calibration
+
+__all__ = ["FAMILY_CLASSES", "FLOOR_MS", "CalibratedSum", "Ridge", "RidgeBoosting", "RidgeMLP", "Trees", "sub_arrays"]
+
+FLOOR_MS = 1e-3  # a ridge that extrapolates below zero still leaves a positive base for the residual models
+
+
+class Ridge:
+    """Linear in the features, least squares on relative error, penalty chosen by GCV.
+
+    With a table (``offset`` the table sum's column), it starts from the calibrated sum and learns a relative
+    correction to it, so the penalty shrinks it towards the calibrated sum rather than towards a constant.
+    """
+
+    def __init__(self, offset: int = -1) -> None:
+        self.offset = offset
+
+    def fit(self, x: np.ndarray, y: np.ndarray, seed: int) -> Ridge:
+        from sklearn.linear_model import RidgeCV
+
+        self.mean, self.scale = x.mean(axis=0), x.std(axis=0)
+        self.scale[self.scale == 0] = 1.0
+        ridge = RidgeCV(alphas=np.logspace(-4, 3, 15))
+        if self.offset >= 0:
+            self.line = CalibratedSum(self.offset).fit(x, y, seed).line
+            ridge.fit((x - self.mean) / self.scale, y / self._base(x) - 1)
+        else:
+            self.line = np.zeros(2)
+            ridge.fit((x - self.mean) / self.scale, y, sample_weight=y**-2.0)
+        self.coef, self.intercept = ridge.coef_, np.asarray(ridge.intercept_)
+        return self
+
+    def _base(self, x: np.ndarray) -> np.ndarray:
+        return np.maximum(self.line[0] * x[:, self.offset] + self.line[1], FLOOR_MS)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        linear = (x - self.mean) / self.scale @ self.coef + self.intercept
+        return np.maximum(self._base(x) * (1 + linear) if self.offset >= 0 else linear, FLOOR_MS)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"mean": self.mean, "scale": self.scale, "coef": self.coef, "intercept": self.intercept,
+                "offset": np.array(self.offset), "line": self.line}
+
+    @classmethod
+    def from_arrays(cls, a: Mapping[str, np.ndarray]) -> Ridge:
+        ridge = cls(int(a["offset"]))
+        ridge.mean, ridge.scale, ridge.coef, ridge.intercept = a["mean"], a["scale"], a["coef"], a["intercept"]
+        ridge.line = a["line"]
+        return ridge
+
+
+class CalibratedSum:
+    """``a · table sum + b``, fitted as ``ofa-profile --calibrate`` fits it."""
+
+    def __init__(self, column: int) -> None:
+        self.column = column
+
+    def fit(self, x: np.ndarray, y: np.ndarray, seed: int) -> CalibratedSum:
+        fit = fit_calibration(x[:, self.column], y)
+        self.line = np.array([fit.a, fit.b])
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.line[0] * x[:, self.column] + self.line[1]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"line": self.line, "column": np.array(self.column)}
+
+    @classmethod
+    def from_arrays(cls, a: Mapping[str, np.ndarray]) -> CalibratedSum:
+        model = cls(int(a["column"]))
+        model.line = a["line"]
+        return model
+
+
+class Trees:
+    """Gradient-boosted regression trees as complete binary trees of one depth, walked for all trees at once.
+
+    A leaf above the full depth becomes a split that always goes left with the leaf's value on both sides, so
+    every tree is three flat arrays and prediction is ``depth`` vectorised steps. Inputs are compared in float32
+    as scikit-learn's trees compare them, so the predictions equal its own.
+    """
+
+    def __init__(self, depth: int, init: float, feature: np.ndarray, threshold: np.ndarray, leaf: np.ndarray):
+        self.depth, self.init = depth, float(init)
+        self.feature, self.threshold, self.leaf = feature, threshold, leaf
+
+    @classmethod
+    def from_sklearn(cls, model, x_example: np.ndarray) -> Trees:
+        depth = int(model.max_depth)
+        n_inner = 2**depth - 1
+        trees = model.estimators_[:, 0]
+        feature = np.zeros((len(trees), n_inner), dtype=np.intp)
+        threshold = np.full((len(trees), n_inner), np.inf)
+        leaf = np.zeros((len(trees), 2**depth))
+        for t, estimator in enumerate(trees):
+            tree = estimator.tree_
+            stack = [(0, 0, 0)]  # (sklearn node, position in the complete tree, level)
+            while stack:
+                node, position, level = stack.pop()
+                if level == depth:
+                    leaf[t, position - n_inner] = tree.value[node, 0, 0] * model.learning_rate
+                    continue
+                left, right = tree.children_left[node], tree.children_right[node]
+                if left == -1:  # a leaf above the full depth: both sides carry its value
+                    left = right = node
+                else:
+                    feature[t, position], threshold[t, position] = tree.feature[node], tree.threshold[node]
+                stack += [(left, 2 * position + 1, level + 1), (right, 2 * position + 2, level + 1)]
+        init = float(np.ravel(model.init_.predict(x_example[:1]))[0])
+        return cls(depth, init, feature, threshold, leaf)
+
+    def predict(self, x: np.ndarray, chunk: int = 8192) -> np.ndarray:
+        x = x.astype(np.float32).astype(np.float64)
+        out = np.empty(len(x))
+        trees = np.arange(len(self.feature))
+        for start in range(0, len(x), chunk):
+            part = x[start:start + chunk]
+            position = np.zeros((len(part), len(trees)), dtype=np.intp)
+            for _ in range(self.depth):
+                values = np.take_along_axis(part, self.feature[trees, position], axis=1)
+                position = 2 * position + 1 + (values > self.threshold[trees, position])
+            out[start:start + chunk] = self.init + self.leaf[trees, position - (2**self.depth - 1)].sum(axis=1)
+        return out
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"depth": np.array(self.depth), "init": np.array(self.init), "feature": self.feature,
+                "threshold": self.threshold, "leaf": self.leaf}
+
+    @classmethod
+    def from_arrays(cls, a: Mapping[str, np.ndarray]) -> Trees:
+        return cls(int(a["depth"]), float(a["init"]), a["feature"], a["threshold"], a["leaf"])
+
+
+class RidgeBoosting:
+    """The ridge, times ``exp`` of boosted trees fitted on its log-residuals."""
+
+    def __init__(self, offset: int = -1) -> None:
+        self.offset = offset
+
+    def fit(self, x: np.ndarray, y: np.ndarray, seed: int) -> RidgeBoosting:
+        from sklearn.ensemble import GradientBoostingRegressor
+
+        self.ridge = Ridge(self.offset).fit(x, y, seed)
+        boost = GradientBoostingRegressor(n_estimators=150, max_depth=3, learning_rate=0.05, subsample=0.8,
+                                          random_state=seed).fit(x, np.log(y / self.ridge.predict(x)))
+        self.trees = Trees.from_sklearn(boost, x)
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.ridge.predict(x) * np.exp(self.trees.predict(x))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {**{f"ridge.{k}": v for k, v in self.ridge.arrays().items()},
+                **{f"trees.{k}": v for k, v in self.trees.arrays().items()}}
+
+    @classmethod
+    def from_arrays(cls, a: Mapping[str, np.ndarray]) -> RidgeBoosting:
+        model = cls()
+        model.ridge, model.trees = Ridge.from_arrays(sub_arrays(a, "ridge")), Trees.from_arrays(sub_arrays(a, "trees"))
+        model.offset = model.ridge.offset
+        return model
+
+
+class RidgeMLP:
+    """The ridge, times ``exp`` of a one-hidden-layer MLP fitted on its log-residuals, from the features and OFA's
+    arch encoding (columns past ``n_base``)."""
+
+    def __init__(self, n_base: int, offset: int = -1) -> None:
+        self.n_base, self.offset = n_base, offset
+
+    def fit(self, x: np.ndarray, y: np.ndarray, seed: int) -> RidgeMLP:
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.neural_network import MLPRegressor
+
+        self.ridge = Ridge(self.offset).fit(x[:, :self.n_base], y, seed)
+        residual = np.log(y / self.ridge.predict(x[:, :self.n_base]))
+        self.mean, self.scale = x.mean(axis=0), x.std(axis=0)
+        self.scale[self.scale == 0] = 1.0
+        self.target = np.array([residual.mean(), residual.std() or 1.0])
+        mlp = MLPRegressor(hidden_layer_sizes=(32,), alpha=1.0, solver="lbfgs", max_iter=2000, random_state=seed)
+        with warnings.catch_warnings():  # lbfgs stopping at max_iter is the intended early stop, not a failure
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            mlp.fit((x - self.mean) / self.scale, (residual - self.target[0]) / self.target[1])
+        self.weights = [w for pair in zip(mlp.coefs_, mlp.intercepts_, strict=True) for w in pair]
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        first = self.weights[0] / self.scale[:, None]  # the standardisation, folded into the first layer
+        h = x @ first + (self.weights[1] - (self.mean / self.scale) @ self.weights[0])
+        for i in range(2, len(self.weights), 2):
+            h = np.maximum(h, 0) @ self.weights[i] + self.weights[i + 1]
+        return self.ridge.predict(x[:, :self.n_base]) * np.exp(h[:, 0] * self.target[1] + self.target[0])
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {**{f"ridge.{k}": v for k, v in self.ridge.arrays().items()}, "n_base": np.array(self.n_base),
+                "mean": self.mean, "scale": self.scale, "target": self.target,
+                **{f"layer{i}": w for i, w in enumerate(self.weights)}}
+
+    @classmethod
+    def from_arrays(cls, a: Mapping[str, np.ndarray]) -> RidgeMLP:
+        model = cls(int(a["n_base"]))
+        model.ridge = Ridge.from_arrays(sub_arrays(a, "ridge"))
+        model.offset = model.ridge.offset
+        model.mean, model.scale, model.target = a["mean"], a["scale"], a["target"]
+        model.weights = [a[f"layer{i}"] for i in range(sum(k.startswith("layer") for k in a))]
+        return model
+
+
+def sub_arrays(arrays: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    return {k[len(prefix) + 1:]: v for k, v in arrays.items() if k.startswith(prefix + ".")}
+
+
+FAMILY_CLASSES = {"calibrated-sum": CalibratedSum, "ridge": Ridge, "ridge+boosting": RidgeBoosting,
+            "ridge+mlp": RidgeMLP}
