@@ -9,8 +9,9 @@ The fit keeps its points, so a later run (the closed loop measuring found subnet
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -76,6 +77,14 @@ class Calibration:
             raise CalibrationError("this calibration was stored without its fit points, so it cannot be refitted; "
                                    "run ofa-profile --calibrate again")
         return fit_calibration([*self.sums_ms, *sums_ms], [*self.measured_ms, *measured_ms])
+
+    def restated(self, factor: float) -> Calibration:
+        """The same fit with both sides stated at another anchor (``factor`` = new anchor / old): sums and
+        measurements scale alike, so the slope and every relative figure stay, and the intercept scales."""
+        if not (math.isfinite(factor) and factor > 0):
+            raise CalibrationError(f"cannot restate a calibration by {factor!r}: the anchors must be positive")
+        return replace(self, b=self.b * factor, sums_ms=tuple(v * factor for v in self.sums_ms),
+                       measured_ms=tuple(v * factor for v in self.measured_ms))
 
     def describe(self) -> str:
         """One line for logs and reports, e.g. ``calibrated: measured = 1.021·sum + 0.30 ms (20 subnets, ...)``."""

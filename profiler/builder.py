@@ -32,7 +32,7 @@ from profiler.recovery import recover_batches
 from profiler.reference import BLOCK_REFERENCE, REFERENCE_NAME, Reference, reference_ms
 from profiler.rows import IsolatedRows, Item, RowStrategy
 from profiler.run_state import journal_path, load_state
-from profiler.sidecar import now, table_meta
+from profiler.sidecar import kept_calibration, now, table_meta
 from profiler.steady import check_regime, next_blocks
 from profiler.table_lock import table_lock
 from profiler.transports.base import Transport
@@ -315,7 +315,8 @@ class TableRun:
     def reanchor(self) -> Table:
         """State the table at the device's speed now: time the reference alone and make that the anchor.
 
-        Rows keep their ratios; their values in ms become those ratios times the new anchor.
+        Rows keep their ratios; their values in ms become those ratios times the new anchor, and a stored
+        calibration is restated at it (:func:`~profiler.sidecar.kept_calibration`).
         """
         with table_lock(self.table, self.meta.get("command", "")):
             self._reload()
@@ -342,6 +343,9 @@ class TableRun:
         rows = tuple(self.strategy.rows(self.state.kept, self.state.anchor_ms))
         meta = table_meta(self.meta, self.profile, self.protocol, self.strategy, self.reference, self.state,
                           journal_path(self.table).name, len(rows))
+        calibration = kept_calibration(self.table, self.state.anchor_ms)
+        if calibration is not None:
+            meta["calibration"] = calibration
         table = Table(rows=rows, meta=meta)
         write_table(self.table, table)
         return table

@@ -7,6 +7,8 @@ Python agent, or the Android agent for TF-Lite's ``benchmark_model``.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,7 +26,7 @@ from profiler.transports.base import Transport
 from profiler.transports.errors import Interrupted
 from supernet.errors import Stopped
 
-__all__ = ["agent_files", "agent_python", "measure_models", "read_batch", "stop_agent"]
+__all__ = ["agent_files", "agent_python", "measure_models", "read_batch", "result_key", "stop_agent"]
 
 _AGENT_RUNTIMES = {"onnxruntime": "onnxruntime", "tflite": "tflite", "torch": "torch"}
 
@@ -41,6 +43,33 @@ def agent_settings(profile: DeviceProfile, protocol: Protocol) -> dict[str, Any]
     if profile.affinity:
         settings["affinity"] = profile.affinity
     return settings
+
+
+def result_key(profile: DeviceProfile, protocol: Protocol, model: Mapping[str, Any],
+               reference: Mapping[str, Any] | None = None) -> str:
+    """A digest of everything a model's result depends on: the model file's bytes and its entry (input shapes,
+    dimensions fixed), the reference's, the device and the agent's settings. A model named by it in a results
+    file left by a killed run is the same measurement; any other is measured again (issue 25: a rerun with other
+    subnets took a leftover result filed under the same name)."""
+    digest = hashlib.sha256()
+    for entry in (model, reference):
+        if entry is None:
+            continue
+        digest.update(_file_sha256(Path(entry["path"])).encode())
+        digest.update(json.dumps({k: v for k, v in entry.items() if k not in ("name", "path")},
+                                 sort_keys=True, default=str).encode())
+    digest.update(json.dumps({"device": profile.name, "runtime": profile.runtime, "batch": profile.batch,
+                              "min_sample_ms": protocol.min_sample_ms, **agent_settings(profile, protocol)},
+                             sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 # Settings of the Python agent's drift-proof blocks; benchmark_model times each model in a plain loop of its own.

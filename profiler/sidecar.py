@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
+import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+from predictors.calibration import Calibration, CalibrationError
+from predictors.table_io import sidecar_path
 from profiler.devices import DeviceProfile
 from profiler.measure import agent_files
 from profiler.protocol import Protocol
@@ -15,7 +20,9 @@ from profiler.rows import RowStrategy
 from profiler.run_state import RunState
 from profiler.steady import regime_summary
 
-__all__ = ["AGENT_VERSION", "LATENCY", "now", "table_meta", "timing"]
+__all__ = ["AGENT_VERSION", "LATENCY", "kept_calibration", "now", "table_meta", "timing"]
+
+log = logging.getLogger(__name__)
 
 AGENT_VERSION = "4"
 
@@ -76,3 +83,24 @@ def table_meta(
         "reference_median_ms": state.baseline_ms,
         "updated": now(),
     }
+
+
+def kept_calibration(table: Path, anchor_ms: float | None) -> dict[str, Any] | None:
+    """The calibration the table's sidecar holds (``--calibrate``, the closed loop), for the sidecar a rerun or
+    ``--reanchor`` writes: restated at ``anchor_ms`` where the table's anchor moved, never dropped."""
+    try:
+        stored = json.loads(sidecar_path(table).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    values = stored.get("calibration") if isinstance(stored, dict) else None
+    if not isinstance(values, dict):
+        return None
+    before = ((stored.get("reference") or {}).get("anchor") or {}).get("anchor_ms")
+    if not before or not anchor_ms or before == anchor_ms:
+        return values
+    try:
+        return Calibration.from_dict(values).restated(anchor_ms / before).to_dict()
+    except (CalibrationError, TypeError, ValueError) as err:
+        log.warning("%s: the calibration could not be restated at the new anchor (%s); kept as it was",
+                    sidecar_path(table), err)
+        return values

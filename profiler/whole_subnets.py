@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from profiler.devices import DeviceProfile
-from profiler.measure import measure_models
+from profiler.measure import measure_models, result_key
 from profiler.protocol import Protocol
 from profiler.reference import Reference, reference_ms, run_anchor, stats_ms
 from profiler.steady import check_regime, next_blocks, regime_ratio
@@ -98,13 +98,17 @@ def _time(profile: DeviceProfile, transport: Transport, models: Sequence[dict[st
     remote = transport.join(profile.remote_dir or "/tmp/ofa-profile", work_name)
     if profile.transport == "local":
         remote = str(scratch / f".{work_name}.work")
-    run = measure_models(profile, transport, models, protocol, remote, scratch,
-                         reference=reference.model(profile, cache_dir))
+    reference_model = reference.model(profile, cache_dir)
+    # Named by what the result depends on: a killed run's leftover results in the work folder are reused only
+    # for the same model file, shapes and settings.
+    keyed = [{**model, "name": f"{model['name']}-{result_key(profile, protocol, model, reference_model)}"}
+             for model in models]
+    run = measure_models(profile, transport, keyed, protocol, remote, scratch, reference=reference_model)
     results = []
-    for i, arch in enumerate(archs):
-        result = run.results.get(f"subnet-{i}")
+    for i, (arch, model) in enumerate(zip(archs, keyed, strict=True)):
+        result = run.results.get(model["name"])
         if result is None:
-            error = run.errors.get(f"subnet-{i}", {}).get("error", "no result")
+            error = run.errors.get(model["name"], {}).get("error", "no result")
             raise SubnetMeasurementError(f"{transport}: subnet {i} ({arch.to_json()}) could not be measured: {error}")
         results.append(result)
     return results

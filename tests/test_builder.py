@@ -8,12 +8,14 @@ import json
 import pandas as pd
 import pytest
 
-from predictors.table_io import read_table
+from predictors.calibration import Calibration, fit_calibration
+from predictors.table_io import read_table, sidecar_path
 from profiler import builder
 from profiler.builder import TableRun
 from profiler.devices import resolve_device
 from profiler.protocol import Protocol
 from profiler.reference import BLOCK_REFERENCE
+from profiler.remeasure import store_calibration, table_anchor
 from profiler.run_state import journal_path
 from profiler.steady import LADDER
 from profiler.transports.local import LocalTransport
@@ -87,3 +89,32 @@ def test_a_batch_whose_blocks_read_slower_than_a_plain_loop_is_measured_again_in
         assert again.protocol.block_ms == LADDER[1][0]
         again.run()
     assert read_table(table_csv).meta["timing"]["regime"]["checks"] == len(checks)
+
+
+def test_a_stored_calibration_outlives_a_rerun_and_is_restated_at_a_new_anchor(tmp_path):
+    """Issue 25: a rerun of the table command, or --reanchor, rewrote the sidecar without the calibration that
+    --calibrate (or the closed loop) had stored in it. Both keep it; re-anchoring restates it at the new anchor
+    (sums and measurements scale alike: the slope stays, the intercept and the points scale)."""
+    units = all_units(1.0, [224])[:3]
+    table_csv = tmp_path / "t.csv"
+    with LocalTransport() as transport:
+        run = TableRun(resolve_device("local"), transport, units, table_csv, tmp_path / "cache", TINY)
+        run.run()
+        sums, measured = [1.0, 2.0, 3.0, 4.0], [1.3, 2.2, 3.4, 4.3]
+        store_calibration(table_csv, fit_calibration(sums, measured))
+        stored = json.loads(sidecar_path(table_csv).read_text())["calibration"]
+
+        TableRun(resolve_device("local"), transport, units, table_csv, tmp_path / "cache", TINY).run()
+        assert json.loads(sidecar_path(table_csv).read_text())["calibration"] == stored
+
+        before = table_anchor(read_table(table_csv))
+        TableRun(resolve_device("local"), transport, units, table_csv, tmp_path / "cache", TINY).reanchor()
+    meta = json.loads(sidecar_path(table_csv).read_text())
+    factor = meta["reference"]["anchor"]["anchor_ms"] / before
+    assert factor != 1.0
+    restated = Calibration.from_dict(meta["calibration"])
+    assert restated.a == pytest.approx(stored["a"])
+    assert restated.b == pytest.approx(stored["b"] * factor)
+    assert restated.sums_ms == pytest.approx([v * factor for v in sums])
+    assert restated.measured_ms == pytest.approx([v * factor for v in measured])
+    assert restated.loo_rms_pct == pytest.approx(stored["loo_rms_pct"])

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,6 +19,9 @@ from predictors.latency import LatencyPredictor
 from predictors.table_io import read_table
 from profiler.cli import main
 from supernet import ArchSpace
+from tests.peers.waiting import wait_until
+
+ROOT = Path(__file__).resolve().parents[1]
 
 FAST = [
     *("--min-time", "0.01", "--min-count", "5", "--warmup", "1"),
@@ -126,3 +136,60 @@ def test_batched_subnets_on_each_local_runtime(tmp_path, runtime):
     assert len(frame) == 2 and (frame["measured_ms"] > 0).all() and frame["ratio"].notna().all()
     suffix = ".pt" if runtime == "torch" else ".onnx"
     assert all(p.suffix == suffix for p in (tmp_path / "cache").iterdir() if p.name.startswith("subnet-"))
+
+
+def _leftover_results(folder: Path) -> dict[str, float]:
+    """Median per model name in the results files a killed run left in its work folders."""
+    medians = {}
+    for results in folder.glob(".local_subnets.*.work/results.jsonl"):
+        for line in results.read_text().splitlines():
+            record = json.loads(line) if line.endswith("}") else {}
+            if record.get("type") == "result" and record["name"].startswith("subnet-"):
+                medians[record["name"]] = record["summary"]["median"]
+    return medians
+
+
+def _agent_gone(folder: Path) -> bool:
+    """The killed run's orphaned agent has let go of its results file (it stops at its next check)."""
+    for results in folder.glob(".local_subnets.*.work/results.jsonl"):
+        with results.open("a") as handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return False
+    return True
+
+
+@pytest.mark.slow
+def test_a_killed_runs_results_are_credited_only_to_the_models_that_produced_them(table_dir, tmp_path):
+    """Issue 25: SIGKILL on --subnets a.json, then --subnets b.json, filed a's leftover numbers under b's subnets
+    (same names, subnet-0, 1, ..., in the same work folder). A result is tied to its model file, shapes and
+    settings: b is measured afresh, and a rerun of a.json still continues from what the killed run measured."""
+    space = ArchSpace.for_width(1.0)
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text(json.dumps([space.sample(20 + i).with_resolution(128).to_dict() for i in range(3)]))
+    second.write_text(json.dumps([space.sample(30 + i).with_resolution(128).to_dict() for i in range(3)]))
+    command = [sys.executable, "-m", "profiler.cli", *_common(table_dir), "--subnets", str(first)]
+    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: bool(_leftover_results(table_dir)), "a first subnet result", timeout_s=300,
+                   stop=lambda: process.poll() is not None)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    wait_until(lambda: _agent_gone(table_dir), "the orphaned agent to stop")
+    leftover = _leftover_results(table_dir)
+    assert leftover, "the run finished before it could be killed"
+    kept = tmp_path / "kept"
+    for work in table_dir.glob(".local_subnets.*.work"):
+        shutil.copytree(work, kept / work.name)
+
+    assert main([*_common(table_dir), "--subnets", str(second)]) == 0
+    assert not set(pd.read_csv(table_dir / "local_subnets.csv")["absolute_ms"]) & set(leftover.values())
+
+    for work in kept.iterdir():
+        shutil.copytree(work, table_dir / work.name, dirs_exist_ok=True)
+    assert main([*_common(table_dir), "--subnets", str(first)]) == 0
+    reused = set(pd.read_csv(table_dir / "local_subnets.csv")["absolute_ms"]) & set(leftover.values())
+    assert len(reused) == len(leftover)
