@@ -115,6 +115,7 @@ class TableRun:
 
     def _reload(self) -> None:
         """Fold the journal again under the lock (another run may have added to it), reporting what it skips."""
+        self.journal.repair()
         self.state = load_state(self.journal, self.names, self.reference.id)
         self._continue_blocks()
         if self.state.set_aside:

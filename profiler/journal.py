@@ -18,7 +18,8 @@ __all__ = ["Journal"]
 
 
 class Journal:
-    """Append-only JSONL of measurements; a torn last line (the process died mid-write) is ignored and cut.
+    """Append-only JSONL of measurements; a torn last line (the process died mid-write) is ignored, and cut by
+    :meth:`repair`.
 
     A line that is not a JSON object (an edited or damaged journal) is skipped and listed in ``set_aside`` as
     ``(line number, reason)``: the lines around it still count.
@@ -27,9 +28,10 @@ class Journal:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.set_aside: list[tuple[int, str]] = []
-        self._repair()
 
-    def _repair(self) -> None:
+    def repair(self) -> None:
+        """Cut a torn last line before appending. Only the table's lock holder may: the last line of a journal
+        another run is writing is torn for a moment, and is not the reader's to cut."""
         if not self.path.exists():
             return
         data = self.path.read_bytes()
@@ -46,6 +48,8 @@ class Journal:
             return
         with open(self.path, "rb") as f:
             for number, raw in enumerate(f, 1):
+                if not raw.endswith(b"\n"):
+                    break  # torn: being written, or its writer died mid-line
                 try:
                     record = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
                 except (UnicodeDecodeError, ValueError) as err:

@@ -9,11 +9,13 @@ guess; the takeover is logged with the dead holder's details.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import logging
 import os
 import socket
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,12 +50,27 @@ def _describe(holder: dict) -> str:
             + (f" ({holder['command']})" if holder.get("command") else ""))
 
 
+def _open_lock(path: Path) -> int:
+    """The lock file, never through a link (truncating it would empty the link's target) nor a special file."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+    except OSError as err:
+        if err.errno != errno.ELOOP:
+            raise
+        raise TableLocked(f"the lock file {path} is a symbolic link; refusing to write through it",
+                          "remove it: each run creates its own") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise TableLocked(f"the lock file {path} is not a regular file", "remove it: each run creates its own")
+    return fd
+
+
 @contextlib.contextmanager
 def table_lock(table: Path, command: str = "") -> Iterator[None]:
     """Hold ``table``'s lock inside the block, or raise :class:`TableLocked` naming the holder."""
     path = lock_path(table)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open_lock(path)
     try:
         with os.fdopen(os.dup(fd), "r", encoding="utf-8", errors="replace") as reader:
             try:

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_write", "naming", "stem_of"]
+from supernet.errors import OFAProfileError
+
+__all__ = ["NotARegularFileError", "atomic_write", "naming", "stem_of"]
+
+_KINDS = ((stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"), (stat.S_ISFIFO, "FIFO"),
+          (stat.S_ISSOCK, "socket"), (stat.S_ISDIR, "folder"))
+
+
+class NotARegularFileError(OFAProfileError, OSError):
+    """An output path names a device node, FIFO, socket or folder: replacing it would break the system's."""
 
 
 def _umask() -> int:
@@ -30,10 +40,11 @@ def stem_of(path: str | os.PathLike, suffixes: tuple[str, ...]) -> Path:
 def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
     """Write ``data`` to a temp file beside ``path``, fsync it, then rename it over ``path``.
 
-    Readers never see half a file, and a crash leaves the old file. The file gets the mode a plain ``open``
-    would give it (0666 less the umask), not the temp file's 0600.
+    Readers never see half a file, and a crash leaves the old file. A symlink is written through (its target is
+    replaced); a device node, FIFO, socket or folder is refused (:class:`NotARegularFileError`). The file gets
+    the mode a plain ``open`` would give it (0666 less the umask), not the temp file's 0600.
     """
-    path = Path(path)
+    path = _target(Path(path))
     with naming(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -48,6 +59,21 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
             Path(tmp).unlink(missing_ok=True)
             raise
     return path
+
+
+def _target(path: Path) -> Path:
+    """The regular file to replace: a symlink's target (the link stays a link), never a special file."""
+    target = path.resolve() if path.is_symlink() else path
+    try:
+        mode = target.stat().st_mode
+    except FileNotFoundError:
+        return target
+    for is_kind, kind in _KINDS:
+        if is_kind(mode):
+            via = f" (through the symlink {path})" if target != path else ""
+            raise NotARegularFileError(f"{target}{via} is a {kind}, not a regular file; refusing to replace it",
+                                       "give a path to a regular file or a new one")
+    return target
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ from profiler.protocol import Protocol
 from profiler.run_state import journal_path
 from profiler.table_lock import TableLocked, lock_path, table_lock
 from profiler.transports.local import LocalTransport
+from supernet.files import NotARegularFileError, atomic_write
 from supernet.units import all_units
 from tests.peers.waiting import wait_until
 
@@ -192,3 +193,68 @@ def test_a_full_disk_on_the_host_is_named_as_the_host(tmp_path, monkeypatch, cap
     assert err.startswith("ofa-profile: error: on this machine") and "No space left" in err
     assert str(tmp_path / "out") in err, "the message names the path"
     assert "free some space" in err and "reconnect" not in err and "device back" not in err
+
+
+def test_a_lock_file_that_is_a_link_or_a_fifo_is_refused_and_its_target_kept(tmp_path):
+    """Issue 25: a lock file symlinked to a user's file left that file at 0 bytes."""
+    table = tmp_path / "t.csv"
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me")
+    lock_path(table).symlink_to(precious)
+    with pytest.raises(TableLocked, match="is a symbolic link"), table_lock(table):
+        pass
+    assert precious.read_text() == "keep me"
+    lock_path(table).unlink()
+    os.mkfifo(lock_path(table))
+    with pytest.raises(TableLocked, match="not a regular file"), table_lock(table):
+        pass
+
+
+def test_a_refused_second_run_leaves_the_running_runs_journal_alone(tmp_path):
+    """Issue 25: a second run trimmed the torn tail of the journal the first run was writing, before it was
+    refused the lock. Only the lock holder repairs the journal."""
+    table = tmp_path / "t.csv"
+    journal = journal_path(table)
+    journal.write_text('{"type": "reference", "median_ms": 1.0}\n{"type": "row", "key": "half-writ')
+    before = journal.read_bytes()
+    with table_lock(table, "the first run"), LocalTransport() as transport:
+        with pytest.raises(TableLocked):
+            _run(tmp_path, transport).run()
+        assert journal.read_bytes() == before
+
+
+@pytest.mark.parametrize("kind", ["fifo", "char device", "link to a char device"])
+def test_an_output_that_is_a_special_file_is_refused_not_replaced(tmp_path, kind):
+    """Issue 25: --out on a symlink to /proc/self/fd/1 or on a device node replaced it with a regular file."""
+    out = tmp_path / "out.csv"
+    if kind == "fifo":
+        os.mkfifo(out)
+    elif kind == "char device":
+        out = Path("/dev/null")
+    else:
+        out.symlink_to("/dev/null")
+    before = os.lstat(out)
+    with pytest.raises(NotARegularFileError, match="not a regular file; refusing to replace it"):
+        atomic_write(out, "a,b\n")
+    after = os.lstat(out)
+    assert (after.st_mode, after.st_ino) == (before.st_mode, before.st_ino)
+
+
+def test_an_output_that_is_a_link_to_a_file_is_written_through(tmp_path):
+    target = tmp_path / "real.csv"
+    target.write_text("old\n")
+    link = tmp_path / "link.csv"
+    link.symlink_to(target)
+    atomic_write(link, "new\n")
+    assert link.is_symlink() and target.read_text() == "new\n"
+
+
+def test_ofa_search_refuses_an_out_that_is_a_link_to_a_device_node_in_one_line(tmp_path):
+    out = tmp_path / "found.json"
+    out.symlink_to("/dev/null")
+    done = subprocess.run([sys.executable, "-m", "predictors.cli", "--table", str(ROOT / "tables" /
+                           "note10_w1.2_tflite.csv"), "--latency-ms", "25", "--out", str(out), "--population", "20",
+                           "--generations", "2"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr and "/dev/null (through the symlink" in done.stderr.splitlines()[-1]
+    assert out.is_symlink() and Path("/dev/null").is_char_device()
