@@ -8,6 +8,7 @@ so an error always names the source, the device and the field.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,8 +111,17 @@ _TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+# Device names and providers become parts of file names (tables, sidecars, work folders): a safe set only, so
+# a value such as "../../x" can never point a write outside --out.
+_FILE_NAME_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+
+
 def _check(profile: DeviceProfile, source: str) -> DeviceProfile:
     where = f"{source}: device {profile.name!r}"
+    for name in ("name", "provider"):
+        if not _FILE_NAME_PART.fullmatch(getattr(profile, name)):
+            raise DeviceError(f"{where}: {name} = {getattr(profile, name)!r} becomes part of file names; use letters, "
+                              f"digits and . _ + - (at most 64, starting with a letter or digit)")
     if profile.transport not in TRANSPORTS:
         raise DeviceError(f"{where}: transport = {profile.transport!r}; expected one of {', '.join(TRANSPORTS)}")
     if profile.runtime not in RUNTIMES:

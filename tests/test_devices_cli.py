@@ -44,6 +44,8 @@ def test_devices_toml_adds_and_changes_profiles(tmp_path):
         ('[devices.x]\nruntime = "benchmark_model"\n', "benchmark_model runs on Android phones"),
         ('[devices.x\n', "not valid TOML"),
         ('name = "x"\n', "expected [devices.NAME] tables only"),
+        ('[devices."../../x"]\n', "name = '../../x' becomes part of file names"),
+        ('[devices.x]\nprovider = "../CPU"\n', "provider = '../CPU' becomes part of file names"),
     ],
 )
 def test_bad_devices_toml_names_the_field(tmp_path, text, message):
@@ -99,3 +101,13 @@ def test_convert_both_ways(tmp_path, capsys):
     assert {(r.key, r.resolution, r.mean_ms, r.count) for r in original.rows} == {
         (r.key, r.resolution, r.mean_ms, r.count) for r in back.rows}
     assert len(pd.read_csv(tmp_path / "back.csv")) == 5 * 96
+
+
+def test_a_provider_that_would_leave_the_output_folder_is_refused_before_anything_is_written(tmp_path, capsys):
+    """Issue 25: --provider "../../victim/important" truncated a table elsewhere to its header."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    out = tmp_path / "a" / "b"
+    assert main(["--device", "local", "--provider", "../../victim/important", "--out", str(out)]) == 2
+    assert "provider = '../../victim/important' becomes part of file names" in capsys.readouterr().err
+    assert not list(victim.iterdir()) and not out.exists()
