@@ -18,7 +18,7 @@ import numpy as np
 
 from supernet.errors import OFAProfileError
 
-__all__ = ["Calibration", "CalibrationError", "fit_calibration", "refit_calibration"]
+__all__ = ["MIN_CALIBRATION_SUBNETS", "Calibration", "CalibrationError", "fit_calibration", "refit_calibration"]
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 # from 1 / 0.05 = 20 points on; with fewer, the smallest and largest residual are the honest bounds.
 _INTERVAL_QUANTILES = (0.05, 0.95)
 _MIN_POINTS_FOR_QUANTILES = 20
+# A line through fewer points has no leave-one-out error to state.
+MIN_CALIBRATION_SUBNETS = 3
 # Sidecars written before the residuals were kept: about ±2 leave-one-out RMS errors.
 _LEGACY_INTERVAL_RMS = 2.0
 _REQUIRED = ("a", "b", "n", "rms_pct_before", "rms_pct_after", "loo_rms_pct")
@@ -104,6 +106,14 @@ class Calibration:
         missing = [k for k in _REQUIRED if k not in values]
         if missing:
             raise CalibrationError(f"calibration in the sidecar lacks {missing}; run ofa-profile --calibrate again")
+        for key in (*_REQUIRED, "residual_lo", "residual_hi"):
+            value = values.get(key, 0.0)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise CalibrationError(f"calibration in the sidecar has {key} = {value!r}, not a finite number; "
+                                       f"run ofa-profile --calibrate again")
+        if values["a"] <= 0:
+            raise CalibrationError(f"calibration in the sidecar has a = {values['a']!r}: a slope must be above 0; "
+                                   f"run ofa-profile --calibrate again")
         sums, measured = tuple(values.get("sums_ms", ())), tuple(values.get("measured_ms", ()))
         if len(sums) != len(measured):
             raise CalibrationError(f"calibration in the sidecar has {len(sums)} sums_ms but {len(measured)} "
@@ -136,8 +146,9 @@ def fit_calibration(table_sums_ms: Sequence[float], measured_ms: Sequence[float]
     x, y = np.asarray(table_sums_ms, dtype=float), np.asarray(measured_ms, dtype=float)
     if x.shape != y.shape or x.ndim != 1:
         raise CalibrationError(f"need one table sum per measured subnet, got {x.shape} and {y.shape}")
-    if len(x) < 3:
-        raise CalibrationError(f"a calibration needs at least 3 subnets, got {len(x)}; use --calibrate 10 or more")
+    if len(x) < MIN_CALIBRATION_SUBNETS:
+        raise CalibrationError(f"a calibration needs at least {MIN_CALIBRATION_SUBNETS} subnets, got {len(x)}; "
+                               f"use --calibrate 10 or more")
     if np.ptp(x) <= 1e-9 * np.max(np.abs(x)):
         raise CalibrationError("all subnets have the same table sum: calibrate on subnets of different sizes")
     a, b = _fit_line(x, y)

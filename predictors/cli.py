@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from supernet.arch import ArchSpace
-from supernet.cli_args import OneLineParser, finite_float, positive_int
+from supernet.cli_args import OneLineParser, budget_list, finite_float, non_negative_int, positive_float, positive_int
 from supernet.errors import UsageError, run_command
 from supernet.plan import FAMILIES, MOBILENETV3
 from supernet.subnets import SUBNETS_SCHEMA_VERSION, write_subnets
@@ -35,23 +35,13 @@ _SUFFIXES = {"k": 1e3, "m": 1e6, "g": 1e9}
 
 
 def _count(text: str) -> float:
-    """``300M``, ``0.3G``, ``3e8`` or ``300000000``."""
+    """``300M``, ``0.3G``, ``3e8`` or ``300000000``: finite and above 0."""
     scale = _SUFFIXES.get(text[-1:].lower(), 1.0)
     number = text[:-1] if scale != 1.0 else text
     try:
-        return float(number) * scale
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a count; use e.g. 300M, 0.3G or 3e8") from None
-
-
-def _budgets(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers, e.g. 15,20,25") from None
-    if not values:
-        raise argparse.ArgumentTypeError("give at least one budget, e.g. 15,20,25,30")
-    return values
+        return positive_float(number) * scale
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count above 0; use e.g. 300M, 0.3G or 3e8") from None
 
 
 def _resolutions(text: str) -> tuple[int, ...]:
@@ -85,14 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--latency-ms",
         action="append",
-        type=float,
+        type=positive_float,
         default=[],
         metavar="MS",
         help="latency limit: one for all tables and models, or one per --table, then per --latency-model, in order",
     )
     p.add_argument("--macs", type=_count, help="MACs limit, e.g. 300M")
     p.add_argument("--params", type=_count, help="parameter limit, e.g. 5M")
-    p.add_argument("--budgets", type=_budgets, help="sweep these limits (e.g. 15,20,25,30) and report each best")
+    p.add_argument("--budgets", type=budget_list, help="sweep these limits (e.g. 15,20,25,30) and report each best")
     p.add_argument(
         "--sweep",
         choices=("latency", "macs", "params"),
@@ -123,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mutate-prob", type=finite_float, default=0.1, help="chance each choice mutates (default 0.1)")
     p.add_argument("--parent-ratio", type=finite_float, default=0.25,
                    help="share of a generation kept as parents (default 0.25)")
-    p.add_argument("--seed", type=int, default=0, help="random seed of the search (default 0)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed of the search (default 0)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--out", type=Path, help="also write the JSON result to this file (atomically)")
     p.add_argument("--debug", action="store_true", help="show tracebacks of errors")

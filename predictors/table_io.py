@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from supernet.errors import OFAProfileError
-from supernet.files import atomic_write
+from supernet.files import atomic_write, read_input
 from supernet.plan import FAMILIES, MOBILENETV3
 from supernet.units import Unit, UnitError, parse_key
 
@@ -42,6 +42,7 @@ __all__ = [
     "table_from_yaml",
     "write_table",
     "write_yaml_tables",
+    "yaml_name",
 ]
 
 SCHEMA_VERSION = 1
@@ -52,6 +53,11 @@ STAT_COLUMNS = ("median_ms", "mean_ms", "std_ms", "p10_ms", "p90_ms", "count")
 COLUMNS = KEY_COLUMNS + PARSED_COLUMNS + STAT_COLUMNS
 _OPTIONAL_STATS = ("std_ms", "p10_ms", "p90_ms")
 _YAML_NAME = "{r}_lookup_table.yaml"
+
+
+def yaml_name(resolution: int) -> str:
+    """The name OFA's release gives the YAML table of one resolution."""
+    return _YAML_NAME.format(r=resolution)
 
 
 class TableError(OFAProfileError, ValueError):
@@ -315,7 +321,7 @@ def read_table(path: str | os.PathLike, allow_partial_last_line: bool = False) -
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")  # a spreadsheet's byte-order mark is not part of the header
+        text = read_input(path).decode("utf-8-sig")  # a spreadsheet's byte-order mark is not part of the header
     except FileNotFoundError:
         raise TableError(f"{path}: no such table; build one with ofa-profile or convert OFA's YAML") from None
     except UnicodeDecodeError as err:
@@ -347,7 +353,7 @@ def read_table(path: str | os.PathLike, allow_partial_last_line: bool = False) -
     side = sidecar_path(path)
     if side.exists():
         try:
-            meta = json.loads(side.read_text(encoding="utf-8"))
+            meta = json.loads(read_input(side).decode("utf-8"))
         except json.JSONDecodeError as err:
             raise TableError(f"{side}: line {err.lineno}: not valid JSON ({err.msg})") from None
         except UnicodeDecodeError as err:
@@ -380,7 +386,7 @@ def read_yaml_tables(folder: str | os.PathLike, resolutions: Iterable[int] | Non
         resolutions = sorted(int(name) for name in names)
     tables = {}
     for r in resolutions:
-        file = folder / _YAML_NAME.format(r=r)
+        file = folder / yaml_name(r)
         try:
             data = yaml.safe_load(file.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -409,7 +415,7 @@ def table_from_yaml(folder: str | os.PathLike, meta: Mapping[str, Any] | None = 
     tables = read_yaml_tables(folder, resolutions)
     rows = []
     for r, entries in sorted(tables.items()):
-        file = folder / _YAML_NAME.format(r=r)
+        file = folder / yaml_name(r)
         bad = next((key for key in entries if not isinstance(key, str)), None)
         if bad is not None:
             raise TableError(f"{file}: key {bad!r} is not a unit's name such as "
@@ -423,7 +429,7 @@ def table_from_yaml(folder: str | os.PathLike, meta: Mapping[str, Any] | None = 
             std = None if entry.get("std") is None else _number({"std": str(entry["std"])}, "std", where)
             count = _integer(str(entry["count"]), "count", where)
             rows.append(Row(key=key, resolution=r, median_ms=mean, mean_ms=mean, std_ms=std, count=count))
-    files = {str(r): {"file": _YAML_NAME.format(r=r), "sha256": _sha256(folder / _YAML_NAME.format(r=r))}
+    files = {str(r): {"file": yaml_name(r), "sha256": _sha256(folder / yaml_name(r))}
              for r in sorted(tables)}
     base = {
         "schema_version": SCHEMA_VERSION,
@@ -460,7 +466,7 @@ def write_yaml_tables(table: Table, folder: str | os.PathLike, statistic: str = 
         data = {key: {"count": row.count, "mean": getattr(row, statistic),
                       **({"std": row.std_ms} if row.std_ms is not None else {})}
                 for key, row in sorted(chosen.items())}
-        path = folder / _YAML_NAME.format(r=r)
+        path = folder / yaml_name(r)
         atomic_write(path, yaml.safe_dump(data, sort_keys=True))
         written.append(path)
     return written

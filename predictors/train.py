@@ -10,6 +10,7 @@ scikit-learn is needed to fit the ridge model and for the estimator base classes
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +42,8 @@ __all__ = [
     "train_from_csv",
 ]
 
+log = logging.getLogger(__name__)
+
 
 class AccuracyDataError(OFAProfileError, ValueError):
     """An accuracy dataset that cannot train a predictor (missing columns, a bad arch, too few rows); names the
@@ -48,19 +51,37 @@ class AccuracyDataError(OFAProfileError, ValueError):
 
 
 def read_accuracy_csv(path: str | os.PathLike) -> tuple[ArchBatch, np.ndarray]:
-    """Archs and accuracies of a CSV with columns ``arch`` (OFA JSON) and ``accuracy`` (0..1)."""
+    """Archs and accuracies of a CSV with columns ``arch`` (OFA JSON) and ``accuracy`` (0..1), one row per distinct
+    arch (repeats averaged)."""
     frame = pd.read_csv(path)
     missing = {"arch", "accuracy"} - set(frame.columns)
     if missing:
         raise AccuracyDataError(f"{path}: missing column(s) {sorted(missing)}",
                                 "give a CSV with arch (OFA JSON) and accuracy (0..1), as ofa-train dataset writes")
-    archs = []
-    for i, text in enumerate(frame["arch"]):
+    accuracy = pd.to_numeric(frame["accuracy"], errors="coerce").to_numpy(dtype=np.float64)
+    bad = np.flatnonzero(~(np.isfinite(accuracy) & (accuracy >= 0) & (accuracy <= 1)))
+    if len(bad):
+        raw = frame["accuracy"].iloc[bad[0]]
+        shown = repr(raw) if isinstance(raw, str) else f"{float(raw):g}"
+        raise AccuracyDataError(f"{path}: line {bad[0] + 2}: accuracy {shown} is not a "
+                                f"number from 0 to 1 ({len(bad)} such row(s))",
+                                "accuracies are fractions (0.765, not 76.5); drop or fix those rows")
+    by_arch: dict[str, list[float]] = {}
+    archs: dict[str, Arch] = {}
+    for i, (text, value) in enumerate(zip(frame["arch"], accuracy, strict=True)):
         try:
-            archs.append(Arch.from_json(text))
-        except ValueError as err:
+            arch = Arch.from_json(text)
+        except (TypeError, ValueError) as err:
             raise AccuracyDataError(f"{path}: line {i + 2}: {err}", "fix that row or rebuild the dataset") from None
-    return ArchBatch.from_archs(archs), frame["accuracy"].to_numpy(dtype=np.float64)
+        archs.setdefault(arch.to_json(), arch)
+        by_arch.setdefault(arch.to_json(), []).append(float(value))
+    repeated = len(frame) - len(by_arch)
+    if repeated:
+        # One arch in both a training and a held-out fold flatters every score (issue 25: Kendall tau 0.29 read
+        # as 0.61): each arch is one row, its accuracy the mean of its repeats.
+        log.info("%s: %d repeated arch row(s) averaged into their arch's one row", path, repeated)
+    return (ArchBatch.from_archs(list(archs.values())),
+            np.array([np.mean(values) for values in by_arch.values()], dtype=np.float64))
 
 
 def evaluate(model: RegressorMixin, features: np.ndarray, accuracy: np.ndarray) -> dict[str, float]:

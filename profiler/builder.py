@@ -231,6 +231,8 @@ class TableRun:
             "device": str(self.transport),
             "drift_seen": drift_seen,
             "time": now(),
+            "settings": self.protocol.to_dict(),
+            "command": self.meta.get("command", ""),
         }
         if result.get("reference"):
             record.update(reference_id=self.reference.id, reference_ms=reference_ms(result),

@@ -26,7 +26,16 @@ import platformdirs
 from tqdm import tqdm
 
 from predictors.accuracy import AccuracyPredictor
-from predictors.table_io import Table, read_table, table_from_yaml, write_table, write_yaml_tables
+from predictors.calibration import MIN_CALIBRATION_SUBNETS
+from predictors.table_io import (
+    Table,
+    read_table,
+    sidecar_path,
+    table_from_yaml,
+    write_table,
+    write_yaml_tables,
+    yaml_name,
+)
 from profiler.builder import TableRun
 from profiler.closed_loop import MAX_SLACK
 from profiler.connect import open_transport
@@ -34,9 +43,18 @@ from profiler.devices import DeviceProfile, load_profiles, resolve_device
 from profiler.protocol import Protocol
 from profiler.reference import BLOCK_REFERENCE, REFERENCE_IDS, reference_named
 from profiler.rows import STRATEGIES, RowStrategy, default_rows, merge_shards, strategy_for
+from profiler.table_lock import table_lock
 from profiler.transports.base import interrupt_all
 from supernet.arch import ArchSpace
-from supernet.cli_args import OneLineParser, finite_float, non_negative_int, positive_int
+from supernet.cli_args import (
+    OneLineParser,
+    at_least,
+    budget_list,
+    finite_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from supernet.errors import UsageError, run_command
 from supernet.plan import FAMILIES, MOBILENETV3, family_named
 from supernet.subnets import read_subnets
@@ -94,16 +112,6 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _budget_list(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected budgets in ms such as 8,10,12") from None
-    if not values or min(values) <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected positive budgets in ms such as 8,10,12")
-    return values
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="ofa-profile", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -159,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--cooldown", type=finite_float, default=defaults.cooldown_s, help="seconds to wait on drift")
     how.add_argument("--drift-tolerance", type=finite_float, default=defaults.drift_tolerance,
                      help="re-measure a batch when the reference moved by more than this fraction")
-    how.add_argument("--seed", type=int, default=defaults.seed, help="item order, covering subnets and random subnets")
+    how.add_argument("--seed", type=non_negative_int, default=defaults.seed,
+                     help="item order, covering subnets and random subnets")
     how.add_argument(
         "--min-sample-ms",
         type=finite_float,
@@ -168,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     how.add_argument(
         "--block-ms",
-        type=finite_float,
+        type=positive_float,
         default=defaults.block_ms,
         help="items and the reference workload alternate in blocks of about this many ms (the start of a ladder "
         "that lengthens them where they disagree with a plain loop)",
@@ -197,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="measure whole subnets: the archs in FILE (ofa-search output, OFA JSON) against the table, or N seeded "
         "random ones at --resolutions (the data ofa-fit latency learns from; the table is optional)",
     )
-    subnets.add_argument("--calibrate", type=positive_int, metavar="N",
+    subnets.add_argument("--calibrate", type=at_least(MIN_CALIBRATION_SUBNETS), metavar="N",
                          help="fit measured = a*sum + b on N random subnets")
     subnets.add_argument("--table", type=Path, help="the table to predict with or calibrate (default: the device's)")
     subnets.add_argument(
@@ -212,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="build (or finish) the table, then search each --latency-ms budget, measure what was found and "
         "search again while the best subnet under a budget measures over it or leaves more than --max-slack unused",
     )
-    loop.add_argument("--latency-ms", type=_budget_list, help="budgets in ms, e.g. 8,10,12")
+    loop.add_argument("--latency-ms", type=budget_list, help="budgets in ms, e.g. 8,10,12")
     loop.add_argument("--rounds", type=positive_int, default=3, help="searches per budget at most (default 3)")
     loop.add_argument("--generations", type=non_negative_int, default=500, help="search generations (default 500)")
     loop.add_argument("--max-slack", type=_fraction, default=MAX_SLACK,
@@ -345,41 +354,34 @@ def _whole_subnets(profile: DeviceProfile, args: argparse.Namespace, protocol: P
                 f"or give --table PATH (--subnets random:N measures without one)"
             )
         table = None
-    with open_transport(profile, profile.targets[0]) as transport:
-        if args.calibrate is not None:
+    if args.calibrate is not None:
+        with table_lock(table, args.command), open_transport(profile, profile.targets[0]) as transport:
             fit = calibrate(profile, transport, table, args.calibrate, args.cache, protocol, seed=args.seed)
-            log.info(
-                "calibration on %d subnets: measured = %.3f * sum %+.3f ms; RMS error %.1f%% -> %.1f%% "
-                "(leave-one-out %.1f%%)",
-                fit.n,
-                fit.a,
-                fit.b,
-                fit.rms_pct_before,
-                fit.rms_pct_after,
-                fit.loo_rms_pct,
-            )
-            return table
-        if random_n is None:
-            archs = read_subnets(args.subnets)
-            out_csv = args.out / f"{profile.name}_subnets.csv"
+        log.info("calibration on %d subnets: measured = %.3f * sum %+.3f ms; RMS error %.1f%% -> %.1f%% "
+                 "(leave-one-out %.1f%%)", fit.n, fit.a, fit.b, fit.rms_pct_before, fit.rms_pct_after,
+                 fit.loo_rms_pct)
+        return table
+    if random_n is None:
+        archs = read_subnets(args.subnets)
+        # One file per input: a second --subnets file must not replace the first one's rows.
+        out_csv = args.out / f"{profile.name}_subnets_{args.subnets.stem}.csv"
+    else:
+        stated = read_table(table) if table is not None else None
+        space, width = (args.space, args.width) if stated is None else _table_supernet(stated, table.name, args)
+        if args.resolutions or stated is None:
+            resolutions = _parse_resolutions(args.resolutions or "224", width, space)
         else:
-            stated = read_table(table) if table is not None else None
-            space, width = (args.space, args.width) if stated is None else _table_supernet(stated, table.name, args)
-            if args.resolutions or stated is None:
-                resolutions = _parse_resolutions(args.resolutions or "224", width, space)
-            else:
-                resolutions = stated.resolutions
-            archs = random_subnets(random_n, args.seed, width, resolutions, space)
-            # One file per (space, width, resolutions, seed): a larger N, or a rerun after a kill, extends it.
-            span = "-".join(map(str, resolutions[:3])) + ("-etc" if len(resolutions) > 3 else "")
-            out_csv = args.out / f"{_supernet_stem(profile, width, space)}_random_r{span}_seed{args.seed}.csv"
-        out_csv.parent.mkdir(parents=True, exist_ok=True)
-        bar = tqdm(total=len(archs), desc=f"{profile.name} subnets", unit="net", disable=args.quiet,
-                   dynamic_ncols=True)
-        with bar:
-            frame = remeasure(profile, transport, archs, table, out_csv, args.cache, protocol, width=args.width,
-                              n_classes=args.n_classes, on_subnets=bar.update,
-                              reference=reference_named(args.reference), space_name=args.space)
+            resolutions = stated.resolutions
+        archs = random_subnets(random_n, args.seed, width, resolutions, space)
+        # One file per (space, width, resolutions, seed): a larger N, or a rerun after a kill, extends it.
+        span = "-".join(map(str, resolutions[:3])) + ("-etc" if len(resolutions) > 3 else "")
+        out_csv = args.out / f"{_supernet_stem(profile, width, space)}_random_r{span}_seed{args.seed}.csv"
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=len(archs), desc=f"{profile.name} subnets", unit="net", disable=args.quiet, dynamic_ncols=True)
+    with table_lock(table or out_csv, args.command), open_transport(profile, profile.targets[0]) as transport, bar:
+        frame = remeasure(profile, transport, archs, table, out_csv, args.cache, protocol, width=args.width,
+                          n_classes=args.n_classes, on_subnets=bar.update,
+                          reference=reference_named(args.reference), space_name=args.space)
     if table is None:
         log.info("%d subnets measured (no table to compare with): %s; fit a model with ofa-fit latency %s --out "
                  "MODEL", len(frame), out_csv, out_csv)
@@ -409,16 +411,18 @@ def _accuracy(args: argparse.Namespace) -> AccuracyPredictor | None:
 def _closed_loop(profile: DeviceProfile, args: argparse.Namespace, protocol: Protocol, position: int,
                  lock: threading.Lock) -> Path:
     """--search: the table (resumed or built), then search, measure, refit, search again; the report."""
-    from profiler.deliver import deliver, write_report  # pandas and matplotlib: not for --help
+    from profiler.deliver import deliver, delivered_stem, write_report  # pandas and matplotlib: not for --help
 
     accuracy = _accuracy(args)
-    table = args.latency_model or args.table or _profile_device(profile, args, protocol, position, lock)
-    with open_transport(profile, profile.targets[0]) as transport:
-        deliveries, predictor = deliver(profile, transport, table, args.latency_ms, accuracy, protocol, args.cache,
-                                        max_rounds=args.rounds, generations=args.generations, seed=args.seed,
-                                        raw_latency=args.raw_latency, max_slack=args.max_slack)
-    paths = write_report(deliveries, predictor, args.out / f"{profile.name}_delivered", f"{profile.name}: "
-                         f"{table.name}")
+    source = args.latency_model or args.table or table_path(args.out, profile, args.width, args.space)
+    with table_lock(source, args.command):
+        table = args.latency_model or args.table or _profile_device(profile, args, protocol, position, lock)
+        with open_transport(profile, profile.targets[0]) as transport:
+            deliveries, predictor = deliver(profile, transport, table, args.latency_ms, accuracy, protocol, args.cache,
+                                            max_rounds=args.rounds, generations=args.generations, seed=args.seed,
+                                            raw_latency=args.raw_latency, max_slack=args.max_slack)
+        paths = write_report(deliveries, predictor, args.out / delivered_stem(profile.name, args.latency_ms),
+                             f"{profile.name}: {table.name}")
     for d in deliveries:
         verdict = "met" if d.met else "NOT MET"
         score = f"top-1 {d.accuracy:.4f}" if d.accuracy is not None else f"MACs {d.macs / 1e6:.1f}M"
@@ -443,15 +447,29 @@ def _convert(argv: Sequence[str]) -> int:
         choices=["mean_ms", "median_ms"],
         help="the CSV column written as OFA's 'mean' (default mean_ms)",
     )
+    parser.add_argument("--force", action="store_true", help="replace a table or YAML files that exist")
     args = parser.parse_args(argv)
     if args.source.is_dir():
         if args.target.suffix != ".csv":
             parser.error(f"converting YAML tables from {args.source} needs a .csv target, got {args.target}")
-        print(write_table(args.target, table_from_yaml(args.source)))
+        table = table_from_yaml(args.source)
+        with table_lock(args.target, "ofa-profile convert"):
+            _refuse_to_replace([args.target, sidecar_path(args.target)], args.force)
+            print(write_table(args.target, table))
     else:
-        for path in write_yaml_tables(read_table(args.source), args.target, statistic=args.statistic):
+        table = read_table(args.source)
+        _refuse_to_replace([args.target / yaml_name(r) for r in table.resolutions], args.force)
+        for path in write_yaml_tables(table, args.target, statistic=args.statistic):
             print(path)
     return 0
+
+
+def _refuse_to_replace(paths: Sequence[Path], force: bool) -> None:
+    """convert writes new files; a measured table (or OFA's YAML files) it would replace needs --force."""
+    existing = [str(path) for path in paths if path.exists() or path.is_symlink()]
+    if existing and not force:
+        raise UsageError(f"{existing[0]} exists{f' (and {len(existing) - 1} more)' if len(existing) > 1 else ''}",
+                         "give another target, or --force to replace it")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -37,7 +37,7 @@ from supernet import Arch, ArchSpace
 from supernet.files import atomic_write, stem_of
 from supernet.subnets import SUBNETS_SCHEMA_VERSION, write_subnets
 
-__all__ = ["deliver", "write_report"]
+__all__ = ["deliver", "delivered_stem", "write_report"]
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +96,17 @@ def deliver(
     return deliveries, predictor
 
 
+def delivered_stem(device: str, budgets_ms: Sequence[float]) -> str:
+    """The report's name, by device and budgets (``local_delivered_3.5-4ms``): a loop with other budgets on the
+    same table writes its own report instead of replacing this one."""
+    return f"{device}_delivered_{'-'.join(f'{budget:g}' for budget in budgets_ms)}ms"
+
+
 def write_report(deliveries: Sequence[Delivery], predictor: LatencySource, stem: Path,
                  title: str) -> list[Path]:
-    """``stem``.csv, .json and .png."""
+    """``stem``.csv, .json and .png (``stem`` may hold dots)."""
     frame = pd.DataFrame([d.to_dict() for d in deliveries])
-    csv, document, png = stem.with_suffix(".csv"), stem.with_suffix(".json"), stem.with_suffix(".png")
+    csv, document, png = (stem.with_name(stem.name + suffix) for suffix in (".csv", ".json", ".png"))
     atomic_write(csv, frame.to_csv(index=False))
     write_subnets(document, {
         "schema_version": SUBNETS_SCHEMA_VERSION,

@@ -18,6 +18,7 @@ import pandas as pd
 
 from predictors.latency import LatencyPredictor
 from profiler.cli import main as profile_main
+from profiler.deliver import delivered_stem
 from profiler.protocol import Protocol
 
 __all__ = ["main"]
@@ -54,12 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     if profile_main([*common, "--search", "--latency-ms", ",".join(map(str, budgets)),
                      "--generations", args.generations]) != 0:
         return 1
-    report = pd.read_csv(args.out / "local_delivered.csv")
+    report_csv = args.out / f"{delivered_stem('local', budgets)}.csv"
+    report = pd.read_csv(report_csv)
     print(f"\n{'budget ms':>9}  {'pred. top-1':>11}  {'predicted ms':>12}  {'measured ms':>11}  {'rounds':>6}  met")
     for row in report.itertuples():
         print(f"{row.budget_ms:>9.2f}  {row.accuracy:>11.4f}  {row.predicted_ms:>12.2f}  {row.measured_ms:>11.2f}"
               f"  {row.rounds:>6}  {'yes' if row.met else 'NO'}")
-    print(f"\ntable: {table}\nreport: {args.out / 'local_delivered.csv'} (.json, .png)")
+    print(f"\ntable: {table}\nreport: {report_csv} (.json, .png)")
     return 0
 
 

@@ -20,7 +20,7 @@ from profiler.rows import RowStrategy
 from profiler.run_state import RunState
 from profiler.steady import regime_summary
 
-__all__ = ["AGENT_VERSION", "LATENCY", "kept_calibration", "now", "table_meta", "timing"]
+__all__ = ["AGENT_VERSION", "LATENCY", "kept_calibration", "measured_with", "now", "table_meta", "timing"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,27 @@ def timing(protocol: Protocol, state: RunState | None = None) -> dict[str, Any]:
     return described
 
 
+def measured_with(state: RunState, protocol: Protocol, command: str) -> dict[str, Any]:
+    """The settings and command that measured the kept rows, not those of the run writing the sidecar (a rerun
+    with other settings that measures nothing changes no row). One set: ``settings`` and ``command``; several:
+    those of the most rows, and ``measured_with`` lists each with its row count. Rows journaled before rows
+    carried their settings count under ``settings: null``."""
+    groups: dict[str, int] = {}
+    for record in state.kept.values():
+        key = json.dumps({"settings": record.get("settings"), "command": record.get("command")}, sort_keys=True)
+        groups[key] = groups.get(key, 0) + 1
+    if not groups:
+        return {"settings": protocol.to_dict(), "command": command, "written_by": command}
+    ranked = sorted(groups.items(), key=lambda item: -item[1])
+    listed = [{**json.loads(key), "rows": rows} for key, rows in ranked]
+    first = listed[0]
+    described = {"settings": first["settings"] or protocol.to_dict(), "command": first["command"] or command,
+                 "written_by": command}
+    if len(listed) > 1:
+        described["measured_with"] = listed
+    return described
+
+
 def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -69,7 +90,7 @@ def table_meta(
         "provider": profile.provider,
         "environment": state.environment,
         "agent": {"name": agent_files(profile)[0], "version": AGENT_VERSION},
-        "settings": protocol.to_dict(),
+        **measured_with(state, protocol, extra.get("command", "")),
         **strategy.describe(),
         "reference": {**reference.describe(), "anchor": state.anchor(),
                       "protocol": "every item is timed in alternating blocks with the reference; a value in ms is "

@@ -65,10 +65,32 @@ def _open_lock(path: Path) -> int:
     return fd
 
 
+# Lock files this process holds: a command that holds its table's lock (the closed loop) calls a step that takes
+# it too (the table run, on a worker thread), where a second flock on the same file would refuse itself. Commands
+# in one process on several devices (a fleet) hold different tables' locks.
+_HELD: set[Path] = set()
+
+
 @contextlib.contextmanager
 def table_lock(table: Path, command: str = "") -> Iterator[None]:
-    """Hold ``table``'s lock inside the block, or raise :class:`TableLocked` naming the holder."""
+    """Hold ``table``'s lock inside the block, or raise :class:`TableLocked` naming the holder. Every command that
+    writes beside a table holds it: table runs, ``--reanchor``, ``--subnets``, ``--calibrate``, ``--search`` and
+    ``convert``. Re-entrant within one process."""
     path = lock_path(table)
+    held = path.resolve()
+    if held in _HELD:
+        yield
+        return
+    _HELD.add(held)
+    try:
+        with _flock(path, table, command):
+            yield
+    finally:
+        _HELD.discard(held)
+
+
+@contextlib.contextmanager
+def _flock(path: Path, table: Path, command: str) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = _open_lock(path)
     try:

@@ -6,7 +6,11 @@ import argparse
 import math
 from typing import NoReturn
 
-__all__ = ["OneLineParser", "command_parser", "finite_float", "non_negative_int", "positive_int"]
+__all__ = ["MAX_BUDGETS", "OneLineParser", "at_least", "budget_list", "command_parser", "finite_float",
+           "non_negative_int", "positive_float", "positive_int"]
+
+# Each budget is a search (and on a device, measurements): a list longer than this is a mistake, not a plan.
+MAX_BUDGETS = 64
 
 
 def _int(text: str) -> int:
@@ -38,6 +42,35 @@ def finite_float(text: str) -> float:
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
     return value
+
+
+def positive_float(text: str) -> float:
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be a number above 0")
+    return value
+
+
+def at_least(lowest: int):
+    """A whole-number type of at least ``lowest`` (argparse names the flag in its error)."""
+    def parse(text: str) -> int:
+        value = _int(text)
+        if value < lowest:
+            raise argparse.ArgumentTypeError(f"{value} must be {lowest} or more")
+        return value
+
+    parse.__name__ = f"at_least_{lowest}"
+    return parse
+
+
+def budget_list(text: str) -> list[float]:
+    """Comma-separated budgets: finite, above 0, at most :data:`MAX_BUDGETS` of them."""
+    values = [positive_float(v) for v in text.split(",") if v.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError(f"{text!r}: give at least one budget, e.g. 8,10,12")
+    if len(values) > MAX_BUDGETS:
+        raise argparse.ArgumentTypeError(f"{len(values)} budgets: give at most {MAX_BUDGETS} (each is a search)")
+    return values
 
 
 class OneLineParser(argparse.ArgumentParser):

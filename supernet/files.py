@@ -11,14 +11,24 @@ from pathlib import Path
 
 from supernet.errors import OFAProfileError
 
-__all__ = ["NotARegularFileError", "atomic_write", "naming", "stem_of"]
+__all__ = ["MAX_INPUT_BYTES", "InputTooLargeError", "NotARegularFileError", "atomic_write", "naming", "read_input",
+           "stem_of"]
 
 _KINDS = ((stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"), (stat.S_ISFIFO, "FIFO"),
           (stat.S_ISSOCK, "socket"), (stat.S_ISDIR, "folder"))
 
 
+# Tables, sidecars, subnet files and models are kilobytes to a few megabytes.
+MAX_INPUT_BYTES = 64 << 20
+
+
 class NotARegularFileError(OFAProfileError, OSError):
-    """An output path names a device node, FIFO, socket or folder: replacing it would break the system's."""
+    """A path names a device node, FIFO, socket or folder: replacing it would break the system's, and reading it
+    could block or never end."""
+
+
+class InputTooLargeError(OFAProfileError, ValueError):
+    """An input file far larger than any this project writes: a wrong path, read no further."""
 
 
 def _umask() -> int:
@@ -68,12 +78,37 @@ def _target(path: Path) -> Path:
         mode = target.stat().st_mode
     except FileNotFoundError:
         return target
-    for is_kind, kind in _KINDS:
-        if is_kind(mode):
-            via = f" (through the symlink {path})" if target != path else ""
-            raise NotARegularFileError(f"{target}{via} is a {kind}, not a regular file; refusing to replace it",
-                                       "give a path to a regular file or a new one")
+    kind = _special_kind(mode)
+    if kind:
+        via = f" (through the symlink {path})" if target != path else ""
+        raise NotARegularFileError(f"{target}{via} is a {kind}, not a regular file; refusing to replace it",
+                                   "give a path to a regular file or a new one")
     return target
+
+
+def _special_kind(mode: int) -> str | None:
+    return next((kind for is_kind, kind in _KINDS if is_kind(mode)), None)
+
+
+def read_input(path: str | os.PathLike, limit_bytes: int = MAX_INPUT_BYTES) -> bytes:
+    """An input file's bytes: only a regular file (a FIFO would block, /dev/zero never end) of at most
+    ``limit_bytes``, so a wrong path fails at once with one line instead of hanging or filling memory.
+
+    Raises:
+        FileNotFoundError: As ``open`` does; callers word it for the kind of file they read.
+        NotARegularFileError, InputTooLargeError: Naming the file.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        kind = _special_kind(info.st_mode) or ("special file" if not stat.S_ISREG(info.st_mode) else None)
+        if kind:
+            raise NotARegularFileError(f"{path} is a {kind}, not a regular file", "give the path of a file")
+        data = handle.read(limit_bytes + 1)
+    if len(data) > limit_bytes:
+        raise InputTooLargeError(f"{path} is larger than {limit_bytes >> 20} MB, more than any input of this "
+                                 f"project needs", "check the path")
+    return data
 
 
 @contextlib.contextmanager

@@ -85,6 +85,19 @@ def test_sidecar_round_trip_is_plain_json():
     assert Calibration.from_dict(stored) == fit
 
 
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("b", float("nan"), "b = nan, not a finite number"),
+    ("a", "fast", "a = 'fast', not a finite number"),
+    ("residual_hi", float("inf"), "residual_hi = inf"),
+    ("a", -1.0, "a slope must be above 0"),
+])
+def test_a_tampered_calibration_is_refused_naming_the_field(field, value, message):
+    """Issue 25: calibration b = NaN predicted NaN with exit 0, and a = "fast" was an internal error."""
+    stored = {**fit_calibration(*_noisy_points(8, seed=2)).to_dict(), field: value}
+    with pytest.raises(CalibrationError, match=message):
+        Calibration.from_dict(stored)
+
+
 def test_older_sidecar_loads_with_a_two_rms_interval():
     """A sidecar written before residuals and points were kept: ±2 leave-one-out RMS, and no refit."""
     old = {"model": "measured = a * table_sum + b", "a": 1.1, "b": 0.5, "n": 20, "rms_pct_before": 12.0,

@@ -5,6 +5,7 @@ standing in for measure_subnets: one mapping per arch with its time at the ancho
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,7 @@ from predictors.latency_model import LatencyModel
 from predictors.table_io import Row, Table
 from profiler.cli import main
 from profiler.closed_loop import closed_loop
+from profiler.deliver import delivered_stem
 from supernet import Arch, ArchSpace, count_macs
 from supernet.units import all_units
 
@@ -162,16 +164,17 @@ def test_search_command_end_to_end_with_an_unmeetable_budget(tmp_path):
     fastest, _ = LatencyPredictor(tmp_path / "local_w1.2_onnxruntime_cpu.csv").minimum()
     budgets = [round(fastest * 0.3, 3), round(fastest * 1.5, 3)]
     assert main([*common, "--search", "--latency-ms", ",".join(map(str, budgets)), "--generations", "20"]) == 0
-    report = pd.read_csv(tmp_path / "local_delivered.csv")
+    stem = tmp_path / delivered_stem("local", budgets)
+    report = pd.read_csv(f"{stem}.csv")
     assert list(report["budget_ms"]) == budgets
     impossible, possible = report.itertuples()
     assert not impossible.met and "cannot be met" in impossible.note
     assert possible.met and possible.measured_ms <= possible.budget_ms and possible.rounds <= 3
     assert possible.slack == pytest.approx((possible.budget_ms - possible.measured_ms) / possible.budget_ms)
     assert possible.absolute_ms > 0
-    document = json.loads((tmp_path / "local_delivered.json").read_text())
+    document = json.loads(Path(f"{stem}.json").read_text())
     assert [s["budget_ms"] for s in document["subnets"]] == budgets and "ks" in document["subnets"][1]["arch"]
-    assert (tmp_path / "local_delivered.png").stat().st_size > 0
+    assert Path(f"{stem}.png").stat().st_size > 0
     # The same loop with a latency model fitted on random subnets measured at the table's anchor.
     assert main([*common, "--subnets", "random:8"]) == 0
     measured = tmp_path / "local_w1.2_random_r160_seed0.csv"
@@ -179,7 +182,7 @@ def test_search_command_end_to_end_with_an_unmeetable_budget(tmp_path):
     assert json.loads((tmp_path / "model.json").read_text())["meta"]["anchor_ms"] > 0
     assert main([*common, "--search", "--latency-ms", str(budgets[1]), "--latency-model", str(tmp_path / "model"),
                  "--generations", "20"]) == 0
-    report = pd.read_csv(tmp_path / "local_delivered.csv")
+    report = pd.read_csv(tmp_path / f"{delivered_stem('local', budgets[1:])}.csv")
     assert report["met"].all() and (report["measured_ms"] <= report["budget_ms"]).all()
     assert (tmp_path / "model.refit.json").is_file()
 

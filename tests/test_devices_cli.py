@@ -103,6 +103,21 @@ def test_convert_both_ways(tmp_path, capsys):
     assert len(pd.read_csv(tmp_path / "back.csv")) == 5 * 96
 
 
+def test_convert_never_replaces_a_table_or_yaml_files_silently(tmp_path, capsys):
+    """Issue 25: `ofa-profile convert yaml_dir/ T.csv` replaced a measured table and its sidecar."""
+    shipped = ROOT / "tables" / "note10_w1.2_tflite.csv"
+    yaml_dir = tmp_path / "yaml"
+    assert main(["convert", str(shipped), str(yaml_dir)]) == 0
+    assert main(["convert", str(shipped), str(yaml_dir)]) == 2
+    assert "160_lookup_table.yaml exists (and 4 more); give another target, or --force" in capsys.readouterr().err
+    measured = tmp_path / "measured.csv"
+    measured.write_text("a measured table\n")
+    assert main(["convert", str(yaml_dir), str(measured)]) == 2
+    assert f"{measured} exists" in capsys.readouterr().err and measured.read_text() == "a measured table\n"
+    assert main(["convert", str(yaml_dir), str(measured), "--force"]) == 0
+    assert len(read_table(measured).rows) == 5 * 96
+
+
 def test_a_provider_that_would_leave_the_output_folder_is_refused_before_anything_is_written(tmp_path, capsys):
     """Issue 25: --provider "../../victim/important" truncated a table elsewhere to its header."""
     victim = tmp_path / "victim"

@@ -63,6 +63,13 @@ PROFILE_CASES: dict[str, tuple[Callable[[Path], list[str]], str]] = {
     "--min-time nan": (lambda tmp: ["--device", "local", "--min-time", "nan"], "not a finite number"),
     "--min-time inf": (lambda tmp: ["--device", "local", "--min-time", "inf"], "not a finite number"),
     "--n-classes 0": (lambda tmp: ["--device", "local", "--n-classes", "0"], "must be 1 or more"),
+    # Issue 25: values refused before any work (they were accepted, or failed after minutes or with exit 70).
+    "--latency-ms nan": (lambda tmp: ["--device", "local", "--search", "--latency-ms", "nan"], "not a finite number"),
+    "100 budgets": (lambda tmp: ["--device", "local", "--search", "--latency-ms", ",".join(["5"] * 100)],
+                    "100 budgets: give at most 64"),
+    "--block-ms 0": (lambda tmp: ["--device", "local", "--block-ms", "0"], "must be a number above 0"),
+    "--calibrate 2": (lambda tmp: ["--device", "local", "--calibrate", "2"], "2 must be 3 or more"),
+    "--seed -1": (lambda tmp: ["--device", "local", "--seed", "-1"], "-1 must be 0 or more"),
     "--n-classes -5": (lambda tmp: ["--device", "local", "--n-classes", "-5"], "must be 1 or more"),
     "a sidecar that is a JSON array (convert)": (
         lambda tmp: ["convert", str(_table_with_sidecar(tmp, "[1, 2]")), str(tmp / "yaml")],
@@ -122,6 +129,19 @@ def test_ofa_profile_errors_are_one_line(case, tmp_path, capsys, read_only):
     code = _exit_code(profile_main, argv(tmp_path))
     line = _one_line_error(capsys, "ofa-profile")
     assert code != 0 and expected in line, line
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["--latency-ms", "nan"], "not a finite number"),
+    (["--latency-ms", "-1"], "must be a number above 0"),
+    (["--latency-ms", "25", "--macs", "nanM"], "is not a count above 0"),
+    (["--latency-ms", "25", "--seed", "-1"], "-1 must be 0 or more"),
+    (["--budgets", ",".join(["20"] * 65)], "65 budgets: give at most 64"),
+])
+def test_ofa_search_refuses_values_that_cannot_be_limits(argv, expected, capsys):
+    """Issue 25: NaN, negative and endless budgets, and a negative seed (exit 70), in one line before any work."""
+    assert _exit_code(search_main, ["--table", str(NOTE10), *argv]) == 2
+    assert expected in _one_line_error(capsys, "ofa-search")
 
 
 def test_a_sidecar_that_is_a_json_array_in_ofa_search(tmp_path, capsys):

@@ -23,7 +23,7 @@ from profiler.protocol import Protocol
 from profiler.run_state import journal_path
 from profiler.table_lock import TableLocked, lock_path, table_lock
 from profiler.transports.local import LocalTransport
-from supernet.files import NotARegularFileError, atomic_write
+from supernet.files import MAX_INPUT_BYTES, InputTooLargeError, NotARegularFileError, atomic_write, read_input
 from supernet.units import all_units
 from tests.peers.waiting import wait_until
 
@@ -100,24 +100,34 @@ def test_a_poisoned_journal_is_set_aside_line_by_line(tmp_path, caplog):
 def test_a_second_run_on_a_table_is_refused_naming_the_holder(tmp_path):
     table = tmp_path / "t.csv"
     with table_lock(table, "ofa-profile --device local"):
-        refused = pytest.raises(TableLocked, match=rf"PID {os.getpid()} on .* started .*ofa-profile --device local")
-        with refused, table_lock(table):
+        second = subprocess.run(
+            [sys.executable, "-c", "import sys; from pathlib import Path; from profiler.table_lock import "
+             "table_lock\nwith table_lock(Path(sys.argv[1])):\n pass", str(table)],
+            cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert second.returncode != 0
+        assert f"is being measured by PID {os.getpid()} on" in second.stderr
+        assert "ofa-profile --device local" in second.stderr
+        with table_lock(table):  # re-entered by the process that holds it (the closed loop's table step)
             pass
-        with LocalTransport() as transport, pytest.raises(TableLocked, match="being measured by"):
-            _run(tmp_path, transport).run()
     with table_lock(table):  # released: taken again
         pass
+
+
+def _hold_lock(table: Path) -> subprocess.Popen:
+    """Another process holding the table's lock (as 'the killed run') until it is killed."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from profiler.table_lock import "
+         "table_lock\nwith table_lock(Path(sys.argv[1]), 'the killed run'):\n print('held', flush=True); "
+         "time.sleep(60)", str(table)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
 
 
 def test_the_lock_of_a_killed_run_is_taken_over(tmp_path, caplog):
     """flock dies with its holder; the next run logs whose lock it took over."""
     caplog.set_level(logging.INFO)
     table = tmp_path / "t.csv"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from profiler.table_lock import "
-         "table_lock\nwith table_lock(Path(sys.argv[1]), 'the killed run'):\n print('held', flush=True); "
-         "time.sleep(60)", str(table)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == "held"
+    holder = _hold_lock(table)
     with pytest.raises(TableLocked, match=f"PID {holder.pid}"), table_lock(table):
         pass
     holder.kill()
@@ -217,10 +227,15 @@ def test_a_refused_second_run_leaves_the_running_runs_journal_alone(tmp_path):
     journal = journal_path(table)
     journal.write_text('{"type": "reference", "median_ms": 1.0}\n{"type": "row", "key": "half-writ')
     before = journal.read_bytes()
-    with table_lock(table, "the first run"), LocalTransport() as transport:
-        with pytest.raises(TableLocked):
+    holder = _hold_lock(table)
+    try:
+        with LocalTransport() as transport, pytest.raises(TableLocked):
             _run(tmp_path, transport).run()
         assert journal.read_bytes() == before
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+        holder.stdout.close()
 
 
 @pytest.mark.parametrize("kind", ["fifo", "char device", "link to a char device"])
@@ -258,3 +273,45 @@ def test_ofa_search_refuses_an_out_that_is_a_link_to_a_device_node_in_one_line(t
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr and "/dev/null (through the symlink" in done.stderr.splitlines()[-1]
     assert out.is_symlink() and Path("/dev/null").is_char_device()
+
+
+def test_the_sidecar_states_the_settings_that_measured_the_rows_not_those_of_a_rerun(tmp_path):
+    """Issue 25: a rerun with --min-time 5 --min-count 500 measured nothing, and the sidecar then recorded those
+    settings and that command. Rows carry their settings in the journal; the sidecar states theirs, and names
+    the command that last wrote it apart."""
+    from profiler.cli import main as profile_main
+
+    argv = ["--device", "local", "--width", "1.0", "--resolutions", "128", "--rows", "isolated", "--min-time", "0",
+            "--min-count", "3", "--warmup", "0", "--block-ms", "1", "--out", str(tmp_path), "--quiet"]
+    assert profile_main(argv) == 0
+    assert profile_main([*argv, "--min-time", "5", "--min-count", "500"]) == 0
+    sidecar = json.loads((tmp_path / "local_w1.0_onnxruntime_cpu.json").read_text())
+    assert sidecar["settings"]["min_count"] == 3 and sidecar["settings"]["min_time_s"] == 0
+    assert "--min-count 500" not in sidecar["command"] and "--min-count 500" in sidecar["written_by"]
+    assert "measured_with" not in sidecar
+    rows = [r for r in Journal(journal_path(tmp_path / "local_w1.0_onnxruntime_cpu.csv")).records()
+            if r["type"] == "row"]
+    assert rows and all(r["settings"]["min_count"] == 3 for r in rows)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "/dev/zero"])
+def test_a_table_that_is_a_fifo_or_a_device_is_refused_at_once(tmp_path, kind):
+    """Issue 25: `ofa-search --table /dev/zero` grew to 24 GB until the kernel killed it, and a FIFO blocked
+    forever. Inputs are read only from regular files (opened without blocking), within a size limit."""
+    table = tmp_path / "fifo.csv"
+    if kind == "fifo":
+        os.mkfifo(table)
+    else:
+        table = Path(kind)
+    done = subprocess.run([sys.executable, "-m", "predictors.cli", "--table", str(table), "--latency-ms", "25"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert f"{table} is a {'FIFO' if kind == 'fifo' else 'character device'}, not a regular file" in done.stderr
+
+
+def test_an_input_larger_than_any_the_project_writes_is_refused_unread(tmp_path):
+    big = tmp_path / "big.json"
+    with big.open("wb") as handle:
+        handle.truncate(MAX_INPUT_BYTES + 1)  # sparse: no disk used
+    with pytest.raises(InputTooLargeError, match=f"{big} is larger than 64 MB"):
+        read_input(big)

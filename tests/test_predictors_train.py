@@ -12,7 +12,13 @@ from sklearn.exceptions import NotFittedError
 
 from predictors.accuracy import AccuracyPredictor, ArchEncoding
 from predictors.archs import sample_batch
-from predictors.train import MLPAccuracyRegressor, RidgeAccuracyRegressor, read_accuracy_csv, train_from_csv
+from predictors.train import (
+    AccuracyDataError,
+    MLPAccuracyRegressor,
+    RidgeAccuracyRegressor,
+    read_accuracy_csv,
+    train_from_csv,
+)
 from supernet import ArchSpace, OFAMobileNetV3
 from supernet.training.dataset import build_accuracy_csv
 
@@ -68,6 +74,26 @@ def test_bad_csv_names_the_line(tmp_path):
     path.write_text('arch,accuracy\n"{""ks"": [3]}",0.5\n')
     with pytest.raises(ValueError, match="line 2"):
         read_accuracy_csv(path)
+
+
+@pytest.mark.parametrize(("value", "shown"), [("nan", "nan"), ("76.5", "76.5"), ("-0.1", "-0.1"), ("high", "'high'")])
+def test_accuracies_that_are_not_fractions_are_refused_naming_the_line(tmp_path, value, shown):
+    """Issue 25: a NaN accuracy gave a predictor with RMSE nan, and accuracies x100 or negative were accepted."""
+    path = tmp_path / "acc.csv"
+    archs = [a.to_json() for a in sample_batch(3, SPACE, np.random.default_rng(0)).to_archs()]
+    pd.DataFrame({"arch": archs, "accuracy": ["0.5", value, "0.6"]}).to_csv(path, index=False)
+    with pytest.raises(AccuracyDataError, match=rf"line 3: accuracy {shown} is not a number from 0 to 1"):
+        read_accuracy_csv(path)
+
+
+def test_repeated_archs_become_one_row_so_no_arch_is_in_two_folds(tmp_path):
+    """Issue 25: repeats of an arch landed in training and held-out folds, flattering the scores."""
+    path = tmp_path / "acc.csv"
+    a, b = (arch.to_json() for arch in sample_batch(2, SPACE, np.random.default_rng(3)).to_archs())
+    pd.DataFrame({"arch": [a, b, a, a], "accuracy": [0.5, 0.7, 0.6, 0.7]}).to_csv(path, index=False)
+    batch, accuracy = read_accuracy_csv(path)
+    assert [arch.to_json() for arch in batch.to_archs()] == [a, b]
+    assert accuracy == pytest.approx([0.6, 0.7])
 
 
 def test_build_csv_on_a_tiny_dataset_and_resume(tmp_path):

@@ -16,6 +16,7 @@ from predictors.fit_cli import main as fit_main
 from predictors.latency import LatencyPredictor
 from predictors.table_io import read_table
 from profiler.cli import main as profile_main
+from profiler.deliver import delivered_stem
 from supernet.plan import PROXYLESS
 from supernet.units import all_units
 
@@ -59,7 +60,7 @@ def test_a_proxyless_table_search_and_remeasure_on_the_local_cpu(table_dir, tmp_
     assert subnet["latency_ms"][path.stem] <= float(limit)
 
     assert profile_main([*_common(tmp_path), "--subnets", str(found), "--table", str(path)]) == 0
-    measured = pd.read_csv(tmp_path / "local_subnets.csv")
+    measured = pd.read_csv(tmp_path / f"local_subnets_{found.stem}.csv")
     assert len(measured) == 1 and measured["width_mult"].iloc[0] == 1.3
     assert abs(measured["error_pct"].iloc[0]) < 15, measured.to_dict("records")
 
@@ -82,12 +83,13 @@ def test_a_proxyless_latency_model_closes_the_loop_ranked_by_macs(table_dir, tmp
     budgets = [round(1.6 * fastest, 3), round(2.4 * fastest, 3)]
     assert profile_main([*common, "--search", "--latency-ms", ",".join(map(str, budgets)), "--rank", "macs",
                          "--latency-model", str(model), "--generations", "60"]) == 0
-    report = pd.read_csv(tmp_path / "local_delivered.csv")
+    stem = tmp_path / delivered_stem("local", budgets)
+    report = pd.read_csv(f"{stem}.csv")
     assert list(report["budget_ms"]) == budgets
     assert report["met"].all() and (report["measured_ms"] <= report["budget_ms"]).all(), report.to_dict("records")
     assert report["accuracy"].isna().all() and (report["ranked_by"] == "macs").all()
     assert all(len(json.loads(arch)["ks"]) == 21 for arch in report["arch"])
-    assert json.loads((tmp_path / "local_delivered.json").read_text())["ranked_by"] == "macs"
+    assert json.loads(Path(f"{stem}.json").read_text())["ranked_by"] == "macs"
 
 
 @pytest.mark.slow
