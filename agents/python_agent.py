@@ -117,6 +117,51 @@ def _int_or_none(text: Optional[str]) -> Optional[int]:
         return None
 
 
+def _status_kb(field: str) -> Optional[int]:
+    """A ``kB`` field of /proc/self/status (VmRSS, VmHWM), None where there is no /proc."""
+    for line in (_read("/proc/self/status") or "").splitlines():
+        if line.startswith(field + ":"):
+            return _int_or_none(line.split()[1])
+    return None
+
+
+def _peak_kb() -> Optional[int]:
+    peak = _status_kb("VmHWM")
+    if peak is None:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux
+    return peak
+
+
+class PeakMemory(object):
+    """How much a model raised the process's peak resident memory while it loaded and ran, in MB.
+
+    Linux: the peak (VmHWM) is reset through /proc/self/clear_refs before the model loads, and its value after the
+    runs is compared with the resident memory (VmRSS) before. Where the reset is refused, or /proc is missing
+    (ru_maxrss), only growth past the process's earlier peak shows. Memory does not add up like time, so only
+    whole models are meant to carry it.
+    """
+
+    growth_mb = None  # type: Optional[float]
+
+    def __enter__(self) -> "PeakMemory":
+        try:
+            with open("/proc/self/clear_refs", "w") as handle:
+                handle.write("5")
+            self.how = "VmHWM after loading and the timed runs, over VmRSS before (peak reset by clear_refs)"
+            self.before_kb = _status_kb("VmRSS")
+        except OSError:
+            self.how = "the process's peak resident memory after, over its peak before"
+            self.before_kb = _peak_kb()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        after = _peak_kb()
+        if after is not None and self.before_kb is not None:
+            self.growth_mb = max(0, after - self.before_kb) / 1024
+
+
 def cpu_model() -> str:
     """The CPU's name from /proc/cpuinfo (x86 ``model name``, Arm ``Hardware``/``CPU part``), else platform."""
     info = _read("/proc/cpuinfo") or ""
@@ -520,39 +565,43 @@ def measure_model(
         "evict_cache_mb": manifest["evict_cache_mb"],
     }  # type: Dict[str, Any]
     path = os.path.join(base, model["path"])
+    memory = PeakMemory()
     try:
-        run_once, provider, version = load(model, base, manifest["threads"])
-        timer = Timer(
-            run_once, manifest["warmup"], manifest["min_sample_ms"], _evict_buffer(manifest["evict_cache_mb"])
-        )
-        if reference is None:
-            samples = measure(timer, manifest["min_count"], manifest["min_time_s"])
-        else:
-            steady = [timer.sample() for _ in range(manifest["steady_min_count"])]
-            timed = measure_interleaved(
-                timer,
-                reference,
-                manifest["min_count"],
-                manifest["min_time_s"],
-                manifest["block_ms"],
-                manifest["settle_ms"],
+        with memory:
+            run_once, provider, version = load(model, base, manifest["threads"])
+            timer = Timer(
+                run_once, manifest["warmup"], manifest["min_sample_ms"], _evict_buffer(manifest["evict_cache_mb"])
             )
-            samples = timed["samples"]
-            record.update(
-                reference={
-                    "name": manifest["reference"]["name"],
-                    "samples_ms": timed["reference"],
-                    "summary": summarize(timed["reference"]),
-                    "settle_samples_ms": timed["settle_reference"],
-                },
-                ratio_samples=timed["ratios"],
-                ratio=summarize(timed["ratios"]),
-                block_ms=manifest["block_ms"],
-                settle_ms=manifest["settle_ms"],
-                settle_samples_ms=timed["settle_model"],
-            )
-            if steady:
-                record.update(steady_samples_ms=steady, steady=summarize(steady))
+            if reference is None:
+                samples = measure(timer, manifest["min_count"], manifest["min_time_s"])
+            else:
+                steady = [timer.sample() for _ in range(manifest["steady_min_count"])]
+                timed = measure_interleaved(
+                    timer,
+                    reference,
+                    manifest["min_count"],
+                    manifest["min_time_s"],
+                    manifest["block_ms"],
+                    manifest["settle_ms"],
+                )
+                samples = timed["samples"]
+                record.update(
+                    reference={
+                        "name": manifest["reference"]["name"],
+                        "samples_ms": timed["reference"],
+                        "summary": summarize(timed["reference"]),
+                        "settle_samples_ms": timed["settle_reference"],
+                    },
+                    ratio_samples=timed["ratios"],
+                    ratio=summarize(timed["ratios"]),
+                    block_ms=manifest["block_ms"],
+                    settle_ms=manifest["settle_ms"],
+                    settle_samples_ms=timed["settle_model"],
+                )
+                if steady:
+                    record.update(steady_samples_ms=steady, steady=summarize(steady))
+        if memory.growth_mb is not None:
+            record.update(memory_mb={"peak_growth": memory.growth_mb, "how": memory.how})
         if model.get("profile_nodes"):
             if model["runtime"] != "onnxruntime":
                 raise ModelError("profile_nodes needs onnxruntime, not {}".format(model["runtime"]))
@@ -672,7 +721,13 @@ def main(argv: List[str]) -> int:
         print("error: {}".format(exc), file=sys.stderr)
         return 2
     if manifest["affinity"]:
-        os.sched_setaffinity(0, manifest["affinity"])
+        try:
+            os.sched_setaffinity(0, manifest["affinity"])
+        except (OSError, TypeError, ValueError) as exc:
+            online = sorted(os.sched_getaffinity(0))
+            print("error: cannot pin to CPUs {!r} ({}); this device's CPUs are {}".format(
+                manifest["affinity"], getattr(exc, "strerror", None) or exc, online), file=sys.stderr)
+            return 2
     with open(results_path, "a+") as handle:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

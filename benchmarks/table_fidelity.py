@@ -96,10 +96,12 @@ def _export(args: tuple[Arch, str, Path]) -> Path:
 def _export_all(archs: list[Arch], model_format: str, cache: Path) -> None:
     """Every subnet's file first: TF-Lite conversions take seconds each, so two processes share them."""
     from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
 
     jobs = [(arch, model_format, cache) for arch in archs]
     if model_format == "tflite":
-        with ProcessPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:
+        # spawn, as supernet.export does: forking after torch and JAX started their threads can deadlock.
+        with ProcessPoolExecutor(max_workers=min(2, os.cpu_count() or 1), mp_context=get_context("spawn")) as pool:
             list(tqdm(pool.map(_export, jobs), total=len(jobs), desc="export", unit="subnet"))
     else:
         for job in jobs:

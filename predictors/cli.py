@@ -44,6 +44,14 @@ def _count(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a count above 0; use e.g. 300M, 0.3G or 3e8") from None
 
 
+def _population(text: str) -> int:
+    """Archs per generation: memory and time grow with it; 10,000 is far past where a larger one helps."""
+    value = positive_int(text)
+    if value > 10_000:
+        raise argparse.ArgumentTypeError(f"{value:,} archs per generation: give at most 10,000 (OFA's search uses 100)")
+    return value
+
+
 def _resolutions(text: str) -> tuple[int, ...]:
     try:
         values = tuple(sorted({int(v) for v in text.split(",") if v.strip()}))
@@ -105,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--raw-latency", action="store_true", help="plain table sums: do not apply the tables' stored calibration"
     )
-    p.add_argument("--population", type=positive_int, default=100, help="archs per generation (default 100)")
+    p.add_argument("--population", type=_population, default=100, help="archs per generation (default 100)")
     p.add_argument("--generations", type=int, default=500, help="the most generations to run")
     p.add_argument(
         "--patience", type=int, default=100, help="stop once the best has not improved for this many generations"

@@ -22,6 +22,7 @@ import dataclasses
 import json
 import math
 import os
+import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -300,8 +301,26 @@ class LatencyModel:
                 arrays = dict(stored)
         except FileNotFoundError as err:
             raise LatencyModelError(f"{err.filename}: no such file", "fit one with ofa-fit latency") from None
-        except (ValueError, OSError) as err:
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
             raise LatencyModelError(f"{stem}: not a readable latency model ({err})", "fit it again") from None
+        if not isinstance(document, dict):
+            raise LatencyModelError(f"{stem}.json is not an ofa-profile latency model", "give the --out of ofa-fit")
+        # Trees mark a split that always goes left with an infinite threshold; nothing else may be other than finite.
+        damaged = [name for name, array in arrays.items() if array.dtype.kind == "f" and (
+            np.isnan(array).any() or (not name.endswith(".threshold") and np.isinf(array).any()))]
+        if damaged:
+            raise LatencyModelError(f"{stem}.npz: {damaged[0]} holds values that are not finite numbers",
+                                    "the file is damaged: fit the model again")
+        try:
+            return cls._from_stored(stem, document, arrays)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+            if isinstance(err, LatencyModelError):
+                raise
+            raise LatencyModelError(f"{stem}: a field of the model is missing or damaged ({type(err).__name__}: "
+                                    f"{err})", "fit the model again") from None
+
+    @classmethod
+    def _from_stored(cls, stem: Path, document: dict[str, Any], arrays: dict[str, np.ndarray]) -> LatencyModel:
         if document.get("format") != FORMAT:
             raise LatencyModelError(f"{stem}.json is not an ofa-profile latency model", "give the --out of ofa-fit")
         version = document.get("format_version")

@@ -127,7 +127,15 @@ def _model_record(name: str, output: str, status: int | None, command: str) -> d
         "samples_ms": [],
         "init_ms": parsed.init_ms,
         "warmup_ms": parsed.warmup_ms,
+        **_memory_fields(parsed),
     }
+
+
+def _memory_fields(parsed: BenchmarkModelResult) -> dict[str, Any]:
+    """``memory_mb`` (init, overall, peak) as the build printed it; absent where it printed none."""
+    memory = {key: getattr(parsed, f"{key}_mb") for key in ("init", "overall", "peak")}
+    memory = {key: value for key, value in memory.items() if value is not None}
+    return {"memory_mb": memory} if memory else {}
 
 
 def _interleaved_record(block: Mapping[str, Any]) -> dict[str, Any]:

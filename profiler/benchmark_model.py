@@ -34,6 +34,26 @@ _OLD_TIMINGS = re.compile(
 )
 
 
+# LiteRT's benchmark (litert/tools:benchmark_model) prints no "Inference timings" line, but a summary block in ms
+# with two decimals: "Model initialization: 4.48 ms", "Warmup (avg): 0.47 ms (1055 runs)", "Inference (avg): 0.46
+# ms (2112 runs)", each line tagged with its source ("[./litert/tools/benchmark_litert_model.h:NN]"), some broken
+# right after the tag. Its count= lines still print microseconds, and are preferred where present.
+_LITERT_SUMMARY = "BENCHMARK RESULTS"
+_LITERT_VALUE = r"{label}:\s*([\d.]+(?:e[-+]?\d+)?)\s*ms"
+_LITERT_FIELDS = {"init": r"Model initialization", "warmup": r"Warmup \(avg\)", "avg": r"Inference \(avg\)"}
+# TensorFlow's non-Lite tools/benchmark/benchmark_model times GraphDefs: "... no stats: X, with stats: Y".
+_TENSORFLOW_TOOL = re.compile(r"no stats: [\d.e+]+, with stats: [\d.e+]+")
+# Memory as the builds label it: (regex, fields it gives).
+_MEMORY = (
+    (re.compile(r"Peak memory footprint \(MB\): init=([\d.e+]+) overall=([\d.e+]+)"), ("init_mb", "overall_mb")),
+    (re.compile(r"Memory footprint delta from the start of the tool \(MB\): init=([\d.e+]+) overall=([\d.e+]+)"),
+     ("init_mb", "overall_mb")),
+    (re.compile(r"Init footprint:\s*([\d.e+]+)\s*MB"), ("init_mb",)),
+    (re.compile(r"Overall footprint:\s*([\d.e+]+)\s*MB"), ("overall_mb",)),
+    (re.compile(r"Overall peak memory footprint \(MB\) via periodic monitoring:\s*([\d.e+]+)"), ("peak_mb",)),
+)
+
+
 class BenchmarkModelError(OFAProfileError, ValueError):
     """benchmark_model's output cannot be trusted or read; the message quotes the offending line."""
 
@@ -48,6 +68,9 @@ class BenchmarkModelResult:
         warmup_ms: Mean warm-up inference time.
         count: Number of timed inference runs (None when the output has no ``count=`` line).
         std_ms, min_ms, max_ms, median_ms: From the ``count=`` line where printed (median on newer builds only).
+        init_mb, overall_mb: The memory footprint after initialisation and over the whole run (MB, as the
+            build reports it: a peak, or a delta from the tool's start); None where it prints none.
+        peak_mb: The peak footprint from periodic monitoring, where the build reports one.
     """
 
     avg_ms: float
@@ -58,6 +81,9 @@ class BenchmarkModelResult:
     min_ms: float | None = None
     max_ms: float | None = None
     median_ms: float | None = None
+    init_mb: float | None = None
+    overall_mb: float | None = None
+    peak_mb: float | None = None
 
 
 def parse_benchmark_output(text: str) -> BenchmarkModelResult:
@@ -73,15 +99,23 @@ def parse_benchmark_output(text: str) -> BenchmarkModelResult:
                 f"benchmark_model ignored flags it does not know: {line.strip()!r}; fix the flag names "
                 "(this build's --help lists them) and run again"
             )
-    new, old = _NEW_TIMINGS.search(text), _OLD_TIMINGS.search(text)
+    new, old, litert = _NEW_TIMINGS.search(text), _OLD_TIMINGS.search(text), _litert_summary(text)
+    stats = _steady_state_stats(text)
     if new:
         init, _first, warmup, avg = (float(value) / 1000 for value in new.groups())
     elif old:
         warmup, init, avg = (float(value) / 1000 for value in old.groups())
+    elif litert:
+        init, warmup, avg = litert["init"], litert["warmup"], litert["avg"]
+        if stats and "avg" in stats:
+            avg = stats["avg"] / 1000  # microseconds: more digits than the summary's two decimals of a ms
+    elif _TENSORFLOW_TOOL.search(text):
+        raise BenchmarkModelError("this benchmark_model is TensorFlow's (tools/benchmark, for GraphDefs; it prints "
+                                  "'no stats: .., with stats: ..'), not TF-Lite's; push TF-Lite's or LiteRT's "
+                                  "benchmark_model (tensorflow/lite/tools/benchmark) and point the profile at it")
     else:
         tail = "\n".join(text.strip().splitlines()[-5:])
         raise BenchmarkModelError(f"no 'Inference timings' line in benchmark_model output; last lines:\n{tail}")
-    stats = _steady_state_stats(text)
     return BenchmarkModelResult(
         avg_ms=avg,
         init_ms=init,
@@ -91,7 +125,32 @@ def parse_benchmark_output(text: str) -> BenchmarkModelResult:
         min_ms=stats["min"] / 1000 if stats and "min" in stats else None,
         max_ms=stats["max"] / 1000 if stats and "max" in stats else None,
         median_ms=stats["median"] / 1000 if stats and "median" in stats else None,
+        **_memory(text),
     )
+
+
+def _litert_summary(text: str) -> dict[str, float] | None:
+    """Init, warm-up and steady-state means (ms) from LiteRT's summary block, None where there is none."""
+    start = text.find(_LITERT_SUMMARY)
+    if start < 0:
+        return None
+    block = text[start:]
+    found = {key: re.search(_LITERT_VALUE.format(label=label), block) for key, label in _LITERT_FIELDS.items()}
+    if found["avg"] is None:
+        return None
+    missing = [_LITERT_FIELDS[key].replace("\\", "") for key, match in found.items() if match is None]
+    if missing:
+        raise BenchmarkModelError(f"LiteRT's benchmark summary lacks {', '.join(missing)}; is the output whole?")
+    return {key: float(match.group(1)) for key, match in found.items()}
+
+
+def _memory(text: str) -> dict[str, float]:
+    """Memory fields (MB) the output states; the last statement of each wins, as the run's final one."""
+    memory: dict[str, float] = {}
+    for pattern, fields in _MEMORY:
+        for match in pattern.finditer(text):
+            memory.update(zip(fields, map(float, match.groups()), strict=True))
+    return memory
 
 
 def _steady_state_stats(text: str) -> dict[str, float] | None:

@@ -100,9 +100,22 @@ def _subnets_arg(text: str) -> Path | int:
     if not text.startswith("random:"):
         return Path(text)
     try:
-        return positive_int(text.removeprefix("random:"))
+        n = positive_int(text.removeprefix("random:"))
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"{text!r}: expected random:N with N positive, e.g. random:100") from None
+    _check_subnet_count(n, text, argparse.ArgumentTypeError)
+    return n
+
+
+# Each subnet is exported (1-2 s and 5-30 MB here) and timed whole (seconds on this CPU, more on a phone): a run
+# of more than this is days of device time and gigabytes of exports, a typo rather than a plan.
+MAX_SUBNETS = 10_000
+
+
+def _check_subnet_count(n: int, what: str, error: type[Exception]) -> None:
+    if n > MAX_SUBNETS:
+        raise error(f"{what}: {n:,} subnets; at most {MAX_SUBNETS:,} per run (each is exported, 5-30 MB, and timed "
+                    f"whole: {n:,} would take days and about {n * 15 / 1000:,.0f} GB); measure them in parts")
 
 
 def _fraction(text: str) -> float:
@@ -363,6 +376,7 @@ def _whole_subnets(profile: DeviceProfile, args: argparse.Namespace, protocol: P
         return table
     if random_n is None:
         archs = read_subnets(args.subnets)
+        _check_subnet_count(len(archs), str(args.subnets), UsageError)
         # One file per input: a second --subnets file must not replace the first one's rows.
         out_csv = args.out / f"{profile.name}_subnets_{args.subnets.stem}.csv"
     else:
@@ -523,6 +537,11 @@ def _main(argv: list[str]) -> int:
         parser.error("--rank is for --search (the closed loop); ofa-search takes it too")
     if args.rank == "macs" and args.predictor:
         parser.error("--predictor ranks by accuracy and --rank macs by MACs: give one of them")
+    if args.table and args.table.suffix.lower() != ".csv":
+        table_csv = args.table.with_suffix(".csv")
+        raise UsageError(f"--table {args.table}: a table is the .csv file ofa-profile writes",
+                         f"give --table {table_csv} ({args.table.name} is its sidecar)" if table_csv.is_file()
+                         else "give its .csv; a fitted latency model goes to --latency-model")
     profiles = [resolve_device(name, _overrides(args)) for name in args.device]
     for profile in profiles:
         if not profile.targets:

@@ -23,6 +23,14 @@ __all__ = ["BUILTIN_PROFILES", "DeviceError", "DeviceProfile", "config_paths", "
 
 TRANSPORTS = ("local", "ssh", "adb")
 RUNTIMES = ("onnxruntime", "tflite", "torch", "benchmark_model")
+# Per runtime: the provider it takes when a profile switches to it without naming one, and the providers it has
+# (None: any ONNX Runtime execution provider name, which the device's build decides).
+RUNTIME_PROVIDERS: dict[str, tuple[str, tuple[str, ...] | None]] = {
+    "onnxruntime": ("CPU", None),
+    "tflite": ("xnnpack", ("xnnpack", "gpu", "none")),
+    "torch": ("cpu", ("cpu", "cuda")),
+    "benchmark_model": ("xnnpack", ("cpu", "xnnpack", "gpu", "nnapi")),
+}
 
 
 class DeviceError(OFAProfileError, ValueError):
@@ -126,11 +134,15 @@ def _check(profile: DeviceProfile, source: str) -> DeviceProfile:
         raise DeviceError(f"{where}: transport = {profile.transport!r}; expected one of {', '.join(TRANSPORTS)}")
     if profile.runtime not in RUNTIMES:
         raise DeviceError(f"{where}: runtime = {profile.runtime!r}; expected one of {', '.join(RUNTIMES)}")
+    has = RUNTIME_PROVIDERS[profile.runtime][1]
+    if has is not None and profile.provider.lower() not in has:
+        raise DeviceError(f"{where}: provider = {profile.provider!r} is not one runtime {profile.runtime} has; "
+                          f"expected one of {', '.join(has)}")
     if profile.runtime == "benchmark_model" and profile.transport != "adb":
         raise DeviceError(f'{where}: runtime benchmark_model runs on Android phones; use transport = "adb"')
-    for name in ("threads", "batch", "port"):
-        if getattr(profile, name) < 1:
-            raise DeviceError(f"{where}: {name} = {getattr(profile, name)} must be at least 1")
+    for name, most in (("threads", 1024), ("batch", 4096), ("port", 65535)):
+        if not 1 <= getattr(profile, name) <= most:
+            raise DeviceError(f"{where}: {name} = {getattr(profile, name)} must be from 1 to {most}")
     if isinstance(profile.affinity, str) and profile.affinity not in ("", "fast"):
         raise DeviceError(f'{where}: affinity = {profile.affinity!r}; expected "fast", a list of CPU ids, or ""')
     if isinstance(profile.affinity, list) and not all(isinstance(c, int) and c >= 0 for c in profile.affinity):
@@ -153,6 +165,9 @@ def _profile_from(
             expected = " or ".join(t.__name__ for t in _TYPES[key])
             raise DeviceError(f"{source}: device {name!r} field {key!r} = {value!r} should be {expected}")
         values[key] = value
+    switched = "runtime" in fields and (base is None or fields["runtime"] != base.runtime)
+    if switched and "provider" not in fields and fields["runtime"] in RUNTIME_PROVIDERS:
+        values["provider"] = RUNTIME_PROVIDERS[fields["runtime"]][0]  # the base's provider is another runtime's
     values["name"] = name
     return _check(DeviceProfile(**values), source)
 

@@ -33,7 +33,7 @@ __all__ = ["calibrate", "measured_before", "random_subnets", "remeasure", "table
 
 # What a measurement of a subnet is, as measure_subnets gives it; predictions are recomputed from the table.
 _MEASURED = ("measured_ms", "measured_p10_ms", "measured_p90_ms", "absolute_ms", "steady_ms", "regime", "ratio",
-             "reference", "reference_ms", "anchor_ms", "block_ms", "settle_ms", "count")
+             "reference", "reference_ms", "anchor_ms", "block_ms", "settle_ms", "count", "memory_mb")
 
 
 def table_anchor(table: Table) -> float | None:

@@ -51,8 +51,9 @@ def measure_subnets(
 ) -> list[dict[str, Any]]:
     """One dict per arch: ``measured_ms`` (at the anchor), p10/p90, ``absolute_ms``, ``steady_ms`` (the plain
     loop's median, absolute), ``regime`` (blocked over plain-loop median), ``ratio``, ``reference`` (its id),
-    ``reference_ms``, ``anchor_ms``, ``block_ms``, ``settle_ms``. The anchor is that of ``reference`` (the
-    table's); without one (no table), the run's own median reference latency is the anchor."""
+    ``reference_ms``, ``anchor_ms``, ``block_ms``, ``settle_ms``, ``memory_mb`` (peak growth, Python agent). The
+    anchor is that of ``reference`` (the table's); without one (no table), the run's own median reference latency
+    is the anchor."""
     from supernet.export import subnet_model  # torch: only when exporting
 
     models = [subnet_model(f"subnet-{i}", arch, width_mult, n_classes, profile.model_format, cache_dir, profile.batch)
@@ -87,6 +88,8 @@ def measure_subnets(
             "block_ms": result.get("block_ms"),
             "settle_ms": result.get("settle_ms"),
             "count": stats["count"],
+            # Peak resident memory the subnet added while it loaded and ran (None: the agent could not tell).
+            "memory_mb": (result.get("memory_mb") or {}).get("peak_growth"),
         })
     return measured
 

@@ -28,6 +28,7 @@ import hashlib
 import importlib
 import io
 import json
+import logging
 import os
 import threading
 import warnings
@@ -166,6 +167,13 @@ def _litert_torch() -> ModuleType:
     """Import litert-torch on first use: it takes about 6 s and is an optional extra."""
     # NOTE: litert-torch prints a progress tree on stdout unless told not to; a caller's explicit choice wins.
     os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TensorFlow's INFO lines, several per conversion
+    # Its imports warn about the libraries themselves (torchao's CUDA kernels that a CPU machine cannot load,
+    # an Enum registration torch deprecated), once per process: nothing a user can act on. A level set by the
+    # caller wins.
+    for name in ("torchao", "torch.utils._pytree"):
+        if logging.getLogger(name).level == logging.NOTSET:
+            logging.getLogger(name).setLevel(logging.ERROR)
     try:
         return importlib.import_module("litert_torch")
     except ImportError as err:
@@ -182,7 +190,11 @@ def tflite_bytes(module: nn.Module, input_shape: Sequence[int]) -> bytes:
     """
     litert_torch = _litert_torch()
     sample = _sample(input_shape)
-    with _eval_mode(module), _one_thread(), torch.no_grad():
+    with _eval_mode(module), _one_thread(), torch.no_grad(), warnings.catch_warnings():
+        # litert-torch still checks treespecs the old way, once per conversion: torch's FutureWarning is for it,
+        # not for users (it flooded ofa-profile's stderr); pyproject filters the same one in tests.
+        warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                                category=FutureWarning)
         out_rank = module(sample).dim()
         channel_last = litert_torch.to_channel_last_io(module, args=[0], outputs=[0] if out_rank == 4 else [])
         model = litert_torch.convert(channel_last.eval(), (sample.permute(0, 2, 3, 1).contiguous(),))

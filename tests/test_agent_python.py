@@ -195,3 +195,21 @@ def test_second_agent_on_the_same_results_file_is_refused(tmp_path: Path, capsys
         assert _run(tmp_path, [{"name": "ort", "path": "conv.onnx"}])[0] == 3
     assert "another agent is writing" in capsys.readouterr().err
     assert results.read_text() == ""
+
+
+def test_pinning_to_cpus_the_device_lacks_is_one_line(tmp_path: Path, capsys, models: dict[str, Path]):
+    """Issue 25: affinity [99] ended in the agent's OSError traceback inside the host's one-line error."""
+    _stage(tmp_path, models["onnx"])
+    assert _run(tmp_path, [{"name": "ort", "path": "conv.onnx"}], affinity=[99])[0] == 2
+    err = capsys.readouterr().err
+    assert "error: cannot pin to CPUs [99] (Invalid argument); this device's CPUs are [" in err
+    assert "Traceback" not in err
+
+
+def test_each_model_reports_the_peak_memory_it_added(tmp_path: Path, models: dict[str, Path]):
+    """Issue 24: memory as a measured quantity. ONNX Runtime allocates its session and arena while the model
+    loads and runs: the peak resident memory grows, and the record says how it was taken."""
+    _stage(tmp_path, models["onnx"])
+    code, results = _run(tmp_path, [{"name": "ort", "path": "conv.onnx"}])
+    memory = parse_results(results.read_text()).results["ort"]["memory_mb"]
+    assert code == 0 and memory["peak_growth"] > 0 and "VmHWM" in memory["how"]

@@ -225,3 +225,73 @@ def test_op_profile_missing_or_malformed_is_refused():
     broken = OP_PROFILE.replace("\t    0.398\t", "\t    n/a\t", 1)
     with pytest.raises(BenchmarkModelError, match="does not fit the header"):
         parse_op_profile(broken)
+
+
+# LiteRT's benchmark (litert/tools:benchmark_model). Synthesised from the lines issue 24 quotes from published runs
+# of that build (a summary block in ms with two decimals, source tags on every line and a line broken after its
+# tag, count= lines in microseconds, footprints in MB); the numbers are made up to agree with each other.
+LITERT = """\
+INFO: [./litert/tools/benchmark_litert_model.h:81] Graph: [model.tflite]
+INFO: [./litert/tools/benchmark_litert_model.h:88] Num threads: [1]
+INFO: [./litert/tools/benchmark_litert_model.h:120] count=1055 first=612 curr=451 min=440 max=612 avg=470.2 std=12 p5=449 median=468 p95=497
+INFO: [./litert/tools/benchmark_litert_model.h:120] count=2112 first=470 curr=455 min=438 max=530 avg=461.7 std=9 p5=447 median=459 p95=478
+INFO: [./litert/tools/benchmark_litert_model.h:140] ========== BENCHMARK RESULTS ==========
+INFO: [./litert/tools/benchmark_litert_model.h:141] Model initialization: 4.48 ms
+INFO: [./litert/tools/benchmark_litert_model.h:142] Warmup (avg): 0.47 ms (1055 runs)
+INFO: [./litert/tools/benchmark_litert_model.h:143]
+Inference (avg): 0.46 ms (2112 runs)
+INFO: [./litert/tools/benchmark_litert_model.h:144] Inference (min): 0.44 ms
+INFO: [./litert/tools/benchmark_litert_model.h:145] Inference (max): 0.53 ms
+INFO: [./litert/tools/benchmark_litert_model.h:146] Inference (std): 0.01 ms
+INFO: [./litert/tools/benchmark_litert_model.h:150] Init footprint: 8.94 MB
+INFO: [./litert/tools/benchmark_litert_model.h:151] Overall footprint: 11.51 MB
+"""
+
+# TensorFlow's non-Lite tools/benchmark/benchmark_model (GraphDefs), glog prefixes; synthesised from its
+# published format ("Average inference timings in us: ... no stats: X, with stats: Y" is TF-Lite's oldest line,
+# so the tell is "with stats").
+TENSORFLOW_TOOL = """\
+2026-12-01 10:00:00.000000: I tensorflow/tools/benchmark/benchmark_model.cc:469] Graph: [graph.pb]
+2026-12-01 10:00:03.000000: I tensorflow/core/util/stat_summarizer.cc:85] Timings (microseconds): count=100 first=9000 curr=8000 min=7900 max=9100 avg=8123 std=120
+2026-12-01 10:00:03.000000: I tensorflow/tools/benchmark/benchmark_model.cc:636] Average inference timings in us: Warmup: 9500, no stats: 8123, with stats: 8400
+"""
+
+
+def test_litert_summary_in_ms_with_the_timed_runs_from_their_count_line():
+    """No "Inference timings" line: init and warm-up from the summary (ms), the mean from the timed runs' count=
+    line (microseconds, the more precise), median and spread from it too, and both footprints."""
+    result = parse_benchmark_output(LITERT)
+    assert (result.init_ms, result.warmup_ms) == (pytest.approx(4.48), pytest.approx(0.47))
+    assert (result.avg_ms, result.median_ms, result.count) == (pytest.approx(0.4617), pytest.approx(0.459), 2112)
+    assert (result.init_mb, result.overall_mb, result.peak_mb) == (pytest.approx(8.94), pytest.approx(11.51), None)
+
+
+def test_litert_summary_alone_is_read_in_ms():
+    summary_only = "\n".join(line for line in LITERT.splitlines() if "count=" not in line)
+    result = parse_benchmark_output(summary_only)
+    assert (result.avg_ms, result.count) == (pytest.approx(0.46), None)
+
+
+@pytest.mark.parametrize(("line", "fields"), [
+    ("Peak memory footprint (MB): init=3.2 overall=0", {"init_mb": 3.2, "overall_mb": 0.0}),
+    ("INFO: Memory footprint delta from the start of the tool (MB): init=6.36328 overall=109.832",
+     {"init_mb": 6.36328, "overall_mb": 109.832}),
+    ("Overall peak memory footprint (MB) via periodic monitoring: 12.5", {"peak_mb": 12.5}),
+])
+def test_memory_under_each_label_zeros_included(line, fields):
+    result = parse_benchmark_output(NEW_PLAIN + line + "\n")
+    assert {key: getattr(result, key) for key in fields} == pytest.approx(fields)
+
+
+def test_large_values_in_scientific_notation_and_damaged_prefixes():
+    text = NEW_PLAIN.replace("Inference timings", "FO: Inference timings")
+    assert parse_benchmark_output(text).avg_ms == pytest.approx(2950.34)
+
+
+def test_tensorflows_graph_benchmark_is_refused_naming_the_tool_needed():
+    with pytest.raises(BenchmarkModelError, match=r"TensorFlow's .*not TF-Lite's; push TF-Lite's or LiteRT's"):
+        parse_benchmark_output(TENSORFLOW_TOOL)
+
+
+def test_duplicate_flags_is_a_warning_not_a_failure():
+    assert parse_benchmark_output("Duplicate flags: num_threads\n" + NEW_PLAIN).avg_ms == pytest.approx(2950.34)

@@ -11,7 +11,8 @@ import pytest
 from predictors.calibration import Calibration, fit_calibration
 from predictors.table_io import read_table, sidecar_path
 from profiler import builder
-from profiler.builder import TableRun
+from profiler.agent_run import AgentRun
+from profiler.builder import MeasurementError, TableRun, batch_reference_ms
 from profiler.devices import resolve_device
 from profiler.protocol import Protocol
 from profiler.reference import BLOCK_REFERENCE
@@ -118,3 +119,12 @@ def test_a_stored_calibration_outlives_a_rerun_and_is_restated_at_a_new_anchor(t
     assert restated.sums_ms == pytest.approx([v * factor for v in sums])
     assert restated.measured_ms == pytest.approx([v * factor for v in measured])
     assert restated.loo_rms_pct == pytest.approx(stored["loo_rms_pct"])
+
+
+def test_a_reference_that_failed_is_reported_in_the_agents_words():
+    """Issue 24: a reference the agent could not load was reported as "no result"; the agent files its reason
+    under every model it then could not time."""
+    said = "the reference workload reference failed: unknown TF-Lite delegate 'cpu'; use xnnpack, gpu or none"
+    run = AgentRun(errors={"unit-a": {"type": "error", "name": "unit-a", "error": said}})
+    with pytest.raises(MeasurementError, match="unknown TF-Lite delegate 'cpu'"):
+        batch_reference_ms(run)

@@ -40,7 +40,8 @@ def test_devices_toml_adds_and_changes_profiles(tmp_path):
         ('[devices.x]\ntransport = "usb"\n', "device 'x': transport = 'usb'; expected one of local, ssh, adb"),
         ('[devices.x]\nthreds = 2\n', "device 'x' has unknown field 'threds'; known fields: transport"),
         ('[devices.x]\nthreads = "4"\n', "device 'x' field 'threads' = '4' should be int"),
-        ('[devices.x]\nthreads = 0\n', "threads = 0 must be at least 1"),
+        ('[devices.x]\nthreads = 0\n', "threads = 0 must be from 1 to 1024"),
+        ('[devices.x]\nthreads = 1000000\n', "threads = 1000000 must be from 1 to 1024"),
         ('[devices.x]\nruntime = "benchmark_model"\n', "benchmark_model runs on Android phones"),
         ('[devices.x\n', "not valid TOML"),
         ('name = "x"\n', "expected [devices.NAME] tables only"),
@@ -126,3 +127,17 @@ def test_a_provider_that_would_leave_the_output_folder_is_refused_before_anythin
     assert main(["--device", "local", "--provider", "../../victim/important", "--out", str(out)]) == 2
     assert "provider = '../../victim/important' becomes part of file names" in capsys.readouterr().err
     assert not list(victim.iterdir()) and not out.exists()
+
+
+def test_switching_the_runtime_takes_its_default_provider_and_a_foreign_provider_is_refused(tmp_path):
+    """Issue 24: `--device local --runtime tflite` kept ONNX Runtime's provider CPU, and every row failed with
+    "the reference workload failed: no result" (the agent had said: unknown TF-Lite delegate 'cpu')."""
+    assert resolve_device("local", {"runtime": "tflite"}, profiles=BUILTIN_PROFILES).provider == "xnnpack"
+    assert resolve_device("local", {"runtime": "torch"}, profiles=BUILTIN_PROFILES).provider == "cpu"
+    gpu = resolve_device("local", {"runtime": "tflite", "provider": "gpu"}, profiles=BUILTIN_PROFILES)
+    assert gpu.provider == "gpu"
+    with pytest.raises(DeviceError, match="provider = 'CUDA' is not one runtime tflite has; expected one of xnnpack"):
+        resolve_device("local", {"runtime": "tflite", "provider": "CUDA"}, profiles=BUILTIN_PROFILES)
+    toml = tmp_path / "devices.toml"
+    toml.write_text('[devices.board]\nruntime = "torch"\n')
+    assert load_profiles([toml])["board"].provider == "cpu"

@@ -70,6 +70,16 @@ PROFILE_CASES: dict[str, tuple[Callable[[Path], list[str]], str]] = {
     "--block-ms 0": (lambda tmp: ["--device", "local", "--block-ms", "0"], "must be a number above 0"),
     "--calibrate 2": (lambda tmp: ["--device", "local", "--calibrate", "2"], "2 must be 3 or more"),
     "--seed -1": (lambda tmp: ["--device", "local", "--seed", "-1"], "-1 must be 0 or more"),
+    "--search --table T.json": (
+        lambda tmp: ["--device", "local", "--search", "--latency-ms", "20", "--table",
+                     str(NOTE10.with_suffix(".json"))],
+        f"give --table {NOTE10} (note10_w1.2_tflite.json is its sidecar)"),
+    "random:1000000000": (lambda tmp: ["--device", "local", "--subnets", "random:1000000000"],
+                          "1,000,000,000 subnets; at most 10,000 per run"),
+    "a subnet file of 10,001 archs": (
+        lambda tmp: ["--device", "local", "--width", "1.2", "--table", str(NOTE10), "--out", str(tmp),
+                     "--subnets", str(_subnets(tmp, [ARCH] * 10_001))],
+        "10,001 subnets; at most 10,000 per run"),
     "--n-classes -5": (lambda tmp: ["--device", "local", "--n-classes", "-5"], "must be 1 or more"),
     "a sidecar that is a JSON array (convert)": (
         lambda tmp: ["convert", str(_table_with_sidecar(tmp, "[1, 2]")), str(tmp / "yaml")],
@@ -137,6 +147,7 @@ def test_ofa_profile_errors_are_one_line(case, tmp_path, capsys, read_only):
     (["--latency-ms", "25", "--macs", "nanM"], "is not a count above 0"),
     (["--latency-ms", "25", "--seed", "-1"], "-1 must be 0 or more"),
     (["--budgets", ",".join(["20"] * 65)], "65 budgets: give at most 64"),
+    (["--latency-ms", "25", "--population", "10000000"], "10,000,000 archs per generation: give at most 10,000"),
 ])
 def test_ofa_search_refuses_values_that_cannot_be_limits(argv, expected, capsys):
     """Issue 25: NaN, negative and endless budgets, and a negative seed (exit 70), in one line before any work."""
@@ -214,3 +225,13 @@ def test_the_sidecar_records_the_command_really_run(tmp_path):
     assert sidecar["command"].startswith("ofa-profile --device local --width 1.0")
     modes = {p.suffix: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "out").iterdir() if p.is_file()}
     assert modes[".csv"] == modes[".json"] == modes[".jsonl"], modes
+
+
+def test_an_affinity_the_device_lacks_is_the_agents_line_not_its_traceback(tmp_path, capsys, monkeypatch):
+    """Issue 25: affinity = [99] put the agent's OSError traceback inside ofa-profile's one-line error."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "devices.toml").write_text("[devices.pinned]\naffinity = [99]\n")
+    argv = ["--device", "pinned", "--width", "1.0", "--resolutions", "128", "--rows", "isolated", "--out",
+            str(tmp_path / "out"), "--cache", str(tmp_path / "cache"), "--min-time", "0", "--reconnects", "0"]
+    assert _exit_code(profile_main, argv) != 0
+    assert "cannot pin to CPUs [99] (Invalid argument)" in _one_line_error(capsys, "ofa-profile")

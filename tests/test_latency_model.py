@@ -132,6 +132,30 @@ def test_model_files_that_cannot_be_used(fitted, tmp_path):
         LatencyModel().fit([ArchSpace.for_width(1.0).sample(i) for i in range(5)], [1.0] * 5)
 
 
+def test_damaged_model_files_are_one_error_naming_the_file(fitted, tmp_path):
+    """Issue 25: a truncated .npz was `internal error: BadZipFile`, tampered JSON a KeyError or AttributeError, and
+    NaN coefficients predicted nan with exit 0."""
+    alone, _ = fitted
+    json_path, npz_path = alone.save(tmp_path / "m")
+    document, stored = json.loads(json_path.read_text()), npz_path.read_bytes()
+    npz_path.write_bytes(stored[: len(stored) // 2])
+    with pytest.raises(LatencyModelError, match=f"{tmp_path / 'm'}: not a readable latency model"):
+        LatencyModel.load(tmp_path / "m")
+    npz_path.write_bytes(stored)
+    for tampered in ({k: v for k, v in document.items() if k != "family"}, {**document, "encoding": 3}, [1]):
+        json_path.write_text(json.dumps(tampered))
+        with pytest.raises(LatencyModelError, match=str(tmp_path / "m")):
+            LatencyModel.load(tmp_path / "m")
+    json_path.write_text(json.dumps(document))
+    with np.load(npz_path) as arrays:
+        poisoned = dict(arrays)
+    name = next(k for k, v in poisoned.items() if k.startswith("estimator") and v.dtype.kind == "f")
+    poisoned[name] = np.full_like(poisoned[name], np.nan)
+    np.savez(npz_path, **poisoned)
+    with pytest.raises(LatencyModelError, match=f"{name} holds values that are not finite"):
+        LatencyModel.load(tmp_path / "m")
+
+
 def test_batch_from_dicts_names_the_bad_arch():
     archs = [a.to_dict() for a in ArchSpace.for_width(1.0).samples(3, seed=0)]
     assert batch_from_dicts(archs, "x").r.tolist() == [a["r"][0] for a in archs]
