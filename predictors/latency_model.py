@@ -40,6 +40,7 @@ from .archs import ArchBatch
 from .latency import LatencyResult
 from .latency_families import FAMILY_CLASSES, CalibratedSum, RidgeMLP, sub_arrays
 from .latency_features import ArchFeatures
+from .ranks import spearman_rho
 
 __all__ = ["FAMILIES", "FORMAT_VERSION", "LatencyModel", "LatencyModelError", "latency_metrics"]
 
@@ -59,10 +60,8 @@ class LatencyModelError(OFAProfileError, ValueError):
 def latency_metrics(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
     """Share within ±10% and ±5%, Spearman rank correlation, RMS, mean, 5% and 95% quantile of the relative error
     ``predicted / measured - 1`` (all but Spearman in percent)."""
-    from scipy.stats import spearmanr
-
     error = np.asarray(predicted, float) / np.asarray(measured, float) - 1
-    rho = spearmanr(predicted, measured).statistic if len(error) > 2 else math.nan
+    rho = spearman_rho(predicted, measured)
     low, high = np.quantile(error, [0.05, 0.95]) if len(error) else (math.nan, math.nan)
     return {"within_10_pct": float(np.mean(np.abs(error) <= 0.10) * 100),
             "error_p5_pct": float(low * 100), "error_p95_pct": float(high * 100),

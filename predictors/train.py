@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from scipy.stats import kendalltau, spearmanr
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.linear_model import Ridge
 from sklearn.utils.validation import check_is_fitted
@@ -30,6 +29,7 @@ from supernet.files import atomic_write
 
 from .accuracy import FORMAT_VERSION, AccuracyPredictor, ArchEncoding, build_mlp
 from .archs import ArchBatch
+from .ranks import kendall_tau, spearman_rho
 
 __all__ = [
     "AccuracyDataError",
@@ -88,8 +88,8 @@ def evaluate(model: RegressorMixin, features: np.ndarray, accuracy: np.ndarray) 
     """Held-out RMSE and rank correlations (Kendall tau, Spearman rho) of a fitted model."""
     predicted = model.predict(features)
     return {"rmse": float(np.sqrt(np.mean((predicted - accuracy) ** 2))),
-            "kendall_tau": float(kendalltau(predicted, accuracy).statistic),
-            "spearman_rho": float(spearmanr(predicted, accuracy).statistic), "n": len(accuracy)}
+            "kendall_tau": kendall_tau(predicted, accuracy), "spearman_rho": spearman_rho(predicted, accuracy),
+            "n": len(accuracy)}
 
 
 class MLPAccuracyRegressor(RegressorMixin, BaseEstimator):

@@ -175,3 +175,13 @@ def test_a_proxyless_supernet_gives_a_dataset_and_a_predictor_of_its_space(tmp_p
     predictor = AccuracyPredictor.load(tmp_path / "p")
     assert predictor.encoding.n_blocks == 21 and predictor.encoding.n_features == 21 * 6 + 2
     assert predictor.predict(batch).shape == (12,)
+
+
+def test_a_constant_prediction_scores_nan_without_a_library_warning(recwarn):
+    """Issue 25: scipy's ConstantInputWarning reached stderr when a fitter predicted one value for all."""
+    from predictors.ranks import kendall_tau, spearman_rho
+
+    assert np.isnan(spearman_rho([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))
+    assert np.isnan(kendall_tau([1.0, 2.0, 3.0], [2.0, 2.0, 2.0]))
+    assert spearman_rho([1.0, 2.0, 3.0], [1.0, 3.0, 9.0]) == pytest.approx(1.0)
+    assert not recwarn.list
