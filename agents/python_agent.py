@@ -134,6 +134,20 @@ def _peak_kb() -> Optional[int]:
     return peak
 
 
+def _release_freed_memory() -> None:
+    """Free earlier models' memory and hand it back to the OS (glibc's malloc_trim), so that resident memory
+    before a model is what the process still uses: otherwise a model reusing freed pages shows no growth."""
+    import gc
+
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: growth past retained memory only
+        pass
+
+
 class PeakMemory(object):
     """How much a model raised the process's peak resident memory while it loaded and ran, in MB.
 
@@ -146,6 +160,7 @@ class PeakMemory(object):
     growth_mb = None  # type: Optional[float]
 
     def __enter__(self) -> "PeakMemory":
+        _release_freed_memory()
         try:
             with open("/proc/self/clear_refs", "w") as handle:
                 handle.write("5")
@@ -745,21 +760,30 @@ def main(argv: List[str]) -> int:
         done = done_names(results_path)
         todo = [model for model in manifest["models"] if model["name"] not in done]
         print("{} models, {} already measured".format(len(manifest["models"]), len(done)), file=sys.stderr)
-        append(handle, environment("start", manifest))
-        base = os.path.dirname(os.path.abspath(manifest_path))
-        reference, reference_error = None, None
-        if manifest["reference"] is not None and todo:
-            try:
-                reference = reference_timer(manifest, base)
-            except Exception as exc:  # reported on every model: none can be timed against it
-                reference_error = "the reference workload {} failed: {}".format(manifest["reference"]["name"], exc)
         try:
-            measure_all(todo, manifest, base, handle, reference, reference_error)
+            run(todo, manifest, manifest_path, handle)
         except Orphaned:
             print("stopped: the process that started this agent is gone", file=sys.stderr)
             return 4
-        append(handle, environment("end", manifest))
+        except OSError as exc:  # the results file cannot grow: a full disk, a quota
+            print("error: cannot write {}: {}; free some space there and run again (what is written is kept)".format(
+                results_path, exc.strerror or exc), file=sys.stderr)
+            return 5
     return 0
+
+
+def run(todo: List[Dict[str, Any]], manifest: Dict[str, Any], manifest_path: str, handle: Any) -> None:
+    """The run between its two environment records: the reference loaded once, then every model to measure."""
+    append(handle, environment("start", manifest))
+    base = os.path.dirname(os.path.abspath(manifest_path))
+    reference, reference_error = None, None
+    if manifest["reference"] is not None and todo:
+        try:
+            reference = reference_timer(manifest, base)
+        except Exception as exc:  # reported on every model: none can be timed against it
+            reference_error = "the reference workload {} failed: {}".format(manifest["reference"]["name"], exc)
+    measure_all(todo, manifest, base, handle, reference, reference_error)
+    append(handle, environment("end", manifest))
 
 
 def measure_all(todo: List[Dict[str, Any]], manifest: Dict[str, Any], base: str, handle: Any,

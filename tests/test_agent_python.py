@@ -213,3 +213,18 @@ def test_each_model_reports_the_peak_memory_it_added(tmp_path: Path, models: dic
     code, results = _run(tmp_path, [{"name": "ort", "path": "conv.onnx"}])
     memory = parse_results(results.read_text()).results["ort"]["memory_mb"]
     assert code == 0 and memory["peak_growth"] > 0 and "VmHWM" in memory["how"]
+
+
+def test_a_results_file_that_cannot_grow_is_one_line(tmp_path: Path, capsys, models: dict[str, Path], monkeypatch):
+    """Issue 25: a disk filling mid-run ended in the agent's [Errno 28] traceback. (ENOSPC is mocked: a full file
+    system cannot be made here without mounting one.)"""
+    import errno
+
+    def full(handle, record):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    _stage(tmp_path, models["onnx"])
+    monkeypatch.setattr(python_agent, "append", full)
+    assert _run(tmp_path, [{"name": "ort", "path": "conv.onnx"}])[0] == 5
+    err = capsys.readouterr().err
+    assert "cannot write" in err and "No space left on device; free some space" in err and "Traceback" not in err

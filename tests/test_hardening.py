@@ -315,3 +315,22 @@ def test_an_input_larger_than_any_the_project_writes_is_refused_unread(tmp_path)
         handle.truncate(MAX_INPUT_BYTES + 1)  # sparse: no disk used
     with pytest.raises(InputTooLargeError, match=f"{big} is larger than 64 MB"):
         read_input(big)
+
+
+def test_a_full_disk_under_the_local_devices_work_folder_is_this_machines_not_a_lost_device(tmp_path, monkeypatch):
+    """Issue 25: --out on a full tmpfs read "still unreachable after 3 reconnect(s) ... bring the device back"
+    after 37 s. The local device's folders are this machine's: ENOSPC there is a host error at once. (The copy's
+    ENOSPC is mocked: a full file system cannot be made here without mounting one.)"""
+    import errno
+    import shutil
+
+    from supernet.errors import HostError
+
+    def full(source, target):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    source = tmp_path / "model.onnx"
+    source.write_bytes(b"x")
+    monkeypatch.setattr(shutil, "copy2", full)
+    with LocalTransport() as transport, pytest.raises(HostError, match="free some space"):
+        transport.push(source, str(tmp_path / "work" / "model.onnx"))

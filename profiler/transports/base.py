@@ -19,11 +19,11 @@ from profiler.transports.errors import CommandTimedOut, Interrupted, TransferFai
 from profiler.transports.result import Result
 from supernet.errors import host_error
 
-__all__ = ["Transport", "interrupt_all", "quote_command", "sha256_of"]
+__all__ = ["HOST_SIDE_ERRNOS", "Transport", "interrupt_all", "quote_command", "sha256_of"]
 
 _T = TypeVar("_T")
 # Errors of a download that can only come from this machine, the side that writes (the device only reads).
-_HOST_SIDE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+HOST_SIDE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 _LIVE: weakref.WeakSet[Transport] = weakref.WeakSet()
 
 
@@ -194,7 +194,7 @@ class Transport(ABC):
             self._guard(lambda: self._download(remote, local, timeout))
         except TransferFailed as err:
             cause = err.__cause__
-            if isinstance(cause, OSError) and cause.errno in _HOST_SIDE:
+            if isinstance(cause, OSError) and cause.errno in HOST_SIDE_ERRNOS:
                 raise host_error(OSError(cause.errno, cause.strerror, str(local))) from err
             raise
         return local

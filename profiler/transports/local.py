@@ -9,9 +9,10 @@ import signal
 import subprocess
 from pathlib import Path
 
-from profiler.transports.base import Transport
+from profiler.transports.base import HOST_SIDE_ERRNOS, Transport
 from profiler.transports.errors import TransferFailed
 from profiler.transports.result import Result
+from supernet.errors import host_error
 
 __all__ = ["LocalTransport"]
 
@@ -67,6 +68,8 @@ class LocalTransport(Transport):
         try:
             shutil.copy2(source, target)
         except OSError as exc:
+            if exc.errno in HOST_SIDE_ERRNOS:  # the "device" is this machine: a full disk is not a lost link
+                raise host_error(OSError(exc.errno, exc.strerror, str(target))) from exc
             raise TransferFailed(self.device, f"copying {source} to {target} failed: {exc}") from exc
 
 
