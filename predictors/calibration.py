@@ -111,9 +111,6 @@ class Calibration:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise CalibrationError(f"calibration in the sidecar has {key} = {value!r}, not a finite number; "
                                        f"run ofa-profile --calibrate again")
-        if values["a"] <= 0:
-            raise CalibrationError(f"calibration in the sidecar has a = {values['a']!r}: a slope must be above 0; "
-                                   f"run ofa-profile --calibrate again")
         sums, measured = tuple(values.get("sums_ms", ())), tuple(values.get("measured_ms", ()))
         if len(sums) != len(measured):
             raise CalibrationError(f"calibration in the sidecar has {len(sums)} sums_ms but {len(measured)} "

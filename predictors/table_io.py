@@ -321,7 +321,8 @@ def read_table(path: str | os.PathLike, allow_partial_last_line: bool = False) -
     """
     path = Path(path)
     try:
-        text = read_input(path).decode("utf-8-sig")  # a spreadsheet's byte-order mark is not part of the header
+        # A spreadsheet's byte-order mark is not part of the header; newlines read as open() would (universal).
+        text = read_input(path).decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n")
     except FileNotFoundError:
         raise TableError(f"{path}: no such table; build one with ofa-profile or convert OFA's YAML") from None
     except UnicodeDecodeError as err:
