@@ -312,9 +312,9 @@ class LatencyModel:
                                     "the file is damaged: fit the model again")
         try:
             return cls._from_stored(stem, document, arrays)
+        except LatencyModelError:
+            raise
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
-            if isinstance(err, LatencyModelError):
-                raise
             raise LatencyModelError(f"{stem}: a field of the model is missing or damaged ({type(err).__name__}: "
                                     f"{err})", "fit the model again") from None
 

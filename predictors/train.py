@@ -66,22 +66,20 @@ def read_accuracy_csv(path: str | os.PathLike) -> tuple[ArchBatch, np.ndarray]:
         raise AccuracyDataError(f"{path}: line {bad[0] + 2}: accuracy {shown} is not a "
                                 f"number from 0 to 1 ({len(bad)} such row(s))",
                                 "accuracies are fractions (0.765, not 76.5); drop or fix those rows")
-    by_arch: dict[str, list[float]] = {}
-    archs: dict[str, Arch] = {}
+    by_arch: dict[str, tuple[Arch, list[float]]] = {}
     for i, (text, value) in enumerate(zip(frame["arch"], accuracy, strict=True)):
         try:
             arch = Arch.from_json(text)
         except (TypeError, ValueError) as err:
             raise AccuracyDataError(f"{path}: line {i + 2}: {err}", "fix that row or rebuild the dataset") from None
-        archs.setdefault(arch.to_json(), arch)
-        by_arch.setdefault(arch.to_json(), []).append(float(value))
+        by_arch.setdefault(arch.to_json(), (arch, []))[1].append(float(value))
     repeated = len(frame) - len(by_arch)
     if repeated:
         # One arch in both a training and a held-out fold flatters every score (issue 25: Kendall tau 0.29 read
         # as 0.61): each arch is one row, its accuracy the mean of its repeats.
         log.info("%s: %d repeated arch row(s) averaged into their arch's one row", path, repeated)
-    return (ArchBatch.from_archs(list(archs.values())),
-            np.array([np.mean(values) for values in by_arch.values()], dtype=np.float64))
+    return (ArchBatch.from_archs([arch for arch, _ in by_arch.values()]),
+            np.array([np.mean(values) for _, values in by_arch.values()], dtype=np.float64))
 
 
 def evaluate(model: RegressorMixin, features: np.ndarray, accuracy: np.ndarray) -> dict[str, float]:

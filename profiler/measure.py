@@ -22,7 +22,7 @@ from profiler.android_run import RESULTS as ANDROID_RESULTS
 from profiler.android_run import run_android_agent
 from profiler.devices import DeviceProfile
 from profiler.protocol import Protocol, ProtocolError
-from profiler.transports.base import Transport
+from profiler.transports.base import Transport, sha256_of
 from profiler.transports.errors import Interrupted
 from supernet.errors import Stopped
 
@@ -55,21 +55,13 @@ def result_key(profile: DeviceProfile, protocol: Protocol, model: Mapping[str, A
     for entry in (model, reference):
         if entry is None:
             continue
-        digest.update(_file_sha256(Path(entry["path"])).encode())
+        digest.update(sha256_of(Path(entry["path"])).encode())
         digest.update(json.dumps({k: v for k, v in entry.items() if k not in ("name", "path")},
                                  sort_keys=True, default=str).encode())
     digest.update(json.dumps({"device": profile.name, "runtime": profile.runtime, "batch": profile.batch,
                               "min_sample_ms": protocol.min_sample_ms, **agent_settings(profile, protocol)},
                              sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # Settings of the Python agent's drift-proof blocks; benchmark_model times each model in a plain loop of its own.

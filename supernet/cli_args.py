@@ -20,20 +20,6 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
 
 
-def positive_int(text: str) -> int:
-    value = _int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be 1 or more")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    value = _int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
-    return value
-
-
 def finite_float(text: str) -> float:
     try:
         value = float(text)
@@ -61,6 +47,10 @@ def at_least(lowest: int):
 
     parse.__name__ = f"at_least_{lowest}"
     return parse
+
+
+positive_int = at_least(1)
+non_negative_int = at_least(0)
 
 
 def budget_list(text: str) -> list[float]:

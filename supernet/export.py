@@ -192,7 +192,7 @@ def tflite_bytes(module: nn.Module, input_shape: Sequence[int]) -> bytes:
     sample = _sample(input_shape)
     with _eval_mode(module), _one_thread(), torch.no_grad(), warnings.catch_warnings():
         # litert-torch still checks treespecs the old way, once per conversion: torch's FutureWarning is for it,
-        # not for users (it flooded ofa-profile's stderr); pyproject filters the same one in tests.
+        # not for users (it flooded ofa-profile's stderr, and the test suite's summary).
         warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                                 category=FutureWarning)
         out_rank = module(sample).dim()
