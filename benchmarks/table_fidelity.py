@@ -145,6 +145,7 @@ def main() -> None:
     parser.add_argument("--calibration-subnets", type=int, default=20)
     parser.add_argument("--budgets", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=PlainLoop().rounds, help="ground-truth rounds per subnet")
+    parser.add_argument("--guard", type=float, default=0.0, help="the closed loop's --guard (default 0)")
     parser.add_argument("--skip-loop", action="store_true", help="no closed loop (tables and subnets only)")
     parser.add_argument("--loop-only", action="store_true",
                         help="only the closed loop, on the table an earlier run left in --out")
@@ -291,7 +292,8 @@ def _closed_loop(args, profile, table: Path, resolutions, reference, anchor_ms, 
                                    reference=reference, protocol=protocol, cache_dir=cache, scratch=args.out,
                                    work_name=f"loop{next(rounds)}")
 
-        deliveries, _ = closed_loop(predictor, accuracy, space, budgets, device, max_slack=MAX_SLACK)
+        deliveries, _ = closed_loop(predictor, accuracy, space, budgets, device, max_slack=MAX_SLACK,
+                                    guard=args.guard)
     loop_s = time.perf_counter() - started
     loop = pd.DataFrame([d.to_dict() for d in deliveries])
     delivered = {d.arch: _timed(Arch.from_json(d.arch), profile.model_format, cache) for d in deliveries}
@@ -307,7 +309,7 @@ def _closed_loop(args, profile, table: Path, resolutions, reference, anchor_ms, 
             "max_slack_plain_loop": round(float(loop["plain_loop_slack"].max()), 4),
             "mean_slack_agent": round(float(((loop["budget_ms"] - loop["measured_ms"]) / loop["budget_ms"]).mean()),
                                       4),
-            "mean_rounds": round(float(loop["rounds"].mean()), 2), "max_slack": MAX_SLACK,
+            "mean_rounds": round(float(loop["rounds"].mean()), 2), "max_slack": MAX_SLACK, "guard": args.guard,
             "top1_points_given_up_mean": round(float(given_up.mean()), 3),
             "seconds": round(loop_s, 1), "plot": str(png)}
 

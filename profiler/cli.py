@@ -240,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     loop.add_argument("--max-slack", type=_fraction, default=MAX_SLACK,
                       help="search a budget again while its best subnet leaves more than this share of it unused "
                       f"(default {MAX_SLACK})")
+    loop.add_argument("--guard", type=_fraction, default=0.0,
+                      help="keep this share of each budget free: deliver subnets measured under budget x (1 - "
+                      "GUARD), for a device whose timing moves between runs (default 0; 0.03 on a noisy machine)")
     loop.add_argument("--predictor", type=Path, help="accuracy predictor (default: OFA's released one, w1.2)")
     loop.add_argument("--rank", choices=("accuracy", "macs"), default="accuracy",
                       help="what the search maximises under each budget: predicted accuracy (default), or MACs, a "
@@ -253,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument(
         "--cache", type=Path, default=Path(platformdirs.user_cache_dir("ofa-profile")), help="exported-model cache"
     )
-    out.add_argument("--quiet", action="store_true", help="no progress bars (for scripts)")
+    out.add_argument("--quiet", action="store_true",
+                     help="print only the paths written: no progress bars or progress lines (for scripts)")
     out.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     return parser
 
@@ -434,7 +438,8 @@ def _closed_loop(profile: DeviceProfile, args: argparse.Namespace, protocol: Pro
         with open_transport(profile, profile.targets[0]) as transport:
             deliveries, predictor = deliver(profile, transport, table, args.latency_ms, accuracy, protocol, args.cache,
                                             max_rounds=args.rounds, generations=args.generations, seed=args.seed,
-                                            raw_latency=args.raw_latency, max_slack=args.max_slack)
+                                            raw_latency=args.raw_latency, max_slack=args.max_slack,
+                                            guard=args.guard)
         paths = write_report(deliveries, predictor, args.out / delivered_stem(profile.name, args.latency_ms),
                              f"{profile.name}: {table.name}")
     for d in deliveries:
@@ -490,9 +495,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``ofa-profile``; every error ends as one line on stderr and a non-zero exit status."""
     # Our own progress at INFO; the libraries' (JAX, litert-torch) only from WARNING, or conversions flood stderr.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s", stream=sys.stderr)
-    for name in ("ofa-profile", "profiler", "supernet", "predictors"):
-        logging.getLogger(name).setLevel(logging.INFO)
+    _log_level(logging.INFO)
     return run_command("ofa-profile", _main, argv, on_stop=lambda signum: interrupt_all())
+
+
+def _log_level(level: int) -> None:
+    for name in ("ofa-profile", "profiler", "supernet", "predictors"):
+        logging.getLogger(name).setLevel(level)
 
 
 def _main(argv: list[str]) -> int:
@@ -500,6 +509,8 @@ def _main(argv: list[str]) -> int:
         return _convert(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.quiet:  # stdout has only the paths written; stderr only warnings and errors
+        _log_level(logging.WARNING)
     args.command = shlex.join(["ofa-profile", *argv])
     args.width = _space_width(args.space, args.width)
     if args.list_devices:

@@ -56,6 +56,7 @@ def deliver(
     seed: int = 0,
     raw_latency: bool = False,
     max_slack: float = MAX_SLACK,
+    guard: float = 0.0,
 ) -> tuple[list[Delivery], LatencySource]:
     """Run the closed loop on the device for ``budgets``, with a table (``source`` a .csv: the refitted calibration
     is stored in its sidecar) or a latency model (``ofa-fit latency``'s output: the refitted model is saved beside
@@ -87,7 +88,7 @@ def deliver(
     ranking = accuracy or MacsPredictor(width, n_classes, space.resolutions, layout)
     deliveries, refitted = closed_loop(predictor, ranking, space, budgets, measure, max_rounds=max_rounds,
                                        generations=generations, seed=seed, ranked_by=ranked_by,
-                                       max_slack=max_slack)
+                                       max_slack=max_slack, guard=guard)
     if is_model:
         paths = refitted.save(stem.with_name(f"{stem.name}.refit"), {"refitted_from": str(source)})
         log.info("the model refitted with the loop's measurements: %s", paths[0])

@@ -118,6 +118,30 @@ def test_a_device_faster_than_the_table_gets_subnets_close_to_its_budgets(table:
     assert all(d.accuracy >= d.open_loop_accuracy for d in deliveries)  # the slack taken back buys accuracy
 
 
+def test_a_guard_keeps_that_share_of_every_budget_free(table: Table):
+    """guard=0.05: delivered subnets measure at least 5% under their budgets (what a device whose timing moves a
+    few percent between runs needs), slack is still stated against the budget, and a budget only the guard makes
+    unmeetable says so."""
+    raw = LatencyPredictor(table, calibrated=False)
+    fastest, _ = raw.minimum()
+    budgets = [fastest * factor for factor in (1.5, 2.0, 2.5)]
+
+    def device(archs):
+        return _measured(raw.predict(archs))  # the table is exact here
+
+    plain, _ = closed_loop(raw, AccuracyPredictor.default(), ArchSpace(resolutions=(160,)), budgets, device,
+                           generations=40)
+    guarded, _ = closed_loop(raw, AccuracyPredictor.default(), ArchSpace(resolutions=(160,)), budgets, device,
+                             generations=40, guard=0.05)
+    assert all(d.met and d.measured_ms <= 0.95 * d.budget_ms for d in guarded), [d.slack for d in guarded]
+    assert all(0.05 <= d.slack <= 0.1 for d in guarded), [d.slack for d in guarded]
+    assert all(d.slack == pytest.approx((d.budget_ms - d.measured_ms) / d.budget_ms) for d in guarded)
+    assert any(d.slack < 0.05 for d in plain), "without a guard the loop comes closer to its budgets"
+
+    (inside,), _ = closed_loop(raw, AccuracyPredictor.default(), ArchSpace(resolutions=(160,)),
+                               [fastest * 1.02], device, generations=20, guard=0.05)
+    assert not inside.met and "the guarded budget" in inside.note
+
 def test_ranked_by_macs_the_loop_delivers_the_largest_subnet_it_finds_under_each_budget(table: Table):
     """With a MACs predictor to maximise (no accuracy predictor exists, as in the ProxylessNAS space), deliveries
     state no accuracy and carry the subnet's MACs; a looser budget gets no smaller a network."""
@@ -187,8 +211,9 @@ def test_search_command_end_to_end_with_an_unmeetable_budget(tmp_path):
     assert (tmp_path / "model.refit.json").is_file()
 
 
-def test_max_slack_must_be_a_fraction(tmp_path, capsys):
+@pytest.mark.parametrize("flag", ["--max-slack", "--guard"])
+def test_max_slack_and_guard_must_be_fractions(flag, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["--device", "local", "--search", "--latency-ms", "5", "--max-slack", "1.5", "--out", str(tmp_path)])
+        main(["--device", "local", "--search", "--latency-ms", "5", flag, "1.5", "--out", str(tmp_path)])
     assert exit_info.value.code == 2
-    assert "--max-slack: 1.5 is not a fraction from 0 up to 1" in capsys.readouterr().err
+    assert f"{flag}: 1.5 is not a fraction from 0 up to 1" in capsys.readouterr().err

@@ -93,11 +93,13 @@ def test_usb_busy_suggests_adb_kill_server(adb_key: Path):
 def test_device_going_away_mid_command(adb: AdbTransport, adb_daemon: AdbDaemon):
     """The device vanishing during a command gives ConnectionFailed at once, not after the timeout."""
     adb.open()
-    join = when_running("sleep 60", adb_daemon.stop)
+    # A command line no other test runs: the watcher matches any process on the machine, and the SSH twin of this
+    # test ran its `sleep 60` on the other worker once, which stopped the wrong peer before its command started.
+    join = when_running("sleep 62", adb_daemon.stop)
     started = time.monotonic()
     try:
         with pytest.raises(ConnectionFailed, match="went away"):
-            adb.run(["sleep", "60"], timeout=30)
+            adb.run(["sleep", "62"], timeout=30)
     finally:
         join()
     assert time.monotonic() - started < 10

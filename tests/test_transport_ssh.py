@@ -98,9 +98,10 @@ def test_device_going_away_mid_command(sshd: Sshd):
     """sshd killed while a command runs: ConnectionFailed at once, not a wait for the timeout."""
     with _client(sshd) as transport:
         transport.open()
-        join = when_running("sleep 60", sshd.stop)
+        # A command line no other test runs (see the ADB twin of this test).
+        join = when_running("sleep 61", sshd.stop)
         try:
-            with pytest.raises(ConnectionFailed, match="connection lost while running 'sleep 60'"):
-                transport.run(["sleep", "60"], timeout=30)
+            with pytest.raises(ConnectionFailed, match="connection lost while running 'sleep 61'"):
+                transport.run(["sleep", "61"], timeout=30)
         finally:
             join()
