@@ -88,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MS",
         help="latency limit: one for all tables and models, or one per --table, then per --latency-model, in order",
     )
+    p.add_argument("--memory-model", type=Path, metavar="MODEL",
+                   help="memory model fitted on measured subnets (ofa-fit memory): reports each subnet's memory")
+    p.add_argument("--memory-mb", type=positive_float, metavar="MB",
+                   help="memory limit: the peak memory a subnet adds, by --memory-model")
     p.add_argument("--macs", type=_count, help="MACs limit, e.g. 300M")
     p.add_argument("--params", type=_count, help="parameter limit, e.g. 5M")
     p.add_argument("--budgets", type=budget_list, help="sweep these limits (e.g. 15,20,25,30) and report each best")
@@ -153,8 +157,11 @@ def _check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
                 "--budgets replaces the first table's --latency-ms; give limits for the other tables only "
                 "through one --latency-ms each after the first, or drop --budgets"
             )
-    elif not (args.latency_ms or args.macs is not None or args.params is not None):
-        p.error("no constraint: give --latency-ms (with --table or --latency-model), --macs, --params or --budgets")
+    elif not (args.latency_ms or args.macs is not None or args.params is not None or args.memory_mb is not None):
+        p.error("no constraint: give --latency-ms (with --table or --latency-model), --macs, --params, --memory-mb "
+                "(with --memory-model) or --budgets")
+    if args.memory_mb is not None and args.memory_model is None:
+        p.error("--memory-mb needs a --memory-model to predict memory from (ofa-fit memory)")
 
 
 def _table_name(path: Path, names: list[str]) -> str:
@@ -173,12 +180,13 @@ def _build(args: argparse.Namespace):
             calibrated=not args.raw_latency,
         )
         for t in args.table
-    ] + [LatencyModel.load(m) for m in args.latency_model]
+    ] + [LatencyModel.load(m, quantity="latency_ms") for m in args.latency_model]
     sources = [*args.table, *args.latency_model]
+    memory = LatencyModel.load(args.memory_model, quantity="memory_mb") if args.memory_model else None
     family = FAMILIES[args.space or (latency[0].space.name if latency else MOBILENETV3.name)]
     width = args.width or (latency[0].width if latency else family.released_widths[0])
     n_classes = args.n_classes or (latency[0].classes if latency else 1000)
-    for lat, path in zip(latency, sources, strict=True):
+    for lat, path in [*zip(latency, sources, strict=True), *([(memory, args.memory_model)] if memory else [])]:
         if (lat.space.name, lat.width, lat.classes) != (family.name, width, n_classes):
             raise UsageError(
                 f"{path} is for the {lat.space.name} space, width {lat.width}, {lat.classes} classes; "
@@ -189,7 +197,7 @@ def _build(args: argparse.Namespace):
     layout = family.layout
     space = ArchSpace(args.resolutions, layout=layout) if args.resolutions else ArchSpace.for_width(width, layout)
     resolutions = accuracy.resolutions(space.resolutions) if args.rank == "accuracy" else space.resolutions
-    for lat in latency:
+    for lat in [*latency, *([memory] if memory else [])]:
         resolutions = tuple(r for r in resolutions if r in lat.supported_resolutions(space))
     if not resolutions:
         raise UsageError(
@@ -207,6 +215,8 @@ def _build(args: argparse.Namespace):
         constraints[f"latency_ms[{name}]"] = (lat, limit)
     constraints["macs"] = (MacsPredictor(width, n_classes, resolutions, layout), args.macs)
     constraints["params"] = (ParamsPredictor(width, n_classes, resolutions, layout), args.params)
+    if memory is not None:
+        constraints["memory_mb"] = (memory, args.memory_mb)
     if args.rank == "macs":
         accuracy = constraints["macs"][0]
     return accuracy, space, constraints, latency_by_name, width
@@ -232,6 +242,8 @@ def _subnet(result: SearchResult, constraints: dict, latency: dict[str, LatencyS
         entry["latency_interpolated"] = True
     entry["macs"] = int(constraints["macs"][0].predict([result.arch])[0])
     entry["params"] = int(constraints["params"][0].predict([result.arch])[0])
+    if "memory_mb" in constraints:
+        entry["memory_mb"] = float(constraints["memory_mb"][0].predict([result.arch])[0])
     entry["limits"] = result.limits
     entry["search_seconds"] = result.seconds
     entry["generations"] = result.generations
@@ -282,6 +294,7 @@ def _run(args: argparse.Namespace) -> dict:
             "resolutions": list(space.resolutions),
             "tables": [str(t) for t in args.table],
             "latency_models": [str(m) for m in args.latency_model],
+            "memory_model": str(args.memory_model) if args.memory_model else None,
             "statistic": args.statistic,
             "interpolate": args.interpolate,
             "predictor": str(args.predictor) if args.predictor else "default",
@@ -296,8 +309,9 @@ def _print_text(document: dict) -> None:
             for name, ms in entry["latency_ms"].items()
         )
         score = "ranked by MACs" if entry["accuracy"] is None else f"accuracy {entry['accuracy']:.4f}"
+        memory = f"  memory {entry['memory_mb']:.1f} MB" if "memory_mb" in entry else ""
         print(
-            f"{score}  {lat}  MACs {entry['macs'] / 1e6:.1f}M  "
+            f"{score}  {lat}{memory}  MACs {entry['macs'] / 1e6:.1f}M  "
             f"params {entry['params'] / 1e6:.2f}M  search {entry['search_seconds']:.2f} s"
         )
         print(f"  {json.dumps(entry['arch'])}")

@@ -12,6 +12,9 @@
 ``ofa-train dataset`` writes it. A seeded share of its rows is held out; the report gives the held-out RMSE and
 rank correlations; the predictor saved is then refitted on every row.
 
+``memory``: the same from ``arch`` and ``memory_mb`` (the peak memory each whole subnet added while it loaded
+and ran, as ``ofa-profile --subnets`` records it); ``ofa-search --memory-model OUT --memory-mb MB`` limits by it.
+
 ``latency``: a CSV with ``arch`` and ``measured_ms``, as ``ofa-profile --subnets`` writes it. Model families are
 compared by cross-validation (share within ±10% and ±5%, Spearman), the best is refitted on every row and saved
 as OUT.json and OUT.npz. ``predict`` writes ``arch,predicted_ms`` for a JSON list of archs (or ofa-search output)
@@ -32,7 +35,7 @@ from predictors.latency_model import FAMILIES
 from supernet.cli_args import command_parser, finite_float, non_negative_int, positive_int
 from supernet.errors import OFAProfileError, UsageError, run_command
 
-__all__ = ["build_parser", "main", "read_measured_subnets"]
+__all__ = ["build_parser", "main", "read_measured_subnets", "read_subnet_memory"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,8 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
     latency.add_argument("--cv", type=positive_int, default=5, help="cross-validation folds (5)")
     latency.add_argument("--seed", type=non_negative_int, default=0, help="seed of the folds and the fit (0)")
     latency.add_argument("--json", action="store_true", help="print the report as JSON")
-    predict = commands.add_parser("predict", help="latency of archs from a fitted model")
-    predict.add_argument("model", type=Path, help="the --out of ofa-fit latency")
+    memory = commands.add_parser("memory", help="a memory model from (arch, memory_mb) rows")
+    memory.add_argument("data", type=Path, help="CSV with columns arch and memory_mb (ofa-profile --subnets)")
+    memory.add_argument("--out", type=Path, required=True, help="model stem: writes OUT.json and OUT.npz")
+    memory.add_argument("--family", choices=("auto", *(f for f in FAMILIES if f != "calibrated-sum")),
+                        default="auto", help="model family (auto: the best by cross-validation)")
+    memory.add_argument("--width", type=float, help="supernet width (default: the CSV's width_mult)")
+    memory.add_argument("--cv", type=positive_int, default=5, help="cross-validation folds (5)")
+    memory.add_argument("--seed", type=non_negative_int, default=0, help="seed of the folds and the fit (0)")
+    memory.add_argument("--json", action="store_true", help="print the report as JSON")
+    predict = commands.add_parser("predict", help="latency (or memory) of archs from a fitted model")
+    predict.add_argument("model", type=Path, help="the --out of ofa-fit latency or ofa-fit memory")
     predict.add_argument("archs", type=Path, help="JSON list of archs, ofa-search output, or a CSV with arch")
     predict.add_argument("--out", type=Path, help="CSV to write (default: stdout)")
     return parser
@@ -73,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    return {"accuracy": _accuracy, "latency": _latency, "predict": _predict}[args.command](args)
+    return {"accuracy": _accuracy, "latency": _latency, "memory": _memory, "predict": _predict}[args.command](args)
 
 
 def _model(args: argparse.Namespace):
@@ -132,18 +144,37 @@ def read_measured_subnets(path: Path) -> tuple[list[str], np.ndarray, dict]:
     frame = _read_csv(path, ("arch", "measured_ms"),
                       "give the CSV ofa-profile --subnets wrote (arch as OFA JSON, measured_ms in ms)",
                       "measure subnets first: ofa-profile --subnets random:100")
-    widths = sorted(set(frame["width_mult"].dropna())) if "width_mult" in frame.columns else []
-    if len(widths) > 1:
-        raise OFAProfileError(f"{path}: subnets of several widths {widths}", "fit one model per supernet width")
+    width = _width_of(frame, path)
     anchors = frame["anchor_ms"].dropna().unique() if "anchor_ms" in frame.columns else []
     # Rows that name no reference workload are older: timed against the block (see profiler.reference).
     references = sorted(set(frame["reference"].dropna())) if "reference" in frame.columns else ["block"]
     if len(references) > 1:
         raise OFAProfileError(f"{path}: subnets timed against several reference workloads {references}",
                               "fit on subnets measured in one ofa-profile --subnets run")
-    meta = {"width_mult": (widths or [None])[0], "anchor_ms": float(anchors[0]) if len(anchors) == 1 else None,
+    meta = {"width_mult": width, "anchor_ms": float(anchors[0]) if len(anchors) == 1 else None,
             "reference": {"id": (references or ["block"])[0]}}
     return list(frame["arch"].astype(str)), frame["measured_ms"].to_numpy(dtype=float), meta
+
+
+def read_subnet_memory(path: Path) -> tuple[list[str], np.ndarray, float | None, int]:
+    """The arch texts and peak memory (MB) of an ``ofa-profile --subnets`` CSV, its width where it states one, and
+    how many rows were left out because the agent could not tell their memory."""
+    import pandas as pd
+
+    frame = _read_csv(path, ("arch", "memory_mb"),
+                      "give the CSV ofa-profile --subnets wrote (arch as OFA JSON, memory_mb in MB)",
+                      "measure subnets first: ofa-profile --subnets random:100")
+    width = _width_of(frame, path)
+    memory = pd.to_numeric(frame["memory_mb"], errors="coerce")
+    known = memory.notna()
+    return list(frame.loc[known, "arch"].astype(str)), memory[known].to_numpy(float), width, int((~known).sum())
+
+
+def _width_of(frame, path: Path) -> float | None:
+    widths = sorted(set(frame["width_mult"].dropna())) if "width_mult" in frame.columns else []
+    if len(widths) > 1:
+        raise OFAProfileError(f"{path}: subnets of several widths {widths}", "fit one model per supernet width")
+    return float(widths[0]) if widths else None
 
 
 def _arch_batch(texts: Sequence[str], where: str):
@@ -171,20 +202,41 @@ def _latency(args: argparse.Namespace) -> int:
     meta = {"fitted_on": str(args.data), "table": str(args.table) if args.table else None,
             "anchor_ms": stated["anchor_ms"], "reference": stated["reference"]}
     files = model.save(args.out, meta)
-    report = {"kept": model.family_, "n": len(measured), "folds": min(args.cv, len(measured)),
-              "with_table": table is not None, "families": model.cv_report_, "model": [str(f) for f in files]}
+    return _report_fit(args, model, files, {"with_table": table is not None},
+                       f" with table {args.table}" if table else "",
+                       f"ofa-search --latency-model {args.out} --latency-ms MS")
+
+
+def _memory(args: argparse.Namespace) -> int:
+    from .latency_model import LatencyModel
+
+    texts, memory, width, left_out = read_subnet_memory(args.data)
+    model = LatencyModel(args.family, None, width_mult=args.width or width, cv=args.cv, random_state=args.seed)
+    model.fit(_arch_batch(texts, str(args.data)), memory)
+    meta = {"fitted_on": str(args.data), "quantity": "memory_mb", "rows_without_memory": left_out,
+            "memory": "peak resident memory each whole subnet added while it loaded and ran (ofa-profile --subnets)"}
+    files = model.save(args.out, meta)
+    return _report_fit(args, model, files, {"quantity": "memory_mb", "rows_without_memory": left_out},
+                       f" ({left_out} row(s) without a memory figure left out)" if left_out else "",
+                       f"ofa-search --memory-model {args.out} --memory-mb MB")
+
+
+def _report_fit(args: argparse.Namespace, model, files: Sequence[Path], extra: dict, source: str,
+                next_step: str) -> int:
+    """The cross-validation of each family, as JSON or a table, and the command that uses the saved model."""
+    n = len(model.train_ms_)
+    report = {"kept": model.family_, "n": n, "folds": min(args.cv, n), **extra, "families": model.cv_report_,
+              "model": [str(f) for f in files]}
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"{report['folds']}-fold cross-validation on {len(measured)} measured subnets"
-          f"{' with table ' + str(args.table) if table else ''}:")
+    print(f"{report['folds']}-fold cross-validation on {n} measured subnets{source}:")
     print(f"  {'family':<16}{'within ±10%':>12}{'within ±5%':>12}{'Spearman':>10}{'RMS':>8}")
     for family, m in model.cv_report_.items():
         mark = "  <- kept" if family == model.family_ else ""
         print(f"  {family:<16}{m['within_10_pct']:>11.0f}%{m['within_5_pct']:>11.0f}%{m['spearman_rho']:>10.3f}"
               f"{m['rms_pct']:>7.1f}%{mark}")
-    print(f"saved {files[0]} and {files[1]} (refitted on all rows): "
-          f"ofa-search --latency-model {args.out} --latency-ms MS")
+    print(f"saved {files[0]} and {files[1]} (refitted on all rows): {next_step}")
     return 0
 
 
@@ -214,7 +266,7 @@ def _predict(args: argparse.Namespace) -> int:
     predicted = model.predict(batch)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["arch", "predicted_ms"])
+    writer.writerow(["arch", "predicted_mb" if model.quantity == "memory_mb" else "predicted_ms"])
     writer.writerows(zip(texts, (f"{v:.6g}" for v in predicted), strict=True))
     if args.out:
         from supernet.files import atomic_write

@@ -13,6 +13,9 @@ cross-validation:
 
 scikit-learn fits them; predictions run in NumPy alone, and the saved model is two plain files (JSON and npz,
 no pickles) with a format version.
+
+The same families learn a subnet's peak memory (``ofa-fit memory``): memory, like latency on fusing hardware, is a
+property of the whole network, measured on whole subnets; the saved model then states ``quantity: memory_mb``.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from .latency_families import FAMILY_CLASSES, CalibratedSum, RidgeMLP, sub_array
 from .latency_features import ArchFeatures
 from .ranks import spearman_rho
 
-__all__ = ["FAMILIES", "FORMAT_VERSION", "LatencyModel", "LatencyModelError", "latency_metrics"]
+__all__ = ["FAMILIES", "FORMAT_VERSION", "QUANTITIES", "LatencyModel", "LatencyModelError", "latency_metrics"]
 
 FORMAT = "ofa-profile latency model"
 FORMAT_VERSION = 1
@@ -50,7 +53,8 @@ FAMILIES = ("calibrated-sum", "ridge", "ridge+boosting", "ridge+mlp")
 _MIN_SUBNETS = 5
 _CHUNK = 1 << 15  # archs per prediction step
 _SUFFIXES = (".json", ".npz")  # a model's two files
-FLOOR_MS = 1e-3  # a ridge that extrapolates below zero still leaves a positive base for the residual models
+# What a model predicts (its meta's ``quantity``), and the word its messages use.
+QUANTITIES = {"latency_ms": "latency", "memory_mb": "memory"}
 
 
 class LatencyModelError(OFAProfileError, ValueError):
@@ -155,7 +159,8 @@ class LatencyModel:
             raise LatencyModelError(f"a latency model needs at least {_MIN_SUBNETS} measured subnets, got {len(y)}",
                                     "measure more: ofa-profile --subnets random:50")
         if not (np.isfinite(y).all() and (y > 0).all()):
-            raise LatencyModelError("latencies must be positive, finite milliseconds", "fix or drop those rows")
+            raise LatencyModelError("measured values must be positive and finite (ms, or MB for memory)",
+                                    "fix or drop those rows")
         families = [self.family] if self.family != "auto" else [
             f for f in FAMILIES if f != "calibrated-sum" or self.table is not None]
         self.encoding_ = ArchEncoding.for_resolutions(batch.r.tolist(), batch.layout.n_blocks)
@@ -250,12 +255,18 @@ class LatencyModel:
         return {"fitted_model": self.family_, "cross_validation": self.cv_report_[self.family_],
                 "n_train": len(self.train_ms_), "description": self.describe()}
 
+    @property
+    def quantity(self) -> str:
+        """What it predicts: ``latency_ms``, or ``memory_mb`` for a model ``ofa-fit memory`` saved."""
+        return str(getattr(self, "meta_", {}).get("quantity", "latency_ms"))
+
     def describe(self) -> str:
         """One line for logs: the family, what it was fitted on, and its cross-validated accuracy."""
         self._check_fitted()
         m = self.cv_report_[self.family_]
         table = " with a table" if self.features_.table_cost is not None else ""
-        return (f"latency model {self.family_}{table}, fitted on {len(self.train_ms_)} measured {self.space_.name} "
+        return (f"{QUANTITIES.get(self.quantity, self.quantity)} model {self.family_}{table}, fitted on "
+                f"{len(self.train_ms_)} measured {self.space_.name} "
                 f"w{self.width_mult_:g} subnets: "
                 f"cross-validated {m['within_10_pct']:.0f}% within ±10%, {m['within_5_pct']:.0f}% within ±5%, "
                 f"Spearman {m['spearman_rho']:.3f}")
@@ -290,8 +301,17 @@ class LatencyModel:
         return json_path, npz_path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> LatencyModel:
-        """Read a model :meth:`save` wrote; refuses files of a newer format or of other features."""
+    def load(cls, path: str | os.PathLike, quantity: str | None = None) -> LatencyModel:
+        """Read a model :meth:`save` wrote; refuses files of a newer format or of other features, and with
+        ``quantity``, a model of another quantity (a memory model given where latency is searched)."""
+        model = cls._load(path)
+        if quantity is not None and model.quantity != quantity:
+            raise LatencyModelError(f"{stem_of(path, _SUFFIXES)} is a {QUANTITIES[model.quantity]} model, not a "
+                                    f"{QUANTITIES[quantity]} one", f"give a model of ofa-fit {QUANTITIES[quantity]}")
+        return model
+
+    @classmethod
+    def _load(cls, path: str | os.PathLike) -> LatencyModel:
         stem = stem_of(path, _SUFFIXES)
         try:
             json_path, npz_path = _files(stem)

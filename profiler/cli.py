@@ -251,6 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     loop.add_argument("--latency-model", type=Path, metavar="MODEL",
                       help="search with a latency model fitted on measured subnets (ofa-fit latency) instead of "
                       "the table; it is refitted with the loop's measurements into MODEL.refit")
+    loop.add_argument("--memory-model", type=Path, metavar="MODEL",
+                      help="memory model fitted on measured subnets (ofa-fit memory), for --memory-mb")
+    loop.add_argument("--memory-mb", type=positive_float, metavar="MB",
+                      help="deliver subnets whose peak memory, predicted and measured, stays under MB")
     out = parser.add_argument_group("output")
     out.add_argument("--out", type=Path, default=Path("tables"), help="folder for tables (default ./tables)")
     out.add_argument(
@@ -439,12 +443,15 @@ def _closed_loop(profile: DeviceProfile, args: argparse.Namespace, protocol: Pro
             deliveries, predictor = deliver(profile, transport, table, args.latency_ms, accuracy, protocol, args.cache,
                                             max_rounds=args.rounds, generations=args.generations, seed=args.seed,
                                             raw_latency=args.raw_latency, max_slack=args.max_slack,
-                                            guard=args.guard)
+                                            guard=args.guard, memory_model=args.memory_model,
+                                            memory_mb=args.memory_mb)
         paths = write_report(deliveries, predictor, args.out / delivered_stem(profile.name, args.latency_ms),
                              f"{profile.name}: {table.name}")
     for d in deliveries:
         verdict = "met" if d.met else "NOT MET"
         score = f"top-1 {d.accuracy:.4f}" if d.accuracy is not None else f"MACs {d.macs / 1e6:.1f}M"
+        if d.memory_mb is not None:
+            score += f", {d.memory_mb:.1f} MB"
         log.info("budget %.2f ms: %s, measured %.2f ms (%.2f ms now), slack %.1f%%, predicted %.2f ms [%.2f, %.2f], "
                  "%s, %d round(s)%s", d.budget_ms, verdict, d.measured_ms, d.absolute_ms, 100 * d.slack,
                  d.predicted_ms, d.low_ms, d.high_ms, score, d.rounds, f"; {d.note}" if d.note else "")
@@ -544,6 +551,10 @@ def _main(argv: list[str]) -> int:
         parser.error("--search needs budgets: --latency-ms 8,10,12")
     if args.latency_model and not args.search:
         parser.error("--latency-model is for --search (the closed loop); ofa-search takes it too")
+    if (args.memory_model is None) != (args.memory_mb is None):
+        parser.error("--memory-mb and --memory-model go together: a limit, and the model that predicts it")
+    if args.memory_model and not args.search:
+        parser.error("--memory-mb is for --search (the closed loop); ofa-search takes it too")
     if args.rank != "accuracy" and not args.search:
         parser.error("--rank is for --search (the closed loop); ofa-search takes it too")
     if args.rank == "macs" and args.predictor:

@@ -23,6 +23,7 @@ from predictors.accuracy import AccuracyPredictor
 from predictors.complexity import MacsPredictor
 from predictors.latency import LatencyPredictor, LatencySource
 from predictors.latency_model import LatencyModel
+from predictors.search import Constraint
 from predictors.table_io import read_table
 from profiler.closed_loop import MAX_SLACK, Delivery, closed_loop
 from profiler.devices import DeviceProfile
@@ -57,13 +58,16 @@ def deliver(
     raw_latency: bool = False,
     max_slack: float = MAX_SLACK,
     guard: float = 0.0,
+    memory_model: Path | None = None,
+    memory_mb: float | None = None,
 ) -> tuple[list[Delivery], LatencySource]:
     """Run the closed loop on the device for ``budgets``, with a table (``source`` a .csv: the refitted calibration
     is stored in its sidecar) or a latency model (``ofa-fit latency``'s output: the refitted model is saved beside
-    it as SOURCE.refit). With ``accuracy`` None the search ranks by MACs."""
+    it as SOURCE.refit). With ``accuracy`` None the search ranks by MACs. With ``memory_model`` (``ofa-fit
+    memory``'s) and ``memory_mb``, subnets must also stay under that much peak memory, predicted and measured."""
     is_model = source.suffix.lower() != ".csv"
     if is_model:
-        predictor = LatencyModel.load(source)
+        predictor = LatencyModel.load(source, quantity="latency_ms")
         anchor, width, n_classes = predictor.meta_.get("anchor_ms"), predictor.width_mult_, predictor.n_classes_
         reference = reference_of(predictor.meta_)
         layout = predictor.space_.layout
@@ -84,11 +88,15 @@ def deliver(
                                    anchor_ms=anchor, reference=reference, protocol=protocol, cache_dir=cache_dir,
                                    scratch=source.parent, work_name=f"{stem.name}.loop{next(rounds)}")
 
+    memory = None
+    if memory_model is not None:
+        memory = Constraint("memory_mb", LatencyModel.load(memory_model, quantity="memory_mb"), memory_mb)
+        log.info("memory limit %g MB by %s", memory_mb, memory.predictor.describe())
     ranked_by = "accuracy" if accuracy is not None else "macs"
     ranking = accuracy or MacsPredictor(width, n_classes, space.resolutions, layout)
     deliveries, refitted = closed_loop(predictor, ranking, space, budgets, measure, max_rounds=max_rounds,
                                        generations=generations, seed=seed, ranked_by=ranked_by,
-                                       max_slack=max_slack, guard=guard)
+                                       max_slack=max_slack, guard=guard, memory=memory)
     if is_model:
         paths = refitted.save(stem.with_name(f"{stem.name}.refit"), {"refitted_from": str(source)})
         log.info("the model refitted with the loop's measurements: %s", paths[0])

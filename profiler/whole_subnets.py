@@ -51,7 +51,7 @@ def measure_subnets(
 ) -> list[dict[str, Any]]:
     """One dict per arch: ``measured_ms`` (at the anchor), p10/p90, ``absolute_ms``, ``steady_ms`` (the plain
     loop's median, absolute), ``regime`` (blocked over plain-loop median), ``ratio``, ``reference`` (its id),
-    ``reference_ms``, ``anchor_ms``, ``block_ms``, ``settle_ms``, ``memory_mb`` (peak growth, Python agent). The
+    ``reference_ms``, ``anchor_ms``, ``block_ms``, ``settle_ms``, ``memory_mb`` (see :func:`_memory_mb`). The
     anchor is that of ``reference`` (the table's); without one (no table), the run's own median reference latency
     is the anchor."""
     from supernet.export import subnet_model  # torch: only when exporting
@@ -88,10 +88,17 @@ def measure_subnets(
             "block_ms": result.get("block_ms"),
             "settle_ms": result.get("settle_ms"),
             "count": stats["count"],
-            # Peak resident memory the subnet added while it loaded and ran (None: the agent could not tell).
-            "memory_mb": (result.get("memory_mb") or {}).get("peak_growth"),
+            "memory_mb": _memory_mb(result),
         })
     return measured
+
+
+def _memory_mb(result: dict[str, Any]) -> float | None:
+    """The peak memory the subnet added while it loaded and ran: the Python agent's VmHWM growth, or on a phone
+    ``benchmark_model``'s overall footprint (its growth from the tool's start, in the builds that print one); None
+    where the agent could not tell."""
+    memory = result.get("memory_mb") or {}
+    return next((memory[key] for key in ("peak_growth", "overall", "peak") if memory.get(key) is not None), None)
 
 
 def _time(profile: DeviceProfile, transport: Transport, models: Sequence[dict[str, Any]], archs: Sequence[Arch],

@@ -12,10 +12,11 @@ import pandas as pd
 import pytest
 
 from predictors.accuracy import AccuracyPredictor
-from predictors.complexity import MacsPredictor
+from predictors.complexity import MacsPredictor, ParamsPredictor
 from predictors.fit_cli import main as fit_main
 from predictors.latency import LatencyPredictor
 from predictors.latency_model import LatencyModel
+from predictors.search import Constraint
 from predictors.table_io import Row, Table
 from profiler.cli import main
 from profiler.closed_loop import closed_loop
@@ -142,6 +143,33 @@ def test_a_guard_keeps_that_share_of_every_budget_free(table: Table):
                                [fastest * 1.02], device, generations=20, guard=0.05)
     assert not inside.met and "the guarded budget" in inside.note
 
+def test_a_memory_limit_holds_by_prediction_and_by_measurement(table: Table):
+    """With a memory limit the search keeps to subnets the memory model puts under it, and a subnet whose measured
+    memory is over it does not count, however fast. The model here says 4 bytes a parameter plus 3 MB; the device
+    uses 8% more, so round one's subnets measure over the limit, and later searches keep further under it."""
+    raw = LatencyPredictor(table, calibrated=False)
+    params = ParamsPredictor(1.2, resolutions=(160,))
+
+    class Memory:
+        def predict(self, archs):
+            return params.predict(archs) * 4 / 2**20 + 3.0
+
+    model = Memory()
+
+    def device(archs):
+        return [{**m, "memory_mb": 1.08 * float(used)}
+                for m, used in zip(_measured(raw.predict(archs)), model.predict(archs), strict=True)]
+
+    fastest, _ = raw.minimum()
+    space = ArchSpace(resolutions=(160,))
+    (free,), _ = closed_loop(raw, AccuracyPredictor.default(), space, [2.5 * fastest], device, generations=40)
+    limit = 0.9 * free.memory_mb  # the subnet found without a limit uses more
+    (held,), _ = closed_loop(raw, AccuracyPredictor.default(), space, [2.5 * fastest], device, generations=40,
+                             memory=Constraint("memory_mb", model, limit))
+    assert held.met and held.memory_mb <= limit and held.measured_ms <= held.budget_ms
+    assert held.accuracy <= free.accuracy
+    assert held.open_loop_measured_ms is not None and held.rounds >= 2, "round one's subnet measured over the limit"
+
 def test_ranked_by_macs_the_loop_delivers_the_largest_subnet_it_finds_under_each_budget(table: Table):
     """With a MACs predictor to maximise (no accuracy predictor exists, as in the ProxylessNAS space), deliveries
     state no accuracy and carry the subnet's MACs; a looser budget gets no smaller a network."""
@@ -199,16 +227,30 @@ def test_search_command_end_to_end_with_an_unmeetable_budget(tmp_path):
     document = json.loads(Path(f"{stem}.json").read_text())
     assert [s["budget_ms"] for s in document["subnets"]] == budgets and "ks" in document["subnets"][1]["arch"]
     assert Path(f"{stem}.png").stat().st_size > 0
-    # The same loop with a latency model fitted on random subnets measured at the table's anchor.
+    # The same loop with a latency model fitted on random subnets measured at the table's anchor, and a memory
+    # model fitted on the memory the same subnets added, with a limit above all of them.
     assert main([*common, "--subnets", "random:8"]) == 0
     measured = tmp_path / "local_w1.2_random_r160_seed0.csv"
     assert fit_main(["latency", str(measured), "--out", str(tmp_path / "model"), "--cv", "3"]) == 0
     assert json.loads((tmp_path / "model.json").read_text())["meta"]["anchor_ms"] > 0
+    assert fit_main(["memory", str(measured), "--out", str(tmp_path / "memory"), "--cv", "3"]) == 0
+    limit = 1.5 * pd.read_csv(measured)["memory_mb"].max()
     assert main([*common, "--search", "--latency-ms", str(budgets[1]), "--latency-model", str(tmp_path / "model"),
-                 "--generations", "20"]) == 0
+                 "--memory-model", str(tmp_path / "memory"), "--memory-mb", str(limit), "--generations", "20"]) == 0
     report = pd.read_csv(tmp_path / f"{delivered_stem('local', budgets[1:])}.csv")
     assert report["met"].all() and (report["measured_ms"] <= report["budget_ms"]).all()
+    assert (report["memory_mb"] > 0).all() and (report["memory_mb"] <= limit).all()
     assert (tmp_path / "model.refit.json").is_file()
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--search", "--latency-ms", "5", "--memory-mb", "40"], "--memory-mb and --memory-model go together"),
+    (["--memory-model", "memory", "--memory-mb", "40"], "--memory-mb is for --search"),
+])
+def test_memory_limits_need_their_model_and_the_closed_loop(argv, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--device", "local", *argv, "--out", str(tmp_path)])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("flag", ["--max-slack", "--guard"])

@@ -17,6 +17,7 @@ from sklearn.neural_network import MLPRegressor
 
 from predictors.archs import ArchBatch, batch_from_dicts
 from predictors.cli import main as search_main
+from predictors.complexity import ParamsPredictor
 from predictors.fit_cli import main as fit_main
 from predictors.latency import LatencyPredictor
 from predictors.latency_families import RidgeMLP, Trees
@@ -199,6 +200,51 @@ def test_fit_predict_and_search_from_the_command_line(device, tmp_path, capsys):
                                                                    "ridge+mlp")
     assert set(found["arch"]["r"]) <= set(RESOLUTIONS)
 
+
+def test_fit_a_memory_model_then_search_under_a_memory_limit(device, tmp_path, capsys):
+    """ofa-fit memory learns a whole subnet's peak memory with the latency families, and ofa-search limits by it.
+
+    The "device" here adds 4 bytes a parameter plus 3 MB, with 1% noise: a stand-in with a known truth (the agent's
+    measured peak memory is tested in test_agent_e2e.py, and measured subnets are scored in
+    benchmarks/memory_model.py)."""
+    _, archs, measured, test_archs, _ = device
+    params = ParamsPredictor(1.2, resolutions=RESOLUTIONS)
+
+    def memory(batch):
+        return params.predict(batch) * 4 / 2**20 + 3.0
+
+    noisy = memory(archs) * np.exp(np.random.default_rng(1).normal(0, 0.01, len(archs)))
+    data = tmp_path / "measured.csv"
+    frame = pd.DataFrame({"arch": [a.to_json() for a in archs], "measured_ms": measured, "memory_mb": noisy,
+                          "width_mult": 1.2})
+    frame.loc[0, "memory_mb"] = None  # the agent could not tell this one
+    frame.to_csv(data, index=False)
+    model = tmp_path / "memory"
+    assert fit_main(["memory", str(data), "--out", str(model), "--cv", "3"]) == 0
+    out = capsys.readouterr().out
+    assert f"on {len(archs) - 1} measured subnets (1 row(s) without a memory figure left out)" in out
+    assert "ofa-search --memory-model" in out and "calibrated-sum" not in out
+
+    archs_json = tmp_path / "archs.json"
+    archs_json.write_text(json.dumps([a.to_dict() for a in test_archs]))
+    assert fit_main(["predict", str(model), str(archs_json), "--out", str(tmp_path / "p.csv")]) == 0
+    predicted = pd.read_csv(tmp_path / "p.csv")
+    assert list(predicted.columns) == ["arch", "predicted_mb"]
+    assert np.mean(np.abs(predicted["predicted_mb"] / memory(test_archs) - 1) <= 0.05) >= 0.9
+
+    limit = float(np.median(memory(test_archs)))
+    assert search_main(["--memory-model", str(model), "--memory-mb", str(limit), "--generations", "20", "--json",
+                        "--quiet"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    found = document["subnets"][0]
+    assert found["memory_mb"] <= limit and found["limits"]["memory_mb"] == limit
+    assert document["settings"]["memory_model"] == str(model)
+
+    assert search_main(["--latency-model", str(model), "--latency-ms", "25", "--quiet"]) == 1
+    assert "is a memory model, not a latency one; give a model of ofa-fit latency" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        search_main(["--macs", "300M", "--memory-mb", "20"])
+    assert "--memory-mb needs a --memory-model" in capsys.readouterr().err
 
 def test_fit_errors_name_the_problem(tmp_path, capsys):
     bad = tmp_path / "bad.csv"
