@@ -64,22 +64,12 @@ def _resolutions(text: str) -> tuple[int, ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="ofa-search", description=__doc__.split("\n\n")[0])
-    p.add_argument(
-        "--table",
-        action="append",
-        default=[],
-        type=Path,
-        metavar="CSV",
-        help="latency table (repeat for several devices)",
-    )
-    p.add_argument(
-        "--latency-model",
-        action="append",
-        default=[],
-        type=Path,
-        metavar="MODEL",
-        help="latency model fitted on measured subnets (ofa-fit latency); repeatable, limits follow the tables'",
-    )
+    for flag, metavar, what in (
+        ("--table", "CSV", "latency table (repeat for several devices)"),
+        ("--latency-model", "MODEL",
+         "latency model fitted on measured subnets (ofa-fit latency); repeatable, limits follow the tables'"),
+    ):
+        p.add_argument(flag, action="append", default=[], type=Path, metavar=metavar, help=what)
     p.add_argument(
         "--latency-ms",
         action="append",

@@ -52,30 +52,28 @@ def build_parser() -> argparse.ArgumentParser:
     accuracy.add_argument("--alpha", type=finite_float, default=1.0, help="ridge: L2 penalty (1.0)")
     accuracy.add_argument("--seed", type=non_negative_int, default=0, help="seed of the split and the fit (0)")
     accuracy.add_argument("--json", action="store_true", help="print the report as JSON")
-    latency = commands.add_parser("latency", help="a latency model from (arch, measured_ms) rows")
-    latency.add_argument("data", type=Path, help="CSV with columns arch and measured_ms (ofa-profile --subnets)")
-    latency.add_argument("--out", type=Path, required=True, help="model stem: writes OUT.json and OUT.npz")
+    latency = _model_command(commands, "latency", "measured_ms", FAMILIES)
     latency.add_argument("--table", type=Path, help="a latency table of the device: its sums become features")
-    latency.add_argument("--family", choices=("auto", *FAMILIES), default="auto",
-                         help="model family (auto: the best by cross-validation)")
-    latency.add_argument("--width", type=float, help="supernet width (default: the CSV's width_mult, or the table's)")
-    latency.add_argument("--cv", type=positive_int, default=5, help="cross-validation folds (5)")
-    latency.add_argument("--seed", type=non_negative_int, default=0, help="seed of the folds and the fit (0)")
-    latency.add_argument("--json", action="store_true", help="print the report as JSON")
-    memory = commands.add_parser("memory", help="a memory model from (arch, memory_mb) rows")
-    memory.add_argument("data", type=Path, help="CSV with columns arch and memory_mb (ofa-profile --subnets)")
-    memory.add_argument("--out", type=Path, required=True, help="model stem: writes OUT.json and OUT.npz")
-    memory.add_argument("--family", choices=("auto", *(f for f in FAMILIES if f != "calibrated-sum")),
-                        default="auto", help="model family (auto: the best by cross-validation)")
-    memory.add_argument("--width", type=float, help="supernet width (default: the CSV's width_mult)")
-    memory.add_argument("--cv", type=positive_int, default=5, help="cross-validation folds (5)")
-    memory.add_argument("--seed", type=non_negative_int, default=0, help="seed of the folds and the fit (0)")
-    memory.add_argument("--json", action="store_true", help="print the report as JSON")
+    _model_command(commands, "memory", "memory_mb", [f for f in FAMILIES if f != "calibrated-sum"])
     predict = commands.add_parser("predict", help="latency (or memory) of archs from a fitted model")
     predict.add_argument("model", type=Path, help="the --out of ofa-fit latency or ofa-fit memory")
     predict.add_argument("archs", type=Path, help="JSON list of archs, ofa-search output, or a CSV with arch")
     predict.add_argument("--out", type=Path, help="CSV to write (default: stdout)")
     return parser
+
+
+def _model_command(commands, quantity: str, column: str, families: Sequence[str]) -> argparse.ArgumentParser:
+    """``ofa-fit latency`` or ``ofa-fit memory``: a model of ``column`` over measured whole subnets."""
+    command = commands.add_parser(quantity, help=f"a {quantity} model from (arch, {column}) rows")
+    command.add_argument("data", type=Path, help=f"CSV with columns arch and {column} (ofa-profile --subnets)")
+    command.add_argument("--out", type=Path, required=True, help="model stem: writes OUT.json and OUT.npz")
+    command.add_argument("--family", choices=("auto", *families), default="auto",
+                         help="model family (auto: the best by cross-validation)")
+    command.add_argument("--width", type=float, help="supernet width (default: the CSV's width_mult, or the table's)")
+    command.add_argument("--cv", type=positive_int, default=5, help="cross-validation folds (5)")
+    command.add_argument("--seed", type=non_negative_int, default=0, help="seed of the folds and the fit (0)")
+    command.add_argument("--json", action="store_true", help="print the report as JSON")
+    return command
 
 
 def main(argv: Sequence[str] | None = None) -> int:
