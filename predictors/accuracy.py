@@ -26,7 +26,7 @@ import numpy as np
 
 from supernet.arch import EXPAND_RATIOS, KERNEL_SIZES, N_BLOCKS, Arch, ArchError
 from supernet.errors import OFAProfileError, UsageError
-from supernet.files import atomic_write, stem_of
+from supernet.files import atomic_write, json_loads, stem_of
 
 from .archs import ArchBatch
 
@@ -240,7 +240,7 @@ class AccuracyPredictor:
         arrays where it has them (no torch), else from the ``.pt``."""
         sidecar = Path(f"{_stem(path)}.json")
         try:
-            info = json.loads(sidecar.read_text(encoding="utf-8"))
+            info = json_loads(sidecar.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise PredictorFileError(f"{sidecar}: missing; a predictor is a .pt state dict plus this JSON file (for "
                                      f"OFA's acc_predictor.pth use AccuracyPredictor.from_ofa_release)") from None

@@ -34,6 +34,7 @@ import numpy as np
 from predictors.latency_model import FAMILIES
 from supernet.cli_args import command_parser, finite_float, non_negative_int, positive_int
 from supernet.errors import OFAProfileError, UsageError, run_command
+from supernet.files import json_loads
 
 __all__ = ["build_parser", "main", "read_measured_subnets", "read_subnet_memory"]
 
@@ -181,7 +182,7 @@ def _arch_batch(texts: Sequence[str], where: str):
     items = []
     for i, text in enumerate(texts):
         try:
-            items.append(json.loads(text))
+            items.append(json_loads(text))
         except json.JSONDecodeError as err:
             raise OFAProfileError(f"{where}: arch {i + 1} is not JSON ({err.msg})", "fix or drop that row") from None
     return batch_from_dicts(items, where)

@@ -34,7 +34,7 @@ import numpy as np
 
 from supernet.arch import Arch, ArchSpace
 from supernet.errors import OFAProfileError
-from supernet.files import atomic_write, stem_of
+from supernet.files import atomic_write, json_loads, stem_of
 from supernet.plan import MOBILENETV3, Family, family_named, family_of
 
 from ._additive import AdditiveCost
@@ -315,7 +315,7 @@ class LatencyModel:
         stem = stem_of(path, _SUFFIXES)
         try:
             json_path, npz_path = _files(stem)
-            document = json.loads(json_path.read_text(encoding="utf-8"))
+            document = json_loads(json_path.read_text(encoding="utf-8"))
             with np.load(npz_path, allow_pickle=False) as stored:
                 arrays = dict(stored)
         except FileNotFoundError as err:

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from supernet.errors import OFAProfileError
-from supernet.files import atomic_write, read_input
+from supernet.files import atomic_write, json_loads, read_input
 from supernet.plan import FAMILIES, MOBILENETV3
 from supernet.units import Unit, UnitError, parse_key
 
@@ -308,6 +308,43 @@ def _parse_row(cells: dict[str, str], where: str, line: int, extra_columns: Sequ
     )
 
 
+def _read_rows(reader, path: Path) -> list[Row]:
+    """The rows under a checked header."""
+    header = next(reader, None)
+    if not header:
+        raise TableError(f"{path}: line 1: empty file; a table starts with the header {','.join(COLUMNS)}")
+    if tuple(header[: len(COLUMNS)]) != COLUMNS:
+        raise TableError(f"{path}: line 1: header {','.join(header)!r} does not start with the schema's columns "
+                         f"{','.join(COLUMNS)}; see tables/README.md")
+    extra = header[len(COLUMNS):]
+    rows = []
+    for cells in reader:
+        line = reader.line_num
+        where = f"{path}: line {line}"
+        if len(cells) != len(header):
+            raise TableError(f"{where}: {len(cells)} fields, expected {len(header)}; the line is truncated or "
+                             f"has a stray comma")
+        rows.append(_parse_row(dict(zip(header, cells, strict=True)), where, line, extra))
+    return rows
+
+
+def _check_sidecar_fields(meta: Mapping[str, Any], side: Path) -> None:
+    """The fields predictions compute with have the types the writer gives them; a tampered one is named."""
+    def positive_int(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+    checks = (("resolutions", lambda v: isinstance(v, list) and all(positive_int(r) for r in v),
+               "a list of positive integers"),
+              ("width_mult", lambda v: isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+               and v > 0, "a positive number"),
+              ("n_classes", positive_int, "a positive integer"),
+              ("space", lambda v: isinstance(v, str), "a space name"))
+    for name, valid, what in checks:
+        if name in meta and meta[name] is not None and not valid(meta[name]):
+            raise TableError(f"{side}: {name} {meta[name]!r} is not {what}",
+                             "rebuild the table, or delete the sidecar to use the CSV alone")
+
+
 def read_table(path: str | os.PathLike, allow_partial_last_line: bool = False) -> Table:
     """Read and check a table CSV and its sidecar (if present).
 
@@ -334,27 +371,16 @@ def read_table(path: str | os.PathLike, allow_partial_last_line: bool = False) -
                              f"was cut short: re-run the command that made it, or delete the line")
         text = "\n".join(lines[:-1]) + "\n"
     reader = csv.reader(io.StringIO(text))
-    header = next(reader, None)
-    if not header:
-        raise TableError(f"{path}: line 1: empty file; a table starts with the header {','.join(COLUMNS)}")
-    if tuple(header[: len(COLUMNS)]) != COLUMNS:
-        raise TableError(f"{path}: line 1: header {','.join(header)!r} does not start with the schema's columns "
-                         f"{','.join(COLUMNS)}; see tables/README.md")
-    extra = header[len(COLUMNS):]
-    rows = []
-    for cells in reader:
-        line = reader.line_num
-        where = f"{path}: line {line}"
-        if len(cells) != len(header):
-            raise TableError(f"{where}: {len(cells)} fields, expected {len(header)}; the line is truncated or "
-                             f"has a stray comma")
-        rows.append(_parse_row(dict(zip(header, cells, strict=True)), where, line, extra))
+    try:
+        rows = _read_rows(reader, path)
+    except csv.Error as err:  # a field over the csv module's limit (131,072 characters), a NUL byte
+        raise TableError(f"{path}: line {reader.line_num}: {err}", "is it really a table CSV?") from None
     _check_unique(rows, str(path))
     meta: dict[str, Any] = {}
     side = sidecar_path(path)
     if side.exists():
         try:
-            meta = json.loads(read_input(side).decode("utf-8"))
+            meta = json_loads(read_input(side).decode("utf-8"))
         except json.JSONDecodeError as err:
             raise TableError(f"{side}: line {err.lineno}: not valid JSON ({err.msg})") from None
         except UnicodeDecodeError as err:
@@ -366,6 +392,7 @@ def read_table(path: str | os.PathLike, allow_partial_last_line: bool = False) -
         if version != SCHEMA_VERSION:
             raise TableError(f"{side}: schema_version {version!r} is not {SCHEMA_VERSION}, the one this version "
                              f"of ofa-profile reads")
+        _check_sidecar_fields(meta, side)
     _check_space(rows, meta, str(path))
     return Table(tuple(rows), meta)
 

@@ -25,7 +25,7 @@ from torch import nn
 
 from supernet.arch import Arch
 from supernet.errors import OFAProfileError
-from supernet.files import atomic_write
+from supernet.files import atomic_write, json_loads
 
 from .accuracy import FORMAT_VERSION, AccuracyPredictor, ArchEncoding, build_mlp
 from .archs import ArchBatch
@@ -181,7 +181,7 @@ class RidgeAccuracyRegressor(RegressorMixin, BaseEstimator):
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> RidgeAccuracyRegressor:
-        document = json.loads(Path(path).read_text(encoding="utf-8"))
+        document = json_loads(Path(path).read_text(encoding="utf-8"))
         if document.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{path}: format_version {document.get('format_version')!r} is not {FORMAT_VERSION}")
         model = cls(alpha=document["alpha"])

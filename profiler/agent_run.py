@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from profiler.transports.base import Transport
+from supernet.files import json_loads
 
 __all__ = ["AGENT", "AgentRun", "parse_results", "run_python_agent"]
 
@@ -40,7 +41,7 @@ def parse_results(text: str) -> AgentRun:
     run = AgentRun()
     for line in text.splitlines():
         try:
-            record = json.loads(line)
+            record = json_loads(line)
         except ValueError:
             continue
         if not isinstance(record, dict):

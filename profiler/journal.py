@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from supernet.files import naming
+from supernet.files import json_loads, naming
 
 __all__ = ["Journal"]
 
@@ -51,7 +51,7 @@ class Journal:
                 if not raw.endswith(b"\n"):
                     break  # torn: being written, or its writer died mid-line
                 try:
-                    record = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+                    record = json_loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
                 except (UnicodeDecodeError, ValueError) as err:
                     self.set_aside.append((number, f"not JSON ({err})"))
                     continue

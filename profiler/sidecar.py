@@ -19,6 +19,7 @@ from profiler.reference import Reference
 from profiler.rows import RowStrategy
 from profiler.run_state import RunState
 from profiler.steady import regime_summary
+from supernet.files import json_loads
 
 __all__ = ["AGENT_VERSION", "LATENCY", "kept_calibration", "measured_with", "now", "table_meta", "timing"]
 
@@ -110,7 +111,7 @@ def kept_calibration(table: Path, anchor_ms: float | None) -> dict[str, Any] | N
     """The calibration the table's sidecar holds (``--calibrate``, the closed loop), for the sidecar a rerun or
     ``--reanchor`` writes: restated at ``anchor_ms`` where the table's anchor moved, never dropped."""
     try:
-        stored = json.loads(sidecar_path(table).read_text(encoding="utf-8"))
+        stored = json_loads(sidecar_path(table).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     values = stored.get("calibration") if isinstance(stored, dict) else None

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from profiler.sidecar import now
 from supernet.errors import OFAProfileError
+from supernet.files import json_loads
 
 __all__ = ["TableLocked", "lock_path", "table_lock"]
 
@@ -37,7 +38,7 @@ def lock_path(table: Path) -> Path:
 
 def _holder(text: str) -> dict:
     try:
-        holder = json.loads(text)
+        holder = json_loads(text)
     except ValueError:
         return {}
     return holder if isinstance(holder, dict) else {}

@@ -17,6 +17,7 @@ from functools import cached_property
 from typing import Any
 
 from .errors import OFAProfileError
+from .files import json_loads
 
 __all__ = [
     "DEPTHS",
@@ -210,7 +211,7 @@ class Arch:
     @classmethod
     def from_json(cls, text: str | bytes) -> Arch:
         try:
-            config = json.loads(text)
+            config = json_loads(text)
         except json.JSONDecodeError as err:
             raise ArchError(f"arch is not valid JSON ({err.msg} at line {err.lineno} column {err.colno}); "
                             f"expected {_EXAMPLE}") from None

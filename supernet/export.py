@@ -19,7 +19,8 @@ ONNX and TF-Lite exports are deterministic: the same module gives the same bytes
 per trace within a process, so its bytes can differ while the model is the same). So the cache key,
 :func:`content_hash`, is a hash of the *recipe* (unit key, seed, runtime, export format and exporter versions)
 rather than of the file: it is known before the slow export runs, and it changes when an upgrade of torch or
-litert-torch could change the bytes. :func:`export_unit` writes each file once, atomically, under that hash.
+litert-torch could change the bytes. :func:`export_unit` writes each file once, atomically, under that hash, with
+a digest of its bytes in ``.sha256/`` beside it: a file whose bytes no longer match is exported again.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ __all__ = [
     "ExportError",
     "TFLiteUnavailableError",
     "agent_model",
+    "cache_store",
+    "cached",
     "content_hash",
     "export_module",
     "export_subnet",
@@ -75,6 +78,8 @@ __all__ = [
     "torchscript_bytes",
     "unit_path",
 ]
+
+log = logging.getLogger(__name__)
 
 RUNTIMES = ("onnx", "tflite", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite", "torchscript": ".pt"}
@@ -278,6 +283,38 @@ def content_hash(unit: Unit, runtime: str, seed: int = 0, batch: int = 1) -> str
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
 
 
+def _digest_path(path: Path) -> Path:
+    return path.parent / ".sha256" / path.name
+
+
+def cache_store(path: str | os.PathLike, data: bytes) -> Path:
+    """Write an export into the cache with the digest that vouches for it: the model first, so that a crash in
+    between leaves a file no digest vouches for, which is exported again."""
+    path = Path(path)
+    atomic_write(path, data)
+    atomic_write(_digest_path(path), hashlib.sha256(data).hexdigest() + "\n")
+    return path
+
+
+def cached(path: Path) -> bool:
+    """Whether the cache holds a sound export at ``path``: one whose bytes match the digest written with it.
+
+    A damaged file (a disk error, a copy cut short, an edit) would otherwise be reused by every run after it; it
+    is reported and exported again. A file without a digest (from before digests, or a crash) is exported again:
+    exports are deterministic, so nothing changes but the time.
+    """
+    if not path.is_file():
+        return False
+    try:
+        expected = _digest_path(path).read_text(encoding="utf-8").strip()
+    except (FileNotFoundError, UnicodeDecodeError):
+        return False
+    if hashlib.sha256(path.read_bytes()).hexdigest() == expected:
+        return True
+    log.warning("%s: damaged (its bytes do not match the digest written with it); exporting it again", path)
+    return False
+
+
 def unit_path(unit: Unit, runtime: str, cache_dir: str | os.PathLike, seed: int = 0, batch: int = 1) -> Path:
     """Where :func:`export_unit` keeps this unit's model (the kind keeps listings readable); TF-Lite rows of one
     layer at different resolutions share it."""
@@ -288,9 +325,9 @@ def export_unit(unit: Unit, runtime: str, cache_dir: str | os.PathLike, seed: in
     """The unit's model file in ``cache_dir`` for ``batch`` images per run, exported only if no file with its
     content hash is there."""
     path = unit_path(unit, runtime, cache_dir, seed, batch)
-    if not path.exists():
+    if not cached(path):
         target = export_target(unit, runtime)
-        atomic_write(path, _to_bytes(build_unit(target, seed), runtime, (batch, *target.input_shape[1:])))
+        cache_store(path, _to_bytes(build_unit(target, seed), runtime, (batch, *target.input_shape[1:])))
     return path
 
 
@@ -308,7 +345,7 @@ def export_units(units: Sequence[Unit], runtime: str, cache_dir: str | os.PathLi
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ExportError(f"jobs = {jobs!r} must be a positive int (processes to export with)")
     paths = [unit_path(u, runtime, cache_dir, seed, batch) for u in units]
-    todo = list({p: u for p, u in zip(paths, units, strict=True) if not p.exists()}.values())
+    todo = list({p: u for p, u in zip(paths, units, strict=True) if not cached(p)}.values())
     if jobs == 1 or len(todo) < 2:
         for unit in todo:
             export_unit(unit, runtime, cache_dir, seed, batch)
@@ -349,12 +386,12 @@ def export_subnet(arch: Arch, width_mult: float, n_classes: int, runtime: str, c
               "format": EXPORT_FORMAT, "versions": _exporter_versions(runtime)}
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:24]
     path = Path(cache_dir) / f"subnet-{digest}{SUFFIXES[runtime]}"
-    if not path.exists():
+    if not cached(path):
         subnet = _seeded_supernet(float(width_mult), int(n_classes), arch.layout).extract(arch)
         input_shape = (batch, 3, arch.r, arch.r)
         data = (onnx_bytes(subnet, input_shape, any_resolution=True) if runtime == "onnx"
                 else _to_bytes(subnet, runtime, input_shape))
-        atomic_write(path, data)
+        cache_store(path, data)
     return path
 
 

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from supernet.errors import OFAProfileError
 
-__all__ = ["MAX_INPUT_BYTES", "InputTooLargeError", "NotARegularFileError", "atomic_write", "naming", "read_input",
+__all__ = ["MAX_INPUT_BYTES", "InputTooLargeError", "NotARegularFileError", "atomic_write", "json_loads", "naming",
+           "read_input",
            "stem_of"]
 
 _KINDS = ((stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"), (stat.S_ISFIFO, "FIFO"),
@@ -88,6 +91,15 @@ def _target(path: Path) -> Path:
 
 def _special_kind(mode: int) -> str | None:
     return next((kind for is_kind, kind in _KINDS if is_kind(mode)), None)
+
+
+def json_loads(text: str | bytes, **kwargs: Any) -> Any:
+    """``json.loads`` for text from outside: nesting too deep for Python's parser is a ``JSONDecodeError`` (which
+    every reader turns into its one-line error), not a ``RecursionError``."""
+    try:
+        return json.loads(text, **kwargs)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", text if isinstance(text, str) else "", 0) from None
 
 
 def read_input(path: str | os.PathLike, limit_bytes: int = MAX_INPUT_BYTES) -> bytes:

@@ -15,7 +15,7 @@ from typing import Any
 
 from supernet.arch import Arch, ArchError
 from supernet.errors import OFAProfileError
-from supernet.files import atomic_write, read_input
+from supernet.files import atomic_write, json_loads, read_input
 
 __all__ = ["SUBNETS_SCHEMA_VERSION", "SubnetFileError", "parse_subnets", "read_subnet_document", "read_subnets",
            "subnet_entries", "write_subnets"]
@@ -60,7 +60,7 @@ def read_subnet_document(path: str | os.PathLike) -> Any:
     """A subnet file's parsed JSON; a missing, malformed or non-UTF-8 file is one clear error."""
     path = Path(path)
     try:
-        return json.loads(read_input(path).decode("utf-8"))
+        return json_loads(read_input(path).decode("utf-8"))
     except FileNotFoundError:
         raise SubnetFileError(f"{path}: no such file; write one with ofa-search --out {path}") from None
     except json.JSONDecodeError as err:

@@ -298,7 +298,27 @@ def test_export_unit_reuses_the_cached_file(tmp_path, monkeypatch):
     path = export_unit(unit, "onnx", tmp_path)
     monkeypatch.setattr("supernet.export._to_bytes", lambda *a: pytest.fail("exported again despite the cache"))
     assert export_unit(unit, "onnx", tmp_path) == path
-    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".sha256", path.name]
+
+
+def test_a_damaged_cache_file_is_exported_again(tmp_path, caplog):
+    """A cached export whose bytes changed after it was written (a disk error, a copy cut short) is reported and
+    exported again, not reused by every run after it; a file without its digest is exported again too."""
+    unit = Unit.from_key(HEAD_KEYS[1])
+    path = export_unit(unit, "onnx", tmp_path)
+    good = path.read_bytes()
+    path.write_bytes(good[: len(good) // 2])
+    with caplog.at_level("WARNING", logger="supernet.export"):
+        assert export_units([unit], "onnx", tmp_path) == [path]
+    assert path.read_bytes() == good and f"{path}: damaged" in caplog.text
+    (tmp_path / ".sha256" / path.name).unlink()
+    path.write_bytes(b"junk")
+    assert export_unit(unit, "onnx", tmp_path) == path and path.read_bytes() == good
+    subnet = export_subnet(ArchSpace.for_width(1.0).uniform(3, 3, 2, 128), 1.0, 1000, "onnx", tmp_path)
+    whole = subnet.read_bytes()
+    subnet.write_bytes(whole[:-1])
+    assert export_subnet(ArchSpace.for_width(1.0).uniform(3, 3, 2, 128), 1.0, 1000, "onnx", tmp_path) == subnet
+    assert subnet.read_bytes() == whole
 
 
 def test_export_module_writes_a_subnet(tmp_path, supernets):

@@ -22,7 +22,7 @@ from profiler.devices import resolve_device
 from profiler.protocol import Protocol
 from profiler.reference import BLOCK_REFERENCE
 from profiler.transports.adb import AdbTransport
-from supernet.export import unit_path
+from supernet.export import cache_store, unit_path
 from supernet.plan import PROXYLESS
 from supernet.units import Unit, all_units
 from tests.conftest import FakeBenchmarkModel, process_alive
@@ -84,8 +84,7 @@ def _stand_in_tflite(units: list[Unit], cache: Path, kind: str = "new") -> None:
     paths = [unit_path(unit, "tflite", cache) for unit in units]
     paths.append(unit_path(BLOCK_REFERENCE.unit, "tflite", cache, seed=BLOCK_REFERENCE.seed))
     for path in paths:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"{kind}\n")
+        cache_store(path, f"{kind}\n".encode())
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ from predictors.cli import main
 from predictors.complexity import MacsPredictor
 from predictors.latency import LatencyPredictor
 from predictors.table_io import Table, read_table, write_table
+from supernet.arch import Arch, ArchError
 from supernet.subnets import SubnetFileError, parse_subnets, read_subnets
 
 NOTE10 = str(Path(__file__).resolve().parents[1] / "tables" / "note10_w1.2_tflite.csv")
@@ -175,3 +176,8 @@ def test_subnet_file_shapes(tmp_path):
     bad.write_text("[{")
     with pytest.raises(SubnetFileError, match="line 1"):
         read_subnets(bad)
+    bad.write_text("[" * 100_000 + "]" * 100_000)  # Python's JSON parser recurses: RecursionError, before
+    with pytest.raises(SubnetFileError, match="not valid JSON \\(nested too deeply\\)"):
+        read_subnets(bad)
+    with pytest.raises(ArchError, match="nested too deeply"):
+        Arch.from_json("[" * 100_000 + "]" * 100_000)

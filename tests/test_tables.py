@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -188,4 +189,33 @@ def test_bad_header_and_sidecar_version(tmp_path):
     path.write_text("".join(lines))
     path.with_suffix(".json").write_text('{"schema_version": 99}')
     with pytest.raises(TableError, match="schema_version 99"):
+        read_table(path)
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("resolutions", [160, "abc"], "resolutions \\[160, 'abc'\\] is not a list of positive integers"),
+    ("width_mult", "wide", "width_mult 'wide' is not a positive number"),
+    ("width_mult", float("nan"), "width_mult nan is not a positive number"),
+    ("n_classes", True, "n_classes True is not a positive integer"),
+])
+def test_a_tampered_sidecar_field_is_named(tmp_path, field, value, message):
+    """Fields predictions compute with are checked where the sidecar is read, not met later as a ValueError."""
+    path, lines = _lines(tmp_path)
+    path.write_text("".join(lines))
+    meta = {**read_table(NOTE10).meta, field: value}
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(TableError, match=f"{path.with_suffix('.json')}: {message}"):
+        read_table(path)
+
+
+def test_a_field_over_the_csv_limit_and_nesting_too_deep_are_one_error(tmp_path):
+    """A 140,000-character field (the csv module stops at 131,072) and a sidecar nested 100,000 deep (Python's
+    JSON parser recurses) name the file, as every other damaged table does."""
+    path, lines = _lines(tmp_path)
+    path.write_text(lines[0] + "x" * 140_000 + lines[1][lines[1].index(","):])
+    with pytest.raises(TableError, match="line 2: field larger than field limit"):
+        read_table(path)
+    path.write_text("".join(lines))
+    path.with_suffix(".json").write_text('{"deep": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(TableError, match="not valid JSON \\(nested too deeply\\)"):
         read_table(path)
