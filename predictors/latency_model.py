@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from supernet.arch import Arch, ArchSpace
-from supernet.errors import OFAProfileError
+from supernet.errors import OFAProfileError, raise_if_stopped
 from supernet.files import atomic_write, json_loads, stem_of
 from supernet.plan import MOBILENETV3, Family, family_named, family_of
 
@@ -172,6 +172,7 @@ class LatencyModel:
         for family in families:
             x, held_out, fold_rms = inputs[family], np.empty_like(y), []
             for train, test in folds.split(x):
+                raise_if_stopped()
                 estimator = self._estimator(family).fit(x[train], y[train], self.random_state)
                 held_out[test] = estimator.predict(x[test])
                 fold_rms.append(float(np.sqrt(np.mean((held_out[test] / y[test] - 1) ** 2)) * 100))

@@ -22,7 +22,7 @@ from typing import Protocol
 import numpy as np
 
 from supernet.arch import Arch, ArchSpace
-from supernet.errors import OFAProfileError, UsageError
+from supernet.errors import OFAProfileError, UsageError, raise_if_stopped
 
 from .archs import ArchBatch, sample_batch
 
@@ -336,6 +336,7 @@ def _evolve(
     acc, ids = score(population)
     history: list[float] = []
     for _ in range(generations):
+        raise_if_stopped()
         if len(history) > patience and history[-1] == history[-1 - patience]:
             break
         order = _parents(acc, ids, n_parents)

@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from types import FrameType
 
-__all__ = ["HostError", "OFAProfileError", "Stopped", "UsageError", "host_error", "run_command"]
+__all__ = ["HostError", "OFAProfileError", "Stopped", "UsageError", "host_error", "raise_if_stopped", "run_command"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,19 @@ class Stopped(OFAProfileError):
         self.signum = signum
         self.exit_code = 128 + signum
         super().__init__(f"stopped by {signal.Signals(signum).name}", "every finished row is kept")
+
+
+# The signal that asked this process to stop (0: none). Signals reach only the main thread; work running in a
+# worker thread (ofa-profile's per-device runs) checks this between steps.
+_STOP_SIGNAL = [0]
+
+
+def raise_if_stopped() -> None:
+    """Raise :class:`Stopped` if SIGINT or SIGTERM has arrived: long loops (a search's generations, a closed loop's
+    rounds, a batch of exports) call this between steps, so that a stop acts within the promised 2 s whichever
+    thread runs them."""
+    if _STOP_SIGNAL[0]:
+        raise Stopped(_STOP_SIGNAL[0])
 
 
 _OS_FIXES = {
@@ -92,11 +105,13 @@ def run_command(prog: str, body: Callable[[list[str]], int], argv: Sequence[str]
     previous = {}
 
     def stop(signum: int, frame: FrameType | None) -> None:
+        _STOP_SIGNAL[0] = signum
         if on_stop is not None:
             on_stop(signum)
         raise Stopped(signum)
 
     if threading.current_thread() is threading.main_thread():
+        _STOP_SIGNAL[0] = 0
         for signum in (signal.SIGINT, signal.SIGTERM):
             previous[signum] = signal.signal(signum, stop)
     try:

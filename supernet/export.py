@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from .arch import Arch, Layout
-from .errors import OFAProfileError
+from .errors import OFAProfileError, raise_if_stopped
 from .files import atomic_write
 from .ofa_supernet import SUPERNETS, OFASupernet
 from .plan import MOBILENETV3, family_of
@@ -326,6 +326,7 @@ def export_unit(unit: Unit, runtime: str, cache_dir: str | os.PathLike, seed: in
     content hash is there."""
     path = unit_path(unit, runtime, cache_dir, seed, batch)
     if not cached(path):
+        raise_if_stopped()
         target = export_target(unit, runtime)
         cache_store(path, _to_bytes(build_unit(target, seed), runtime, (batch, *target.input_shape[1:])))
     return path
@@ -387,6 +388,7 @@ def export_subnet(arch: Arch, width_mult: float, n_classes: int, runtime: str, c
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:24]
     path = Path(cache_dir) / f"subnet-{digest}{SUFFIXES[runtime]}"
     if not cached(path):
+        raise_if_stopped()
         subnet = _seeded_supernet(float(width_mult), int(n_classes), arch.layout).extract(arch)
         input_shape = (batch, 3, arch.r, arch.r)
         data = (onnx_bytes(subnet, input_shape, any_resolution=True) if runtime == "onnx"

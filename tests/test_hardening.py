@@ -172,6 +172,41 @@ def test_a_signal_stops_the_run_within_2_s_and_the_rerun_keeps_every_row(tmp_pat
     assert finished >= 1
 
 
+@pytest.mark.slow
+def test_a_signal_stops_the_closed_loop_within_2_s_while_it_searches(tmp_path):
+    """ofa-profile runs each device in a worker thread, and signals reach only the main thread: the search (40
+    budgets, about half a second each) must still stop within 2 s, not when the round's searches are done."""
+    import numpy as np
+
+    from predictors.latency import LatencyPredictor
+    from predictors.latency_model import LatencyModel
+    from supernet import ArchSpace
+
+    table = LatencyPredictor(ROOT / "tables" / "note10_w1.2_tflite.csv", calibrated=False)
+    samples = ArchSpace.for_width(1.2).samples(30, seed=3)
+    archs = [a.with_resolution((160, 192, 224)[i % 3]) for i, a in enumerate(samples)]
+    model = tmp_path / "model"
+    LatencyModel(width_mult=1.2, family="ridge", cv=3).fit(archs, 1.3 * table.predict(archs)).save(model)
+    budgets = ",".join(f"{b:.2f}" for b in np.linspace(20, 40, 40))
+    process = subprocess.Popen([sys.executable, "-m", "profiler.cli", "--device", "local", "--width", "1.2",
+                                "--search", "--latency-model", str(model), "--latency-ms", budgets, "--out",
+                                str(tmp_path / "out"), "--cache", str(tmp_path / "cache")],
+                               cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in process.stderr:  # the line logged just before the first search
+            if "latency model:" in line:
+                break
+        time.sleep(1.0)  # well inside round one's searches
+        assert process.poll() is None, "the loop ended before it was stopped"
+        stopped = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+        took = time.monotonic() - stopped
+    finally:
+        process.kill()
+    assert took < 2.0, f"took {took:.1f} s to stop"
+    assert process.returncode == 130 and "stopped by SIGINT" in stderr, stderr[-2000:]
+
 def _results(work: Path) -> str:
     return "".join(p.read_text() for p in work.glob("b*/results.jsonl"))
 
