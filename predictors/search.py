@@ -7,9 +7,9 @@ number of constraints apply at once (latency on several tables, MACs, params), t
 seed, and nothing is asked interactively: a constraint no arch can meet is an error giving the smallest value
 reachable. Archs equal as networks (differing only in blocks that depth skips) are scored once.
 
-Two departures from OFA, each measured against it on the Note10 tables (see ``_parents`` and ``evolution_search``):
-the parents are the best quarter of *distinct* networks, and a search stops once its best has stalled for
-``patience`` generations.
+Two departures from OFA, each measured against it on the Note10 tables (see ``distinct_parents`` and
+``evolution_search``): the parents are the best quarter of *distinct* networks, and a search stops once its best
+has stalled for ``patience`` generations.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ __all__ = [
     "Constraint",
     "InfeasibleConstraintError",
     "SearchResult",
+    "distinct_parents",
     "evolution_search",
     "pareto_sweep",
 ]
@@ -308,7 +309,7 @@ def _check_settings(
             raise UsageError(f"{name} = {value} must lie in [0, 1]")
 
 
-def _parents(acc: np.ndarray, ids: np.ndarray, n_parents: int) -> np.ndarray:
+def distinct_parents(acc: np.ndarray, ids: np.ndarray, n_parents: int) -> np.ndarray:
     """Indices of the ``n_parents`` most accurate distinct networks, best first.
 
     OFA keeps the top quarter even when it holds copies of one network (children often rebuild their parent), so
@@ -339,7 +340,7 @@ def _evolve(
         raise_if_stopped()
         if len(history) > patience and history[-1] == history[-1 - patience]:
             break
-        order = _parents(acc, ids, n_parents)
+        order = distinct_parents(acc, ids, n_parents)
         parents, parent_acc, parent_ids = population[order], acc[order], ids[order]
         n_par = len(order)
         history.append(float(parent_acc[0]))

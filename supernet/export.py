@@ -73,6 +73,7 @@ __all__ = [
     "export_unit",
     "export_units",
     "onnx_bytes",
+    "seeded_supernet",
     "subnet_model",
     "tflite_bytes",
     "torchscript_bytes",
@@ -363,7 +364,7 @@ SUPERNET_SEED = 0
 
 
 @cache
-def _seeded_supernet(width_mult: float, n_classes: int, layout: Layout = MOBILENETV3.layout) -> OFASupernet:
+def seeded_supernet(width_mult: float, n_classes: int, layout: Layout = MOBILENETV3.layout) -> OFASupernet:
     """Seeded random weights: latency does not depend on their values, and exports stay reproducible."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SUPERNET_SEED)
@@ -389,7 +390,7 @@ def export_subnet(arch: Arch, width_mult: float, n_classes: int, runtime: str, c
     path = Path(cache_dir) / f"subnet-{digest}{SUFFIXES[runtime]}"
     if not cached(path):
         raise_if_stopped()
-        subnet = _seeded_supernet(float(width_mult), int(n_classes), arch.layout).extract(arch)
+        subnet = seeded_supernet(float(width_mult), int(n_classes), arch.layout).extract(arch)
         input_shape = (batch, 3, arch.r, arch.r)
         data = (onnx_bytes(subnet, input_shape, any_resolution=True) if runtime == "onnx"
                 else _to_bytes(subnet, runtime, input_shape))

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import pytest
 
 from predictors.table_io import read_table
 from profiler.cli import main
 from profiler.devices import BUILTIN_PROFILES, DeviceError, load_profiles, resolve_device
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.paths import NOTE10
 
 
 def test_builtin_profiles_cover_the_fleet():
@@ -92,7 +89,7 @@ def test_ssh_device_without_host_says_what_to_give(capsys, tmp_path):
 
 def test_convert_both_ways(tmp_path, capsys):
     """The shipped Note10 CSV converts to OFA YAML and back without losing a row or a value."""
-    shipped = ROOT / "tables" / "note10_w1.2_tflite.csv"
+    shipped = NOTE10
     assert main(["convert", str(shipped), str(tmp_path / "yaml")]) == 0
     assert sorted(p.name for p in (tmp_path / "yaml").iterdir()) == [
         f"{r}_lookup_table.yaml" for r in (160, 176, 192, 208, 224)]
@@ -106,7 +103,7 @@ def test_convert_both_ways(tmp_path, capsys):
 
 def test_convert_never_replaces_a_table_or_yaml_files_silently(tmp_path, capsys):
     """Issue 25: `ofa-profile convert yaml_dir/ T.csv` replaced a measured table and its sidecar."""
-    shipped = ROOT / "tables" / "note10_w1.2_tflite.csv"
+    shipped = NOTE10
     yaml_dir = tmp_path / "yaml"
     assert main(["convert", str(shipped), str(yaml_dir)]) == 0
     assert main(["convert", str(shipped), str(yaml_dir)]) == 2

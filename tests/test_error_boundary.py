@@ -19,9 +19,7 @@ from predictors.cli import main as search_main
 from profiler.cli import main as profile_main
 from supernet import ArchSpace
 from supernet.errors import OFAProfileError, run_command
-
-ROOT = Path(__file__).resolve().parents[1]
-NOTE10 = ROOT / "tables" / "note10_w1.2_tflite.csv"
+from tests.paths import NOTE10
 
 
 def _exit_code(main: Callable[[list[str]], int], argv: list[str]) -> int:

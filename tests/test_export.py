@@ -24,7 +24,6 @@ from supernet.export import (
     TFLITE_SHARED_SIZE,
     ExportError,
     TFLiteUnavailableError,
-    _seeded_supernet,
     content_hash,
     export_module,
     export_subnet,
@@ -32,6 +31,7 @@ from supernet.export import (
     export_unit,
     export_units,
     onnx_bytes,
+    seeded_supernet,
     tflite_bytes,
     unit_path,
 )
@@ -284,7 +284,7 @@ def test_torchscript_subnets_match_pytorch(tmp_path, supernets):
     assert path.suffix == ".pt"
     x = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        expected = _seeded_supernet(1.0, 1000).extract(arch).eval()(x)
+        expected = seeded_supernet(1.0, 1000).extract(arch).eval()(x)
         got = torch.jit.load(str(path))(x)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
     again = export_subnet(arch, 1.0, 1000, "torchscript", tmp_path / "again", batch=2)
@@ -344,7 +344,7 @@ def test_one_onnx_subnet_file_serves_every_resolution(tmp_path, width):
         session = ort.InferenceSession(str(next(iter(files))), options, providers=["CPUExecutionProvider"])
         assert session.get_inputs()[0].shape == [1, 3, r, r]
         x = torch.randn(1, 3, r, r)
-        subnet = _seeded_supernet(width, 1000).extract(arch.with_resolution(r))
+        subnet = seeded_supernet(width, 1000).extract(arch.with_resolution(r))
         _assert_close(session.run(None, {"input": x.numpy()})[0], _torch_out(subnet, x), f"w{width} r{r}")
 
 
@@ -398,5 +398,5 @@ def test_proxyless_rows_do_not_share_files_with_mobilenetv3_rows_of_the_same_key
     arch = ArchSpace.for_width(1.3, PROXYLESS_LAYOUT).sample(2).with_resolution(144)
     path = export_subnet(arch, 1.3, 1000, "onnx", tmp_path)
     x = torch.randn(1, 3, 144, 144)
-    expected = _seeded_supernet(1.3, 1000, PROXYLESS_LAYOUT).extract(arch).eval()
+    expected = seeded_supernet(1.3, 1000, PROXYLESS_LAYOUT).extract(arch).eval()
     _assert_close(_run_onnx(path.read_bytes(), x), _torch_out(expected, x), str(arch))

@@ -25,9 +25,9 @@ from profiler.table_lock import TableLocked, lock_path, table_lock
 from profiler.transports.local import LocalTransport
 from supernet.files import MAX_INPUT_BYTES, InputTooLargeError, NotARegularFileError, atomic_write, read_input
 from supernet.units import all_units
+from tests.paths import NOTE10, ROOT
 from tests.peers.waiting import wait_until
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = Protocol(warmup=0, min_count=3, min_time_s=0.0, retries=0, drift_tolerance=0.95, block_ms=1.0)
 UNITS = all_units(1.0, [128])[:3]
 
@@ -182,7 +182,7 @@ def test_a_signal_stops_the_closed_loop_within_2_s_while_it_searches(tmp_path):
     from predictors.latency_model import LatencyModel
     from supernet import ArchSpace
 
-    table = LatencyPredictor(ROOT / "tables" / "note10_w1.2_tflite.csv", calibrated=False)
+    table = LatencyPredictor(NOTE10, calibrated=False)
     samples = ArchSpace.for_width(1.2).samples(30, seed=3)
     archs = [a.with_resolution((160, 192, 224)[i % 3]) for i, a in enumerate(samples)]
     model = tmp_path / "model"
@@ -316,8 +316,11 @@ def test_the_sidecar_states_the_settings_that_measured_the_rows_not_those_of_a_r
     the command that last wrote it apart."""
     from profiler.cli import main as profile_main
 
+    # Tiny units in 1 ms blocks may fail the regime check on a busy machine, and the batch measured again in 25 ms
+    # blocks then has other settings (it did once beside the rest of the suite): this test is about the sidecar.
     argv = ["--device", "local", "--width", "1.0", "--resolutions", "128", "--rows", "isolated", "--min-time", "0",
-            "--min-count", "3", "--warmup", "0", "--block-ms", "1", "--out", str(tmp_path), "--quiet"]
+            "--min-count", "3", "--warmup", "0", "--block-ms", "1", "--regime-tolerance", "0.99", "--out",
+            str(tmp_path), "--quiet"]
     assert profile_main(argv) == 0
     assert profile_main([*argv, "--min-time", "5", "--min-count", "500"]) == 0
     sidecar = json.loads((tmp_path / "local_w1.0_onnxruntime_cpu.json").read_text())

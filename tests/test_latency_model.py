@@ -7,7 +7,6 @@ measurement path (``ofa-profile --subnets random:N``) is tested end to end in te
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -25,8 +24,8 @@ from predictors.latency_features import ArchFeatures
 from predictors.latency_model import FORMAT_VERSION, LatencyModel, LatencyModelError
 from supernet import ArchSpace, count_macs
 from supernet.arch import ArchError
+from tests.paths import NOTE10
 
-NOTE10 = Path(__file__).resolve().parents[1] / "tables" / "note10_w1.2_tflite.csv"
 RESOLUTIONS = (160, 176, 192, 208, 224)
 
 

@@ -16,10 +16,9 @@ from predictors.table_io import Row, Table, read_table
 from supernet import Arch, ArchSpace, count_macs, count_params
 from supernet.units import units_of
 from tests.ofa_oracle import reference_utils
+from tests.paths import NOTE10
 
-ROOT = Path(__file__).resolve().parents[1]
 RELEASE = Path(__file__).resolve().parent / "data" / "ofa-release" / "note10"
-NOTE10 = ROOT / "tables" / "note10_w1.2_tflite.csv"
 MEASURED = (160, 176, 192, 208, 224)
 NOTE10_SPACE = ArchSpace(resolutions=MEASURED)
 W10 = ArchSpace.for_width(1.0)

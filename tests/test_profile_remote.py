@@ -22,11 +22,12 @@ from profiler.devices import resolve_device
 from profiler.protocol import Protocol
 from profiler.reference import BLOCK_REFERENCE
 from profiler.transports.adb import AdbTransport
-from supernet.export import cache_store, unit_path
+from supernet.export import unit_path
 from supernet.plan import PROXYLESS
-from supernet.units import Unit, all_units
+from supernet.units import all_units
 from tests.conftest import FakeBenchmarkModel, process_alive
 from tests.peers.adb_daemon import AdbDaemon
+from tests.peers.models import stand_in_tflite
 from tests.peers.sshd import Sshd
 from tests.peers.waiting import wait_until
 
@@ -77,14 +78,6 @@ def _over_ssh(sshd: Sshd, known_hosts: Path) -> list[str]:
 def _table_options(settings: list[str], tmp_path: Path, cache: Path) -> list[str]:
     """The local table's settings, this interpreter as the device's Python, tables and exports under the test's."""
     return ["--python", sys.executable, *settings, "--out", str(tmp_path / "tables"), "--cache", str(cache)]
-
-
-def _stand_in_tflite(units: list[Unit], cache: Path, kind: str = "new") -> None:
-    """Cache entries for the units' TF-Lite exports (and the reference's), holding the fake's output choice."""
-    paths = [unit_path(unit, "tflite", cache) for unit in units]
-    paths.append(unit_path(BLOCK_REFERENCE.unit, "tflite", cache, seed=BLOCK_REFERENCE.seed))
-    for path in paths:
-        cache_store(path, f"{kind}\n".encode())
 
 
 @pytest.mark.slow
@@ -186,7 +179,7 @@ def test_benchmark_model_table_over_adb(
     each row's input."""
     cache = tmp_path / "cache"
     units = all_units(WIDTH, [RESOLUTION, 160])
-    _stand_in_tflite(units, cache)
+    stand_in_tflite(units, cache)
     device = tmp_path / "device"
     _devices_toml(
         tmp_path,
@@ -244,7 +237,7 @@ def test_killed_benchmark_model_table_run_keeps_its_batch(
     """The host dies mid-batch; the rerun stops the orphaned agent, keeps the rows it wrote, measures the rest."""
     units = sorted(all_units(WIDTH, [RESOLUTION]), key=lambda unit: unit.key)[:5]
     cache = tmp_path / "cache"
-    _stand_in_tflite(units, cache)
+    stand_in_tflite(units, cache)
     device = tmp_path / "device"
     profile = resolve_device(
         "pixel1",

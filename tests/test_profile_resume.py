@@ -16,9 +16,9 @@ import pytest
 
 from profiler.rows import InNetworkRows
 from supernet.units import all_units
+from tests.paths import ROOT
 from tests.peers.waiting import wait_until
 
-ROOT = Path(__file__).resolve().parents[1]
 KILLS = 20
 
 

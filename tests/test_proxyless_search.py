@@ -4,7 +4,6 @@ and ofa-search under all three limits."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,9 +23,9 @@ from supernet import ArchError, ArchSpace, count_macs, count_params
 from supernet.arch import PROXYLESS_LAYOUT
 from supernet.plan import PROXYLESS
 from supernet.units import all_units, units_of
+from tests.paths import NOTE10
 
 RESOLUTIONS = (128, 160)
-NOTE10 = Path(__file__).resolve().parents[1] / "tables" / "note10_w1.2_tflite.csv"
 SPACE = ArchSpace(RESOLUTIONS, layout=PROXYLESS_LAYOUT)
 
 

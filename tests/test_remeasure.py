@@ -19,9 +19,8 @@ from predictors.latency import LatencyPredictor
 from predictors.table_io import read_table
 from profiler.cli import main
 from supernet import ArchSpace
+from tests.paths import ROOT
 from tests.peers.waiting import wait_until
-
-ROOT = Path(__file__).resolve().parents[1]
 
 FAST = [
     *("--min-time", "0.01", "--min-count", "5", "--warmup", "1"),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -17,13 +15,13 @@ from predictors.search import (
     Constraint,
     InfeasibleConstraintError,
     _Evolution,
-    _parents,
+    distinct_parents,
     evolution_search,
     pareto_sweep,
 )
 from supernet import ArchSpace
+from tests.paths import NOTE10
 
-NOTE10 = Path(__file__).resolve().parents[1] / "tables" / "note10_w1.2_tflite.csv"
 SPACE = ArchSpace(resolutions=(160, 176, 192, 208, 224))
 SMALL = {"population": 24, "generations": 15}
 
@@ -65,7 +63,7 @@ def test_parents_are_distinct_networks():
     """Copies of one network count once among the parents, so the top quarter does not collapse onto it."""
     acc = np.array([0.9, 0.9, 0.8, 0.9, 0.7, 0.6])
     ids = np.array([7, 7, 3, 7, 5, 1])
-    assert _parents(acc, ids, 3).tolist() == [0, 2, 4]
+    assert distinct_parents(acc, ids, 3).tolist() == [0, 2, 4]
 
 
 def test_stops_after_patience_stalled_generations(accuracy, predictors):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -14,8 +13,9 @@ from predictors.latency import LatencyPredictor
 from predictors.table_io import Table, read_table, write_table
 from supernet.arch import Arch, ArchError
 from supernet.subnets import SubnetFileError, parse_subnets, read_subnets
+from tests.paths import NOTE10 as NOTE10_TABLE
 
-NOTE10 = str(Path(__file__).resolve().parents[1] / "tables" / "note10_w1.2_tflite.csv")
+NOTE10 = str(NOTE10_TABLE)
 FAST = ["--population", "20", "--generations", "10"]
 CALIBRATION = Calibration(a=1.5, b=0.2, n=5, rms_pct_before=20.0, rms_pct_after=2.0, loo_rms_pct=3.0,
                           residual_lo=-0.04, residual_hi=0.06)

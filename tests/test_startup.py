@@ -8,12 +8,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-NOTE10 = ROOT / "tables" / "note10_w1.2_tflite.csv"
+from tests.paths import NOTE10, ROOT
+
 HEAVY = ("torch", "pandas", "matplotlib", "sklearn")
 _PROBE = f"""
 import importlib, json, sys

@@ -21,12 +21,12 @@ import pytest
 
 from supernet.units import all_units
 from tests.conftest import FakeBenchmarkModel, process_alive
+from tests.paths import ROOT
 from tests.peers.adb_daemon import AdbDaemon
+from tests.peers.models import stand_in_tflite
 from tests.peers.sshd import Sshd
 from tests.peers.waiting import wait_until
-from tests.test_profile_remote import _stand_in_tflite
 
-ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = ["--width", "1.0", "--resolutions", "128", "--rows", "isolated", "--min-time", "0.5", "--min-count", "3",
             "--batch-rows", "5", "--block-ms", "1", "--retries", "0", "--quiet"]
 
@@ -77,7 +77,7 @@ def test_ctrl_c_over_ssh_stops_the_python_agent_on_the_device(sshd: Sshd, tmp_pa
 def test_ctrl_c_over_adb_stops_the_detached_android_agent(
     adb_daemon: AdbDaemon, adb_key: Path, fake_benchmark_model: FakeBenchmarkModel, tmp_path: Path
 ):
-    _stand_in_tflite(all_units(1.0, [128]), tmp_path / "cache")
+    stand_in_tflite(all_units(1.0, [128]), tmp_path / "cache")
     device = tmp_path / "device"
     # The reference is timed first: holding every file holds that first call (for up to 30 s).
     for stand_in in (tmp_path / "cache").rglob("*.tflite"):

@@ -20,10 +20,9 @@ from predictors.table_io import (
     write_table,
     write_yaml_tables,
 )
+from tests.paths import NOTE10
 
-ROOT = Path(__file__).resolve().parents[1]
 RELEASE = Path(__file__).resolve().parent / "data" / "ofa-release" / "note10"
-NOTE10 = ROOT / "tables" / "note10_w1.2_tflite.csv"
 RESOLUTIONS = (160, 176, 192, 208, 224)
 BLOCK_KEY = "expanded_conv-input:28x28x48-output:14x14x96-expand:192-kernel:5-stride:2-idskip:0-se:0-hs:1"
 LOGITS_KEY = "Logits-input:1x1x1536-output:1000"

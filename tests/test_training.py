@@ -27,9 +27,9 @@ from supernet.training.cli import main
 from supernet.training.data import Digits, ShardedBatches
 from supernet.training.schedule import PHASE_NAMES, lr_factor, progressive_shrinking, step_seed
 from supernet.training.trainer import CHECKPOINT, parameter_groups
+from tests.paths import ROOT
 from tests.peers.waiting import wait_until
 
-ROOT = Path(__file__).resolve().parents[1]
 # Small, fast and still every phase: the full network, then kernel, depth and expand with KD and channel sorting.
 TINY = ["--data", "digits", "--width", "0.25", "--resolutions", "32", "--batch-size", "64", "--limit-train", "192",
         "--epochs", "1,1,1,1,1,1", "--warmup-epochs", "1,0,0,0,0,0", "--lr", "0.3,0.05,0.05,0.05,0.05,0.05",

@@ -1,4 +1,5 @@
-"""Small test models: one ONNX (TorchScript exporter), one TF-Lite (litert_torch), one TorchScript, one broken."""
+"""Small test models: one ONNX (TorchScript exporter), one TF-Lite (litert_torch), one TorchScript, one broken; and
+stand-ins for a table's TF-Lite exports, for the fake benchmark_model."""
 
 from __future__ import annotations
 
@@ -7,6 +8,10 @@ import sys
 from pathlib import Path
 
 import torch
+
+from profiler.reference import BLOCK_REFERENCE
+from supernet.export import cache_store, unit_path
+from supernet.units import Unit
 
 SHAPE = (1, 3, 32, 32)
 
@@ -54,3 +59,12 @@ def make_broken(path: Path) -> Path:
     """A file named like a model that no runtime can load."""
     path.write_bytes(b"this is not a model\n" * 10)
     return path
+
+
+def stand_in_tflite(units: list[Unit], cache: Path, kind: str = "new") -> None:
+    """Cache entries for the units' TF-Lite exports (and the reference's), holding the fake's output choice: the
+    fake benchmark_model reads no model, and converting every unit would take minutes."""
+    paths = [unit_path(unit, "tflite", cache) for unit in units]
+    paths.append(unit_path(BLOCK_REFERENCE.unit, "tflite", cache, seed=BLOCK_REFERENCE.seed))
+    for path in paths:
+        cache_store(path, f"{kind}\n".encode())
