@@ -24,6 +24,7 @@ or a CSV with an ``arch`` column.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 from collections.abc import Sequence
@@ -34,7 +35,7 @@ import numpy as np
 from predictors.latency_model import FAMILIES
 from supernet.cli_args import command_parser, finite_float, non_negative_int, positive_int
 from supernet.errors import OFAProfileError, UsageError, run_command
-from supernet.files import json_loads
+from supernet.files import json_loads, read_input
 
 __all__ = ["build_parser", "main", "read_measured_subnets", "read_subnet_memory"]
 
@@ -126,7 +127,7 @@ def _read_csv(path: Path, columns: Sequence[str], fix: str, first: str = ""):
     import pandas as pd
 
     try:
-        frame = pd.read_csv(path)
+        frame = pd.read_csv(io.BytesIO(read_input(path)))  # a regular file within the size limit
     except FileNotFoundError:
         raise UsageError(f"{path}: no such file", first) from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:

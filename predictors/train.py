@@ -9,6 +9,7 @@ scikit-learn is needed to fit the ridge model and for the estimator base classes
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -25,7 +26,7 @@ from torch import nn
 
 from supernet.arch import Arch
 from supernet.errors import OFAProfileError
-from supernet.files import atomic_write, json_loads
+from supernet.files import atomic_write, json_loads, read_input
 
 from .accuracy import FORMAT_VERSION, AccuracyPredictor, ArchEncoding, build_mlp
 from .archs import ArchBatch
@@ -53,7 +54,12 @@ class AccuracyDataError(OFAProfileError, ValueError):
 def read_accuracy_csv(path: str | os.PathLike) -> tuple[ArchBatch, np.ndarray]:
     """Archs and accuracies of a CSV with columns ``arch`` (OFA JSON) and ``accuracy`` (0..1), one row per distinct
     arch (repeats averaged)."""
-    frame = pd.read_csv(path)
+    data = read_input(path)  # a regular file within the size limit: not a FIFO, not /dev/zero
+    try:
+        frame = pd.read_csv(io.BytesIO(data))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise AccuracyDataError(f"{path}: not a readable CSV ({err})",
+                                "give the CSV ofa-train dataset wrote") from None
     missing = {"arch", "accuracy"} - set(frame.columns)
     if missing:
         raise AccuracyDataError(f"{path}: missing column(s) {sorted(missing)}",

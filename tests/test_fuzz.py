@@ -1,7 +1,8 @@
 """Property-based fuzzing of every reader of outside input: each input parses, or raises the project's error.
 
 Arbitrary bytes and structured garbage (valid files with fields swapped for anything) go to the table CSV
-reader, OFA's YAML converter, the subnet-file reader, the devices.toml reader and both agent-result parsers.
+reader, OFA's YAML converter, the subnet-file reader, the devices.toml reader, both agent-result parsers, the
+accuracy-dataset reader and the latency-model loader.
 ``OFA_FUZZ_EXAMPLES`` sets the inputs per reader (default 10,000, what CI runs); a reader with two tests (raw
 bytes, structured garbage) takes half from each.
 """
@@ -9,6 +10,8 @@ bytes, structured garbage) takes half from each.
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import os
 from pathlib import Path
@@ -19,11 +22,14 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from predictors.latency_model import LatencyModel
 from predictors.table_io import COLUMNS, read_table, table_from_yaml
+from predictors.train import read_accuracy_csv
 from profiler.agent_run import parse_results
 from profiler.android_output import parse_agent_output
 from profiler.devices import load_profiles
 from profiler.records import result_problem, row_problem
+from supernet.arch import ArchSpace
 from supernet.errors import OFAProfileError
 from supernet.subnets import parse_subnets, read_subnets
 from supernet.units import all_units
@@ -155,3 +161,73 @@ def test_agent_result_parsers(lines):
 def test_result_and_row_checks_never_raise(value):
     assert result_problem(value) is None or isinstance(result_problem(value), str)
     assert row_problem(value) is None or isinstance(row_problem(value), str)
+
+
+# --- accuracy datasets -----------------------------------------------------------------------------------
+@HALF
+@given(st.binary(max_size=800))
+def test_accuracy_csv_bytes(scratch, data):
+    _only_project_errors(lambda: read_accuracy_csv(_write(scratch, "a.csv", data)))
+
+
+@HALF
+@given(st.lists(st.tuples(st.one_of(arch_like.map(json.dumps), st.text(max_size=20)), cells), max_size=4),
+       st.sampled_from(["arch,accuracy", "accuracy,arch", "arch", "arch,accuracy,extra"]))
+def test_accuracy_csv_structured_garbage(scratch, rows, header):
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header.split(","))
+    writer.writerows(rows)
+    path = _write(scratch, "b.csv", buffer.getvalue().encode("utf-8", "surrogatepass"))
+    _only_project_errors(lambda: read_accuracy_csv(path))
+
+
+# --- latency-model files ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def saved_model(scratch) -> tuple[dict, bytes]:
+    """A small fitted model's two files: its JSON document and its npz arrays."""
+    space = ArchSpace.for_width(1.0)
+    archs = [a.with_resolution(160) for a in space.samples(8, seed=1)]
+    stem = scratch / "model"
+    LatencyModel(width_mult=1.0, family="ridge", cv=2).fit(archs, [1.0 + sum(a.d) / 10 for a in archs]).save(stem)
+    return json.loads(stem.with_suffix(".json").read_text()), stem.with_suffix(".npz").read_bytes()
+
+
+def _mutated(document: dict, draw) -> dict:
+    """The document with some fields dropped, some swapped for anything, and nested objects treated alike."""
+    out = {}
+    for key, value in document.items():
+        choice = draw(st.integers(0, 7))
+        if choice == 1:
+            out[key] = draw(json_values)
+        elif choice == 2 and isinstance(value, dict):
+            out[key] = _mutated(value, draw)
+        elif choice != 0:
+            out[key] = value
+    return out
+
+
+def _load_and_predict(stem: Path) -> None:
+    model = LatencyModel.load(stem)
+    model.predict([ArchSpace.for_width(1.0).uniform(3, 3, 2, 160)])
+
+
+@HALF
+@given(st.data())
+def test_latency_model_documents(scratch, saved_model, data):
+    document, npz = saved_model
+    stem = scratch / "doc"
+    stem.with_suffix(".json").write_text(json.dumps(_mutated(document, data.draw)))
+    stem.with_suffix(".npz").write_bytes(npz)
+    _only_project_errors(lambda: _load_and_predict(stem))
+
+
+@HALF
+@given(st.one_of(st.binary(max_size=1200), st.integers(0, 4000)))
+def test_latency_model_arrays(scratch, saved_model, data):
+    """Arbitrary bytes, or the real arrays cut short at any length, beside a sound JSON document."""
+    document, npz = saved_model
+    stem = scratch / "arrays"
+    stem.with_suffix(".json").write_text(json.dumps(document))
+    stem.with_suffix(".npz").write_bytes(data if isinstance(data, bytes) else npz[:data])
+    _only_project_errors(lambda: _load_and_predict(stem))

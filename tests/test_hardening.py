@@ -333,16 +333,20 @@ def test_the_sidecar_states_the_settings_that_measured_the_rows_not_those_of_a_r
 
 
 @pytest.mark.parametrize("kind", ["fifo", "/dev/zero"])
-def test_a_table_that_is_a_fifo_or_a_device_is_refused_at_once(tmp_path, kind):
+@pytest.mark.parametrize("command", [["predictors.cli", "--latency-ms", "25", "--table"],
+                                     ["predictors.fit_cli", "accuracy", "--out", "m"],
+                                     ["predictors.fit_cli", "latency", "--out", "m"]])
+def test_an_input_that_is_a_fifo_or_a_device_is_refused_at_once(tmp_path, kind, command):
     """Issue 25: `ofa-search --table /dev/zero` grew to 24 GB until the kernel killed it, and a FIFO blocked
-    forever. Inputs are read only from regular files (opened without blocking), within a size limit."""
+    forever; so did ofa-fit's CSVs. Inputs are read only from regular files (opened without blocking), within a
+    size limit."""
     table = tmp_path / "fifo.csv"
     if kind == "fifo":
         os.mkfifo(table)
     else:
         table = Path(kind)
-    done = subprocess.run([sys.executable, "-m", "predictors.cli", "--table", str(table), "--latency-ms", "25"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-m", *command, str(table)], cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert f"{table} is a {'FIFO' if kind == 'fifo' else 'character device'}, not a regular file" in done.stderr
 
