@@ -48,10 +48,10 @@ from predictors.latency import LatencyPredictor
 from predictors.search import evolution_search
 from predictors.table_io import read_table
 from profiler.cli import main as profile_main
-from profiler.cli import table_path
 from profiler.closed_loop import MAX_SLACK, closed_loop
 from profiler.connect import open_transport
 from profiler.devices import resolve_device
+from profiler.modes import table_path
 from profiler.plots import plot_delivered
 from profiler.protocol import Protocol
 from profiler.reference import reference_of

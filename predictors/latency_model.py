@@ -266,7 +266,7 @@ class LatencyModel:
         self._check_fitted()
         m = self.cv_report_[self.family_]
         table = " with a table" if self.features_.table_cost is not None else ""
-        return (f"{QUANTITIES.get(self.quantity, self.quantity)} model {self.family_}{table}, fitted on "
+        return (f"{QUANTITIES[self.quantity]} model {self.family_}{table}, fitted on "
                 f"{len(self.train_ms_)} measured {self.space_.name} "
                 f"w{self.width_mult_:g} subnets: "
                 f"cross-validated {m['within_10_pct']:.0f}% within ±10%, {m['within_5_pct']:.0f}% within ±5%, "
@@ -332,7 +332,12 @@ class LatencyModel:
             raise LatencyModelError(f"{stem}.npz: {damaged[0]} holds values that are not finite numbers",
                                     "the file is damaged: fit the model again")
         try:
-            return cls._from_stored(stem, document, arrays)
+            model = cls._from_stored(stem, document, arrays)
+            # What predictions and reports read, used once here: a damaged field fails now, naming the file, not
+            # at the first search.
+            model.predict_result(model.train_batch_[slice(0, 1)])
+            model.describe()
+            return model
         except LatencyModelError:
             raise
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
@@ -362,11 +367,18 @@ class LatencyModel:
                                     "fit the model again with this version")
         model.family_, model.cv_report_ = document["family"], document["cross_validation"]
         model.resolutions_ = tuple(document["resolutions"])
+        if not (model.resolutions_ and all(isinstance(r, int) and r > 0 for r in model.resolutions_)
+                and list(model.resolutions_) == sorted(model.resolutions_)):
+            raise ValueError(f"resolutions {document['resolutions']!r} are not positive integers, in order")
+        if not (math.isfinite(model.width_mult_) and model.width_mult_ > 0 and model.n_classes_ > 0):
+            raise ValueError(f"width {model.width_mult_} and classes {model.n_classes_} must be positive")
         model.encoding_ = ArchEncoding(**document["encoding"])
         model.estimator_ = FAMILY_CLASSES[model.family_].from_arrays(sub_arrays(arrays, "estimator"))
         model.train_batch_ = ArchBatch(arrays["train.ks"], arrays["train.e"], arrays["train.d"], arrays["train.r"])
         model.train_ms_ = arrays["train.ms"]
         model.meta_ = dict(document.get("meta") or {})
+        if model.quantity not in QUANTITIES:
+            raise ValueError(f"quantity {model.quantity!r} is none of {sorted(QUANTITIES)}")
         return model
 
     def refit(self, archs: ArchBatch | Iterable[Arch], measured_ms: Sequence[float]) -> LatencyModel:

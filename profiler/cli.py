@@ -23,12 +23,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import platformdirs
-from tqdm import tqdm
 
-from predictors.accuracy import AccuracyPredictor
 from predictors.calibration import MIN_CALIBRATION_SUBNETS
 from predictors.table_io import (
-    Table,
     read_table,
     sidecar_path,
     table_from_yaml,
@@ -36,16 +33,23 @@ from predictors.table_io import (
     write_yaml_tables,
     yaml_name,
 )
-from profiler.builder import TableRun
 from profiler.closed_loop import MAX_SLACK
-from profiler.connect import open_transport
-from profiler.devices import DeviceProfile, load_profiles, resolve_device
+from profiler.devices import load_profiles, resolve_device
+from profiler.modes import (
+    LoopJob,
+    Run,
+    SubnetsJob,
+    TableJob,
+    check_subnet_count,
+    closed_loop_run,
+    profile_device,
+    whole_subnets,
+)
 from profiler.protocol import Protocol
-from profiler.reference import BLOCK_REFERENCE, REFERENCE_IDS, reference_named
-from profiler.rows import STRATEGIES, RowStrategy, default_rows, merge_shards, strategy_for
+from profiler.reference import BLOCK_REFERENCE, REFERENCE_IDS
+from profiler.rows import STRATEGIES
 from profiler.table_lock import table_lock
 from profiler.transports.base import interrupt_all
-from supernet.arch import ArchSpace
 from supernet.cli_args import (
     OneLineParser,
     at_least,
@@ -56,10 +60,9 @@ from supernet.cli_args import (
     positive_int,
 )
 from supernet.errors import UsageError, run_command
-from supernet.plan import FAMILIES, MOBILENETV3, family_named
-from supernet.subnets import read_subnets
+from supernet.plan import FAMILIES, MOBILENETV3
 
-__all__ = ["build_parser", "main", "table_path"]
+__all__ = ["build_parser", "main"]
 
 log = logging.getLogger("ofa-profile")
 
@@ -78,23 +81,6 @@ def _space_width(space: str, width: float | None) -> float:
     return width
 
 
-def _parse_resolutions(text: str, width_mult: float, space: str = MOBILENETV3.name) -> list[int]:
-    allowed = ArchSpace.for_width(width_mult, family_named(space).layout).resolutions
-    if text == "all":
-        return list(allowed)
-    try:
-        values = sorted({int(v) for v in text.split(",") if v.strip()})
-    except ValueError:
-        raise UsageError(f"--resolutions {text!r}: expected 'all' or numbers like 160,192,224") from None
-    bad = [r for r in values if r not in allowed]
-    if bad or not values:
-        raise UsageError(
-            f"--resolutions {text!r}: {bad or 'none given'} not in the w{width_mult} list "
-            f"{allowed[0]}..{allowed[-1]} step 4"
-        )
-    return values
-
-
 def _subnets_arg(text: str) -> Path | int:
     """``--subnets``: a subnet file, or ``random:N``."""
     if not text.startswith("random:"):
@@ -103,19 +89,8 @@ def _subnets_arg(text: str) -> Path | int:
         n = positive_int(text.removeprefix("random:"))
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"{text!r}: expected random:N with N positive, e.g. random:100") from None
-    _check_subnet_count(n, text, argparse.ArgumentTypeError)
+    check_subnet_count(n, text, argparse.ArgumentTypeError)
     return n
-
-
-# Each subnet is exported (1-2 s and 5-30 MB here) and timed whole (seconds on this CPU, more on a phone): a run
-# of more than this is days of device time and gigabytes of exports, a typo rather than a plan.
-MAX_SUBNETS = 10_000
-
-
-def _check_subnet_count(n: int, what: str, error: type[Exception]) -> None:
-    if n > MAX_SUBNETS:
-        raise error(f"{what}: {n:,} subnets; at most {MAX_SUBNETS:,} per run (each is exported, 5-30 MB, and timed "
-                    f"whole: {n:,} would take days and about {n * 15 / 1000:,.0f} GB); measure them in parts")
 
 
 def _fraction(text: str) -> float:
@@ -285,182 +260,6 @@ def _overrides(args: argparse.Namespace) -> dict:
     return {name: getattr(args, name) for name in names}
 
 
-def _table_supernet(table: Table, name: str, args: argparse.Namespace) -> tuple[str, float]:
-    """The space and width of the supernet a table's rows are of: random subnets are drawn from it, whatever
-    --space and --width say (the measurement follows the table too)."""
-    from predictors.latency import LatencyPredictor
-
-    stated = LatencyPredictor(table, calibrated=False)
-    space, width = stated.family.name, stated.width_mult
-    if (space, width) != (args.space, args.width):
-        log.info("%s is a table of the %s w%g supernet: measuring its subnets", name, space, width)
-    return space, width
-
-
-def _supernet_stem(profile: DeviceProfile, width_mult: float, space: str) -> str:
-    """The device and supernet part of the names of a device's files (the space only where it is not MobileNetV3)."""
-    family = "" if space == MOBILENETV3.name else f"_{space}"
-    return f"{profile.name}{family}_w{width_mult}"
-
-
-def table_path(folder: Path, profile: DeviceProfile, width_mult: float, space: str = MOBILENETV3.name) -> Path:
-    stem = _supernet_stem(profile, width_mult, space)
-    return folder / f"{stem}_{profile.runtime}_{profile.provider}.csv".lower()
-
-
-def _profile_device(
-    profile: DeviceProfile, args: argparse.Namespace, protocol: Protocol, position: int, lock: threading.Lock
-) -> Path:
-    """One device's table; several targets (hosts or serials) each measure a shard, merged at the end."""
-    if args.rows == "isolated" and args.cover_repeats != 1:
-        raise UsageError("--cover-repeats is for --rows in_network")
-    resolutions = _parse_resolutions(args.resolutions or "224", args.width, args.space)
-    strategy = strategy_for(args.rows or default_rows(profile), args.width, resolutions, args.n_classes,
-                            args.cover_repeats, args.seed, args.space)
-    path = table_path(args.out, profile, args.width, args.space)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    targets = profile.targets
-    meta = {
-        "space": args.space,
-        "width_mult": args.width,
-        "resolutions": resolutions,
-        "n_classes": args.n_classes,
-        "command": args.command,
-    }
-    shards = []
-    for i, target in enumerate(targets):
-        shard_path = path if len(targets) == 1 else path.with_name(f"{path.stem}.shard{i}.csv")
-        shards.append((target, shard_path, strategy.shard(i, len(targets))))
-
-    def measure(target: str, shard_path: Path, shard: RowStrategy) -> Table:
-        with lock:
-            bar = tqdm(
-                total=len(shard.items()),
-                desc=f"{profile.name} {target}",
-                unit="net" if shard.kind == "in_network" else "row",
-                disable=args.quiet,
-                position=position,
-                leave=True,
-                dynamic_ncols=True,
-            )
-        with open_transport(profile, target) as transport, bar:
-            run = TableRun(profile, transport, shard, shard_path, args.cache, protocol, meta, on_rows=bar.update,
-                           reference=reference_named(args.reference))
-            if args.reanchor:
-                return run.reanchor()
-            bar.update(run.total() - len(run.pending()))
-            return run.run()
-
-    with ThreadPoolExecutor(len(shards)) as pool:
-        tables = list(pool.map(lambda shard: measure(*shard), shards))
-    if len(shards) > 1:
-        rows = merge_shards([table.rows for table in tables])
-        write_table(
-            path, Table(rows, {**tables[0].meta, "shards": [str(p.name) for _, p, _ in shards], "devices": targets})
-        )
-    return path
-
-
-def _whole_subnets(profile: DeviceProfile, args: argparse.Namespace, protocol: Protocol) -> Path:
-    """--subnets: measured against predicted, CSV and PNG; --calibrate: the fit, stored in the table's sidecar."""
-    from profiler.plots import plot_predicted_vs_measured  # pandas and matplotlib: not for --help
-    from profiler.remeasure import calibrate, random_subnets, remeasure
-
-    table = args.table or table_path(args.out, profile, args.width, args.space)
-    random_n = args.subnets if isinstance(args.subnets, int) else None
-    if not table.is_file():
-        if args.table or random_n is None:
-            raise UsageError(
-                f"no table {table} to predict with; build it first (ofa-profile --device {profile.name}) "
-                f"or give --table PATH (--subnets random:N measures without one)"
-            )
-        table = None
-    if args.calibrate is not None:
-        with table_lock(table, args.command), open_transport(profile, profile.targets[0]) as transport:
-            fit = calibrate(profile, transport, table, args.calibrate, args.cache, protocol, seed=args.seed)
-        log.info("calibration on %d subnets: measured = %.3f * sum %+.3f ms; RMS error %.1f%% -> %.1f%% "
-                 "(leave-one-out %.1f%%)", fit.n, fit.a, fit.b, fit.rms_pct_before, fit.rms_pct_after,
-                 fit.loo_rms_pct)
-        return table
-    if random_n is None:
-        archs = read_subnets(args.subnets)
-        _check_subnet_count(len(archs), str(args.subnets), UsageError)
-        # One file per input: a second --subnets file must not replace the first one's rows.
-        out_csv = args.out / f"{profile.name}_subnets_{args.subnets.stem}.csv"
-    else:
-        stated = read_table(table) if table is not None else None
-        space, width = (args.space, args.width) if stated is None else _table_supernet(stated, table.name, args)
-        if args.resolutions or stated is None:
-            resolutions = _parse_resolutions(args.resolutions or "224", width, space)
-        else:
-            resolutions = stated.resolutions
-        archs = random_subnets(random_n, args.seed, width, resolutions, space)
-        # One file per (space, width, resolutions, seed): a larger N, or a rerun after a kill, extends it.
-        span = "-".join(map(str, resolutions[:3])) + ("-etc" if len(resolutions) > 3 else "")
-        out_csv = args.out / f"{_supernet_stem(profile, width, space)}_random_r{span}_seed{args.seed}.csv"
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=len(archs), desc=f"{profile.name} subnets", unit="net", disable=args.quiet, dynamic_ncols=True)
-    with table_lock(table or out_csv, args.command), open_transport(profile, profile.targets[0]) as transport, bar:
-        frame = remeasure(profile, transport, archs, table, out_csv, args.cache, protocol, width=args.width,
-                          n_classes=args.n_classes, on_subnets=bar.update,
-                          reference=reference_named(args.reference), space_name=args.space)
-    if table is None:
-        log.info("%d subnets measured (no table to compare with): %s; fit a model with ofa-fit latency %s --out "
-                 "MODEL", len(frame), out_csv, out_csv)
-        return out_csv
-    png = plot_predicted_vs_measured(frame, out_csv.with_suffix(".png"), f"{profile.name}: {table.name}")
-    within = (frame["error_pct"].abs() <= 10).mean() * 100
-    log.info(
-        "%d subnets: %s prediction vs measured, mean error %+.1f%%, %.0f%% within ±10%%; plot %s",
-        len(frame),
-        "calibrated" if frame["calibrated"].any() else "raw table-sum",
-        frame["error_pct"].mean(),
-        within,
-        png,
-    )
-    return out_csv
-
-
-def _accuracy(args: argparse.Namespace) -> AccuracyPredictor | None:
-    """The accuracy predictor the closed loop ranks by; None when it ranks by MACs."""
-    if args.rank == "macs":
-        return None
-    if args.predictor:
-        return AccuracyPredictor.load(args.predictor)
-    return AccuracyPredictor.shipped_for(args.space, args.width)
-
-
-def _closed_loop(profile: DeviceProfile, args: argparse.Namespace, protocol: Protocol, position: int,
-                 lock: threading.Lock) -> Path:
-    """--search: the table (resumed or built), then search, measure, refit, search again; the report."""
-    from profiler.deliver import deliver, delivered_stem, write_report  # pandas and matplotlib: not for --help
-
-    accuracy = _accuracy(args)
-    source = args.latency_model or args.table or table_path(args.out, profile, args.width, args.space)
-    with table_lock(source, args.command):
-        table = args.latency_model or args.table or _profile_device(profile, args, protocol, position, lock)
-        with open_transport(profile, profile.targets[0]) as transport:
-            deliveries, predictor = deliver(profile, transport, table, args.latency_ms, accuracy, protocol, args.cache,
-                                            max_rounds=args.rounds, generations=args.generations, seed=args.seed,
-                                            raw_latency=args.raw_latency, max_slack=args.max_slack,
-                                            guard=args.guard, memory_model=args.memory_model,
-                                            memory_mb=args.memory_mb)
-        paths = write_report(deliveries, predictor, args.out / delivered_stem(profile.name, args.latency_ms),
-                             f"{profile.name}: {table.name}")
-    for d in deliveries:
-        verdict = "met" if d.met else "NOT MET"
-        score = f"top-1 {d.accuracy:.4f}" if d.accuracy is not None else f"MACs {d.macs / 1e6:.1f}M"
-        if d.memory_mb is not None:
-            score += f", {d.memory_mb:.1f} MB"
-        log.info("budget %.2f ms: %s, measured %.2f ms (%.2f ms now), slack %.1f%%, predicted %.2f ms [%.2f, %.2f], "
-                 "%s, %d round(s)%s", d.budget_ms, verdict, d.measured_ms, d.absolute_ms, 100 * d.slack,
-                 d.predicted_ms, d.low_ms, d.high_ms, score, d.rounds, f"; {d.note}" if d.note else "")
-    met = [d.slack for d in deliveries if d.met]
-    if met:
-        log.info("mean slack over %d met budget(s): %.1f%%", len(met), 100 * sum(met) / len(met))
-    return paths[0]
-
-
 def _convert(argv: Sequence[str]) -> int:
     parser = OneLineParser(
         prog="ofa-profile convert", description="Convert a CSV table to OFA's YAML files, or a folder of them to CSV."
@@ -518,8 +317,7 @@ def _main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.quiet:  # stdout has only the paths written; stderr only warnings and errors
         _log_level(logging.WARNING)
-    args.command = shlex.join(["ofa-profile", *argv])
-    args.width = _space_width(args.space, args.width)
+    width = _space_width(args.space, args.width)
     if args.list_devices:
         for profile in load_profiles().values():
             print(profile.describe())
@@ -569,14 +367,25 @@ def _main(argv: list[str]) -> int:
         if not profile.targets:
             flag = "host" if profile.transport == "ssh" else "serial"
             raise UsageError(f"device {profile.name!r} has no {flag}", f"give --{flag} or set it in devices.toml")
+    run = Run(space=args.space, width=width, n_classes=args.n_classes, resolutions=args.resolutions, seed=args.seed,
+              reference=args.reference, out=args.out, cache=args.cache, quiet=args.quiet,
+              command=shlex.join(["ofa-profile", *argv]))
+    table_job = TableJob(rows=args.rows, cover_repeats=args.cover_repeats, reanchor=args.reanchor)
     lock = threading.Lock()
     with ThreadPoolExecutor(len(profiles)) as pool:
         if args.search:
-            futures = [pool.submit(_closed_loop, p, args, protocol, i, lock) for i, p in enumerate(profiles)]
+            job = LoopJob(budgets=tuple(args.latency_ms), rounds=args.rounds, generations=args.generations,
+                          max_slack=args.max_slack, guard=args.guard, rank=args.rank, predictor=args.predictor,
+                          raw_latency=args.raw_latency, table=args.table, latency_model=args.latency_model,
+                          memory_model=args.memory_model, memory_mb=args.memory_mb)
+            futures = [pool.submit(closed_loop_run, p, run, job, table_job, protocol, i, lock)
+                       for i, p in enumerate(profiles)]
         elif args.subnets or args.calibrate is not None:
-            futures = [pool.submit(_whole_subnets, p, args, protocol) for p in profiles]
+            job = SubnetsJob(subnets=args.subnets, calibrate=args.calibrate, table=args.table)
+            futures = [pool.submit(whole_subnets, p, run, job, protocol) for p in profiles]
         else:
-            futures = [pool.submit(_profile_device, p, args, protocol, i, lock) for i, p in enumerate(profiles)]
+            futures = [pool.submit(profile_device, p, run, table_job, protocol, i, lock)
+                       for i, p in enumerate(profiles)]
         for future in futures:
             print(future.result())
     return 0
