@@ -9,7 +9,6 @@ torch is imported only to read a ``.pt`` without arrays beside it, or to train.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import itertools
 import json
@@ -26,7 +25,7 @@ import numpy as np
 
 from supernet.arch import EXPAND_RATIOS, KERNEL_SIZES, N_BLOCKS, Arch, ArchError
 from supernet.errors import OFAProfileError, UsageError
-from supernet.files import atomic_write, json_loads, stem_of
+from supernet.files import atomic_write, json_loads, sha256_of, stem_of
 
 from .archs import ArchBatch
 
@@ -135,10 +134,6 @@ def _stem(path: str | os.PathLike) -> str:
     return os.fspath(stem_of(path, (".pt", ".json", ".npz")))
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 class AccuracyPredictor:
     """Predicted top-1 accuracy (0..1) of archs, from an MLP over :class:`ArchEncoding` features.
 
@@ -221,9 +216,9 @@ class AccuracyPredictor:
             "format_version": FORMAT_VERSION,
             "kind": "ofa-profile accuracy predictor (MLP)",
             "weights": weights.name,
-            "weights_sha256": _sha256(weights),
+            "weights_sha256": sha256_of(weights),
             "arrays": arrays.name,
-            "arrays_sha256": _sha256(arrays),
+            "arrays_sha256": sha256_of(arrays),
             "n_features": n_features,
             "hidden_sizes": list(hidden),
             "encoding": asdict(self.encoding),
@@ -261,7 +256,7 @@ class AccuracyPredictor:
     def from_ofa_release(cls, path: str | os.PathLike) -> AccuracyPredictor:
         """Read OFA's released ``acc_predictor.pth`` (a plain state dict of the 128-400-400-400-1 MLP)."""
         path = Path(path)
-        return cls(_load_torch_mlp(path), ArchEncoding(), {"source_sha256": _sha256(path)})
+        return cls(_load_torch_mlp(path), ArchEncoding(), {"source_sha256": sha256_of(path)})
 
     @classmethod
     def default(cls) -> AccuracyPredictor:

@@ -71,7 +71,8 @@ def _model_command(commands, quantity: str, column: str, families: Sequence[str]
     command.add_argument("--out", type=Path, required=True, help="model stem: writes OUT.json and OUT.npz")
     command.add_argument("--family", choices=("auto", *families), default="auto",
                          help="model family (auto: the best by cross-validation)")
-    command.add_argument("--width", type=float, help="supernet width (default: the CSV's width_mult, or the table's)")
+    command.add_argument("--width", type=float, help="supernet width (default: the CSV's width_mult"
+                         + (", or the table's)" if quantity == "latency" else ")"))
     command.add_argument("--cv", type=positive_int, default=5, help="cross-validation folds (5)")
     command.add_argument("--seed", type=non_negative_int, default=0, help="seed of the folds and the fit (0)")
     command.add_argument("--json", action="store_true", help="print the report as JSON")

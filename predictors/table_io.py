@@ -10,7 +10,6 @@ with its line number instead of being read as a smaller number.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import math
@@ -23,7 +22,7 @@ from typing import Any
 import yaml
 
 from supernet.errors import OFAProfileError
-from supernet.files import atomic_write, json_loads, read_input
+from supernet.files import atomic_write, json_loads, read_input, sha256_of
 from supernet.plan import FAMILIES, MOBILENETV3
 from supernet.units import Unit, UnitError, parse_key
 
@@ -398,10 +397,6 @@ def read_table(path: str | os.PathLike, allow_partial_last_line: bool = False) -
 
 
 # --- OFA's YAML --------------------------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def read_yaml_tables(folder: str | os.PathLike, resolutions: Iterable[int] | None = None) -> dict[int, dict]:
     """OFA's ``{r}_lookup_table.yaml`` files of a folder: ``{r: {key: {count, mean, std}}}``."""
     folder = Path(folder)
@@ -457,7 +452,7 @@ def table_from_yaml(folder: str | os.PathLike, meta: Mapping[str, Any] | None = 
             std = None if entry.get("std") is None else _number({"std": str(entry["std"])}, "std", where)
             count = _integer(str(entry["count"]), "count", where)
             rows.append(Row(key=key, resolution=r, median_ms=mean, mean_ms=mean, std_ms=std, count=count))
-    files = {str(r): {"file": yaml_name(r), "sha256": _sha256(folder / yaml_name(r))}
+    files = {str(r): {"file": yaml_name(r), "sha256": sha256_of(folder / yaml_name(r))}
              for r in sorted(tables)}
     base = {
         "schema_version": SCHEMA_VERSION,

@@ -22,9 +22,10 @@ from profiler.android_run import RESULTS as ANDROID_RESULTS
 from profiler.android_run import run_android_agent
 from profiler.devices import DeviceProfile
 from profiler.protocol import Protocol, ProtocolError
-from profiler.transports.base import Transport, sha256_of
+from profiler.transports.base import Transport
 from profiler.transports.errors import Interrupted
 from supernet.errors import Stopped
+from supernet.files import sha256_of
 
 __all__ = ["agent_files", "agent_python", "measure_models", "read_batch", "result_key", "stop_agent"]
 

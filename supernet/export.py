@@ -48,7 +48,7 @@ from torch import nn
 
 from .arch import Arch, Layout
 from .errors import OFAProfileError, raise_if_stopped
-from .files import atomic_write
+from .files import atomic_write, sha256_of
 from .ofa_supernet import SUPERNETS, OFASupernet
 from .plan import MOBILENETV3, family_of
 from .unit_modules import build_unit
@@ -310,7 +310,7 @@ def cached(path: Path) -> bool:
         expected = _digest_path(path).read_text(encoding="utf-8").strip()
     except (FileNotFoundError, UnicodeDecodeError):
         return False
-    if hashlib.sha256(path.read_bytes()).hexdigest() == expected:
+    if sha256_of(path) == expected:
         return True
     log.warning("%s: damaged (its bytes do not match the digest written with it); exporting it again", path)
     return False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import stat
@@ -15,7 +16,7 @@ from supernet.errors import OFAProfileError
 
 __all__ = ["MAX_INPUT_BYTES", "InputTooLargeError", "NotARegularFileError", "atomic_write", "json_loads", "naming",
            "read_input",
-           "stem_of"]
+           "sha256_of", "stem_of"]
 
 _KINDS = ((stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"), (stat.S_ISFIFO, "FIFO"),
           (stat.S_ISSOCK, "socket"), (stat.S_ISDIR, "folder"))
@@ -132,3 +133,12 @@ def naming(path: Path) -> Iterator[None]:
         if err.filename is None:
             err.filename = str(path)
         raise
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes, read in chunks (models are megabytes; tens of milliseconds each)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import posixpath
 import shlex
 import threading
@@ -18,8 +17,9 @@ from typing import TypeVar
 from profiler.transports.errors import CommandTimedOut, Interrupted, TransferFailed, UnexpectedExit
 from profiler.transports.result import Result
 from supernet.errors import host_error
+from supernet.files import sha256_of
 
-__all__ = ["HOST_SIDE_ERRNOS", "Transport", "interrupt_all", "quote_command", "sha256_of"]
+__all__ = ["HOST_SIDE_ERRNOS", "Transport", "interrupt_all", "quote_command"]
 
 _T = TypeVar("_T")
 # Errors of a download that can only come from this machine, the side that writes (the device only reads).
@@ -43,14 +43,6 @@ def quote_command(argv: Sequence[str]) -> str:
         raise ValueError(f"expected a non-empty list of arguments, got {argv!r}; pass e.g. ['ls', '-l', path]")
     return " ".join(shlex.quote(str(arg)) for arg in argv)
 
-
-def sha256_of(path: Path) -> str:
-    """Hex SHA-256 of a local file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class Transport(ABC):
