@@ -152,8 +152,13 @@ def read_measured_subnets(path: Path) -> tuple[list[str], np.ndarray, dict]:
     if len(references) > 1:
         raise OFAProfileError(f"{path}: subnets timed against several reference workloads {references}",
                               "fit on subnets measured in one ofa-profile --subnets run")
+    # Rows that name no precision are older: fp32. A model of one precision must not steer a search in another.
+    precisions = sorted(set(frame["precision"].dropna())) if "precision" in frame.columns else ["fp32"]
+    if len(precisions) > 1:
+        raise OFAProfileError(f"{path}: subnets measured in several precisions {precisions}",
+                              "fit one model per precision")
     meta = {"width_mult": width, "anchor_ms": float(anchors[0]) if len(anchors) == 1 else None,
-            "reference": {"id": (references or ["block"])[0]}}
+            "reference": {"id": (references or ["block"])[0]}, "precision": (precisions or ["fp32"])[0]}
     return list(frame["arch"].astype(str)), frame["measured_ms"].to_numpy(dtype=float), meta
 
 
@@ -196,12 +201,16 @@ def _latency(args: argparse.Namespace) -> int:
 
     texts, measured, stated = read_measured_subnets(args.data)
     table = LatencyPredictor(args.table, calibrated=False) if args.table else None
+    table_precision = (table.table.meta.get("precision") or "fp32") if table else stated["precision"]
+    if table_precision != stated["precision"]:
+        raise OFAProfileError(f"{args.table} was measured in {table_precision} and {args.data} in "
+                              f"{stated['precision']}", "give a table and subnets of one precision")
     model = LatencyModel(args.family, table, width_mult=args.width or (None if table else stated["width_mult"]),
                          cv=args.cv, random_state=args.seed)
     model.fit(_arch_batch(texts, str(args.data)), measured)
     # The closed loop (ofa-profile --search --latency-model) measures at the same anchor as the data.
     meta = {"fitted_on": str(args.data), "table": str(args.table) if args.table else None,
-            "anchor_ms": stated["anchor_ms"], "reference": stated["reference"]}
+            "anchor_ms": stated["anchor_ms"], "reference": stated["reference"], "precision": stated["precision"]}
     files = model.save(args.out, meta)
     return _report_fit(args, model, files, {"with_table": table is not None},
                        f" with table {args.table}" if table else "",

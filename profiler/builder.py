@@ -206,7 +206,8 @@ class TableRun:
         """
         batch_id = "b" + uuid.uuid4().hex[:12]
         remote = self.transport.join(self.remote_dir, batch_id)
-        models = self.strategy.models(batch, self.profile.model_format, self.cache_dir, self.profile.batch)
+        models = self.strategy.models(batch, self.profile.model_format, self.cache_dir, self.profile.batch,
+                                      self.profile.precision)
         run = measure_models(self.profile, self.transport, models, self.protocol, remote, self.table.parent,
                              cleanup=False, reference=self.reference.model(self.profile, self.cache_dir),
                              files_dir=self.transport.join(self.remote_dir, "models"))

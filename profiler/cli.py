@@ -61,6 +61,7 @@ from supernet.cli_args import (
 )
 from supernet.errors import UsageError, run_command
 from supernet.plan import FAMILIES, MOBILENETV3
+from supernet.quantize import PRECISIONS
 
 __all__ = ["build_parser", "main"]
 
@@ -120,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--provider", help="execution provider, delegate or torch device")
     where.add_argument("--threads", type=positive_int, help="inference threads on the device")
     where.add_argument("--batch", type=positive_int, help="images per inference")
+    where.add_argument("--precision", choices=list(PRECISIONS),
+                       help="fp32 (default) or int8: statically quantized models (ONNX Runtime; QDQ, per-channel)")
     where.add_argument("--python", help="the device's Python interpreter")
     what = parser.add_argument_group("what to measure")
     what.add_argument("--space", choices=list(FAMILIES), default=MOBILENETV3.name,
@@ -255,6 +258,7 @@ def _overrides(args: argparse.Namespace) -> dict:
         "provider",
         "threads",
         "batch",
+        "precision",
         "python",
     )
     return {name: getattr(args, name) for name in names}

@@ -26,7 +26,7 @@ from predictors.latency_model import LatencyModel
 from predictors.search import Constraint
 from predictors.table_io import read_table
 from profiler.closed_loop import MAX_SLACK, Delivery, closed_loop
-from profiler.devices import DeviceProfile
+from profiler.devices import DeviceProfile, check_precision_of
 from profiler.plots import plot_delivered
 from profiler.protocol import Protocol
 from profiler.reference import reference_of
@@ -68,11 +68,13 @@ def deliver(
     is_model = source.suffix.lower() != ".csv"
     if is_model:
         predictor = LatencyModel.load(source, quantity="latency_ms")
+        check_precision_of(profile, predictor.meta_, str(source))
         anchor, width, n_classes = predictor.meta_.get("anchor_ms"), predictor.width_mult_, predictor.n_classes_
         reference = reference_of(predictor.meta_)
         layout = predictor.space_.layout
     else:
         table = read_table(source)
+        check_precision_of(profile, table.meta, str(source))
         predictor = LatencyPredictor(table, calibrated=not raw_latency)
         anchor, width, n_classes = table_anchor(table), predictor.width_mult, predictor.n_classes
         reference = reference_of(table.meta)
@@ -105,10 +107,10 @@ def deliver(
     return deliveries, predictor
 
 
-def delivered_stem(device: str, budgets_ms: Sequence[float]) -> str:
-    """The report's name, by device and budgets (``local_delivered_3.5-4ms``): a loop with other budgets on the
-    same table writes its own report instead of replacing this one."""
-    return f"{device}_delivered_{'-'.join(f'{budget:g}' for budget in budgets_ms)}ms"
+def delivered_stem(profile: DeviceProfile, budgets_ms: Sequence[float]) -> str:
+    """The report's name, by device, budgets and precision (``local_delivered_3.5-4ms``): a loop with other
+    budgets on the same table, or in another precision, writes its own report instead of replacing this one."""
+    return f"{profile.name}_delivered_{'-'.join(f'{budget:g}' for budget in budgets_ms)}ms{profile.precision_suffix}"
 
 
 def write_report(deliveries: Sequence[Delivery], predictor: LatencySource, stem: Path,

@@ -19,6 +19,7 @@ import pandas as pd
 from predictors.latency import LatencyPredictor
 from profiler.cli import main as profile_main
 from profiler.deliver import delivered_stem
+from profiler.devices import resolve_device
 from profiler.protocol import Protocol
 
 __all__ = ["main"]
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     if profile_main([*common, "--search", "--latency-ms", ",".join(map(str, budgets)),
                      "--generations", args.generations]) != 0:
         return 1
-    report_csv = args.out / f"{delivered_stem('local', budgets)}.csv"
+    report_csv = args.out / f"{delivered_stem(resolve_device('local'), budgets)}.csv"
     report = pd.read_csv(report_csv)
     print(f"\n{'budget ms':>9}  {'pred. top-1':>11}  {'predicted ms':>12}  {'measured ms':>11}  {'rounds':>6}  met")
     for row in report.itertuples():

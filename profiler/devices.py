@@ -18,6 +18,7 @@ import platformdirs
 import tomllib
 
 from supernet.errors import OFAProfileError
+from supernet.quantize import PRECISIONS
 
 __all__ = ["BUILTIN_PROFILES", "DeviceError", "DeviceProfile", "config_paths", "load_profiles", "resolve_device"]
 
@@ -54,6 +55,7 @@ class DeviceProfile:
         affinity: CPUs to pin to: a list of CPU ids, ``"fast"`` (the cores with the highest max frequency)
             or empty for no pinning.
         batch: Batch size of the timed inputs.
+        precision: ``fp32``, or ``int8`` for statically quantized models (ONNX Runtime; ``supernet.quantize``).
         hosts: SSH hosts (several for a table sharded across identical devices).
         known_hosts: SSH known_hosts file the host key is checked against (empty: ``~/.ssh/known_hosts``).
         serials: ADB serials or ``host:port`` (several for sharding).
@@ -67,6 +69,7 @@ class DeviceProfile:
     threads: int = 1
     affinity: str | list[int] = ""
     batch: int = 1
+    precision: str = "fp32"
     hosts: list[str] = field(default_factory=list)
     port: int = 22
     user: str = ""
@@ -87,6 +90,12 @@ class DeviceProfile:
         return "tflite" if self.runtime in ("tflite", "benchmark_model") else "onnx"
 
     @property
+    def precision_suffix(self) -> str:
+        """What the names of this profile's files end with: nothing for fp32, ``_int8`` for int8, so that a table,
+        a subnet CSV or a report of one precision never resumes or replaces one of another."""
+        return "" if self.precision == "fp32" else f"_{self.precision}"
+
+    @property
     def targets(self) -> list[str]:
         """The device addresses a run spreads over: hosts for SSH, serials for ADB, this machine otherwise."""
         if self.transport == "ssh":
@@ -101,9 +110,10 @@ class DeviceProfile:
             "adb": ", ".join(self.serials) or "(first device)",
             "local": "this machine",
         }[self.transport]
+        precision = "" if self.precision == "fp32" else f", {self.precision}"
         return (
             f"{self.name:<10} via {self.transport:<5} {self.runtime}/{self.provider}, {self.threads} thread(s), "
-            f"batch {self.batch}, on {where}" + (f"  ({self.description})" if self.description else "")
+            f"batch {self.batch}{precision}, on {where}" + (f"  ({self.description})" if self.description else "")
         )
 
 
@@ -138,6 +148,11 @@ def _check(profile: DeviceProfile, source: str) -> DeviceProfile:
     if has is not None and profile.provider.lower() not in has:
         raise DeviceError(f"{where}: provider = {profile.provider!r} is not one runtime {profile.runtime} has; "
                           f"expected one of {', '.join(has)}")
+    if profile.precision not in PRECISIONS:
+        raise DeviceError(f"{where}: precision = {profile.precision!r}; expected one of {', '.join(PRECISIONS)}")
+    if profile.precision != "fp32" and profile.runtime != "onnxruntime":
+        raise DeviceError(f"{where}: precision {profile.precision} is measured with ONNX Runtime only so far, not "
+                          f"{profile.runtime}; use --runtime onnxruntime, or --precision fp32")
     if profile.runtime == "benchmark_model" and profile.transport != "adb":
         raise DeviceError(f'{where}: runtime benchmark_model runs on Android phones; use transport = "adb"')
     for name, most in (("threads", 1024), ("batch", 4096), ("port", 65535)):
@@ -148,6 +163,15 @@ def _check(profile: DeviceProfile, source: str) -> DeviceProfile:
     if isinstance(profile.affinity, list) and not all(isinstance(c, int) and c >= 0 for c in profile.affinity):
         raise DeviceError(f"{where}: affinity must list CPU ids (ints >= 0), got {profile.affinity!r}")
     return profile
+
+
+def check_precision_of(profile: DeviceProfile, meta: Mapping[str, Any], source: str) -> None:
+    """A table or latency model measured in one precision says nothing about another (int8 speeds ops up unevenly):
+    refused, naming both. Files from before precisions state none and are fp32."""
+    stated = meta.get("precision") or "fp32"
+    if stated != profile.precision:
+        raise DeviceError(f"{source} was measured in {stated}; device {profile.name} measures {profile.precision}",
+                          f"give --precision {stated}, or a {profile.precision} table or model")
 
 
 def _profile_from(

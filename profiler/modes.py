@@ -118,7 +118,7 @@ def _supernet_stem(profile: DeviceProfile, width_mult: float, space: str) -> str
 
 def table_path(folder: Path, profile: DeviceProfile, width_mult: float, space: str = MOBILENETV3.name) -> Path:
     stem = _supernet_stem(profile, width_mult, space)
-    return folder / f"{stem}_{profile.runtime}_{profile.provider}.csv".lower()
+    return folder / f"{stem}_{profile.runtime}_{profile.provider}{profile.precision_suffix}.csv".lower()
 
 
 def _table_supernet(table: Table, name: str, run: Run) -> tuple[str, float]:
@@ -210,7 +210,7 @@ def whole_subnets(profile: DeviceProfile, run: Run, job: SubnetsJob, protocol: P
         archs = read_subnets(job.subnets)
         check_subnet_count(len(archs), str(job.subnets), UsageError)
         # One file per input: a second --subnets file must not replace the first one's rows.
-        out_csv = run.out / f"{profile.name}_subnets_{job.subnets.stem}.csv"
+        out_csv = run.out / f"{profile.name}_subnets_{job.subnets.stem}{profile.precision_suffix}.csv"
     else:
         stated = read_table(table) if table is not None else None
         space, width = (run.space, run.width) if stated is None else _table_supernet(stated, table.name, run)
@@ -221,7 +221,8 @@ def whole_subnets(profile: DeviceProfile, run: Run, job: SubnetsJob, protocol: P
         archs = random_subnets(random_n, run.seed, width, resolutions, space)
         # One file per (space, width, resolutions, seed): a larger N, or a rerun after a kill, extends it.
         span = "-".join(map(str, resolutions[:3])) + ("-etc" if len(resolutions) > 3 else "")
-        out_csv = run.out / f"{_supernet_stem(profile, width, space)}_random_r{span}_seed{run.seed}.csv"
+        out_csv = run.out / (f"{_supernet_stem(profile, width, space)}_random_r{span}_seed{run.seed}"
+                             f"{profile.precision_suffix}.csv")
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(archs), desc=f"{profile.name} subnets", unit="net", disable=run.quiet, dynamic_ncols=True)
     with table_lock(table or out_csv, run.command), open_transport(profile, profile.targets[0]) as transport, bar:
@@ -261,6 +262,10 @@ def closed_loop_run(profile: DeviceProfile, run: Run, job: LoopJob, table_job: T
     from profiler.deliver import deliver, delivered_stem, write_report  # pandas and matplotlib: not for --help
 
     accuracy = _accuracy(run, job)
+    if accuracy is not None and profile.precision != "fp32":
+        log.warning("ranking %s subnets by the float top-1 of %s: quantization costs some accuracy, unevenly "
+                    "across subnets, which this predictor does not know", profile.precision,
+                    job.predictor or "OFA's released accuracy predictor")
     source = job.latency_model or job.table or table_path(run.out, profile, run.width, run.space)
     with table_lock(source, run.command):
         table = job.latency_model or job.table or profile_device(profile, run, table_job, protocol, position, lock)
@@ -269,7 +274,7 @@ def closed_loop_run(profile: DeviceProfile, run: Run, job: LoopJob, table_job: T
                                             max_rounds=job.rounds, generations=job.generations, seed=run.seed,
                                             raw_latency=job.raw_latency, max_slack=job.max_slack, guard=job.guard,
                                             memory_model=job.memory_model, memory_mb=job.memory_mb)
-        paths = write_report(deliveries, predictor, run.out / delivered_stem(profile.name, job.budgets),
+        paths = write_report(deliveries, predictor, run.out / delivered_stem(profile, job.budgets),
                              f"{profile.name}: {table.name}")
     for d in deliveries:
         verdict = "met" if d.met else "NOT MET"

@@ -18,7 +18,7 @@ import pandas as pd
 from predictors.calibration import Calibration, fit_calibration
 from predictors.latency import LatencyPredictor
 from predictors.table_io import Table, read_table, write_table
-from profiler.devices import DeviceProfile
+from profiler.devices import DeviceProfile, check_precision_of
 from profiler.protocol import Protocol
 from profiler.reference import BLOCK_REFERENCE, Reference, reference_of
 from profiler.steady import with_table_blocks
@@ -43,7 +43,8 @@ def table_anchor(table: Table) -> float | None:
 
 
 def compare(
-    archs: Sequence[Arch], measured: Sequence[dict], predictor: LatencyPredictor | None, width: float, n_classes: int
+    archs: Sequence[Arch], measured: Sequence[dict], predictor: LatencyPredictor | None, width: float, n_classes: int,
+    precision: str = "fp32",
 ) -> pd.DataFrame:
     """Measured latency per arch, with the table's prediction (calibrated where it has a calibration, with its
     interval) beside it when there is a table."""
@@ -53,6 +54,7 @@ def compare(
     frame.insert(2, "macs_m", [count_macs(arch, width, n_classes) / 1e6 for arch in archs])
     frame["width_mult"] = width
     frame["n_classes"] = n_classes
+    frame["precision"] = precision
     if predictor is None:
         return frame
     result = predictor.predict_result(archs)
@@ -78,7 +80,7 @@ def random_subnets(n: int, seed: int, width: float, resolutions: Sequence[int],
 
 
 def measured_before(out_csv: Path, width: float, anchor_ms: float | None,
-                     reference: Reference) -> tuple[dict[str, dict], float | None]:
+                     reference: Reference, precision: str = "fp32") -> tuple[dict[str, dict], float | None]:
     """Rows a killed or earlier run already measured into ``out_csv`` at this width, reference and anchor, by arch
     JSON (rows that name no reference are older, timed against the block).
 
@@ -100,6 +102,10 @@ def measured_before(out_csv: Path, width: float, anchor_ms: float | None,
         raise OFAProfileError(f"{out_csv} holds subnets timed against the {others[0]} reference, and this run "
                               f"times against the {reference.id} one",
                               f"give --reference {others[0]}, or another --out")
+    stated = sorted(set(before["precision"].dropna()) if "precision" in before.columns else {"fp32"})
+    if stated != [precision]:
+        raise OFAProfileError(f"{out_csv} holds subnets measured in {', '.join(stated)}, and this run measures "
+                              f"{precision}", f"give --precision {stated[0]}, or another --out")
     before = before[before["width_mult"] == width]
     if anchor_ms is None and len(before):
         anchor_ms = float(before["anchor_ms"].iloc[0])
@@ -135,6 +141,7 @@ def remeasure(
     anchor = None
     if table_path is not None:
         table = read_table(table_path)
+        check_precision_of(profile, table.meta, str(table_path))
         predictor = LatencyPredictor(table)
         width, n_classes, anchor = predictor.width_mult, predictor.n_classes, table_anchor(table)
         reference = reference_of(table.meta)
@@ -147,14 +154,15 @@ def remeasure(
     if predictor is not None:
         predictor.predict(archs)  # a table that lacks rows or resolutions fails before anything is exported
     keys = {arch: arch.to_json() for arch in archs}
-    done, anchor = measured_before(out_csv, width, anchor, reference)
+    done, anchor = measured_before(out_csv, width, anchor, reference, profile.precision)
     pending = [arch for arch in archs if keys[arch] not in done]
     if on_subnets is not None:
         on_subnets(len(archs) - len(pending))
 
     def write() -> pd.DataFrame:
         measured_archs = [arch for arch in archs if keys[arch] in done]
-        frame = compare(measured_archs, [done[keys[a]] for a in measured_archs], predictor, width, n_classes)
+        frame = compare(measured_archs, [done[keys[a]] for a in measured_archs], predictor, width, n_classes,
+                        profile.precision)
         atomic_write(out_csv, frame.to_csv(index=False))
         return frame
 
@@ -187,6 +195,7 @@ def calibrate(
     table run and now does not leak into the fit.
     """
     table = read_table(table_path)
+    check_precision_of(profile, table.meta, str(table_path))
     predictor = LatencyPredictor(table, calibrated=False)
     width, n_classes = predictor.width_mult, predictor.n_classes
     archs = random_subnets(n_subnets, seed, width, table.resolutions, predictor.family.name)

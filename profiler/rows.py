@@ -70,7 +70,8 @@ class RowStrategy(Protocol):
 
     def planned_keys(self) -> set[str]: ...
 
-    def models(self, items: Sequence[Item], model_format: str, cache_dir: Path, batch: int) -> list[dict]: ...
+    def models(self, items: Sequence[Item], model_format: str, cache_dir: Path, batch: int,
+               precision: str = "fp32") -> list[dict]: ...
 
     def journal_fields(self, item_name: str, result: Mapping[str, Any]) -> dict[str, Any]: ...
 
@@ -99,10 +100,11 @@ class IsolatedRows:
     def planned_keys(self) -> set[str]:
         return {u.key for u in self.units}
 
-    def models(self, items: Sequence[Item], model_format: str, cache_dir: Path, batch: int) -> list[dict]:
+    def models(self, items: Sequence[Item], model_format: str, cache_dir: Path, batch: int,
+               precision: str = "fp32") -> list[dict]:
         from supernet.export import agent_model, export_units  # torch: only when something is exported
 
-        paths = export_units([item.unit for item in items], model_format, cache_dir, batch=batch)
+        paths = export_units([item.unit for item in items], model_format, cache_dir, batch=batch, precision=precision)
         return [agent_model(item.name, path, (batch, *item.unit.input_shape[1:]), model_format)
                 for item, path in zip(items, paths, strict=True)]
 
@@ -178,7 +180,8 @@ class InNetworkRows:
     def planned_keys(self) -> set[str]:
         return {u.key for u in all_units(self.width_mult, self.resolutions, self.n_classes, family_named(self.space))}
 
-    def models(self, items: Sequence[Item], model_format: str, cache_dir: Path, batch: int) -> list[dict]:
+    def models(self, items: Sequence[Item], model_format: str, cache_dir: Path, batch: int,
+               precision: str = "fp32") -> list[dict]:
         """Each attempt is profiled anew: the kept attempt (the steadiest) then has the profile taken with it
         (keeping a retried subnet's first profile saved 7-25% of a table's time, but two runs' rows then agreed
         within 5% less often, 95-97% against 97.5-99.6%)."""
@@ -189,8 +192,8 @@ class InNetworkRows:
             )
         from supernet.export import subnet_model  # torch: only when exporting
 
-        return [{**subnet_model(item.name, item.arch, self.width_mult, self.n_classes, model_format, cache_dir, batch),
-                 "profile_nodes": True} for item in items]
+        return [{**subnet_model(item.name, item.arch, self.width_mult, self.n_classes, model_format, cache_dir, batch,
+                                precision), "profile_nodes": True} for item in items]
 
     def journal_fields(self, item_name: str, result: Mapping[str, Any]) -> dict[str, Any]:
         return {"arch": self.covering_archs[item_name].to_json(), "node_times_us": result.get("node_times_us")}

@@ -20,6 +20,7 @@ from profiler.rows import RowStrategy
 from profiler.run_state import RunState
 from profiler.steady import regime_summary
 from supernet.files import json_loads
+from supernet.quantize import recipe as quantization_recipe
 
 __all__ = ["AGENT_VERSION", "LATENCY", "kept_calibration", "measured_with", "now", "table_meta", "timing"]
 
@@ -89,6 +90,8 @@ def table_meta(
         "device": dataclasses.asdict(profile),
         "runtime": profile.runtime,
         "provider": profile.provider,
+        "precision": profile.precision,
+        **({"quantization": quantization_recipe(profile.precision)} if profile.precision != "fp32" else {}),
         "environment": state.environment,
         "agent": {"name": agent_files(profile)[0], "version": AGENT_VERSION},
         **measured_with(state, protocol, extra.get("command", "")),

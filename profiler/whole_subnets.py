@@ -56,8 +56,8 @@ def measure_subnets(
     is the anchor."""
     from supernet.export import subnet_model  # torch: only when exporting
 
-    models = [subnet_model(f"subnet-{i}", arch, width_mult, n_classes, profile.model_format, cache_dir, profile.batch)
-              for i, arch in enumerate(archs)]
+    models = [subnet_model(f"subnet-{i}", arch, width_mult, n_classes, profile.model_format, cache_dir, profile.batch,
+                           profile.precision) for i, arch in enumerate(archs)]
     while True:
         results = _time(profile, transport, models, archs, protocol, reference, cache_dir, scratch,
                         f"{work_name}.b{protocol.block_ms:g}")

@@ -51,11 +51,14 @@ from .errors import OFAProfileError, raise_if_stopped
 from .files import atomic_write, sha256_of
 from .ofa_supernet import SUPERNETS, OFASupernet
 from .plan import MOBILENETV3, family_of
+from .quantize import PrecisionError, check_precision, onnx_int8
+from .quantize import recipe as quantization_recipe
 from .unit_modules import build_unit
 from .units import Unit
 
 __all__ = [
     "EXPORT_FORMAT",
+    "INT8_CALIBRATION_SIZE",
     "ONNX_FREE_DIMS",
     "ONNX_OPSET",
     "RUNTIMES",
@@ -105,6 +108,18 @@ class ExportError(OFAProfileError, ValueError):
 
 class TFLiteUnavailableError(OFAProfileError, ImportError):
     """TF-Lite export was asked for but its optional extra, litert-torch, is not installed."""
+
+
+def _check_precision(runtime: str, precision: str) -> None:
+    if check_precision(precision) != "fp32" and runtime != "onnx":
+        raise PrecisionError(f"{precision} models are exported for ONNX Runtime only so far, not {runtime}",
+                             "use --runtime onnxruntime, or --precision fp32")
+
+
+def _quantized(model: bytes, runtime: str, precision: str, input_shape: Sequence[int]) -> bytes:
+    """The exported float ``model`` in ``precision`` (as it is for fp32)."""
+    _check_precision(runtime, precision)
+    return model if precision == "fp32" else onnx_int8(model, input_shape)
 
 
 def _check_runtime(runtime: str) -> None:
@@ -265,15 +280,17 @@ def agent_model(name: str, path: str | os.PathLike, input_shape: Sequence[int], 
     return {"name": name, "path": str(path), "inputs": [[n, c, h, w]]}
 
 
-def content_hash(unit: Unit, runtime: str, seed: int = 0, batch: int = 1) -> str:
+def content_hash(unit: Unit, runtime: str, seed: int = 0, batch: int = 1, precision: str = "fp32") -> str:
     """SHA-256 of the export recipe: the key of the unit exported (:func:`export_target`), seed, runtime, export
-    format, exporter versions, batch and the unit's family where it is not MobileNetV3.
+    format, exporter versions, batch, the unit's family where it is not MobileNetV3, and the quantization recipe
+    of an int8 model.
 
     Exports are deterministic, so the recipe fixes the bytes; unlike a hash of the file, it is known before
-    the export runs, which is what a cache key needs. Batch 1 leaves the batch out, so those hashes stay as
-    they were before batches were exported.
+    the export runs, which is what a cache key needs. Batch 1 and fp32 are left out, so those hashes stay as
+    they were before batches and precisions were exported.
     """
     _check_runtime(runtime)
+    _check_precision(runtime, precision)
     recipe: dict[str, Any] = {"key": export_target(unit, runtime).key, "seed": seed, "runtime": runtime,
                               "format": EXPORT_FORMAT, "opset": ONNX_OPSET if runtime == "onnx" else None,
                               "versions": _exporter_versions(runtime)}
@@ -281,6 +298,8 @@ def content_hash(unit: Unit, runtime: str, seed: int = 0, batch: int = 1) -> str
         recipe["batch"] = batch
     if unit.family != MOBILENETV3.name:  # the same key names other layers there (ReLU6, not h-swish)
         recipe["family"] = unit.family
+    if precision != "fp32":
+        recipe["quantization"] = quantization_recipe(precision)
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
 
 
@@ -316,29 +335,35 @@ def cached(path: Path) -> bool:
     return False
 
 
-def unit_path(unit: Unit, runtime: str, cache_dir: str | os.PathLike, seed: int = 0, batch: int = 1) -> Path:
+def unit_path(unit: Unit, runtime: str, cache_dir: str | os.PathLike, seed: int = 0, batch: int = 1,
+              precision: str = "fp32") -> Path:
     """Where :func:`export_unit` keeps this unit's model (the kind keeps listings readable); TF-Lite rows of one
     layer at different resolutions share it."""
-    return Path(cache_dir) / f"{unit.kind}-{content_hash(unit, runtime, seed, batch)[:24]}{SUFFIXES[runtime]}"
+    digest = content_hash(unit, runtime, seed, batch, precision)[:24]
+    return Path(cache_dir) / f"{unit.kind}-{digest}{SUFFIXES[runtime]}"
 
 
-def export_unit(unit: Unit, runtime: str, cache_dir: str | os.PathLike, seed: int = 0, batch: int = 1) -> Path:
-    """The unit's model file in ``cache_dir`` for ``batch`` images per run, exported only if no file with its
-    content hash is there."""
-    path = unit_path(unit, runtime, cache_dir, seed, batch)
+def export_unit(unit: Unit, runtime: str, cache_dir: str | os.PathLike, seed: int = 0, batch: int = 1,
+                precision: str = "fp32") -> Path:
+    """The unit's model file in ``cache_dir`` for ``batch`` images per run, exported (and quantized, for int8)
+    only if no file with its content hash is there."""
+    path = unit_path(unit, runtime, cache_dir, seed, batch, precision)
     if not cached(path):
         raise_if_stopped()
         target = export_target(unit, runtime)
-        cache_store(path, _to_bytes(build_unit(target, seed), runtime, (batch, *target.input_shape[1:])))
+        input_shape = (batch, *target.input_shape[1:])
+        model = _to_bytes(build_unit(target, seed), runtime, input_shape)
+        cache_store(path, _quantized(model, runtime, precision, input_shape))
     return path
 
 
-def _export_chunk(units: Sequence[Unit], runtime: str, cache_dir: str, seed: int, batch: int) -> list[str]:
-    return [str(export_unit(u, runtime, cache_dir, seed, batch)) for u in units]
+def _export_chunk(units: Sequence[Unit], runtime: str, cache_dir: str, seed: int, batch: int,
+                  precision: str) -> list[str]:
+    return [str(export_unit(u, runtime, cache_dir, seed, batch, precision)) for u in units]
 
 
 def export_units(units: Sequence[Unit], runtime: str, cache_dir: str | os.PathLike, seed: int = 0,
-                 jobs: int = 1, batch: int = 1) -> list[Path]:
+                 jobs: int = 1, batch: int = 1, precision: str = "fp32") -> list[Path]:
     """Export many units (cached ones are skipped), in ``jobs`` processes; paths come back in input order.
 
     Worth ``jobs > 1`` for TF-Lite (about 2 s a unit, after about 6 s to import litert-torch in each process);
@@ -346,21 +371,26 @@ def export_units(units: Sequence[Unit], runtime: str, cache_dir: str | os.PathLi
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ExportError(f"jobs = {jobs!r} must be a positive int (processes to export with)")
-    paths = [unit_path(u, runtime, cache_dir, seed, batch) for u in units]
+    paths = [unit_path(u, runtime, cache_dir, seed, batch, precision) for u in units]
     todo = list({p: u for p, u in zip(paths, units, strict=True) if not cached(p)}.values())
     if jobs == 1 or len(todo) < 2:
         for unit in todo:
-            export_unit(unit, runtime, cache_dir, seed, batch)
+            export_unit(unit, runtime, cache_dir, seed, batch, precision)
         return paths
     chunks = [todo[i::jobs] for i in range(min(jobs, len(todo)))]
     # NOTE: spawn, not fork: forking a process that has started torch's thread pools can deadlock.
     with ProcessPoolExecutor(len(chunks), mp_context=get_context("spawn")) as pool:
-        for future in [pool.submit(_export_chunk, chunk, runtime, str(cache_dir), seed, batch) for chunk in chunks]:
+        futures = [pool.submit(_export_chunk, chunk, runtime, str(cache_dir), seed, batch, precision)
+                   for chunk in chunks]
+        for future in futures:
             future.result()
     return paths
 
 
 SUPERNET_SEED = 0
+
+# The size an int8 subnet of any resolution is calibrated at (its file serves every resolution, as a float one's).
+INT8_CALIBRATION_SIZE = 160
 
 
 @cache
@@ -372,39 +402,46 @@ def seeded_supernet(width_mult: float, n_classes: int, layout: Layout = MOBILENE
 
 
 def export_subnet(arch: Arch, width_mult: float, n_classes: int, runtime: str, cache_dir: str | os.PathLike,
-                  batch: int = 1) -> Path:
+                  batch: int = 1, precision: str = "fp32") -> Path:
     """A whole subnet of the seeded supernet as one model, cached by arch, width, classes, batch and recipe.
 
     ONNX node names keep the module paths (``/blocks.7/conv/...``), which is what attributing a runtime
     profiler's node times to table rows relies on. An ONNX subnet is one file for every resolution, with the
     input's height and width left as :data:`ONNX_FREE_DIMS`: a table's 25 resolutions cost one export and one
     file per subnet instead of 25. ONNX Runtime fixes them when it loads the model, and then runs as fast as
-    with a static export (within 1% here; a model left symbolic at run time is 1-2% slower).
+    with a static export (within 1% here; a model left symbolic at run time is 1-2% slower). An int8 subnet's
+    scales are calibrated at :data:`INT8_CALIBRATION_SIZE` px, whatever resolution it then runs at.
     """
     _check_runtime(runtime)
+    _check_precision(runtime, precision)
     resolution = "any" if runtime == "onnx" else arch.r
     recipe = {"arch": json.dumps({**arch.canonical().to_dict(), "r": [resolution]}), "width": width_mult,
               "classes": n_classes, "batch": batch, "seed": SUPERNET_SEED, "runtime": runtime,
               "format": EXPORT_FORMAT, "versions": _exporter_versions(runtime)}
+    if precision != "fp32":
+        recipe["quantization"] = {**quantization_recipe(precision), "size": INT8_CALIBRATION_SIZE}
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:24]
     path = Path(cache_dir) / f"subnet-{digest}{SUFFIXES[runtime]}"
     if not cached(path):
         raise_if_stopped()
         subnet = seeded_supernet(float(width_mult), int(n_classes), arch.layout).extract(arch)
         input_shape = (batch, 3, arch.r, arch.r)
-        data = (onnx_bytes(subnet, input_shape, any_resolution=True) if runtime == "onnx"
-                else _to_bytes(subnet, runtime, input_shape))
-        cache_store(path, data)
+        if runtime == "onnx":
+            data = onnx_bytes(subnet, input_shape, any_resolution=True)
+            input_shape = (batch, 3, INT8_CALIBRATION_SIZE, INT8_CALIBRATION_SIZE)
+        else:
+            data = _to_bytes(subnet, runtime, input_shape)
+        cache_store(path, _quantized(data, runtime, precision, input_shape))
     return path
 
 
 def subnet_model(name: str, arch: Arch, width_mult: float, n_classes: int, runtime: str, cache_dir: str | os.PathLike,
-                 batch: int = 1) -> dict[str, Any]:
+                 batch: int = 1, precision: str = "fp32") -> dict[str, Any]:
     """A whole subnet as a model mapping for the agents (:func:`agent_model`), exported by :func:`export_subnet`.
 
     An ONNX subnet's file serves every resolution; ``dim_overrides`` tells the agent which one to fix.
     """
-    path = export_subnet(arch, width_mult, n_classes, runtime, cache_dir, batch)
+    path = export_subnet(arch, width_mult, n_classes, runtime, cache_dir, batch, precision)
     model = agent_model(name, path, (batch, 3, arch.r, arch.r), runtime)
     if runtime == "onnx":
         model["dim_overrides"] = dict.fromkeys(ONNX_FREE_DIMS, arch.r)

@@ -21,6 +21,7 @@ from predictors.table_io import Row, Table
 from profiler.cli import main
 from profiler.closed_loop import closed_loop
 from profiler.deliver import delivered_stem
+from profiler.devices import resolve_device
 from supernet import Arch, ArchSpace, count_macs
 from supernet.units import all_units
 
@@ -216,7 +217,7 @@ def test_search_command_end_to_end_with_an_unmeetable_budget(tmp_path):
     fastest, _ = LatencyPredictor(tmp_path / "local_w1.2_onnxruntime_cpu.csv").minimum()
     budgets = [round(fastest * 0.3, 3), round(fastest * 1.5, 3)]
     assert main([*common, "--search", "--latency-ms", ",".join(map(str, budgets)), "--generations", "20"]) == 0
-    stem = tmp_path / delivered_stem("local", budgets)
+    stem = tmp_path / delivered_stem(resolve_device("local"), budgets)
     report = pd.read_csv(f"{stem}.csv")
     assert list(report["budget_ms"]) == budgets
     impossible, possible = report.itertuples()
@@ -237,7 +238,7 @@ def test_search_command_end_to_end_with_an_unmeetable_budget(tmp_path):
     limit = 1.5 * pd.read_csv(measured)["memory_mb"].max()
     assert main([*common, "--search", "--latency-ms", str(budgets[1]), "--latency-model", str(tmp_path / "model"),
                  "--memory-model", str(tmp_path / "memory"), "--memory-mb", str(limit), "--generations", "20"]) == 0
-    report = pd.read_csv(tmp_path / f"{delivered_stem('local', budgets[1:])}.csv")
+    report = pd.read_csv(tmp_path / f"{delivered_stem(resolve_device('local'), budgets[1:])}.csv")
     assert report["met"].all() and (report["measured_ms"] <= report["budget_ms"]).all()
     assert (report["memory_mb"] > 0).all() and (report["memory_mb"] <= limit).all()
     assert (tmp_path / "model.refit.json").is_file()

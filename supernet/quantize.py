@@ -1,0 +1,87 @@
+"""int8 models for latency: static quantization of this project's ONNX exports with ONNX Runtime's own tools.
+
+Phones and boards mostly run int8, and ops do not speed up alike under it (pointwise convolutions gain most,
+depthwise ones least), so an int8 table is measured on int8 models rather than scaled from a float one.
+
+The recipe is what ``onnxruntime.quantization`` recommends for x86-64 and ARM CPUs: QDQ format, weights int8 per
+output channel, activations uint8 (U8S8), scales calibrated with min/max over a fixed set of inputs. Tables use
+the seeded supernet, whose weights are random: only the latency of the quantized graph matters there, and it
+does not depend on the scales' values, so the calibration inputs are seeded standard-normal images
+(:data:`CALIBRATION`). Accuracy in int8 needs real images and is the training side's job.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import OFAProfileError
+
+__all__ = ["CALIBRATION", "PRECISIONS", "PrecisionError", "check_precision", "onnx_int8", "recipe"]
+
+PRECISIONS = ("fp32", "int8")
+
+# How activation scales are found: stated in every int8 table's sidecar and in the export cache's key.
+CALIBRATION: dict[str, Any] = {"method": "minmax", "inputs": 8, "source": "standard normal images, seed 0"}
+
+
+class PrecisionError(OFAProfileError, ValueError):
+    """A precision this project does not know, or one its runtime cannot export."""
+
+    exit_code = 2
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`; otherwise a one-line error naming them."""
+    if precision not in PRECISIONS:
+        raise PrecisionError(f"unknown precision {precision!r}", f"use one of {', '.join(PRECISIONS)}")
+    return precision
+
+
+def recipe(precision: str) -> dict[str, Any]:
+    """What a table or an export of ``precision`` records about how its models were quantized ({} for fp32)."""
+    from onnxruntime import __version__ as ort_version
+
+    if check_precision(precision) == "fp32":
+        return {}
+    return {"format": "QDQ", "weights": "int8, per channel", "activations": "uint8, per tensor",
+            "calibration": CALIBRATION, "tool": f"onnxruntime.quantization {ort_version}"}
+
+
+class _Images:
+    """The calibration inputs: :data:`CALIBRATION` seeded standard-normal images of the model's input shape (a
+    ``CalibrationDataReader`` by its one method, so that importing this module does not import the tools)."""
+
+    def __init__(self, input_name: str, input_shape: Sequence[int]) -> None:
+        rng = np.random.default_rng(0)
+        self._batches = iter([{input_name: rng.standard_normal(tuple(input_shape)).astype(np.float32)}
+                              for _ in range(CALIBRATION["inputs"])])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._batches, None)
+
+
+def onnx_int8(float_model: bytes, input_shape: Sequence[int]) -> bytes:
+    """A float ONNX model statically quantized by :func:`recipe`, deterministic for the same bytes.
+
+    Args:
+        float_model: The float model's bytes (one input named ``input``).
+        input_shape: The NCHW shape the calibration images have (for a model of any resolution, one of them:
+            scales hardly change with the resolution, and latency not at all).
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory(prefix="ofa-int8-") as folder:
+        source, prepared, target = (Path(folder) / name for name in ("float.onnx", "prepared.onnx", "int8.onnx"))
+        source.write_bytes(float_model)
+        # Shape inference and ORT's float optimizations first, as the quantization tools ask.
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        quantize_static(str(prepared), str(target), _Images("input", input_shape), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax)
+        return target.read_bytes()

@@ -1,0 +1,129 @@
+"""int8: statically quantized exports (real ``onnxruntime.quantization``), tables and searches in int8, and
+precisions that are never mixed."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pandas as pd
+import pytest
+from onnx import numpy_helper
+
+from predictors.table_io import read_table, sidecar_path
+from profiler.cli import main
+from profiler.deliver import delivered_stem
+from profiler.devices import DeviceError, check_precision_of, resolve_device
+from profiler.reference import BLOCK_REFERENCE
+from profiler.remeasure import measured_before
+from supernet import ArchSpace
+from supernet.errors import OFAProfileError
+from supernet.export import export_subnet, export_unit
+from supernet.quantize import CALIBRATION, PrecisionError
+from supernet.units import Unit, all_units
+from tests.paths import NOTE10
+
+# A stem convolution, a block with squeeze-and-excitation and h-swish, and the classifier's input layer.
+_UNITS = all_units(1.0, [128])
+KEYS = [_UNITS[0].key, next(u.key for u in _UNITS if "se:1" in u.key and "hs:1" in u.key),
+        next(u.key for u in _UNITS if u.kind == "Conv_1")]
+
+
+def _outputs(path, x: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+
+def _output_step(path) -> float:
+    """The quantization step of the model's output: the scale of the DequantizeLinear that produces it."""
+    model = onnx.load(str(path))
+    scales = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    producer = next(n for n in model.graph.node if model.graph.output[0].name in n.output)
+    assert producer.op_type == "DequantizeLinear", producer.op_type
+    return float(scales[producer.input[1]])
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_an_int8_unit_stays_within_a_few_quantization_steps_of_the_float_unit(tmp_path, key):
+    """Each int8 output is within a few quantization steps (its output's scale) of the float unit's: rounding at
+    every quantized tensor on the way adds up to a step or so, never to a different function."""
+    unit = Unit.from_key(key)
+    fp32, int8 = (export_unit(unit, "onnx", tmp_path, precision=p) for p in ("fp32", "int8"))
+    x = np.random.default_rng(1).standard_normal(unit.input_shape).astype(np.float32)
+    expected, actual = _outputs(fp32, x), _outputs(int8, x)
+    steps = np.abs(actual - expected) / _output_step(int8)
+    # The output's own rounding alone is within half a step (median a quarter); the roundings upstream add a little
+    # (measured here: medians 0.28-0.36 steps, 99th percentiles 0.9-1.6 over 30 units and two inputs).
+    assert np.median(steps) <= 0.5 and np.quantile(steps, 0.99) <= 2, (np.median(steps), np.quantile(steps, 0.99))
+    assert np.corrcoef(actual.ravel(), expected.ravel())[0, 1] > 0.99
+
+
+def test_int8_subnets_are_deterministic_quantized_and_cached_apart_from_float(tmp_path):
+    arch = ArchSpace.for_width(1.0).uniform(ks=3, e=3, d=2, r=160)
+    fp32 = export_subnet(arch, 1.0, 1000, "onnx", tmp_path / "a")
+    int8 = export_subnet(arch, 1.0, 1000, "onnx", tmp_path / "a", precision="int8")
+    again = export_subnet(arch.with_resolution(192), 1.0, 1000, "onnx", tmp_path / "b", precision="int8")
+    assert int8 != fp32 and int8.name == again.name and int8.read_bytes() == again.read_bytes()
+    ops = {node.op_type for node in onnx.load(str(int8)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops and "QuantizeLinear" not in {
+        node.op_type for node in onnx.load(str(fp32)).graph.node}
+    assert int8.stat().st_size < fp32.stat().st_size / 3  # int8 weights
+    assert CALIBRATION["inputs"] == 8
+
+
+def test_int8_is_refused_where_it_cannot_be_exported_in_one_line():
+    unit = Unit.from_key(KEYS[0])
+    with pytest.raises(PrecisionError, match=r"ONNX Runtime only so far.*--runtime onnxruntime"):
+        export_unit(unit, "tflite", "unused", precision="int8")
+    with pytest.raises(PrecisionError, match="unknown precision 'int4'; use one of fp32, int8"):
+        export_unit(unit, "onnx", "unused", precision="int4")
+    with pytest.raises(DeviceError, match="precision int8 is measured with ONNX Runtime only so far, not tflite"):
+        resolve_device("local", {"runtime": "tflite", "precision": "int8"})
+
+
+def test_precisions_are_never_mixed(tmp_path, capsys):
+    """A float table under --precision int8, and a subnet CSV of one precision resumed in another, are refused
+    naming both; files from before precisions are fp32."""
+    int8 = resolve_device("local", {"precision": "int8"})
+    with pytest.raises(DeviceError, match=r"was measured in fp32; device local measures int8.*--precision fp32"):
+        check_precision_of(int8, read_table(NOTE10).meta, str(NOTE10))
+    check_precision_of(int8, {"precision": "int8"}, "an int8 table")
+    assert main(["--device", "local", "--precision", "int8", "--subnets", "random:2", "--table", str(NOTE10),
+                 "--out", str(tmp_path), "--quiet"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "measured in fp32; device local measures int8" in error
+    older = tmp_path / "subnets.csv"
+    pd.DataFrame({"arch": ["{}"], "measured_ms": [1.0], "anchor_ms": [1.0], "width_mult": [1.0]}).to_csv(older)
+    with pytest.raises(OFAProfileError, match="measured in fp32, and this run measures int8"):
+        measured_before(older, 1.0, None, BLOCK_REFERENCE, "int8")
+    assert measured_before(older, 1.0, None, BLOCK_REFERENCE, "fp32")[1] == 1.0
+
+
+@pytest.mark.slow
+def test_an_int8_table_then_an_int8_search_end_to_end(tmp_path, caplog):
+    """`--precision int8`: the table carries the precision in its name and sidecar (with the recipe), has every
+    row a float table has, and the closed loop delivers int8 subnets under the budget, saying that the accuracy
+    it ranks them by is float."""
+    common = ["--device", "local", "--width", "1.2", "--resolutions", "160", "--precision", "int8", "--out",
+              str(tmp_path), "--cache", str(tmp_path / "cache"), "--min-time", "0.02", "--retries", "0",
+              "--block-ms", "2", "--regime-tolerance", "0.99", "--quiet"]
+    assert main(common) == 0
+    path = tmp_path / "local_w1.2_onnxruntime_cpu_int8.csv"
+    table = read_table(path)
+    assert {row.key for row in table.rows} == {u.key for u in all_units(1.2, [160])}
+    side = json.loads(sidecar_path(path).read_text())
+    assert side["precision"] == "int8" and side["device"]["precision"] == "int8"
+    assert side["quantization"]["format"] == "QDQ" and side["quantization"]["calibration"] == CALIBRATION
+    from predictors.latency import LatencyPredictor
+
+    fastest, _ = LatencyPredictor(table).minimum()
+    budget = round(fastest * 2, 3)
+    with caplog.at_level("WARNING"):
+        assert main([*common, "--search", "--latency-ms", str(budget), "--generations", "10"]) == 0
+    assert "ranking int8 subnets by the float top-1 of OFA's released accuracy predictor" in caplog.text
+    int8 = resolve_device("local", {"precision": "int8"})
+    report = pd.read_csv(tmp_path / f"{delivered_stem(int8, [budget])}.csv")
+    assert delivered_stem(int8, [budget]).endswith("_int8")
+    assert report["met"].all() and (report["measured_ms"] <= report["budget_ms"]).all()
