@@ -1,7 +1,8 @@
 """Do tables, calibrations and delivered subnets agree with a plain back-to-back loop? JSON and plots.
 
 Everything on the local CPU, one thread, w1.0 at ``--resolutions``; ``--runtime onnxruntime`` (in-network rows, the
-default) or ``--runtime tflite`` (LiteRT with XNNPACK, isolated rows). The ground truth is
+default) or ``--runtime tflite`` (LiteRT with XNNPACK, isolated rows); ``--precision int8`` for statically quantized
+models (ONNX Runtime). The ground truth is
 :mod:`benchmarks.plain_loop`, which shares no timing code with the agent: each subnet exported by this project's
 ``export_subnet`` (the model a user deploys) and timed in interleaved rounds of back-to-back runs after a warm-up,
 beside a workload of the harness's own that undoes the machine's drift. Steps:
@@ -26,6 +27,7 @@ beside a workload of the harness's own that undoes the machine's drift. Steps:
 
     .venv/bin/python -m benchmarks.table_fidelity --out /tmp/fidelity                       # ONNX Runtime
     .venv/bin/python -m benchmarks.table_fidelity --out /tmp/fidelity-tfl --runtime tflite   # LiteRT
+    .venv/bin/python -m benchmarks.table_fidelity --out /tmp/fidelity-int8 --precision int8  # ONNX Runtime int8
 """
 
 from __future__ import annotations
@@ -89,16 +91,17 @@ def _agreement(first: Path, second: Path) -> dict[str, float]:
             "share_within_10pct": round(float((gap <= 0.10).mean()), 3)}
 
 
-def _export(args: tuple[Arch, str, Path]) -> Path:
-    return export_subnet(*args[:1], 1.0, 1000, *args[1:])
+def _export(args: tuple[Arch, str, Path, str]) -> Path:
+    arch, model_format, cache, precision = args
+    return export_subnet(arch, 1.0, 1000, model_format, cache, precision=precision)
 
 
-def _export_all(archs: list[Arch], model_format: str, cache: Path) -> None:
+def _export_all(archs: list[Arch], model_format: str, cache: Path, precision: str) -> None:
     """Every subnet's file first: TF-Lite conversions take seconds each, so two processes share them."""
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
-    jobs = [(arch, model_format, cache) for arch in archs]
+    jobs = [(arch, model_format, cache, precision) for arch in archs]
     if model_format == "tflite":
         # spawn, as supernet.export does: forking after torch and JAX started their threads can deadlock.
         with ProcessPoolExecutor(max_workers=min(2, os.cpu_count() or 1), mp_context=get_context("spawn")) as pool:
@@ -108,8 +111,8 @@ def _export_all(archs: list[Arch], model_format: str, cache: Path) -> None:
             _export(job)
 
 
-def _timed(arch: Arch, model_format: str, cache: Path) -> Timed:
-    path = export_subnet(arch, 1.0, 1000, model_format, cache)
+def _timed(arch: Arch, model_format: str, cache: Path, precision: str = "fp32") -> Timed:
+    path = export_subnet(arch, 1.0, 1000, model_format, cache, precision=precision)
     shape = (1, 3, arch.r, arch.r) if model_format == "onnx" else (1, arch.r, arch.r, 3)
     return Timed(path, shape)
 
@@ -140,6 +143,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("benchmark-out/fidelity"))
     parser.add_argument("--runtime", choices=list(ROWS), default="onnxruntime")
+    parser.add_argument("--precision", choices=["fp32", "int8"], default="fp32",
+                        help="int8: tables, subnets and ground truth of statically quantized models (ONNX Runtime)")
     parser.add_argument("--resolutions", default="160,192,224")
     parser.add_argument("--subnets", type=int, default=100)
     parser.add_argument("--calibration-subnets", type=int, default=20)
@@ -152,14 +157,15 @@ def main() -> None:
     args = parser.parse_args()
     resolutions = [int(r) for r in args.resolutions.split(",")]
     rows, provider = ROWS[args.runtime]
-    profile = resolve_device("local", {"runtime": args.runtime, "provider": provider})
+    profile = resolve_device("local", {"runtime": args.runtime, "provider": provider, "precision": args.precision})
     cache = args.out / "cache"
     harness = PlainLoop(runtime=args.runtime, rounds=args.rounds)
     workload = _timed(WORKLOAD, profile.model_format, cache)
 
     def build(folder: str) -> tuple[Path, float]:
         started = time.perf_counter()
-        code = profile_main(["--device", "local", "--runtime", args.runtime, "--provider", provider, "--width",
+        code = profile_main(["--device", "local", "--runtime", args.runtime, "--provider", provider,
+                             "--precision", args.precision, "--width",
                              "1.0", "--resolutions", args.resolutions, "--rows", rows, "--out",
                              str(args.out / folder), "--cache", str(cache), "--quiet"])
         if code != 0:
@@ -191,7 +197,7 @@ def main() -> None:
     stated = read_table(table)
     reference, table_anchor_ms = reference_of(stated.meta), table_anchor(stated)
     protocol = with_table_blocks(Protocol(), stated.meta)  # what --subnets and --search use with this table
-    _export_all(archs, profile.model_format, cache)
+    _export_all(archs, profile.model_format, cache, args.precision)
     agent, truth = [], {}
     with open_transport(profile, "localhost") as transport, \
             tqdm(total=len(archs), desc="agent and ground truth", unit="subnet") as bar:
@@ -202,8 +208,8 @@ def main() -> None:
                                      anchor_ms=table_anchor_ms, reference=reference,
                                      protocol=protocol, cache_dir=cache,
                                      scratch=args.out, work_name=f"fidelity{start}")
-            truth.update(harness.measure({a.to_json(): _timed(a, profile.model_format, cache) for a in chunk},
-                                         workload))
+            truth.update(harness.measure({a.to_json(): _timed(a, profile.model_format, cache, args.precision)
+                                          for a in chunk}, workload))
             bar.update(len(chunk))
     anchor_w = _workload_at_table_state(archs, agent, truth)
     (args.out / "workload_anchor.json").write_text(json.dumps({"anchor_ms": anchor_w, "how": ANCHOR_HOW,
@@ -227,11 +233,12 @@ def main() -> None:
     by_resolution = {int(r): {"raw": _scores(error(raw)[frame["resolution"] == r]),
                               "calibrated": _scores(error(with_fit)[frame["resolution"] == r])}
                      for r in resolutions}
-    title = f"{len(archs)} subnets, w1.0, r {resolutions}, {args.runtime} CPU, {rows} rows"
+    title = f"{len(archs)} subnets, w1.0, r {resolutions}, {args.runtime} CPU {args.precision}, {rows} rows"
     png = _plot(plain, {"table sum": raw, "calibrated": with_fit, "agent (at the table's anchor)": measured},
                 args.out / "fidelity.png", title)
     report = {
-        "runtime": args.runtime, "rows": rows, "subnets": len(archs), "resolutions": resolutions,
+        "runtime": args.runtime, "precision": args.precision, "rows": rows, "subnets": len(archs),
+        "resolutions": resolutions,
         "ground_truth": {**harness.describe(), "workload": WORKLOAD.to_json(),
                          "workload_anchor_ms": round(anchor_w, 4), "anchor": ANCHOR_HOW,
                          "workload_before_and_after_table_ms": [round(before, 4), round(after, 4)]},
@@ -296,12 +303,14 @@ def _closed_loop(args, profile, table: Path, resolutions, reference, anchor_ms, 
                                     guard=args.guard)
     loop_s = time.perf_counter() - started
     loop = pd.DataFrame([d.to_dict() for d in deliveries])
-    delivered = {d.arch: _timed(Arch.from_json(d.arch), profile.model_format, cache) for d in deliveries}
+    delivered = {d.arch: _timed(Arch.from_json(d.arch), profile.model_format, cache, args.precision)
+                 for d in deliveries}
     truth = harness.measure(delivered, workload)
     loop["plain_loop_ms"] = [truth[d.arch].at(anchor_w) for d in deliveries]
     loop["plain_loop_slack"] = (loop["budget_ms"] - loop["plain_loop_ms"]) / loop["budget_ms"]
     loop.to_csv(args.out / "closed_loop.csv", index=False)
-    png = plot_delivered(loop, args.out / "closed_loop.png", f"closed loop, w1.0, local {args.runtime}")
+    png = plot_delivered(loop, args.out / "closed_loop.png",
+                         f"closed loop, w1.0, local {args.runtime} {args.precision}")
     given_up = (loop["open_loop_accuracy"] - loop["accuracy"]) * 100
     return {"budgets": len(loop), "share_met_agent": round(float(loop["met"].mean()), 3),
             "share_met_plain_loop": round(float((loop["plain_loop_slack"] >= 0).mean()), 3),

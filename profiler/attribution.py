@@ -5,12 +5,17 @@ ONNX Runtime's profiler names each node by the module path of the export (``/fir
 ``/feature_mix_layer/...``, ``/Flatten`` and ``/classifier/...``), so every node belongs to one unit of
 :func:`supernet.units.units_of`: in MobileNetV3 the head's four rows, in ProxylessNAS its feature mix (``Conv_1``)
 and its pool-and-classifier (``Logits``). Nodes ONNX Runtime adds itself (layout reorders, named ``ReorderInput`` or
-``..._token_N``) carry no path: they count toward the unit that follows them, which needs that layout. Profiling
+``..._token_N``) carry no path: they count toward the unit that follows them, which needs that layout. The one
+exception is an h-swish that ONNX Runtime inlined from the export's ``HardSwish`` function into pieces without a
+path (``HardSigmoid_N``, ``_inlfunc_HardSwish_..._QuantizeLinear``, ``QLinearMul_N``, as int8 graphs have it): they
+activate the output of the node before them and count toward its unit, so the first conv, the final expand and the
+feature mix keep their activations (the pieces took a fifth of the first conv's time in an int8 profile). Profiling
 slows every node, so only shares are used; the total comes from an unprofiled, reference-interleaved timing.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +24,9 @@ import numpy as np
 from supernet.errors import OFAProfileError
 
 __all__ = ["AttributionError", "unit_of_node", "unit_shares"]
+
+# Pieces of an inlined h-swish (see the module's docstring): they belong to the node they follow.
+_ACTIVATION_PIECE = re.compile(r"HardSigmoid_\d+|QLinearMul_\d+|_inlfunc_HardSwish")
 
 # Units after the blocks, counted from the end, per space.
 _HEADS = {
@@ -57,11 +65,16 @@ def unit_shares(node_times: Sequence[Sequence[Any]], n_units: int, space: str = 
     """Each unit's share of the profiled time, from ``[name, op_type, us]`` per node in execution order."""
     times = np.zeros(n_units)
     waiting = 0.0
+    last: int | None = None
     for name, _, us in node_times:
         index = unit_of_node(name, n_units, space)
+        if index is None and last is not None and _ACTIVATION_PIECE.match(name):
+            times[last] += us
+            continue
         if index is None:
             waiting += us
             continue
+        last = index
         times[index] += us + waiting
         waiting = 0.0
     times[-1] += waiting

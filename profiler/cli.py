@@ -200,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     subnets.add_argument("--calibrate", type=at_least(MIN_CALIBRATION_SUBNETS), metavar="N",
                          help="fit measured = a*sum + b on N random subnets")
     subnets.add_argument("--table", type=Path, help="the table to predict with or calibrate (default: the device's)")
+    subnets.add_argument("--yes", action="store_true",
+                         help="start a run of whole subnets estimated at over 2 h (its cost is stated first)")
     subnets.add_argument(
         "--reanchor",
         action="store_true",
@@ -359,6 +361,8 @@ def _main(argv: list[str]) -> int:
         parser.error("--memory-mb is for --search (the closed loop); ofa-search takes it too")
     if args.rank != "accuracy" and not args.search:
         parser.error("--rank is for --search (the closed loop); ofa-search takes it too")
+    if args.yes and not (args.subnets or args.calibrate is not None):
+        parser.error("--yes starts a long run of whole subnets: it is for --subnets and --calibrate")
     if args.rank == "macs" and args.predictor:
         parser.error("--predictor ranks by accuracy and --rank macs by MACs: give one of them")
     if args.table and args.table.suffix.lower() != ".csv":
@@ -385,7 +389,7 @@ def _main(argv: list[str]) -> int:
             futures = [pool.submit(closed_loop_run, p, run, job, table_job, protocol, i, lock)
                        for i, p in enumerate(profiles)]
         elif args.subnets or args.calibrate is not None:
-            job = SubnetsJob(subnets=args.subnets, calibrate=args.calibrate, table=args.table)
+            job = SubnetsJob(subnets=args.subnets, calibrate=args.calibrate, table=args.table, yes=args.yes)
             futures = [pool.submit(whole_subnets, p, run, job, protocol) for p in profiles]
         else:
             futures = [pool.submit(profile_device, p, run, table_job, protocol, i, lock)

@@ -67,6 +67,7 @@ class SubnetsJob:
     subnets: Path | int | None = None
     calibrate: int | None = None
     table: Path | None = None
+    yes: bool = False
 
 
 @dataclass(frozen=True)
@@ -201,7 +202,7 @@ def whole_subnets(profile: DeviceProfile, run: Run, job: SubnetsJob, protocol: P
         table = None
     if job.calibrate is not None:
         with table_lock(table, run.command), open_transport(profile, profile.targets[0]) as transport:
-            fit = calibrate(profile, transport, table, job.calibrate, run.cache, protocol, seed=run.seed)
+            fit = calibrate(profile, transport, table, job.calibrate, run.cache, protocol, seed=run.seed, yes=job.yes)
         log.info("calibration on %d subnets: measured = %.3f * sum %+.3f ms; RMS error %.1f%% -> %.1f%% "
                  "(leave-one-out %.1f%%)", fit.n, fit.a, fit.b, fit.rms_pct_before, fit.rms_pct_after,
                  fit.loo_rms_pct)
@@ -228,7 +229,7 @@ def whole_subnets(profile: DeviceProfile, run: Run, job: SubnetsJob, protocol: P
     with table_lock(table or out_csv, run.command), open_transport(profile, profile.targets[0]) as transport, bar:
         frame = remeasure(profile, transport, archs, table, out_csv, run.cache, protocol, width=run.width,
                           n_classes=run.n_classes, on_subnets=bar.update,
-                          reference=reference_named(run.reference), space_name=run.space)
+                          reference=reference_named(run.reference), space_name=run.space, yes=job.yes)
     if table is None:
         log.info("%d subnets measured (no table to compare with): %s; fit a model with ofa-fit latency %s --out "
                  "MODEL", len(frame), out_csv, out_csv)

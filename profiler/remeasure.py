@@ -18,6 +18,7 @@ import pandas as pd
 from predictors.calibration import Calibration, fit_calibration
 from predictors.latency import LatencyPredictor
 from predictors.table_io import Table, read_table, write_table
+from profiler.cost import check_cost, subnets_cost
 from profiler.devices import DeviceProfile, check_precision_of
 from profiler.protocol import Protocol
 from profiler.reference import BLOCK_REFERENCE, Reference, reference_of
@@ -129,6 +130,7 @@ def remeasure(
     on_subnets: Callable[[int], None] | None = None,
     reference: Reference = BLOCK_REFERENCE,
     space_name: str = MOBILENETV3.name,
+    yes: bool = False,
 ) -> pd.DataFrame:
     """Measure each distinct arch end to end and write it to ``out_csv``, one line per arch, beside the table's
     prediction (raw sum and calibrated) when there is a table.
@@ -136,6 +138,8 @@ def remeasure(
     Subnets are measured ``chunk`` at a time and the CSV is rewritten (atomically) after each chunk; a rerun
     into the same CSV measures only the archs it lacks, so a killed run loses at most one chunk. They are timed
     against ``reference``, or the table's when there is a table; the archs are of ``space_name``, or the table's.
+    What the archs still to measure will cost is checked first (:func:`profiler.cost.check_cost`; ``yes`` starts a
+    long run).
     """
     predictor = None
     anchor = None
@@ -156,6 +160,7 @@ def remeasure(
     keys = {arch: arch.to_json() for arch in archs}
     done, anchor = measured_before(out_csv, width, anchor, reference, profile.precision)
     pending = [arch for arch in archs if keys[arch] not in done]
+    check_cost(subnets_cost(pending, profile, width, n_classes), cache_dir, yes)
     if on_subnets is not None:
         on_subnets(len(archs) - len(pending))
 
@@ -188,6 +193,7 @@ def calibrate(
     cache_dir: Path,
     protocol: Protocol,
     seed: int = 0,
+    yes: bool = False,
 ) -> Calibration:
     """Fit measured ≈ a·sum + b on ``n_subnets`` random subnets timed against the reference; store it.
 
@@ -199,6 +205,7 @@ def calibrate(
     predictor = LatencyPredictor(table, calibrated=False)
     width, n_classes = predictor.width_mult, predictor.n_classes
     archs = random_subnets(n_subnets, seed, width, table.resolutions, predictor.family.name)
+    check_cost(subnets_cost(archs, profile, width, n_classes), cache_dir, yes)
     sums = predictor.predict(archs)
     measured = measure_subnets(profile, transport, archs, width_mult=width, n_classes=n_classes,
                                anchor_ms=table_anchor(table), reference=reference_of(table.meta),

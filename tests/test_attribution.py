@@ -47,3 +47,34 @@ def test_a_unit_without_nodes_or_an_unknown_module_is_an_error():
         unit_of_node("/some_head/Conv", N)
     with pytest.raises(AttributionError, match="names block 5"):
         unit_of_node("/blocks.5/conv/Conv", N)
+
+
+def test_an_inlined_h_swish_belongs_to_the_node_it_follows():
+    """Node names and order as ONNX Runtime 1.32's profiler gave them for an int8 (QDQ) subnet here (times made
+    round): the input's quantization and a layout transpose go to the first conv that follows them; the h-swish
+    pieces without a path (HardSigmoid_N, the inlined function's QuantizeLinear, QLinearMul_N) to the conv they
+    follow, not to the next unit."""
+    nodes = [
+        ["input_QuantizeLinear", "QuantizeLinear", 2.0],
+        ["Transpose", "Transpose", 2.0],
+        ["/first_conv/conv/Conv_token_1", "QLinearConv", 20.0],
+        ["/first_conv/conv/Conv_output_0_DequantizeLinear", "DequantizeLinear", 2.0],
+        ["HardSigmoid_142", "HardSigmoid", 2.0],
+        ["_inlfunc_HardSwish_HS_X_QuantizeLinear", "QuantizeLinear", 2.0],
+        ["QLinearMul_634", "QLinearMul", 2.0],
+        ["/blocks.0/conv/depth_conv/conv/Conv_token_5", "QLinearConv", 8.0],
+        ["/blocks.1/conv/inverted_bottleneck/conv/Conv_token_12", "QLinearConv", 10.0],
+        ["/final_expand_layer/conv/Conv_token_241", "QLinearConv", 4.0],
+        ["HardSigmoid_568", "HardSigmoid", 1.0],
+        ["_inlfunc_HardSwish_token_18_HS_X_QuantizeLinear", "QuantizeLinear", 1.0],
+        ["QLinearMul_739", "QLinearMul", 2.0],
+        ["/ReduceMean", "ReduceMean", 2.0],
+        ["/feature_mix_layer/conv/Conv_token_245", "QLinearConv", 6.0],
+        ["Transpose_token_244", "Transpose", 1.0],  # a layout change: to the classifier, which follows
+        ["HardSigmoid_580", "HardSigmoid", 1.0],
+        ["/Flatten", "Flatten", 1.0],
+        ["/classifier/linear/Gemm", "QGemm", 8.0],
+        ["output_DequantizeLinear", "DequantizeLinear", 2.0],  # after the last unit: to it
+    ]
+    expected = np.array([32, 8, 10, 8, 2, 7, 12]) / 79
+    assert np.allclose(unit_shares(nodes, N), expected)

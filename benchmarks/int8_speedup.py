@@ -1,0 +1,133 @@
+"""What int8 changes on this CPU: speed-up per kind of row, and the subnets a search picks in each precision. JSON
+and a plot.
+
+On the local CPU (ONNX Runtime, one thread, w1.0 at --resolutions, in-network rows): two tables of the same command,
+``ofa-profile --device local`` in fp32 and with ``--precision int8``, built one after the other. Both state their
+rows as ratios to the same float reference workload, so a row's speed-up is its fp32 ratio over its int8 ratio,
+whatever the machine's speed between the runs. Rows are grouped by what they hold: the first convolution; blocks
+by expand ratio and kernel (expand 6 with a 3x3 depthwise is the most pointwise-heavy, expand 3 with a 7x7 the most
+depthwise-heavy), with and without squeeze-and-excitation; and the head (the final expand, the feature mix and the
+classifier). Then OFA's evolutionary search with the released accuracy predictor, for --budgets latency budgets
+spread over what both tables reach, once with each table: the subnets side by side, with MACs and their latency in
+both precisions (table sums at each table's anchor).
+
+    .venv/bin/python -m benchmarks.int8_speedup --out /tmp/int8    # about 3 minutes here
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from predictors.accuracy import AccuracyPredictor
+from predictors.latency import LatencyPredictor
+from predictors.search import Constraint, evolution_search
+from profiler.cli import main as profile_main
+from profiler.devices import resolve_device
+from profiler.modes import table_path
+from supernet import ArchSpace
+from supernet.complexity import count_macs
+
+
+def _table(args: argparse.Namespace, precision: str) -> Path:
+    out = args.out / precision
+    code = profile_main(["--device", "local", "--width", "1.0", "--resolutions", args.resolutions, "--precision",
+                         precision, "--out", str(out), "--cache", str(args.out / "cache"), "--quiet"])
+    if code != 0:
+        raise SystemExit(f"the {precision} table failed with exit code {code}")
+    return table_path(out, resolve_device("local", {"precision": precision}), 1.0)
+
+
+def row_kind(key: str) -> str:
+    """What a row holds, for grouping speed-ups (see the module's docstring)."""
+    if key.startswith("expanded_conv"):
+        fields = dict(re.findall(r"(\w+):([\dx]+)", key))
+        channels = int(fields["input"].split("x")[-1])
+        expand = round(int(fields["expand"]) / channels)
+        if expand == 1:  # the first block: a depthwise and a projection, no expansion
+            return "first block (no expansion)"
+        return f"block e{expand} k{fields['kernel']}" + (" SE" if fields["se"] == "1" else "")
+    if key.startswith("Conv-input") and key.split("x")[2].startswith("3-"):
+        return "first conv"
+    return "head"
+
+
+def _speedups(fp32: Path, int8: Path) -> pd.DataFrame:
+    a, b = (pd.read_csv(path).set_index("key") for path in (fp32, int8))
+    keys = a.index.intersection(b.index)
+    frame = pd.DataFrame({"fp32_ratio": a.loc[keys, "ratio"], "int8_ratio": b.loc[keys, "ratio"]})
+    frame["speedup"] = frame["fp32_ratio"] / frame["int8_ratio"]
+    frame["kind"] = [row_kind(key) for key in frame.index]
+    return frame
+
+
+def _searches(fp32: Path, int8: Path, budgets: int, resolutions: list[int]) -> list[dict]:
+    accuracy = AccuracyPredictor.default()
+    tables = {"fp32": LatencyPredictor(fp32, calibrated=False), "int8": LatencyPredictor(int8, calibrated=False)}
+    space = ArchSpace(resolutions=tuple(resolutions))
+    low = max(table.minimum()[0] for table in tables.values()) * 1.1
+    high = min(float(np.median(table.predict(list(space.samples(200, seed=1))))) for table in tables.values())
+    picked = []
+    for budget in np.linspace(low, max(high, low * 1.5), budgets):
+        row: dict = {"budget_ms": round(float(budget), 3)}
+        for precision, table in tables.items():
+            result = evolution_search(accuracy, [Constraint("latency_ms", table, float(budget))], space, seed=0)
+            arch = result.arch
+            row[precision] = {"arch": arch.to_json(), "top1": round(float(result.accuracy), 4),
+                              "macs_m": round(count_macs(arch, 1.0) / 1e6, 1),
+                              **{f"{p}_ms": round(float(t.predict([arch])[0]), 3) for p, t in tables.items()}}
+        picked.append(row)
+    return picked
+
+
+def _plot(frame: pd.DataFrame, png: Path) -> Path:
+    kinds = frame.groupby("kind")["speedup"].median().sort_values()
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(kinds) + 1.2))
+    ax.barh(kinds.index, kinds.values, color="tab:blue")
+    ax.axvline(1.0, color="k", lw=0.8)
+    ax.set_xlabel("int8 speed-up (fp32 row / int8 row), median per kind")
+    ax.set_title("ONNX Runtime int8 (QDQ) vs fp32, 1 thread, this CPU")
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    return png
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("benchmark-out/int8"))
+    parser.add_argument("--resolutions", default="160,192,224")
+    parser.add_argument("--budgets", type=int, default=5)
+    args = parser.parse_args()
+    fp32, int8 = _table(args, "fp32"), _table(args, "int8")
+    frame = _speedups(fp32, int8)
+    frame.to_csv(args.out / "int8_speedup.csv")
+    by_kind = frame.groupby("kind")["speedup"].agg(["median", "min", "max", "count"]).round(3)
+    resolutions = [int(r) for r in args.resolutions.split(",")]
+    sums = {p: LatencyPredictor(t, calibrated=False) for p, t in (("fp32", fp32), ("int8", int8))}
+    whole = np.array(list(ArchSpace(resolutions=tuple(resolutions)).samples(100, seed=3)))
+    whole_speedup = sums["fp32"].predict(list(whole)) / sums["int8"].predict(list(whole))
+    report = {
+        "rows": len(frame), "tables": {"fp32": str(fp32), "int8": str(int8)},
+        "speedup_by_kind": by_kind.to_dict(orient="index"),
+        "whole_subnets_speedup_table_sums": {"median": round(float(np.median(whole_speedup)), 3),
+                                             "min": round(float(whole_speedup.min()), 3),
+                                             "max": round(float(whole_speedup.max()), 3), "subnets": len(whole)},
+        "searches": _searches(fp32, int8, args.budgets, resolutions),
+        "plot": str(_plot(frame, args.out / "int8_speedup.png")),
+    }
+    (args.out / "int8_speedup.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
