@@ -16,7 +16,7 @@ from predictors.table_io import read_table, sidecar_path
 from profiler.cli import main
 from profiler.deliver import delivered_stem
 from profiler.devices import DeviceError, check_precision_of, resolve_device
-from profiler.reference import BLOCK_REFERENCE
+from profiler.reference import BLOCK_REFERENCE, NETWORK_REFERENCE
 from profiler.remeasure import measured_before
 from supernet import ArchSpace
 from supernet.errors import OFAProfileError
@@ -71,6 +71,16 @@ def test_int8_subnets_are_deterministic_quantized_and_cached_apart_from_float(tm
         node.op_type for node in onnx.load(str(fp32)).graph.node}
     assert int8.stat().st_size < fp32.stat().st_size / 3  # int8 weights
     assert CALIBRATION["inputs"] == 8
+
+
+@pytest.mark.parametrize("reference", [BLOCK_REFERENCE, NETWORK_REFERENCE])
+def test_the_reference_workload_is_exported_in_the_runs_precision(tmp_path, reference):
+    """An int8 item alternating with a float workload read slower in blocks than in a plain loop: the reference
+    follows the run's precision."""
+    ops = {p: {node.op_type for node in onnx.load(reference.model(resolve_device("local", {"precision": p}),
+                                                                  tmp_path)["path"]).graph.node}
+           for p in ("fp32", "int8")}
+    assert "QuantizeLinear" in ops["int8"] and "QuantizeLinear" not in ops["fp32"]
 
 
 def test_int8_is_refused_where_it_cannot_be_exported_in_one_line():
