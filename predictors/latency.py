@@ -166,20 +166,22 @@ class LatencyPredictor:
     def refit(self, archs: ArchBatch | Iterable[Arch], measured_ms: Sequence[float]) -> LatencyPredictor:
         """This table's predictor with its calibration fitted on these measurements plus the stored calibration's
         points (the closed loop's refit); itself while they are too few to fit."""
-        raw = LatencyPredictor(self.table, calibrated=False, width_mult=self.width_mult, n_classes=self.n_classes)
+        raw = LatencyPredictor(self.table, self.statistic, self.interpolate, calibrated=False,
+                               width_mult=self.width_mult, n_classes=self.n_classes)
         calibration = refit_calibration(self.calibration, raw.predict(archs).tolist(), list(measured_ms))
         if calibration is None:
             return self
-        return LatencyPredictor(self.table, calibration=calibration, width_mult=self.width_mult,
-                                n_classes=self.n_classes)
+        return LatencyPredictor(self.table, self.statistic, self.interpolate, calibration=calibration,
+                                width_mult=self.width_mult, n_classes=self.n_classes)
 
     def describe(self) -> str:
         """Which latency this predictor gives: the calibration's line, or raw table sums and how to calibrate."""
+        column = "" if self.statistic == "median_ms" else f" of {self.statistic}"
         if self.calibration is not None:
-            return self.calibration.describe()
+            return self.calibration.describe() + column
         if "calibration" in self.table.meta:
-            return "raw table sums (the table's calibration is not applied)"
-        return "raw table sums (the table has no calibration: run ofa-profile --calibrate N)"
+            return f"raw table sums{column} (the table's calibration is not applied)"
+        return f"raw table sums{column} (the table has no calibration: run ofa-profile --calibrate N)"
 
     def _gather(self) -> tuple[AdditiveCost, dict]:
         n_res, layout = len(self.measured), self.family.layout

@@ -220,6 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     loop.add_argument("--max-slack", type=_fraction, default=MAX_SLACK,
                       help="search a budget again while its best subnet leaves more than this share of it unused "
                       f"(default {MAX_SLACK})")
+    loop.add_argument("--percentile", type=int, choices=[50, 90], default=50,
+                      help="hold budgets on this percentile of a subnet's runs: 50, the median (default), or 90, "
+                      "the slow frames (the search sums the table's p90_ms)")
     loop.add_argument("--guard", type=_fraction, default=0.0,
                       help="keep this share of each budget free: deliver subnets measured under budget x (1 - "
                       "GUARD), for a device whose timing moves between runs (default 0; 0.03 on a noisy machine)")
@@ -359,6 +362,8 @@ def _main(argv: list[str]) -> int:
         parser.error("--memory-mb and --memory-model go together: a limit, and the model that predicts it")
     if args.memory_model and not args.search:
         parser.error("--memory-mb is for --search (the closed loop); ofa-search takes it too")
+    if args.percentile != 50 and not args.search:
+        parser.error("--percentile is for --search (the closed loop)")
     if args.rank != "accuracy" and not args.search:
         parser.error("--rank is for --search (the closed loop); ofa-search takes it too")
     if args.yes and not (args.subnets or args.calibrate is not None):
@@ -385,7 +390,7 @@ def _main(argv: list[str]) -> int:
             job = LoopJob(budgets=tuple(args.latency_ms), rounds=args.rounds, generations=args.generations,
                           max_slack=args.max_slack, guard=args.guard, rank=args.rank, predictor=args.predictor,
                           raw_latency=args.raw_latency, table=args.table, latency_model=args.latency_model,
-                          memory_model=args.memory_model, memory_mb=args.memory_mb)
+                          memory_model=args.memory_model, memory_mb=args.memory_mb, percentile=args.percentile)
             futures = [pool.submit(closed_loop_run, p, run, job, table_job, protocol, i, lock)
                        for i, p in enumerate(profiles)]
         elif args.subnets or args.calibrate is not None:

@@ -35,10 +35,15 @@ from profiler.steady import with_table_blocks
 from profiler.transports.base import Transport
 from profiler.whole_subnets import measure_subnets
 from supernet import Arch, ArchSpace
+from supernet.errors import UsageError
 from supernet.files import atomic_write, stem_of
 from supernet.subnets import SUBNETS_SCHEMA_VERSION, write_subnets
 
-__all__ = ["deliver", "delivered_stem", "write_report"]
+__all__ = ["PERCENTILES", "deliver", "delivered_stem", "write_report"]
+
+# Budgets on the median (what a table value is) or on the 90th percentile of a subnet's runs (MLPerf Mobile's
+# statistic; rows keep p10 and p90, and benchmark_model prints p5 and p95, so no higher one is measured everywhere).
+PERCENTILES = (50, 90)
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +65,22 @@ def deliver(
     guard: float = 0.0,
     memory_model: Path | None = None,
     memory_mb: float | None = None,
+    percentile: int = 50,
 ) -> tuple[list[Delivery], LatencySource]:
     """Run the closed loop on the device for ``budgets``, with a table (``source`` a .csv: the refitted calibration
     is stored in its sidecar) or a latency model (``ofa-fit latency``'s output: the refitted model is saved beside
     it as SOURCE.refit). With ``accuracy`` None the search ranks by MACs. With ``memory_model`` (``ofa-fit
-    memory``'s) and ``memory_mb``, subnets must also stay under that much peak memory, predicted and measured."""
+    memory``'s) and ``memory_mb``, subnets must also stay under that much peak memory, predicted and measured.
+
+    With ``percentile`` 90 the budgets hold for the slow runs: the search sums the table's ``p90_ms`` (raw: the
+    table's calibration is of medians), and each subnet is held to the 90th percentile of its measured runs. The
+    loop's refit of p90 sums is not stored in the sidecar, whose calibration stays that of medians."""
     is_model = source.suffix.lower() != ".csv"
+    if percentile not in PERCENTILES:
+        raise UsageError(f"--percentile {percentile}", f"use one of {', '.join(map(str, PERCENTILES))}")
+    if is_model and percentile != 50:
+        raise UsageError(f"--percentile {percentile} with --latency-model {source}: a fitted model learns medians",
+                         "give a table (its rows keep p90_ms), or --percentile 50")
     if is_model:
         predictor = LatencyModel.load(source, quantity="latency_ms")
         check_precision_of(profile, predictor.meta_, str(source))
@@ -75,7 +90,8 @@ def deliver(
     else:
         table = read_table(source)
         check_precision_of(profile, table.meta, str(source))
-        predictor = LatencyPredictor(table, calibrated=not raw_latency)
+        predictor = (LatencyPredictor(table, calibrated=not raw_latency) if percentile == 50
+                     else LatencyPredictor(table, statistic=f"p{percentile}_ms", calibrated=False))
         anchor, width, n_classes = table_anchor(table), predictor.width_mult, predictor.n_classes
         reference = reference_of(table.meta)
         layout = predictor.family.layout
@@ -86,9 +102,14 @@ def deliver(
     stem = stem_of(source, (".csv", ".json", ".npz"))
 
     def measure(archs: Sequence[Arch]) -> list[dict[str, Any]]:
-        return measure_subnets(profile, transport, archs, width_mult=width, n_classes=n_classes,
+        measured = measure_subnets(profile, transport, archs, width_mult=width, n_classes=n_classes,
                                    anchor_ms=anchor, reference=reference, protocol=protocol, cache_dir=cache_dir,
                                    scratch=source.parent, work_name=f"{stem.name}.loop{next(rounds)}")
+        if percentile == 50:
+            return measured
+        # The budget holds the subnet's slow runs: its percentile becomes what the loop compares and refits.
+        return [{**m, "measured_median_ms": m["measured_ms"], "measured_ms": m[f"measured_p{percentile}_ms"]}
+                for m in measured]
 
     memory = None
     if memory_model is not None:
@@ -102,19 +123,22 @@ def deliver(
     if is_model:
         paths = refitted.save(stem.with_name(f"{stem.name}.refit"), {"refitted_from": str(source)})
         log.info("the model refitted with the loop's measurements: %s", paths[0])
-    elif refitted.calibration is not None and not raw_latency:
+    elif refitted.calibration is not None and not raw_latency and percentile == 50:
         store_calibration(source, refitted.calibration)
     return deliveries, predictor
 
 
-def delivered_stem(profile: DeviceProfile, budgets_ms: Sequence[float]) -> str:
-    """The report's name, by device, budgets and precision (``local_delivered_3.5-4ms``): a loop with other
-    budgets on the same table, or in another precision, writes its own report instead of replacing this one."""
-    return f"{profile.name}_delivered_{'-'.join(f'{budget:g}' for budget in budgets_ms)}ms{profile.precision_suffix}"
+def delivered_stem(profile: DeviceProfile, budgets_ms: Sequence[float], percentile: int = 50) -> str:
+    """The report's name, by device, budgets, percentile and precision (``local_delivered_3.5-4ms``,
+    ``local_delivered_8ms_p90_int8``): a loop with other budgets on the same table, on another percentile or in
+    another precision, writes its own report instead of replacing this one."""
+    budgets = "-".join(f"{budget:g}" for budget in budgets_ms)
+    tail = "" if percentile == 50 else f"_p{percentile}"
+    return f"{profile.name}_delivered_{budgets}ms{tail}{profile.precision_suffix}"
 
 
 def write_report(deliveries: Sequence[Delivery], predictor: LatencySource, stem: Path,
-                 title: str) -> list[Path]:
+                 title: str, percentile: int = 50) -> list[Path]:
     """``stem``.csv, .json and .png (``stem`` may hold dots)."""
     frame = pd.DataFrame([d.to_dict() for d in deliveries])
     csv, document, png = (stem.with_name(stem.name + suffix) for suffix in (".csv", ".json", ".png"))
@@ -124,6 +148,7 @@ def write_report(deliveries: Sequence[Delivery], predictor: LatencySource, stem:
         "kind": "ofa-profile closed loop",
         "latency_model": predictor.describe(),
         "ranked_by": deliveries[0].ranked_by if deliveries else "accuracy",
+        "latency_statistic": "median" if percentile == 50 else f"p{percentile}",
         "subnets": [{**d.to_dict(), "arch": json.loads(d.arch)} for d in deliveries],
     })
     plot_delivered(frame, png, title)

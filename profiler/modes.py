@@ -86,6 +86,7 @@ class LoopJob:
     latency_model: Path | None = None
     memory_model: Path | None = None
     memory_mb: float | None = None
+    percentile: int = 50
 
 
 def check_subnet_count(n: int, what: str, error: type[Exception]) -> None:
@@ -274,9 +275,11 @@ def closed_loop_run(profile: DeviceProfile, run: Run, job: LoopJob, table_job: T
             deliveries, predictor = deliver(profile, transport, table, job.budgets, accuracy, protocol, run.cache,
                                             max_rounds=job.rounds, generations=job.generations, seed=run.seed,
                                             raw_latency=job.raw_latency, max_slack=job.max_slack, guard=job.guard,
-                                            memory_model=job.memory_model, memory_mb=job.memory_mb)
-        paths = write_report(deliveries, predictor, run.out / delivered_stem(profile, job.budgets),
-                             f"{profile.name}: {table.name}")
+                                            memory_model=job.memory_model, memory_mb=job.memory_mb,
+                                            percentile=job.percentile)
+        statistic = "" if job.percentile == 50 else f", p{job.percentile}"
+        paths = write_report(deliveries, predictor, run.out / delivered_stem(profile, job.budgets, job.percentile),
+                             f"{profile.name}: {table.name}{statistic}", job.percentile)
     for d in deliveries:
         verdict = "met" if d.met else "NOT MET"
         score = f"top-1 {d.accuracy:.4f}" if d.accuracy is not None else f"MACs {d.macs / 1e6:.1f}M"

@@ -260,3 +260,46 @@ def test_max_slack_and_guard_must_be_fractions(flag, tmp_path, capsys):
         main(["--device", "local", "--search", "--latency-ms", "5", flag, "1.5", "--out", str(tmp_path)])
     assert exit_info.value.code == 2
     assert f"{flag}: 1.5 is not a fraction from 0 up to 1" in capsys.readouterr().err
+
+
+def test_a_refit_keeps_the_statistic_it_sums():
+    from tests.paths import NOTE10
+
+    predictor = LatencyPredictor(NOTE10, "mean_ms", calibrated=False)
+    archs = list(ArchSpace(resolutions=(160,)).samples(6, seed=1))
+    refitted = predictor.refit(archs, 1.1 * predictor.predict(archs))
+    assert refitted.statistic == "mean_ms" and refitted.calibration is not None
+    assert "of mean_ms" in refitted.describe()
+
+
+@pytest.mark.slow
+def test_a_budget_on_the_90th_percentile_holds_the_slow_runs(tmp_path):
+    """`--percentile 90`: the search sums the table's p90 column, each subnet is held to the p90 of its runs, the
+    report says so in its name and document, and the p90 refit stays out of the sidecar (whose calibration is of
+    medians)."""
+    common = ["--device", "local", "--width", "1.0", "--resolutions", "128", "--out", str(tmp_path), "--cache",
+              str(tmp_path / "cache"), "--min-time", "0.02", "--retries", "0", "--block-ms", "2",
+              "--regime-tolerance", "0.99", "--quiet"]
+    assert main(common) == 0
+    table = tmp_path / "local_w1.0_onnxruntime_cpu.csv"
+    p90 = LatencyPredictor(table, "p90_ms", calibrated=False)
+    budget = round(float(p90.minimum()[0]) * 2, 3)
+    assert main([*common, "--search", "--latency-ms", str(budget), "--percentile", "90", "--rank", "macs",
+                 "--generations", "10"]) == 0
+    stem = tmp_path / delivered_stem(resolve_device("local"), [budget], 90)
+    assert stem.name.endswith("ms_p90")
+    assert json.loads(Path(f"{stem}.json").read_text())["latency_statistic"] == "p90"
+    report = pd.read_csv(f"{stem}.csv")
+    assert report["met"].all() and (report["measured_ms"] <= budget).all()
+    assert "calibration" not in json.loads(table.with_suffix(".json").read_text())
+
+
+def test_a_percentile_needs_a_table_and_the_closed_loop(tmp_path, capsys):
+    model = tmp_path / "model.json"
+    model.write_text("{}")
+    assert main(["--device", "local", "--search", "--latency-ms", "5", "--percentile", "90", "--latency-model",
+                 str(model), "--out", str(tmp_path), "--quiet"]) == 2
+    assert "a fitted model learns medians" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--device", "local", "--percentile", "90", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2 and "--percentile is for --search" in capsys.readouterr().err
