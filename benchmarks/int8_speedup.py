@@ -21,10 +21,6 @@ import json
 import re
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
@@ -34,6 +30,7 @@ from predictors.search import Constraint, evolution_search
 from profiler.cli import main as profile_main
 from profiler.devices import resolve_device
 from profiler.modes import table_path
+from profiler.plots import pyplot, save_figure
 from supernet import ArchSpace
 from supernet.complexity import count_macs
 
@@ -91,15 +88,12 @@ def _searches(fp32: Path, int8: Path, budgets: int, resolutions: list[int]) -> l
 
 def _plot(frame: pd.DataFrame, png: Path) -> Path:
     kinds = frame.groupby("kind")["speedup"].median().sort_values()
-    fig, ax = plt.subplots(figsize=(7, 0.35 * len(kinds) + 1.2))
+    fig, ax = pyplot().subplots(figsize=(7, 0.35 * len(kinds) + 1.2))
     ax.barh(kinds.index, kinds.values, color="tab:blue")
     ax.axvline(1.0, color="k", lw=0.8)
     ax.set_xlabel("int8 speed-up (fp32 row / int8 row), median per kind")
     ax.set_title("ONNX Runtime int8 (QDQ) vs fp32, 1 thread, this CPU")
-    fig.tight_layout()
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
-    return png
+    return save_figure(fig, png)
 
 
 def main() -> None:

@@ -32,6 +32,7 @@ from predictors.calibration import fit_calibration
 from predictors.latency import LatencyPredictor
 from predictors.latency_model import LatencyModel, latency_metrics
 from profiler.cli import main as profile_main
+from profiler.plots import pyplot, save_figure
 from supernet.arch import ArchSpace
 
 
@@ -41,11 +42,7 @@ def _scores(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
 
 
 def _plot(report: dict, png: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     sizes = [row["train"] for row in report["curve"]]
     panels = (("within_5_pct", "held-out subnets within ±5% (%)"), ("rms_pct", "held-out RMS relative error (%)"))
@@ -62,10 +59,7 @@ def _plot(report: dict, png: Path) -> Path:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8, loc="lower right")
     fig.suptitle(f"latency models on {report['device']} (test: {report['n_test']} subnets)")
-    fig.tight_layout()
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
-    return png
+    return save_figure(fig, png)
 
 
 def _speed(model: LatencyModel, resolutions: tuple[int, ...]) -> float:

@@ -54,7 +54,7 @@ from profiler.closed_loop import MAX_SLACK, closed_loop
 from profiler.connect import open_transport
 from profiler.devices import resolve_device
 from profiler.modes import table_path
-from profiler.plots import plot_delivered
+from profiler.plots import plot_delivered, pyplot, save_figure
 from profiler.protocol import Protocol
 from profiler.reference import reference_of
 from profiler.remeasure import calibrate, table_anchor
@@ -118,11 +118,7 @@ def _timed(arch: Arch, model_format: str, cache: Path, precision: str = "fp32") 
 
 
 def _plot(truth: np.ndarray, predictions: dict[str, np.ndarray], png: Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 5.5))
     for (label, values), marker in zip(predictions.items(), "o^x", strict=False):
         ax.scatter(truth, values, s=16, marker=marker, label=label)
@@ -133,10 +129,7 @@ def _plot(truth: np.ndarray, predictions: dict[str, np.ndarray], png: Path, titl
     ax.set_ylabel("predicted or agent-measured latency (ms)")
     ax.set_title(title, fontsize=10)
     ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
-    return png
+    return save_figure(fig, png)
 
 
 def main() -> None:

@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["plot_delivered", "plot_predicted_vs_measured"]
+__all__ = ["plot_delivered", "plot_predicted_vs_measured", "pyplot", "save_figure"]
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the file backend, imported on first use (it costs a second; --help must not)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -19,9 +20,17 @@ def _pyplot():
     return plt
 
 
+def save_figure(fig, png: Path) -> Path:
+    """Write ``fig`` to ``png`` at the size every plot of the project has, and free it."""
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    pyplot().close(fig)
+    return png
+
+
 def plot_predicted_vs_measured(frame: pd.DataFrame, png: Path, title: str) -> Path:
     """Scatter of table-predicted against measured latency, with y = x and a ±10% band."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 5))
     measured = frame["measured_ms"].to_numpy()
     ax.scatter(measured, frame["raw_sum_ms"], s=18, label="table sum")
@@ -35,15 +44,12 @@ def plot_predicted_vs_measured(frame: pd.DataFrame, png: Path, title: str) -> Pa
     ax.set_ylabel("predicted latency (ms)")
     ax.set_title(title)
     ax.legend(loc="upper left")
-    fig.tight_layout()
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
-    return png
+    return save_figure(fig, png)
 
 
 def plot_delivered(frame: pd.DataFrame, png: Path, title: str) -> Path:
     """Per budget: the delivered subnet's predicted and measured latency against the budget line."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.5))
     budgets = frame["budget_ms"].to_numpy()
     line = np.linspace(budgets.min() * 0.9, budgets.max() * 1.1, 10)
@@ -60,7 +66,4 @@ def plot_delivered(frame: pd.DataFrame, png: Path, title: str) -> Path:
     ax.set_ylabel("latency of the delivered subnet (ms)")
     ax.set_title(title + " (numbers: search rounds)")
     ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
-    return png
+    return save_figure(fig, png)
