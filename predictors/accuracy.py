@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import logging
 import math
 import os
 import warnings
@@ -39,10 +40,23 @@ __all__ = [
     "ArchEncoding",
     "PredictorFileError",
     "build_mlp",
+    "warn_float_ranking",
 ]
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 DEFAULT_PREDICTOR = "ofa_mbv3_w1.2_acc_predictor"
+
+
+def warn_float_ranking(precisions: Iterable[str], predictor: str | os.PathLike | None) -> None:
+    """Say so when quantized subnets are ranked by an accuracy predictor of float subnets (OFA's, or one trained
+    on float accuracies): quantization costs some accuracy, unevenly across subnets."""
+    quantized = sorted(set(precisions) - {"fp32"})
+    if quantized:
+        log.warning("ranking %s subnets by the float top-1 of %s: quantization costs some accuracy, unevenly "
+                    "across subnets, which this predictor does not know", "/".join(quantized),
+                    predictor or "OFA's released accuracy predictor")
 
 
 class PredictorFileError(OFAProfileError, ValueError):

@@ -157,6 +157,11 @@ class LatencyPredictor:
     def classes(self) -> int:
         return self.n_classes
 
+    @property
+    def precision(self) -> str:
+        """The precision the table's models ran in (a sidecar without one is older: fp32)."""
+        return self.table.meta.get("precision") or "fp32"
+
     def report(self) -> dict[str, Any]:
         """What its latency is, for reports: calibrated or raw sums, and the calibration."""
         return {"calibrated": self.calibration is not None,
@@ -300,6 +305,9 @@ class LatencySource(Protocol):
 
     @property
     def classes(self) -> int: ...
+
+    @property
+    def precision(self) -> str: ...
 
     def predict(self, archs: ArchBatch | Iterable[Arch]) -> np.ndarray: ...
 

@@ -250,6 +250,12 @@ class LatencyModel:
         self._check_fitted()
         return self.n_classes_
 
+    @property
+    def precision(self) -> str:
+        """The precision of the subnets it was fitted on (as ``ofa-fit`` records it; older models: fp32)."""
+        self._check_fitted()
+        return self.meta_.get("precision") or "fp32"
+
     def report(self) -> dict[str, Any]:
         """What its latency is, for reports: the family kept, how it cross-validated, how many subnets it saw."""
         self._check_fitted()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from predictors.accuracy import AccuracyPredictor
+from predictors.accuracy import AccuracyPredictor, warn_float_ranking
 from predictors.table_io import Table, read_table, write_table
 from profiler.builder import TableRun
 from profiler.connect import open_transport
@@ -264,10 +264,8 @@ def closed_loop_run(profile: DeviceProfile, run: Run, job: LoopJob, table_job: T
     from profiler.deliver import deliver, delivered_stem, write_report  # pandas and matplotlib: not for --help
 
     accuracy = _accuracy(run, job)
-    if accuracy is not None and profile.precision != "fp32":
-        log.warning("ranking %s subnets by the float top-1 of %s: quantization costs some accuracy, unevenly "
-                    "across subnets, which this predictor does not know", profile.precision,
-                    job.predictor or "OFA's released accuracy predictor")
+    if accuracy is not None:
+        warn_float_ranking([profile.precision], job.predictor)
     source = job.latency_model or job.table or table_path(run.out, profile, run.width, run.space)
     with table_lock(source, run.command):
         table = job.latency_model or job.table or profile_device(profile, run, table_job, protocol, position, lock)

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from onnx import numpy_helper
 
+from predictors.cli import main as search_main
 from predictors.table_io import read_table, sidecar_path
 from profiler.cli import main
 from profiler.deliver import delivered_stem
@@ -133,6 +134,10 @@ def test_an_int8_table_then_an_int8_search_end_to_end(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         assert main([*common, "--search", "--latency-ms", str(budget), "--generations", "10"]) == 0
     assert "ranking int8 subnets by the float top-1 of OFA's released accuracy predictor" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert search_main(["--table", str(path), "--latency-ms", str(budget), "--generations", "5", "--quiet"]) == 0
+    assert "ranking int8 subnets by the float top-1" in caplog.text
     int8 = resolve_device("local", {"precision": "int8"})
     report = pd.read_csv(tmp_path / f"{delivered_stem(int8, [budget])}.csv")
     assert delivered_stem(int8, [budget]).endswith("_int8")
