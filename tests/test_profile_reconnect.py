@@ -46,8 +46,10 @@ def _wait_for_rows(tmp_path: Path, done: threading.Event) -> None:
                timeout_s=60)
 
 
-def _start_run(tmp_path: Path, daemon: AdbDaemon, adb_key: Path, reconnects: int) -> tuple[threading.Thread, list]:
-    """ofa-profile in a thread, once it has measured a row (or ended); its exit code lands in the list."""
+def _drop_mid_run(tmp_path: Path, daemon: AdbDaemon, adb_key: Path,
+                  reconnects: int) -> tuple[threading.Thread, list, int]:
+    """ofa-profile in a thread; once it has measured a row (or ended) the phone goes away. The thread, the list
+    its exit code lands in, and the port the phone was on."""
     done, outcome = threading.Event(), []
 
     def run() -> None:
@@ -57,12 +59,16 @@ def _start_run(tmp_path: Path, daemon: AdbDaemon, adb_key: Path, reconnects: int
     worker = threading.Thread(target=run)
     worker.start()
     _wait_for_rows(tmp_path, done)
-    return worker, outcome
+    port = daemon.port
+    daemon.stop()
+    return worker, outcome, port
 
 
-def _setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _phone(tmp_path: Path, adb_key: Path, monkeypatch: pytest.MonkeyPatch) -> AdbDaemon:
+    """A phone that trusts the test's key, with the local profile's work folder under ``tmp_path``."""
     (tmp_path / "devices.toml").write_text(f"[devices.local]\nremote_dir = {json.dumps(str(tmp_path / 'dev'))}\n")
     monkeypatch.chdir(tmp_path)
+    return AdbDaemon(tmp_path, authorized_keys=[Path(f"{adb_key}.pub").read_text()])
 
 
 def _assert_complete(tmp_path: Path) -> None:
@@ -75,12 +81,8 @@ def _assert_complete(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_device_comes_back_and_the_run_finishes(tmp_path, adb_key, monkeypatch, caplog):
     """The phone vanishes mid-run and returns a second later: the run reconnects and completes the table."""
-    _setup(tmp_path, monkeypatch)
-    public = [Path(f"{adb_key}.pub").read_text()]
-    with AdbDaemon(tmp_path, authorized_keys=public) as daemon:
-        worker, outcome = _start_run(tmp_path, daemon, adb_key, 5)
-        port = daemon.port
-        daemon.stop()
+    with _phone(tmp_path, adb_key, monkeypatch) as daemon:
+        worker, outcome, port = _drop_mid_run(tmp_path, daemon, adb_key, 5)
         time.sleep(1.0)  # the phone is away for a while: that is the scenario, not a wait for readiness
         daemon.start(port)
         worker.join(timeout=300)
@@ -92,12 +94,8 @@ def test_device_comes_back_and_the_run_finishes(tmp_path, adb_key, monkeypatch, 
 @pytest.mark.slow
 def test_device_stays_away_then_a_rerun_continues(tmp_path, adb_key, monkeypatch, capsys):
     """After the last reconnect the run stops with the journal's path and what to do; a rerun completes it."""
-    _setup(tmp_path, monkeypatch)
-    public = [Path(f"{adb_key}.pub").read_text()]
-    with AdbDaemon(tmp_path, authorized_keys=public) as daemon:
-        worker, outcome = _start_run(tmp_path, daemon, adb_key, 2)
-        port = daemon.port
-        daemon.stop()
+    with _phone(tmp_path, adb_key, monkeypatch) as daemon:
+        worker, outcome, port = _drop_mid_run(tmp_path, daemon, adb_key, 2)
         worker.join(timeout=300)
         assert outcome == [1]
         err = capsys.readouterr().err
