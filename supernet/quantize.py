@@ -13,7 +13,7 @@ does not depend on the scales' values, so the calibration inputs are seeded stan
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import numpy as np
 
 from .errors import OFAProfileError
 
-__all__ = ["CALIBRATION", "PRECISIONS", "PrecisionError", "check_precision", "onnx_int8", "recipe"]
+__all__ = ["CALIBRATION", "PRECISIONS", "PrecisionError", "check_precision", "onnx_int8", "recipe", "seeded_images"]
 
 PRECISIONS = ("fp32", "int8")
 
@@ -53,25 +53,31 @@ def recipe(precision: str) -> dict[str, Any]:
 
 
 class _Images:
-    """The calibration inputs: :data:`CALIBRATION` seeded standard-normal images of the model's input shape (a
-    ``CalibrationDataReader`` by its one method, so that importing this module does not import the tools)."""
+    """Calibration inputs for the model's one input (a ``CalibrationDataReader`` by its one method, so that
+    importing this module does not import the tools)."""
 
-    def __init__(self, input_name: str, input_shape: Sequence[int]) -> None:
-        rng = np.random.default_rng(0)
-        self._batches = iter([{input_name: rng.standard_normal(tuple(input_shape)).astype(np.float32)}
-                              for _ in range(CALIBRATION["inputs"])])
+    def __init__(self, input_name: str, images: Iterable[np.ndarray]) -> None:
+        self._batches = ({input_name: np.ascontiguousarray(image, dtype=np.float32)} for image in images)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._batches, None)
 
 
-def onnx_int8(float_model: bytes, input_shape: Sequence[int]) -> bytes:
-    """A float ONNX model statically quantized by :func:`recipe`, deterministic for the same bytes.
+def seeded_images(input_shape: Sequence[int]) -> list[np.ndarray]:
+    """:data:`CALIBRATION`'s inputs: seeded standard-normal images of ``input_shape`` (latency tables)."""
+    rng = np.random.default_rng(0)
+    return [rng.standard_normal(tuple(input_shape)).astype(np.float32) for _ in range(CALIBRATION["inputs"])]
+
+
+def onnx_int8(float_model: bytes, input_shape: Sequence[int], images: Iterable[np.ndarray] | None = None) -> bytes:
+    """A float ONNX model statically quantized by :func:`recipe`, deterministic for the same bytes and images.
 
     Args:
         float_model: The float model's bytes (one input named ``input``).
         input_shape: The NCHW shape the calibration images have (for a model of any resolution, one of them:
             scales hardly change with the resolution, and latency not at all).
+        images: Calibration inputs of ``input_shape``; default :func:`seeded_images` (what tables use). Accuracy
+            needs real ones: training images, as ``ofa-train eval --precision int8`` gives.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -81,7 +87,8 @@ def onnx_int8(float_model: bytes, input_shape: Sequence[int]) -> bytes:
         source.write_bytes(float_model)
         # Shape inference and ORT's float optimizations first, as the quantization tools ask.
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-        quantize_static(str(prepared), str(target), _Images("input", input_shape), quant_format=QuantFormat.QDQ,
+        reader = _Images("input", seeded_images(input_shape) if images is None else images)
+        quantize_static(str(prepared), str(target), reader, quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax)
         return target.read_bytes()

@@ -274,7 +274,8 @@ def test_an_image_folder_gives_augmented_batches_seeded_per_batch(tmp_path):
 @pytest.mark.slow
 def test_the_proxyless_space_trains_through_every_phase_then_gives_a_dataset_and_a_search(tmp_path):
     """`ofa-train train --space proxyless`: the ProxylessNAS supernet through every phase (tiny run), its
-    checkpoint has the reference's key names; `ofa-train eval` and `dataset` use 21-block archs, whose last stage
+    checkpoint has the reference's key names; `ofa-train eval` (with int8 beside float) and `dataset` use 21-block
+    archs, whose last stage
     stays at depth 1; a predictor fitted on them ranks an `ofa-search --space proxyless` under a MACs limit."""
     from supernet import OFAProxylessNASNets
 
@@ -283,7 +284,11 @@ def test_the_proxyless_space_trains_through_every_phase_then_gives_a_dataset_and
                     "--out", str(out)], check=True, env=_env(), timeout=600)
     assert set(_weights(out)) == set(OFAProxylessNASNets(0.25, 10, resolutions=[32]).state_dict())
     assert list(dict.fromkeys(pd.read_csv(out / "train_log.csv")["phase"])) == list(PHASE_NAMES)
-    table = pd.read_csv(io.StringIO(_cli("supernet.training.cli", "eval", "--trained", str(out))))
+    table = pd.read_csv(io.StringIO(_cli("supernet.training.cli", "eval", "--trained", str(out), "--precision",
+                                         "int8")))
+    # Each subnet also quantized (scales from the BN images) and run by ONNX Runtime, beside its float top-1.
+    assert list(table.columns) == ["subnet", "arch", "top1", "top1_int8"]
+    assert table["top1_int8"].between(0, 1).all() and (table["top1_int8"] - table["top1"]).abs().max() <= 0.2
     largest = ArchSpace((32,), layout=OFAProxylessNASNets.FAMILY.layout).uniform(7, 6, 4, 32)
     assert json.loads(table["arch"].iloc[-1]) == largest.to_dict()
     data = tmp_path / "accuracy.csv"

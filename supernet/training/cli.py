@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--resolution", type=positive_int, help="for --subnets (default the largest trained)")
     evaluate.add_argument("--out", type=Path, help="write the results as CSV here (default: stdout)")
     evaluate.add_argument("--cpu", action="store_true", help="evaluate on the CPU even where CUDA is available")
+    evaluate.add_argument("--precision", choices=["fp32", "int8"], default="fp32",
+                          help="int8: also each subnet quantized as ofa-profile --precision int8 does, its scales "
+                          "calibrated on the BN recalibration's training images, run by ONNX Runtime (top1_int8)")
     return parser
 
 
@@ -227,6 +230,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     device = "cuda" if torch.cuda.is_available() and not args.cpu else "cpu"
     accuracies = evaluate(net, archs, train_source, val_source, settings.bn_images, device)
     table = pd.DataFrame({"subnet": names, "arch": [a.to_json() for a in archs], "top1": accuracies})
+    if args.precision == "int8":
+        table["top1_int8"] = evaluate(net, archs, train_source, val_source, settings.bn_images, device, "int8")
     text = table.to_csv(index=False)
     if args.out is None:
         sys.stdout.write(text)

@@ -22,7 +22,7 @@ from supernet.bn import recalibrate_bn
 from supernet.files import atomic_write
 from supernet.ofa_supernet import OFASupernet
 
-__all__ = ["build_accuracy_csv", "merge_shards", "shard_path", "subnet_top1", "top1"]
+__all__ = ["build_accuracy_csv", "int8_top1", "merge_shards", "shard_path", "subnet_top1", "top1"]
 
 Loader = Iterable | Callable[[int], Iterable]
 
@@ -54,13 +54,50 @@ def top1(model: torch.nn.Module, batches: Iterable) -> float:
 
 
 def subnet_top1(supernet: OFASupernet, arch: Arch, calibration: Loader, evaluation: Loader,
-                n_bn_images: int = 2000, device: torch.device | str = "cpu") -> float:
+                n_bn_images: int = 2000, device: torch.device | str = "cpu", precision: str = "fp32") -> float:
     """Top-1 (0..1) of ``arch``'s subnet, extracted and BN-recalibrated first (docs/ofa_reference.md §5), on
-    ``device``."""
+    ``device``; with ``precision`` int8, of that subnet quantized (:func:`int8_top1`)."""
     subnet = supernet.extract(arch).to(device)
     recalibrate_bn(subnet, ((images.to(device), *rest) for images, *rest in _at_resolution(calibration, arch.r)),
                    n_bn_images)
+    if precision == "int8":
+        return int8_top1(subnet, arch.r, _at_resolution(calibration, arch.r), _at_resolution(evaluation, arch.r),
+                         n_bn_images)
     return top1(subnet, _at_resolution(evaluation, arch.r))
+
+
+def _single_images(batches: Iterable, limit: int | None = None) -> Iterable:
+    """(image as a 1-image NCHW array, label) pairs, at most ``limit`` of them."""
+    seen = 0
+    for images, labels, *_ in batches:
+        for image, label in zip(images, labels, strict=True):
+            if limit is not None and seen >= limit:
+                return
+            seen += 1
+            yield image.unsqueeze(0).cpu().numpy(), int(label)
+
+
+def int8_top1(subnet: torch.nn.Module, resolution: int, calibration: Iterable, evaluation: Iterable,
+              n_calibration_images: int) -> float:
+    """Top-1 (0..1) of ``subnet`` (BN recalibrated) as a user deploys it in int8: exported to ONNX, quantized by
+    :mod:`supernet.quantize`'s recipe with its scales calibrated on ``n_calibration_images`` training images
+    (the BN recalibration's), and run by ONNX Runtime on the evaluation images."""
+    import onnxruntime as ort
+
+    from supernet.export import onnx_bytes
+    from supernet.quantize import onnx_int8
+
+    shape = (1, 3, resolution, resolution)
+    images = (image for image, _ in _single_images(calibration, n_calibration_images))
+    session = ort.InferenceSession(onnx_int8(onnx_bytes(subnet.cpu(), shape), shape, images),
+                                   providers=["CPUExecutionProvider"])
+    correct = seen = 0
+    for image, label in _single_images(evaluation):
+        correct += int(session.run(None, {"input": image})[0].argmax() == label)
+        seen += 1
+    if not seen:
+        raise ValueError("the evaluation loader gave no images")
+    return correct / seen
 
 
 def _rows(path: Path) -> dict[Arch, str]:

@@ -128,11 +128,12 @@ def bn_batches(source: ImageSource, resolution: int, n_images: int) -> Iterator[
 
 
 def evaluate(net: OFASupernet, archs: Sequence[Arch], train_source: ImageSource, val_source: ImageSource,
-             bn_images: int, device: torch.device | str = "cpu") -> list[float]:
+             bn_images: int, device: torch.device | str = "cpu", precision: str = "fp32") -> list[float]:
     """Top-1 (0..1) of each arch's subnet on ``val_source``, BN statistics recalibrated first
-    (docs/ofa_reference.md §5)."""
+    (docs/ofa_reference.md §5); in int8, quantized after that with its scales calibrated on the same training
+    images."""
     return [subnet_top1(net, arch, lambda r: bn_batches(train_source, r, bn_images),
-                        lambda r: evaluation_batches(val_source, r), bn_images, device) for arch in archs]
+                        lambda r: evaluation_batches(val_source, r), bn_images, device, precision) for arch in archs]
 
 
 class _Run:
