@@ -201,9 +201,8 @@ def _latency(args: argparse.Namespace) -> int:
 
     texts, measured, stated = read_measured_subnets(args.data)
     table = LatencyPredictor(args.table, calibrated=False) if args.table else None
-    table_precision = (table.table.meta.get("precision") or "fp32") if table else stated["precision"]
-    if table_precision != stated["precision"]:
-        raise OFAProfileError(f"{args.table} was measured in {table_precision} and {args.data} in "
+    if table is not None and table.precision != stated["precision"]:
+        raise OFAProfileError(f"{args.table} was measured in {table.precision} and {args.data} in "
                               f"{stated['precision']}", "give a table and subnets of one precision")
     model = LatencyModel(args.family, table, width_mult=args.width or (None if table else stated["width_mult"]),
                          cv=args.cv, random_state=args.seed)

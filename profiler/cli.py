@@ -33,7 +33,7 @@ from predictors.table_io import (
     write_yaml_tables,
     yaml_name,
 )
-from profiler.closed_loop import MAX_SLACK
+from profiler.closed_loop import MAX_SLACK, PERCENTILES
 from profiler.devices import load_profiles, resolve_device
 from profiler.modes import (
     LoopJob,
@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     loop.add_argument("--max-slack", type=_fraction, default=MAX_SLACK,
                       help="search a budget again while its best subnet leaves more than this share of it unused "
                       f"(default {MAX_SLACK})")
-    loop.add_argument("--percentile", type=int, choices=[50, 90], default=50,
+    loop.add_argument("--percentile", type=int, choices=list(PERCENTILES), default=50,
                       help="hold budgets on this percentile of a subnet's runs: 50, the median (default), or 90, "
                       "the slow frames (the search sums the table's p90_ms)")
     loop.add_argument("--guard", type=_fraction, default=0.0,

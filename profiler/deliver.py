@@ -25,7 +25,7 @@ from predictors.latency import LatencyPredictor, LatencySource
 from predictors.latency_model import LatencyModel
 from predictors.search import Constraint
 from predictors.table_io import read_table
-from profiler.closed_loop import MAX_SLACK, Delivery, closed_loop
+from profiler.closed_loop import MAX_SLACK, PERCENTILES, Delivery, closed_loop
 from profiler.devices import DeviceProfile, check_precision_of
 from profiler.plots import plot_delivered
 from profiler.protocol import Protocol
@@ -39,11 +39,7 @@ from supernet.errors import UsageError
 from supernet.files import atomic_write, stem_of
 from supernet.subnets import SUBNETS_SCHEMA_VERSION, write_subnets
 
-__all__ = ["PERCENTILES", "deliver", "delivered_stem", "write_report"]
-
-# Budgets on the median (what a table value is) or on the 90th percentile of a subnet's runs (MLPerf Mobile's
-# statistic; rows keep p10 and p90, and benchmark_model prints p5 and p95, so no higher one is measured everywhere).
-PERCENTILES = (50, 90)
+__all__ = ["deliver", "delivered_stem", "write_report"]
 
 log = logging.getLogger(__name__)
 
@@ -83,15 +79,15 @@ def deliver(
                          "give a table (its rows keep p90_ms), or --percentile 50")
     if is_model:
         predictor = LatencyModel.load(source, quantity="latency_ms")
-        check_precision_of(profile, predictor.meta_, str(source))
+        check_precision_of(profile, predictor.precision, str(source))
         anchor, width, n_classes = predictor.meta_.get("anchor_ms"), predictor.width_mult_, predictor.n_classes_
         reference = reference_of(predictor.meta_)
         layout = predictor.space_.layout
     else:
         table = read_table(source)
-        check_precision_of(profile, table.meta, str(source))
         predictor = (LatencyPredictor(table, calibrated=not raw_latency) if percentile == 50
                      else LatencyPredictor(table, statistic=f"p{percentile}_ms", calibrated=False))
+        check_precision_of(profile, predictor.precision, str(source))
         anchor, width, n_classes = table_anchor(table), predictor.width_mult, predictor.n_classes
         reference = reference_of(table.meta)
         layout = predictor.family.layout

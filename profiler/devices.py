@@ -165,10 +165,9 @@ def _check(profile: DeviceProfile, source: str) -> DeviceProfile:
     return profile
 
 
-def check_precision_of(profile: DeviceProfile, meta: Mapping[str, Any], source: str) -> None:
-    """A table or latency model measured in one precision says nothing about another (int8 speeds ops up unevenly):
-    refused, naming both. Files from before precisions state none and are fp32."""
-    stated = meta.get("precision") or "fp32"
+def check_precision_of(profile: DeviceProfile, stated: str, source: str) -> None:
+    """A table or latency model measured in one precision (``stated``: its ``precision``) says nothing about
+    another (int8 speeds ops up unevenly): refused, naming both."""
     if stated != profile.precision:
         raise DeviceError(f"{source} was measured in {stated}; device {profile.name} measures {profile.precision}",
                           f"give --precision {stated}, or a {profile.precision} table or model")

@@ -145,8 +145,8 @@ def remeasure(
     anchor = None
     if table_path is not None:
         table = read_table(table_path)
-        check_precision_of(profile, table.meta, str(table_path))
         predictor = LatencyPredictor(table)
+        check_precision_of(profile, predictor.precision, str(table_path))
         width, n_classes, anchor = predictor.width_mult, predictor.n_classes, table_anchor(table)
         reference = reference_of(table.meta)
         space_name = predictor.family.name
@@ -201,8 +201,8 @@ def calibrate(
     table run and now does not leak into the fit.
     """
     table = read_table(table_path)
-    check_precision_of(profile, table.meta, str(table_path))
     predictor = LatencyPredictor(table, calibrated=False)
+    check_precision_of(profile, predictor.precision, str(table_path))
     width, n_classes = predictor.width_mult, predictor.n_classes
     archs = random_subnets(n_subnets, seed, width, table.resolutions, predictor.family.name)
     check_cost(subnets_cost(archs, profile, width, n_classes), cache_dir, yes)

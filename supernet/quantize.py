@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterable, Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +45,10 @@ def check_precision(precision: str) -> str:
 
 def recipe(precision: str) -> dict[str, Any]:
     """What a table or an export of ``precision`` records about how its models were quantized ({} for fp32)."""
-    from onnxruntime import __version__ as ort_version
-
     if check_precision(precision) == "fp32":
         return {}
     return {"format": "QDQ", "weights": "int8, per channel", "activations": "uint8, per tensor",
-            "calibration": CALIBRATION, "tool": f"onnxruntime.quantization {ort_version}"}
+            "calibration": CALIBRATION, "tool": f"onnxruntime.quantization {metadata.version('onnxruntime')}"}
 
 
 class _Images:

@@ -13,6 +13,7 @@ import pytest
 from onnx import numpy_helper
 
 from predictors.cli import main as search_main
+from predictors.latency import LatencyPredictor
 from predictors.table_io import read_table, sidecar_path
 from profiler.cli import main
 from profiler.deliver import delivered_stem
@@ -99,8 +100,8 @@ def test_precisions_are_never_mixed(tmp_path, capsys):
     naming both; files from before precisions are fp32."""
     int8 = resolve_device("local", {"precision": "int8"})
     with pytest.raises(DeviceError, match=r"was measured in fp32; device local measures int8.*--precision fp32"):
-        check_precision_of(int8, read_table(NOTE10).meta, str(NOTE10))
-    check_precision_of(int8, {"precision": "int8"}, "an int8 table")
+        check_precision_of(int8, LatencyPredictor(NOTE10).precision, str(NOTE10))
+    check_precision_of(int8, "int8", "an int8 table")
     assert main(["--device", "local", "--precision", "int8", "--subnets", "random:2", "--table", str(NOTE10),
                  "--out", str(tmp_path), "--quiet"]) == 2
     error = capsys.readouterr().err.strip()
@@ -127,8 +128,6 @@ def test_an_int8_table_then_an_int8_search_end_to_end(tmp_path, caplog):
     side = json.loads(sidecar_path(path).read_text())
     assert side["precision"] == "int8" and side["device"]["precision"] == "int8"
     assert side["quantization"]["format"] == "QDQ" and side["quantization"]["calibration"] == CALIBRATION
-    from predictors.latency import LatencyPredictor
-
     fastest, _ = LatencyPredictor(table).minimum()
     budget = round(fastest * 2, 3)
     with caplog.at_level("WARNING"):
