@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint system-deps clean
+.PHONY: demo test fuzz lint system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -27,6 +27,10 @@ test: $(STAMP) system-deps
 	$(PY) -m pytest -q -n 2 -m "not serial"; parallel=$$?; \
 	$(PY) -m pytest -q -m serial; serial=$$?; \
 	test $$parallel -eq 0 && test $$serial -eq 0
+
+# The fuzzers at full strength: 10,000 inputs per reader (make test runs 1,000).
+fuzz: $(STAMP)
+	OFA_FUZZ_EXAMPLES=10000 $(PY) -m pytest -q -n 2 tests/test_fuzz.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -22,9 +22,6 @@ from tests.peers.sshd import Sshd, known_hosts_line
 from tests.peers.tcp_proxy import TcpProxy
 from tests.peers.waiting import wait_until
 
-# A link up a few seconds at a time: a batch must fit in it, so the machine must not be shared.
-pytestmark = pytest.mark.serial
-
 EXPECTED = {unit.key for unit in all_units(1.0, [128])}
 TABLE = "local_w1.0_onnxruntime_cpu.csv"
 
@@ -82,6 +79,7 @@ def test_a_link_that_stalls_30_s_mid_batch_ends_with_the_full_table(sshd: Sshd, 
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # a link up a few seconds at a time: a batch must fit in it, so the machine must not be shared
 @pytest.mark.parametrize("via", ["ssh", "adb"])
 def test_a_link_that_drops_every_few_seconds_ends_complete_after_reruns(via, tmp_path: Path, monkeypatch, capsys,
                                                                         request):
