@@ -40,7 +40,7 @@ __all__ = [
     "ArchEncoding",
     "PredictorFileError",
     "build_mlp",
-    "warn_float_ranking",
+    "warn_precision_mismatch",
 ]
 
 log = logging.getLogger(__name__)
@@ -49,13 +49,16 @@ FORMAT_VERSION = 1
 DEFAULT_PREDICTOR = "ofa_mbv3_w1.2_acc_predictor"
 
 
-def warn_float_ranking(precisions: Iterable[str], predictor: str | os.PathLike | None) -> None:
-    """Say so when quantized subnets are ranked by an accuracy predictor of float subnets (OFA's, or one trained
-    on float accuracies): quantization costs some accuracy, unevenly across subnets."""
-    quantized = sorted(set(precisions) - {"fp32"})
-    if quantized:
-        log.warning("ranking %s subnets by the float top-1 of %s: quantization costs some accuracy, unevenly "
-                    "across subnets, which this predictor does not know", "/".join(quantized),
+def warn_precision_mismatch(precisions: Iterable[str], accuracy: AccuracyPredictor,
+                            predictor: str | os.PathLike | None) -> None:
+    """Say so when subnets of one precision are ranked by an accuracy predictor of another (OFA's release and
+    predictors of float datasets know float accuracy): quantization costs some accuracy, unevenly across subnets."""
+    other = sorted(set(precisions) - {accuracy.precision})
+    if other:
+        learned = "float" if accuracy.precision == "fp32" else accuracy.precision
+        log.warning("ranking %s subnets by the %s top-1 of %s: quantization costs some accuracy, unevenly "
+                    "across subnets, which this predictor does not know; ofa-train dataset --precision and "
+                    "ofa-fit accuracy build one that does", "/".join(other), learned,
                     predictor or "OFA's released accuracy predictor")
 
 
@@ -174,6 +177,11 @@ class AccuracyPredictor:
         self._arrays = None if arrays is None else {k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()}
         self.encoding = encoding or ArchEncoding()
         self.meta = dict(meta or {})
+
+    @property
+    def precision(self) -> str:
+        """The precision of the accuracies it learned (fp32 for OFA's release and datasets without the column)."""
+        return str(self.meta.get("precision", "fp32"))
 
     @property
     def model(self) -> nn.Module:

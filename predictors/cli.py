@@ -23,7 +23,7 @@ from supernet.errors import UsageError, run_command
 from supernet.plan import FAMILIES, MOBILENETV3
 from supernet.subnets import SUBNETS_SCHEMA_VERSION, write_subnets
 
-from .accuracy import AccuracyPredictor, warn_float_ranking
+from .accuracy import AccuracyPredictor, warn_precision_mismatch
 from .complexity import MacsPredictor, ParamsPredictor
 from .latency import LatencyPredictor, LatencySource
 from .latency_model import LatencyModel
@@ -185,7 +185,7 @@ def _build(args: argparse.Namespace):
             )
     accuracy = _ranking(args, family.name, width)
     if accuracy is not None:
-        warn_float_ranking([lat.precision for lat in latency], args.predictor)
+        warn_precision_mismatch([lat.precision for lat in latency], accuracy, args.predictor)
     layout = family.layout
     space = ArchSpace(args.resolutions, layout=layout) if args.resolutions else ArchSpace.for_width(width, layout)
     resolutions = accuracy.resolutions(space.resolutions) if args.rank == "accuracy" else space.resolutions

@@ -8,9 +8,9 @@
     ofa-fit predict tables/local.latency found.json
     ofa-search --latency-model tables/local.latency --latency-ms 8 --predictor ...
 
-``accuracy``: a CSV with ``arch`` (OFA JSON) and ``accuracy`` (top-1, 0..1), as ``supernet.training.dataset`` or
-``ofa-train dataset`` writes it. A seeded share of its rows is held out; the report gives the held-out RMSE and
-rank correlations; the predictor saved is then refitted on every row.
+``accuracy``: a CSV with ``arch`` (OFA JSON), ``accuracy`` (top-1, 0..1) and ``precision`` (fp32 or int8; fp32
+when absent), as ``ofa-train dataset`` writes it. A seeded share of its rows is held out; the report gives the
+held-out RMSE and rank correlations; the predictor saved is then refitted on every row, and states the precision.
 
 ``memory``: the same from ``arch`` and ``memory_mb`` (the peak memory each whole subnet added while it loaded
 and ran, as ``ofa-profile --subnets`` records it); ``ofa-search --memory-model OUT --memory-mb MB`` limits by it.
@@ -103,21 +103,24 @@ def _accuracy(args: argparse.Namespace) -> int:
     from .train import as_predictor, fit_held_out, read_accuracy_csv
 
     try:
-        batch, accuracy = read_accuracy_csv(args.data)
+        batch, accuracy, precision = read_accuracy_csv(args.data)
     except FileNotFoundError:
         raise UsageError(f"{args.data}: no such file", "give the CSV the accuracy dataset builder wrote") from None
     encoding = ArchEncoding.for_resolutions((int(r) for r in batch.r), batch.layout.n_blocks)
     features = encoding.transform(batch)
     _, report = fit_held_out(features, accuracy, _model(args), args.test_fraction, args.seed, str(args.data))
     model = _model(args).fit(features, accuracy)
-    meta = {"fitted_on": str(args.data), "rows": len(accuracy), "held_out": report, "model": args.model}
+    meta = {"fitted_on": str(args.data), "rows": len(accuracy), "held_out": report, "model": args.model,
+            "precision": precision}
     weights, sidecar = as_predictor(model, encoding, meta).save(args.out)
-    report = {"model": args.model, "rows": len(accuracy), **report, "predictor": [str(weights), str(sidecar)]}
+    report = {"model": args.model, "rows": len(accuracy), "precision": precision, **report,
+              "predictor": [str(weights), str(sidecar)]}
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(f"{args.model}: held-out RMSE {report['rmse']:.4f}, Kendall tau {report['kendall_tau']:.3f}, "
-              f"Spearman rho {report['spearman_rho']:.3f} on {report['n']} of {len(accuracy)} archs")
+        print(f"{args.model} ({precision} accuracies): held-out RMSE {report['rmse']:.4f}, "
+              f"Kendall tau {report['kendall_tau']:.3f}, Spearman rho {report['spearman_rho']:.3f} "
+              f"on {report['n']} of {len(accuracy)} archs")
         print(f"saved {weights} and {sidecar} (refitted on all rows): ofa-search --predictor {args.out}")
     return 0
 

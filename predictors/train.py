@@ -15,6 +15,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -27,12 +28,14 @@ from torch import nn
 from supernet.arch import Arch
 from supernet.errors import OFAProfileError
 from supernet.files import atomic_write, json_loads, read_input
+from supernet.quantize import PRECISIONS
 
 from .accuracy import FORMAT_VERSION, AccuracyPredictor, ArchEncoding, build_mlp
 from .archs import ArchBatch
 from .ranks import kendall_tau, spearman_rho
 
 __all__ = [
+    "AccuracyData",
     "AccuracyDataError",
     "MLPAccuracyRegressor",
     "RidgeAccuracyRegressor",
@@ -51,9 +54,17 @@ class AccuracyDataError(OFAProfileError, ValueError):
     file and says what to do."""
 
 
-def read_accuracy_csv(path: str | os.PathLike) -> tuple[ArchBatch, np.ndarray]:
-    """Archs and accuracies of a CSV with columns ``arch`` (OFA JSON) and ``accuracy`` (0..1), one row per distinct
-    arch (repeats averaged)."""
+class AccuracyData(NamedTuple):
+    """An accuracy dataset: its archs, their top-1 (0..1), and the one precision they were measured in."""
+
+    archs: ArchBatch
+    accuracy: np.ndarray
+    precision: str
+
+
+def read_accuracy_csv(path: str | os.PathLike) -> AccuracyData:
+    """Archs and accuracies of a CSV with columns ``arch`` (OFA JSON), ``accuracy`` (0..1) and optionally
+    ``precision`` (one per file; fp32 when absent), one row per distinct arch (repeats averaged)."""
     data = read_input(path)  # a regular file within the size limit: not a FIFO, not /dev/zero
     try:
         frame = pd.read_csv(io.BytesIO(data))
@@ -64,6 +75,10 @@ def read_accuracy_csv(path: str | os.PathLike) -> tuple[ArchBatch, np.ndarray]:
     if missing:
         raise AccuracyDataError(f"{path}: missing column(s) {sorted(missing)}",
                                 "give a CSV with arch (OFA JSON) and accuracy (0..1), as ofa-train dataset writes")
+    precisions = sorted(set(frame["precision"].astype(str))) if "precision" in frame.columns else []
+    if len(precisions) > 1 or not set(precisions) <= set(PRECISIONS):
+        raise AccuracyDataError(f"{path}: the precision column holds {', '.join(precisions)}",
+                                f"a dataset holds one of {', '.join(PRECISIONS)}: build one per precision")
     accuracy = pd.to_numeric(frame["accuracy"], errors="coerce").to_numpy(dtype=np.float64)
     bad = np.flatnonzero(~(np.isfinite(accuracy) & (accuracy >= 0) & (accuracy <= 1)))
     if len(bad):
@@ -84,8 +99,9 @@ def read_accuracy_csv(path: str | os.PathLike) -> tuple[ArchBatch, np.ndarray]:
         # One arch in both a training and a held-out fold flatters every score (issue 25: Kendall tau 0.29 read
         # as 0.61): each arch is one row, its accuracy the mean of its repeats.
         log.info("%s: %d repeated arch row(s) averaged into their arch's one row", path, repeated)
-    return (ArchBatch.from_archs([arch for arch, _ in by_arch.values()]),
-            np.array([np.mean(values) for _, values in by_arch.values()], dtype=np.float64))
+    return AccuracyData(ArchBatch.from_archs([arch for arch, _ in by_arch.values()]),
+                        np.array([np.mean(values) for _, values in by_arch.values()], dtype=np.float64),
+                        precisions[0] if precisions else "fp32")
 
 
 def evaluate(model: RegressorMixin, features: np.ndarray, accuracy: np.ndarray) -> dict[str, float]:
@@ -200,7 +216,7 @@ class RidgeAccuracyRegressor(RegressorMixin, BaseEstimator):
 def train_from_csv(path: str | os.PathLike, model: RegressorMixin | None = None, test_fraction: float = 0.2,
                    seed: int = 0, encoding: ArchEncoding | None = None) -> tuple[RegressorMixin, dict[str, float]]:
     """Fit ``model`` (default: the MLP) on a random ``1 - test_fraction`` of the CSV; report on the rest."""
-    batch, accuracy = read_accuracy_csv(path)
+    batch, accuracy, _ = read_accuracy_csv(path)
     features = (encoding or ArchEncoding(n_blocks=batch.layout.n_blocks)).transform(batch)
     return fit_held_out(features, accuracy, model, test_fraction, seed, where=str(path))
 

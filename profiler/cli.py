@@ -160,19 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="re-measure a batch when the reference moved by more than this fraction")
     how.add_argument("--seed", type=non_negative_int, default=defaults.seed,
                      help="item order, covering subnets and random subnets")
-    how.add_argument(
-        "--min-sample-ms",
-        type=finite_float,
-        default=defaults.min_sample_ms,
-        help="each sample times enough back-to-back runs to last this long (0: one run per sample)",
-    )
-    how.add_argument(
-        "--block-ms",
-        type=positive_float,
-        default=defaults.block_ms,
-        help="items and the reference workload alternate in blocks of about this many ms (the start of a ladder "
-        "that lengthens them where they disagree with a plain loop)",
-    )
+    how.add_argument("--min-sample-ms", type=finite_float, default=defaults.min_sample_ms,
+                     help="each sample times enough back-to-back runs to last this long (0: one run per sample)")
+    how.add_argument("--block-ms", type=positive_float, default=defaults.block_ms,
+                     help="items and the reference workload alternate in blocks of about this many ms (the start "
+                     "of a ladder that lengthens them where they disagree with a plain loop)")
     how.add_argument("--settle-ms", type=finite_float, default=defaults.settle_ms,
                      help="discard each block's first runs, this many ms of them")
     how.add_argument("--regime-tolerance", type=finite_float, default=defaults.regime_tolerance,
@@ -183,12 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--reconnects", type=non_negative_int, default=defaults.reconnects, help="when a device goes away")
     how.add_argument("--backoff", type=finite_float, default=defaults.backoff_s,
                      help="seconds before the first reconnect")
-    how.add_argument(
-        "--evict-cache-mb",
-        type=non_negative_int,
-        default=defaults.evict_cache_mb,
-        help="write this many MB between timed runs, so units run with cold caches as inside a network",
-    )
+    how.add_argument("--evict-cache-mb", type=non_negative_int, default=defaults.evict_cache_mb,
+                     help="write this many MB between timed runs, so units run with cold caches as inside a network")
     subnets = parser.add_argument_group("whole subnets")
     subnets.add_argument(
         "--subnets",

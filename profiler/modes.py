@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from predictors.accuracy import AccuracyPredictor, warn_float_ranking
+from predictors.accuracy import AccuracyPredictor, warn_precision_mismatch
 from predictors.table_io import Table, read_table, write_table
 from profiler.builder import TableRun
 from profiler.connect import open_transport
@@ -265,7 +265,7 @@ def closed_loop_run(profile: DeviceProfile, run: Run, job: LoopJob, table_job: T
 
     accuracy = _accuracy(run, job)
     if accuracy is not None:
-        warn_float_ranking([profile.precision], job.predictor)
+        warn_precision_mismatch([profile.precision], accuracy, job.predictor)
     source = job.latency_model or job.table or table_path(run.out, profile, run.width, run.space)
     with table_lock(source, run.command):
         table = job.latency_model or job.table or profile_device(profile, run, table_job, protocol, position, lock)

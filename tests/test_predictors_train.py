@@ -43,7 +43,7 @@ def test_ridge_learns_an_additive_accuracy(synthetic_csv, tmp_path):
     assert report["rmse"] < 1e-3 and report["kendall_tau"] > 0.9 and report["n"] == 120
     path = model.save(tmp_path / "ridge.json")
     assert json.loads(path.read_text())["format_version"] == 1
-    batch, _ = read_accuracy_csv(synthetic_csv)
+    batch = read_accuracy_csv(synthetic_csv).archs
     features = ArchEncoding().transform(batch)
     np.testing.assert_array_equal(RidgeAccuracyRegressor.load(path).predict(features), model.predict(features))
 
@@ -54,7 +54,7 @@ def test_mlp_trains_and_saves_as_a_predictor(synthetic_csv, tmp_path):
     assert report["kendall_tau"] > 0.3 and report["rmse"] < 0.02
     predictor = model.to_predictor(meta={"width_mult": 1.0})
     predictor.save(tmp_path / "mlp")
-    batch, _ = read_accuracy_csv(synthetic_csv)
+    batch = read_accuracy_csv(synthetic_csv).archs
     np.testing.assert_allclose(AccuracyPredictor.load(tmp_path / "mlp.json").predict(batch),
                                model.predict(ArchEncoding().transform(batch)), rtol=1e-6)
 
@@ -91,7 +91,7 @@ def test_repeated_archs_become_one_row_so_no_arch_is_in_two_folds(tmp_path):
     path = tmp_path / "acc.csv"
     a, b = (arch.to_json() for arch in sample_batch(2, SPACE, np.random.default_rng(3)).to_archs())
     pd.DataFrame({"arch": [a, b, a, a], "accuracy": [0.5, 0.7, 0.6, 0.7]}).to_csv(path, index=False)
-    batch, accuracy = read_accuracy_csv(path)
+    batch, accuracy, _ = read_accuracy_csv(path)
     assert [arch.to_json() for arch in batch.to_archs()] == [a, b]
     assert accuracy == pytest.approx([0.6, 0.7])
 
@@ -105,7 +105,7 @@ def test_build_csv_on_a_tiny_dataset_and_resume(tmp_path):
     space = ArchSpace(resolutions=(128,))
     out = build_accuracy_csv(net, tmp_path / "acc.csv", 2, loader, loader, n_bn_images=16, space=space,
                              progress=False)
-    batch, accuracy = read_accuracy_csv(out)
+    batch, accuracy, _ = read_accuracy_csv(out)
     assert len(accuracy) == 2 and ((accuracy >= 0) & (accuracy <= 1)).all() and (batch.r == 128).all()
     before = out.read_text()
     build_accuracy_csv(net, out, 2, loader, loader, n_bn_images=16, space=space, progress=False)
@@ -123,12 +123,12 @@ def test_a_distributed_build_shards_the_archs_resumes_and_merges(tmp_path):
     out = tmp_path / "acc.csv"
     archs = list(ArchSpace((32,)).samples(6, seed=1))
     build_accuracy_csv(net, out, 0, loader, loader, n_bn_images=8, archs=archs[:2], progress=False, rank=0, world=2)
-    assert len(read_accuracy_csv(shard_path(out, 0))[1]) == 1 and not out.exists()  # a rank killed early
+    assert len(read_accuracy_csv(shard_path(out, 0)).accuracy) == 1 and not out.exists()  # a rank killed early
     for rank in (0, 1):
         build_accuracy_csv(net, out, 0, loader, loader, n_bn_images=8, archs=archs, progress=False, rank=rank,
                            world=2)
     merge_shards(out)
-    batch, _ = read_accuracy_csv(out)
+    batch = read_accuracy_csv(out).archs
     merged = batch.to_archs()
     assert len(merged) == len(set(archs)) and set(merged) == set(archs)
     assert not list(tmp_path.glob(".acc.csv.rank*"))
@@ -168,7 +168,7 @@ def test_a_proxyless_supernet_gives_a_dataset_and_a_predictor_of_its_space(tmp_p
     net = OFAProxylessNASNets(width_mult=0.25, n_classes=10, resolutions=[32, 40]).eval()
     loader = [(torch.randn(8, 3, 32, 32), torch.arange(8) % 10)]
     out = build_accuracy_csv(net, tmp_path / "acc.csv", 12, loader, loader, n_bn_images=8, progress=False)
-    batch, accuracy = read_accuracy_csv(out)
+    batch, accuracy, _ = read_accuracy_csv(out)
     assert batch.layout == PROXYLESS_LAYOUT and len(accuracy) == 12 and (batch.d[:, -1] == 1).all()
     assert main(["accuracy", str(out), "--out", str(tmp_path / "p"), "--model", "ridge"]) == 0
     capsys.readouterr()
@@ -185,3 +185,59 @@ def test_a_constant_prediction_scores_nan_without_a_library_warning(recwarn):
     assert np.isnan(kendall_tau([1.0, 2.0, 3.0], [2.0, 2.0, 2.0]))
     assert spearman_rho([1.0, 2.0, 3.0], [1.0, 3.0, 9.0]) == pytest.approx(1.0)
     assert not recwarn.list
+
+
+def test_an_int8_dataset_stays_int8_and_teaches_a_predictor_of_int8_accuracy(tmp_path, capsys, caplog):
+    """`ofa-train dataset --precision int8`'s builder: every subnet measured quantized, every row says int8. A build
+    of the other precision into that file, or shards of two precisions, are refused naming both; a file written
+    before the column is fp32 and keeps its rows when extended. ofa-fit records the precision in the predictor,
+    and ranking subnets of another precision by it is said."""
+    from predictors.accuracy import warn_precision_mismatch
+    from predictors.fit_cli import main
+    from supernet.errors import UsageError
+    from supernet.training.dataset import merge_shards, shard_path
+
+    torch.manual_seed(0)
+    net = OFAMobileNetV3(width_mult=0.25, n_classes=10, resolutions=[32]).eval()
+    loader = [(torch.randn(8, 3, 32, 32), torch.arange(8) % 10)]
+    archs = list(ArchSpace((32,)).samples(6, seed=3))
+    out = build_accuracy_csv(net, tmp_path / "int8.csv", 0, loader, loader, n_bn_images=8, archs=archs,
+                             progress=False, precision="int8")
+    data = read_accuracy_csv(out)
+    assert data.precision == "int8" and len(data.accuracy) == 6 and set(pd.read_csv(out)["precision"]) == {"int8"}
+    before = out.read_text()
+    with pytest.raises(UsageError, match=r"int8\.csv holds int8; this build measures fp32"):
+        build_accuracy_csv(net, out, 0, loader, loader, n_bn_images=8, archs=archs, progress=False)
+    assert out.read_text() == before
+
+    lines = before.splitlines()
+    mixed = tmp_path / "mixed.csv"
+    shard_path(mixed, 0).write_text("\n".join(lines[:2]) + "\n")
+    shard_path(mixed, 1).write_text("\n".join([lines[0], lines[2].replace(",int8", ",fp32")]) + "\n")
+    with pytest.raises(UsageError, match=r"holds int8.*holds fp32"):
+        merge_shards(mixed)
+    assert shard_path(mixed, 1).exists() and not mixed.exists()
+    with pytest.raises(AccuracyDataError, match="the precision column holds fp32, int8"):
+        read_accuracy_csv(_write_lines(tmp_path / "both.csv", [lines[0], lines[1], lines[2].replace(",int8", ",fp32")]))
+
+    older = _write_lines(tmp_path / "older.csv", ["arch,accuracy", *(line.rsplit(",", 1)[0] for line in lines[1:3])])
+    assert read_accuracy_csv(older).precision == "fp32"
+    build_accuracy_csv(net, older, 0, loader, loader, n_bn_images=8, archs=archs[:3], progress=False)
+    rows = pd.read_csv(older)
+    assert list(rows.columns) == ["arch", "accuracy", "precision"] and set(rows["precision"]) == {"fp32"}
+    assert list(rows["accuracy"][:2]) == list(pd.read_csv(out)["accuracy"][:2])  # measured before: kept
+
+    assert main(["accuracy", str(out), "--out", str(tmp_path / "p"), "--model", "ridge", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["precision"] == "int8"
+    predictor = AccuracyPredictor.load(tmp_path / "p")
+    assert predictor.precision == "int8" and AccuracyPredictor.shipped_for("mobilenetv3", 1.2).precision == "fp32"
+    with caplog.at_level("WARNING"):
+        warn_precision_mismatch(["int8"], predictor, tmp_path / "p")
+        assert not caplog.text
+        warn_precision_mismatch(["fp32", "int8"], predictor, tmp_path / "p")
+    assert "ranking fp32 subnets by the int8 top-1 of" in caplog.text
+
+
+def _write_lines(path, lines):
+    path.write_text("\n".join(lines) + "\n")
+    return path

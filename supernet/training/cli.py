@@ -20,6 +20,7 @@ from supernet.arch import ArchSpace
 from supernet.cli_args import command_parser, finite_float, non_negative_int, positive_int
 from supernet.errors import UsageError, run_command
 from supernet.plan import family_named
+from supernet.quantize import PRECISIONS
 
 __all__ = ["build_parser", "main"]
 
@@ -85,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     dataset.add_argument("--out", type=Path, required=True,
                          help="CSV to write or extend (a rerun measures only the archs it lacks)")
     dataset.add_argument("--cpu", action="store_true", help="measure on the CPU even where CUDA is available")
+    dataset.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                         help="int8: measure each subnet quantized as ofa-profile --precision int8 does, its scales "
+                         "calibrated on the BN recalibration's training images, run by ONNX Runtime (fp32)")
     dataset.add_argument("--quiet", action="store_true", help="no line per arch")
 
     evaluate = commands.add_parser("eval", help="top-1 of subnets, BN recalibrated first")
@@ -96,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--resolution", type=positive_int, help="for --subnets (default the largest trained)")
     evaluate.add_argument("--out", type=Path, help="write the results as CSV here (default: stdout)")
     evaluate.add_argument("--cpu", action="store_true", help="evaluate on the CPU even where CUDA is available")
-    evaluate.add_argument("--precision", choices=["fp32", "int8"], default="fp32",
+    evaluate.add_argument("--precision", choices=PRECISIONS, default="fp32",
                           help="int8: also each subnet quantized as ofa-profile --precision int8 does, its scales "
                           "calibrated on the BN recalibration's training images, run by ONNX Runtime (top1_int8)")
     return parser
@@ -188,7 +192,8 @@ def _dataset(args: argparse.Namespace) -> int:
         build_accuracy_csv(net, args.out, args.n_archs, device=context.device,
                            calibration=lambda r: bn_batches(train_source, r, settings.bn_images),
                            evaluation=lambda r: evaluation_batches(val_source, r), n_bn_images=settings.bn_images,
-                           seed=args.seed, progress=not args.quiet, rank=context.rank, world=context.world)
+                           seed=args.seed, progress=not args.quiet, rank=context.rank, world=context.world,
+                           precision=args.precision)
         context.barrier()
         if context.is_main:
             merge_shards(args.out)

@@ -1,8 +1,9 @@
 """Build the (arch, accuracy) CSV that trains an accuracy predictor for a supernet.
 
 For each sampled arch: extract the subnet, recalibrate its BN statistics on training images
-(docs/ofa_reference.md §5), measure top-1 on the evaluation data. Rows are appended and flushed as they come, and
-a rerun with the same file skips archs already measured, so a long build can stop and resume.
+(docs/ofa_reference.md §5), measure top-1 on the evaluation data, in float or as deployed in int8. Rows are
+appended and flushed as they come, and a rerun with the same file skips archs already measured, so a long build
+can stop and resume.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ import torch.nn.functional as F
 
 from supernet.arch import Arch, ArchSpace
 from supernet.bn import recalibrate_bn
+from supernet.errors import UsageError
 from supernet.files import atomic_write
 from supernet.ofa_supernet import OFASupernet
 
-__all__ = ["build_accuracy_csv", "int8_top1", "merge_shards", "shard_path", "subnet_top1", "top1"]
+__all__ = ["COLUMNS", "build_accuracy_csv", "int8_top1", "merge_shards", "shard_path", "subnet_top1", "top1"]
 
 Loader = Iterable | Callable[[int], Iterable]
 
@@ -100,15 +102,38 @@ def int8_top1(subnet: torch.nn.Module, resolution: int, calibration: Iterable, e
     return correct / seen
 
 
-def _rows(path: Path) -> dict[Arch, str]:
-    """The (arch, accuracy) rows of a dataset or shard file, the first of each arch; none if it is missing."""
+# One precision per file: an int8 dataset teaches a predictor of int8 accuracy, and a mixed one teaches nothing.
+COLUMNS = ("arch", "accuracy", "precision")
+
+
+def _rows(path: Path) -> dict[Arch, tuple[str, str]]:
+    """(accuracy, precision) of each arch of a dataset or shard file, the first row of each arch; none if it is
+    missing. Files written before the precision column hold fp32 accuracies."""
     if not path.exists():
         return {}
     with open(path, newline="", encoding="utf-8") as f:
-        rows: dict[Arch, str] = {}
+        rows: dict[Arch, tuple[str, str]] = {}
         for row in csv.DictReader(f):
-            rows.setdefault(Arch.from_json(row["arch"]), row["accuracy"])
+            rows.setdefault(Arch.from_json(row["arch"]), (row["accuracy"], row.get("precision") or "fp32"))
         return rows
+
+
+def _write(path: Path, rows: dict[Arch, tuple[str, str]]) -> None:
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    writer.writerows([arch.canonical().to_json(), accuracy, precision] for arch, (accuracy, precision) in rows.items())
+    atomic_write(path, text.getvalue())
+
+
+def _check_one_precision(files: dict[Path, dict[Arch, tuple[str, str]]], precision: str | None = None) -> None:
+    """Refuse files whose rows are of more than one precision, or of another than ``precision``."""
+    held = {path: {prec for _, prec in rows.values()} for path, rows in files.items()}
+    every = set().union(*held.values()) | ({precision} if precision else set())
+    if len(every) > 1:
+        where = "; ".join(f"{path} holds {'/'.join(sorted(precs))}" for path, precs in held.items() if precs)
+        this = f"; this build measures {precision}" if precision else ""
+        raise UsageError(f"accuracies of more than one precision: {where}{this}", "give each precision its own --out")
 
 
 def shard_path(out: Path, rank: int) -> Path:
@@ -123,30 +148,29 @@ def _shards(out: Path) -> list[Path]:
 def merge_shards(out: str | os.PathLike) -> Path:
     """Fold every rank's shard file into ``out`` (each arch once, in a stable order), then remove the shards."""
     out = Path(out)
-    rows: dict[Arch, str] = {}
-    shards = _shards(out)
-    for path in [out, *shards]:
-        for arch, accuracy in _rows(path).items():
-            rows.setdefault(arch, accuracy)
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(["arch", "accuracy"])
-    writer.writerows([arch.canonical().to_json(), accuracy] for arch, accuracy in rows.items())
-    atomic_write(out, text.getvalue())
-    for path in shards:
-        path.unlink()
+    files = {path: _rows(path) for path in [out, *_shards(out)]}
+    _check_one_precision(files)
+    rows: dict[Arch, tuple[str, str]] = {}
+    for file_rows in files.values():
+        for arch, row in file_rows.items():
+            rows.setdefault(arch, row)
+    _write(out, rows)
+    for path in files:
+        if path != out:
+            path.unlink()
     return out
 
 
 def build_accuracy_csv(supernet: OFASupernet, out: str | os.PathLike, n_archs: int, calibration: Loader,
                        evaluation: Loader, n_bn_images: int = 2000, seed: int = 0, space: ArchSpace | None = None,
                        archs: Iterable[Arch] | None = None, progress: bool = True, rank: int = 0,
-                       world: int = 1, device: torch.device | str = "cpu") -> Path:
+                       world: int = 1, device: torch.device | str = "cpu", precision: str = "fp32") -> Path:
     """Measure ``n_archs`` seeded random archs (or the given ``archs``) and append them to ``out``.
 
     Args:
         supernet: The trained supernet.
-        out: CSV with columns ``arch`` (OFA JSON) and ``accuracy`` (top-1, 0..1); created or extended.
+        out: CSV with columns ``arch`` (OFA JSON), ``accuracy`` (top-1, 0..1) and ``precision``; created or
+            extended, never with rows of another precision.
         n_archs: How many archs to sample (ignored when ``archs`` is given).
         calibration: Training images for BN recalibration: a loader of ``(images, labels)``, or a callable
             ``resolution -> loader``. Images of another size are resized.
@@ -161,22 +185,23 @@ def build_accuracy_csv(supernet: OFASupernet, out: str | os.PathLike, n_archs: i
             :func:`merge_shards` folds the shards into ``out`` once every rank is done. With ``world`` 1 rows go
             straight into ``out``.
         device: Where each subnet is recalibrated and evaluated (the supernet itself stays where it is).
+        precision: ``int8`` measures each subnet quantized as it is deployed (:func:`int8_top1`).
     """
     out = Path(out)
     todo = list(archs) if archs is not None else list((space or supernet.space).samples(n_archs, seed))
-    done = set(_rows(out)).union(*map(_rows, _shards(out)))
+    files = {path: _rows(path) for path in [out, *_shards(out)]}
+    _check_one_precision(files, precision)
+    done = set().union(*files.values())
     # The split comes first and the measured ones are skipped after: each rank's share stays the same whatever
     # the others have measured when it starts.
     todo = [arch for arch in list(dict.fromkeys(todo))[rank::world] if arch not in done]
     target = out if world == 1 else shard_path(out, rank)
-    new_file = not target.exists() or target.stat().st_size == 0
+    _write(target, files.get(target, {}))  # a new file gets its header; an older one its precision column
     with open(target, "a", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
-        if new_file:
-            writer.writerow(["arch", "accuracy"])
         for i, arch in enumerate(todo):
-            accuracy = subnet_top1(supernet, arch, calibration, evaluation, n_bn_images, device)
-            writer.writerow([arch.canonical().to_json(), repr(accuracy)])
+            accuracy = subnet_top1(supernet, arch, calibration, evaluation, n_bn_images, device, precision)
+            writer.writerow([arch.canonical().to_json(), repr(accuracy), precision])
             f.flush()
             os.fsync(f.fileno())
             if progress:
