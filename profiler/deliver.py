@@ -14,6 +14,7 @@ import itertools
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +40,19 @@ from supernet.errors import UsageError
 from supernet.files import atomic_write, stem_of
 from supernet.subnets import SUBNETS_SCHEMA_VERSION, write_subnets
 
-__all__ = ["deliver", "delivered_stem", "write_report"]
+__all__ = ["Loop", "deliver", "delivered_stem", "write_report"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Loop:
+    """What a closed loop ends with: a subnet per budget, every subnet it measured (with its round), and the
+    latency source refitted with those measurements."""
+
+    deliveries: list[Delivery]
+    measured: list[dict[str, Any]]
+    predictor: LatencySource
 
 
 def deliver(
@@ -62,7 +73,7 @@ def deliver(
     memory_model: Path | None = None,
     memory_mb: float | None = None,
     percentile: int = 50,
-) -> tuple[list[Delivery], LatencySource]:
+) -> Loop:
     """Run the closed loop on the device for ``budgets``, with a table (``source`` a .csv: the refitted calibration
     is stored in its sidecar) or a latency model (``ofa-fit latency``'s output: the refitted model is saved beside
     it as SOURCE.refit). With ``accuracy`` None the search ranks by MACs. With ``memory_model`` (``ofa-fit
@@ -98,14 +109,18 @@ def deliver(
     stem = stem_of(source, (".csv", ".json", ".npz"))
 
     def measure(archs: Sequence[Arch]) -> list[dict[str, Any]]:
+        number = next(rounds)
         measured = measure_subnets(profile, transport, archs, width_mult=width, n_classes=n_classes,
                                    anchor_ms=anchor, reference=reference, protocol=protocol, cache_dir=cache_dir,
-                                   scratch=source.parent, work_name=f"{stem.name}.loop{next(rounds)}")
-        if percentile == 50:
-            return measured
-        # The budget holds the subnet's slow runs: its percentile becomes what the loop compares and refits.
-        return [{**m, "measured_median_ms": m["measured_ms"], "measured_ms": m[f"measured_p{percentile}_ms"]}
-                for m in measured]
+                                   scratch=source.parent, work_name=f"{stem.name}.loop{number}")
+        if percentile != 50:
+            # The budget holds the subnet's slow runs: its percentile becomes what the loop compares and refits.
+            measured = [{**m, "measured_median_ms": m["measured_ms"], "measured_ms": m[f"measured_p{percentile}_ms"]}
+                        for m in measured]
+        every.extend({"round": number, "arch": arch.to_dict(), **m} for arch, m in zip(archs, measured, strict=True))
+        return measured
+
+    every: list[dict[str, Any]] = []
 
     memory = None
     if memory_model is not None:
@@ -121,7 +136,7 @@ def deliver(
         log.info("the model refitted with the loop's measurements: %s", paths[0])
     elif refitted.calibration is not None and not raw_latency and percentile == 50:
         store_calibration(source, refitted.calibration)
-    return deliveries, predictor
+    return Loop(deliveries, every, predictor)
 
 
 def delivered_stem(profile: DeviceProfile, budgets_ms: Sequence[float], percentile: int = 50) -> str:
@@ -133,19 +148,20 @@ def delivered_stem(profile: DeviceProfile, budgets_ms: Sequence[float], percenti
     return f"{profile.name}_delivered_{budgets}ms{tail}{profile.precision_suffix}"
 
 
-def write_report(deliveries: Sequence[Delivery], predictor: LatencySource, stem: Path,
-                 title: str, percentile: int = 50) -> list[Path]:
-    """``stem``.csv, .json and .png (``stem`` may hold dots)."""
+def write_report(loop: Loop, stem: Path, title: str, percentile: int = 50) -> list[Path]:
+    """``stem``.csv, .json and .png (``stem`` may hold dots); the JSON also lists every subnet the loop measured."""
+    deliveries = loop.deliveries
     frame = pd.DataFrame([d.to_dict() for d in deliveries])
     csv, document, png = (stem.with_name(stem.name + suffix) for suffix in (".csv", ".json", ".png"))
     atomic_write(csv, frame.to_csv(index=False))
     write_subnets(document, {
         "schema_version": SUBNETS_SCHEMA_VERSION,
         "kind": "ofa-profile closed loop",
-        "latency_model": predictor.describe(),
+        "latency_model": loop.predictor.describe(),
         "ranked_by": deliveries[0].ranked_by if deliveries else "accuracy",
         "latency_statistic": "median" if percentile == 50 else f"p{percentile}",
         "subnets": [{**d.to_dict(), "arch": json.loads(d.arch)} for d in deliveries],
+        "measured": loop.measured,
     })
     plot_delivered(frame, png, title)
     return [csv, document, png]

@@ -270,14 +270,14 @@ def closed_loop_run(profile: DeviceProfile, run: Run, job: LoopJob, table_job: T
     with table_lock(source, run.command):
         table = job.latency_model or job.table or profile_device(profile, run, table_job, protocol, position, lock)
         with open_transport(profile, profile.targets[0]) as transport:
-            deliveries, predictor = deliver(profile, transport, table, job.budgets, accuracy, protocol, run.cache,
-                                            max_rounds=job.rounds, generations=job.generations, seed=run.seed,
-                                            raw_latency=job.raw_latency, max_slack=job.max_slack, guard=job.guard,
-                                            memory_model=job.memory_model, memory_mb=job.memory_mb,
-                                            percentile=job.percentile)
+            loop = deliver(profile, transport, table, job.budgets, accuracy, protocol, run.cache,
+                           max_rounds=job.rounds, generations=job.generations, seed=run.seed,
+                           raw_latency=job.raw_latency, max_slack=job.max_slack, guard=job.guard,
+                           memory_model=job.memory_model, memory_mb=job.memory_mb, percentile=job.percentile)
         statistic = "" if job.percentile == 50 else f", p{job.percentile}"
-        paths = write_report(deliveries, predictor, run.out / delivered_stem(profile, job.budgets, job.percentile),
+        paths = write_report(loop, run.out / delivered_stem(profile, job.budgets, job.percentile),
                              f"{profile.name}: {table.name}{statistic}", job.percentile)
+    deliveries = loop.deliveries
     for d in deliveries:
         verdict = "met" if d.met else "NOT MET"
         score = f"top-1 {d.accuracy:.4f}" if d.accuracy is not None else f"MACs {d.macs / 1e6:.1f}M"

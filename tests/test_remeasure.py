@@ -18,6 +18,7 @@ import pytest
 from predictors.latency import LatencyPredictor
 from predictors.table_io import read_table
 from profiler.cli import main
+from profiler.remeasure import random_subnets, table_anchor
 from supernet import ArchSpace
 from tests.paths import ROOT
 from tests.peers.waiting import wait_until
@@ -137,26 +138,47 @@ def test_batched_subnets_on_each_local_runtime(tmp_path, runtime):
     assert all(p.suffix == suffix for p in (tmp_path / "cache").iterdir() if p.name.startswith("subnet-"))
 
 
-def _leftover_results(folder: Path) -> dict[str, float]:
-    """Median per model name in the results files a killed run left in its work folders."""
-    medians = {}
-    for results in folder.glob(".local_subnets_found.*.work/results.jsonl"):
+def _leftover_results(folder: Path, work: str = ".local_subnets_found.*.work") -> dict[str, dict]:
+    """Record per model name in the results files a killed run left in its work folders."""
+    records = {}
+    for results in folder.glob(f"{work}/results.jsonl"):
         for line in results.read_text().splitlines():
             record = json.loads(line) if line.endswith("}") else {}
             if record.get("type") == "result" and record["name"].startswith("subnet-"):
-                medians[record["name"]] = record["summary"]["median"]
-    return medians
+                records[record["name"]] = record
+    return records
 
 
-def _agent_gone(folder: Path) -> bool:
+def _medians(records: dict[str, dict]) -> set[float]:
+    return {record["summary"]["median"] for record in records.values()}
+
+
+def _agent_gone(folder: Path, work: str = ".local_subnets_found.*.work") -> bool:
     """The killed run's orphaned agent has let go of its results file (it stops at its next check)."""
-    for results in folder.glob(".local_subnets_found.*.work/results.jsonl"):
+    for results in folder.glob(f"{work}/results.jsonl"):
         with results.open("a") as handle:
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 return False
     return True
+
+
+def _kill_after_a_result(args: list[str], folder: Path, work: str) -> dict[str, dict]:
+    """Start ``ofa-profile args``, SIGKILL it once a subnet's result is on the "device"; the results it left."""
+    process = subprocess.Popen([sys.executable, "-m", "profiler.cli", *args], cwd=ROOT,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: bool(_leftover_results(folder, work)), "a first subnet result", timeout_s=300,
+                   stop=lambda: process.poll() is not None)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    wait_until(lambda: _agent_gone(folder, work), "the orphaned agent to stop")
+    leftover = _leftover_results(folder, work)
+    assert leftover, "the run finished before it could be killed"
+    return leftover
 
 
 @pytest.mark.slow
@@ -172,29 +194,77 @@ def test_a_killed_runs_results_are_credited_only_to_the_models_that_produced_the
     found.write_text(first)
     # The regime check may send a noisy run to longer blocks, a new work folder; here only naming is tested.
     args = [*_common(table_dir), "--regime-tolerance", "0.9", "--subnets", str(found)]
-    command = [sys.executable, "-m", "profiler.cli", *args]
-    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_until(lambda: bool(_leftover_results(table_dir)), "a first subnet result", timeout_s=300,
-                   stop=lambda: process.poll() is not None)
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-    wait_until(lambda: _agent_gone(table_dir), "the orphaned agent to stop")
-    leftover = _leftover_results(table_dir)
-    assert leftover, "the run finished before it could be killed"
+    leftover = _medians(_kill_after_a_result(args, table_dir, ".local_subnets_found.*.work"))
     kept = tmp_path / "kept"
     for work in table_dir.glob(".local_subnets_found.*.work"):
         shutil.copytree(work, kept / work.name)
 
     found.write_text(second)
     assert main(args) == 0
-    assert not set(pd.read_csv(table_dir / "local_subnets_found.csv")["absolute_ms"]) & set(leftover.values())
+    assert not set(pd.read_csv(table_dir / "local_subnets_found.csv")["absolute_ms"]) & leftover
 
     for work in kept.iterdir():
         shutil.copytree(work, table_dir / work.name, dirs_exist_ok=True)
     found.write_text(first)
     assert main(args) == 0
-    reused = set(pd.read_csv(table_dir / "local_subnets_found.csv")["absolute_ms"]) & set(leftover.values())
+    reused = set(pd.read_csv(table_dir / "local_subnets_found.csv")["absolute_ms"]) & leftover
     assert len(reused) == len(leftover)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["calibrate", "search"])
+def test_a_killed_calibration_or_closed_loop_reuses_its_own_results_only(mode, table_dir, tmp_path):
+    """Issue 25, the same for --calibrate and the closed loop: SIGKILL once a subnet's result is on the device,
+    then a rerun with other inputs (another seed's subnets; other budgets) credits no leftover result to a subnet
+    other than the one that produced it, and a rerun of the killed command continues from every result it left.
+
+    What each run measured, per arch, is read from what it keeps: the calibration's points in the sidecar (ratios
+    to the reference times the table's anchor, in the order of its seeded subnets) and the list of every subnet
+    the closed loop measured in its report (absolute times). The loop searches raw table sums: the calibration a
+    loop stores would change what the rerun searches for."""
+    out = tmp_path / "tables"
+    out.mkdir()
+    for path in table_dir.glob("local_w1.0_onnxruntime_cpu*"):  # a table of its own: the calibration is stored
+        shutil.copy(path, out / path.name)
+    table = out / "local_w1.0_onnxruntime_cpu.csv"
+    common = ["--device", "local", "--width", "1.0", "--resolutions", "128", "--out", str(out), "--cache",
+              str(table_dir / "cache"), *FAST, "--regime-tolerance", "0.9"]
+    if mode == "calibrate":
+        work = ".local_w1.0_onnxruntime_cpu.calibrate.*.work"
+        first, second = ["--calibrate", "5", "--seed", "1"], ["--calibrate", "5", "--seed", "2"]
+        anchor = table_anchor(read_table(table))
+
+        def values(records: dict[str, dict]) -> set[float]:
+            return {round(record["ratio"]["median"] * anchor, 9) for record in records.values()}
+
+        def measured(args: list[str]) -> dict[float, str]:
+            archs = random_subnets(5, int(args[-1]), 1.0, [128], "mobilenetv3")
+            points = read_table(table).meta["calibration"]["measured_ms"]
+            return {round(m, 9): arch.to_json() for m, arch in zip(points, archs, strict=True)}
+    else:
+        work = ".local_w1.0_onnxruntime_cpu.loop1.*.work"
+        fastest = LatencyPredictor(read_table(table)).minimum()[0]
+        first, second = ([("--search", "--raw-latency", "--rank", "macs", "--rounds", "1", "--generations", "50",
+                           "--latency-ms", ",".join(f"{fastest * k:.3f}" for k in ks))
+                          for ks in ((1.2, 1.5), (1.8, 2.4))])
+        values = _medians
+
+        def measured(args: list[str]) -> dict[float, str]:
+            budgets = "-".join(f"{float(budget):g}" for budget in args[-1].split(","))
+            report = json.loads((out / f"local_delivered_{budgets}ms.json").read_text())
+            return {m["absolute_ms"]: json.dumps(m["arch"]) for m in report["measured"] if m["round"] == 1}
+
+    leftover = values(_kill_after_a_result([*common, *first], out, work))
+    kept = tmp_path / "kept"
+    for folder in out.glob(work):
+        shutil.copytree(folder, kept / folder.name)
+    assert main([*common, *second]) == 0
+    other = measured(second)
+    for folder in kept.iterdir():
+        shutil.copytree(folder, out / folder.name, dirs_exist_ok=True)
+    assert main([*common, *first]) == 0
+    produced_by = {value: arch for value, arch in measured(first).items() if value in leftover}
+    assert len(produced_by) == len(leftover), "the killed run's results were measured again"
+    assert set(other.values()) - set(produced_by.values()), "the other inputs asked for no other subnet"
+    credited = {value: arch for value, arch in other.items() if value in leftover}
+    assert all(produced_by[value] == arch for value, arch in credited.items()), "credited to another subnet"
