@@ -272,6 +272,27 @@ def test_an_image_folder_gives_augmented_batches_seeded_per_batch(tmp_path):
         load_source(str(tmp_path / "only"), "val")
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_unreadable_image_is_one_line_naming_it_with_or_without_loader_workers(tmp_path, capsys, workers):
+    """Issue 25: with --workers 2, a corrupt JPEG came back inside the DataLoader worker's whole traceback."""
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for label, colour in (("a", (200, 30, 30)), ("b", (30, 30, 200))):
+            folder = tmp_path / "data" / split / label
+            folder.mkdir(parents=True)
+            for i in range(4):
+                Image.new("RGB", (40, 40), colour).save(folder / f"{i}.jpg")
+    bad = tmp_path / "data" / "train" / "a" / "2.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not a whole JPEG")
+    assert main(["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--width", "0.25",
+                 "--resolutions", "32", "--batch-size", "8", "--epochs", "1,0,0,0,0,0", "--warmup-epochs",
+                 "0,0,0,0,0,0", "--bn-images", "8", "--workers", str(workers), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"ofa-train: error: cannot read image {bad}: "), err
+    assert err[0].endswith("; remove or replace that file") and "Traceback" not in err[0]
+
+
 @pytest.mark.slow
 def test_the_proxyless_space_trains_through_every_phase_then_gives_a_dataset_and_a_search(tmp_path):
     """`ofa-train train --space proxyless`: the ProxylessNAS supernet through every phase (tiny run), its

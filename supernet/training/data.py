@@ -205,7 +205,9 @@ def load_source(data: str, split: str) -> ImageSource:
 
 
 class _Batches(Dataset):
-    """Items are whole batches, keyed by (indices, resolution, seed), so DataLoader workers build them."""
+    """Items are whole batches, keyed by (indices, resolution, seed), so DataLoader workers build them. A batch
+    that cannot be built comes back as its error's (problem, fix), raised again in the main process: DataLoader
+    would re-raise it with the worker's traceback as its message."""
 
     def __init__(self, source: ImageSource, augment: bool) -> None:
         self.source, self.augment = source, augment
@@ -213,9 +215,19 @@ class _Batches(Dataset):
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, key: tuple[tuple[int, ...], int, int]) -> Batch:
+    def __getitem__(self, key: tuple[tuple[int, ...], int, int]) -> Batch | tuple[str, str]:
         indices, resolution, seed = key
-        return self.source.batch(indices, resolution, self.augment, seed)
+        try:
+            return self.source.batch(indices, resolution, self.augment, seed)
+        except DataError as err:
+            return err.problem, err.fix
+
+
+def _built(item: Batch | tuple[str, str]) -> Batch:
+    """A worker's batch, or its error raised here."""
+    if isinstance(item[0], str):
+        raise DataError(*item)
+    return item
 
 
 class ShardedBatches:
@@ -253,7 +265,7 @@ class ShardedBatches:
         batches = iter(DataLoader(_Batches(self.source, augment=True), sampler=flat, batch_size=None,
                                   num_workers=workers))
         for keys in steps:
-            yield [next(batches) for _ in keys]
+            yield [_built(next(batches)) for _ in keys]
 
 
 def evaluation_batches(source: ImageSource, resolution: int, batch_size: int = 200,
