@@ -6,14 +6,12 @@ Module and parameter names follow the reference checkpoints (``conv.conv.weight`
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._layers import MBConvLayer, create_act, make_divisible, se_channels
+from ._layers import MBConvLayer, create_act, make_divisible, se_channels, se_gate
 
 __all__ = ["DynamicMBConvLayer"]
 
@@ -102,13 +100,7 @@ class DynamicSqueezeExcite(nn.Module):
 
     def __init__(self, max_chs: int) -> None:
         super().__init__()
-        rd_chs = se_channels(max_chs)
-        self.fc = nn.Sequential(OrderedDict([
-            ("reduce", nn.Conv2d(max_chs, rd_chs, 1, bias=True)),
-            ("relu", nn.ReLU(inplace=True)),
-            ("expand", nn.Conv2d(rd_chs, max_chs, 1, bias=True)),
-            ("h_sigmoid", nn.Hardsigmoid(inplace=True)),
-        ]))
+        self.fc = se_gate(max_chs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         chs = x.size(1)

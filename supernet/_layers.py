@@ -25,6 +25,7 @@ __all__ = [
     "create_act",
     "make_divisible",
     "se_channels",
+    "se_gate",
 ]
 
 _ACTIVATIONS: dict[str | None, Callable[[], nn.Module]] = {
@@ -43,19 +44,24 @@ def create_act(name: str | None) -> nn.Module:
     return _ACTIVATIONS[name]()
 
 
+def se_gate(chs: int) -> nn.Sequential:
+    """Squeeze-and-excite's gate on ``chs`` channels, under the reference's key names: ReLU bottleneck, h-sigmoid."""
+    rd_chs = se_channels(chs)
+    return nn.Sequential(OrderedDict([
+        ("reduce", nn.Conv2d(chs, rd_chs, 1, bias=True)),
+        ("relu", nn.ReLU(inplace=True)),
+        ("expand", nn.Conv2d(rd_chs, chs, 1, bias=True)),
+        ("h_sigmoid", nn.Hardsigmoid(inplace=True)),
+    ]))
+
+
 class SqueezeExcite(nn.Module):
     """Squeeze-and-excite after the depthwise conv: ReLU bottleneck, h-sigmoid gate."""
 
     def __init__(self, chs: int) -> None:
         super().__init__()
         self.chs = chs
-        rd_chs = se_channels(chs)
-        self.fc = nn.Sequential(OrderedDict([
-            ("reduce", nn.Conv2d(chs, rd_chs, 1, bias=True)),
-            ("relu", nn.ReLU(inplace=True)),
-            ("expand", nn.Conv2d(rd_chs, chs, 1, bias=True)),
-            ("h_sigmoid", nn.Hardsigmoid(inplace=True)),
-        ]))
+        self.fc = se_gate(chs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.fc(x.mean((2, 3), keepdim=True))
