@@ -273,8 +273,11 @@ def test_an_image_folder_gives_augmented_batches_seeded_per_batch(tmp_path):
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_an_unreadable_image_is_one_line_naming_it_with_or_without_loader_workers(tmp_path, capsys, workers):
-    """Issue 25: with --workers 2, a corrupt JPEG came back inside the DataLoader worker's whole traceback."""
+def test_an_unreadable_image_is_one_line_naming_it_with_or_without_loader_workers(tmp_path, workers):
+    """Issue 25: with --workers 2, a corrupt JPEG came back inside the DataLoader worker's whole traceback.
+
+    In a process of its own, as a user runs it: DataLoader forks its workers, and forking a pytest worker that other
+    tests have loaded JAX into warns of deadlocks."""
     from PIL import Image
 
     for split in ("train", "val"):
@@ -285,10 +288,13 @@ def test_an_unreadable_image_is_one_line_naming_it_with_or_without_loader_worker
                 Image.new("RGB", (40, 40), colour).save(folder / f"{i}.jpg")
     bad = tmp_path / "data" / "train" / "a" / "2.jpg"
     bad.write_bytes(b"\xff\xd8\xff\xe0 not a whole JPEG")
-    assert main(["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--width", "0.25",
-                 "--resolutions", "32", "--batch-size", "8", "--epochs", "1,0,0,0,0,0", "--warmup-epochs",
-                 "0,0,0,0,0,0", "--bn-images", "8", "--workers", str(workers), "--quiet"]) == 1
-    err = capsys.readouterr().err.strip().splitlines()
+    run = subprocess.run([sys.executable, "-m", "supernet.training.cli", "train", "--data", str(tmp_path / "data"),
+                          "--out", str(tmp_path / "run"), "--width", "0.25", "--resolutions", "32", "--batch-size",
+                          "8", "--epochs", "1,0,0,0,0,0", "--warmup-epochs", "0,0,0,0,0,0", "--bn-images", "8",
+                          "--workers", str(workers), "--quiet"], capture_output=True, text=True, env=_env(),
+                         timeout=300)
+    assert run.returncode == 1
+    err = run.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"ofa-train: error: cannot read image {bad}: "), err
     assert err[0].endswith("; remove or replace that file") and "Traceback" not in err[0]
 
