@@ -38,9 +38,14 @@ _OLD_TIMINGS = re.compile(
 # with two decimals: "Model initialization: 4.48 ms", "Warmup (avg): 0.47 ms (1055 runs)", "Inference (avg): 0.46
 # ms (2112 runs)", each line tagged with its source ("[./litert/tools/benchmark_litert_model.h:NN]"), some broken
 # right after the tag. Its count= lines still print microseconds, and are preferred where present.
+# Where a build prints no count= line, the summary's spread and run count stand in ("Inference (std)" comes with
+# or without its "ms").
 _LITERT_SUMMARY = "BENCHMARK RESULTS"
-_LITERT_VALUE = r"{label}:\s*([\d.]+(?:e[-+]?\d+)?)\s*ms"
+_LITERT_NUMBER = r"{label}:\s*([\d.]+(?:e[-+]?\d+)?)"
+_LITERT_VALUE = _LITERT_NUMBER + r"\s*ms"
 _LITERT_FIELDS = {"init": r"Model initialization", "warmup": r"Warmup \(avg\)", "avg": r"Inference \(avg\)"}
+_LITERT_SPREAD = {"min": r"Inference \(min\)", "max": r"Inference \(max\)", "std": r"Inference \(std\)"}
+_LITERT_RUNS = re.compile(r"Inference \(avg\):\s*[\d.]+(?:e[-+]?\d+)?\s*ms\s*\((\d+) runs\)")
 # TensorFlow's non-Lite tools/benchmark/benchmark_model times GraphDefs: "... no stats: X, with stats: Y".
 _TENSORFLOW_TOOL = re.compile(r"no stats: [\d.e+]+, with stats: [\d.e+]+")
 # Memory as the builds label it: (regex, fields it gives).
@@ -116,11 +121,15 @@ def parse_benchmark_output(text: str) -> BenchmarkModelResult:
     else:
         tail = "\n".join(text.strip().splitlines()[-5:])
         raise BenchmarkModelError(f"no 'Inference timings' line in benchmark_model output; last lines:\n{tail}")
+    if stats is None and litert:
+        stats = {key: litert[key] * 1000 for key in _LITERT_SPREAD if key in litert}  # as count= lines have them
+        if "count" in litert:
+            stats["count"] = litert["count"]
     return BenchmarkModelResult(
         avg_ms=avg,
         init_ms=init,
         warmup_ms=warmup,
-        count=int(stats["count"]) if stats else None,
+        count=int(stats["count"]) if stats and "count" in stats else None,
         std_ms=stats["std"] / 1000 if stats and "std" in stats else None,
         min_ms=stats["min"] / 1000 if stats and "min" in stats else None,
         max_ms=stats["max"] / 1000 if stats and "max" in stats else None,
@@ -141,7 +150,15 @@ def _litert_summary(text: str) -> dict[str, float] | None:
     missing = [_LITERT_FIELDS[key].replace("\\", "") for key, match in found.items() if match is None]
     if missing:
         raise BenchmarkModelError(f"LiteRT's benchmark summary lacks {', '.join(missing)}; is the output whole?")
-    return {key: float(match.group(1)) for key, match in found.items()}
+    summary = {key: float(match.group(1)) for key, match in found.items()}
+    for key, label in _LITERT_SPREAD.items():
+        match = re.search(_LITERT_NUMBER.format(label=label), block)
+        if match:
+            summary[key] = float(match.group(1))
+    runs = _LITERT_RUNS.search(block)
+    if runs:
+        summary["count"] = int(runs.group(1))
+    return summary
 
 
 def _memory(text: str) -> dict[str, float]:

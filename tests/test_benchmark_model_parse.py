@@ -266,10 +266,41 @@ def test_litert_summary_in_ms_with_the_timed_runs_from_their_count_line():
     assert (result.init_mb, result.overall_mb, result.peak_mb) == (pytest.approx(8.94), pytest.approx(11.51), None)
 
 
-def test_litert_summary_alone_is_read_in_ms():
+# LiteRT 2.1.5's layout as a user published a run of it (mlcommons/mobile_app_open issue 1134, 2026-07-28): the
+# results banner untagged, short source tags, aligned values, a signature name, "Warmup (first)", a std without
+# its unit, a throughput, "Memory Usage:" broken after its tag, no peak memory, and no count= lines. The lines'
+# shapes follow that run; the text and the numbers here are this project's.
+LITERT_215 = """\
+INFO: [benchmark_litert_model.h:60] Graph: [net.tflite]
+========== BENCHMARK RESULTS ==========
+INFO: [benchmark_litert_model.h:92] Signature name:       serving_default
+INFO: [benchmark_litert_model.h:94] Model initialization: 12.31 ms
+INFO: [benchmark_litert_model.h:96] Warmup (first):       3.02 ms
+INFO: [benchmark_litert_model.h:98] Warmup (avg):         2.87 ms (1 runs)
+INFO: [benchmark_litert_model.h:100] Inference (avg):      2.64 ms (50 runs)
+INFO: [benchmark_litert_model.h:104] Inference (min):      2.51 ms
+INFO: [benchmark_litert_model.h:106] Inference (max):      2.93 ms
+INFO: [benchmark_litert_model.h:108] Inference (std):      0.08
+INFO: [benchmark_litert_model.h:115] Throughput:           4.10 MB/s
+INFO: [benchmark_litert_model.h:124]
+Memory Usage:
+INFO: [benchmark_litert_model.h:126] Init footprint:       21.40 MB
+INFO: [benchmark_litert_model.h:128] Overall footprint:    25.02 MB
+INFO: [benchmark_litert_model.h:135] Peak memory usage not available. (peak_mem_mb <= 0)
+"""
+
+
+def test_litert_summary_alone_is_read_in_ms_with_its_spread_and_run_count():
+    """Without count= lines, the summary's min, max, std and run count stand in for theirs (no median)."""
     summary_only = "\n".join(line for line in LITERT.splitlines() if "count=" not in line)
     result = parse_benchmark_output(summary_only)
-    assert (result.avg_ms, result.count) == (pytest.approx(0.46), None)
+    assert (result.avg_ms, result.count, result.median_ms) == (pytest.approx(0.46), 2112, None)
+    assert (result.min_ms, result.max_ms, result.std_ms) == (pytest.approx(0.44), pytest.approx(0.53),
+                                                             pytest.approx(0.01))
+    result = parse_benchmark_output(LITERT_215)
+    assert (result.init_ms, result.warmup_ms, result.avg_ms, result.count) == (12.31, 2.87, 2.64, 50)
+    assert (result.min_ms, result.max_ms, result.std_ms) == (2.51, 2.93, 0.08)
+    assert (result.init_mb, result.overall_mb, result.peak_mb) == (21.4, 25.02, None)
 
 
 @pytest.mark.parametrize(("line", "fields"), [
