@@ -292,12 +292,14 @@ def test_torchscript_subnets_match_pytorch(tmp_path, supernets):
         torch.testing.assert_close(torch.jit.load(str(again))(x), got, rtol=0, atol=0)
 
 
-def test_export_unit_reuses_the_cached_file(tmp_path, monkeypatch):
-    """A second export_unit finds the file by its hash and does not export again; no temp files remain."""
+def test_export_unit_reuses_the_cached_file(tmp_path):
+    """A second export_unit finds the file by its hash and does not export again (an export would replace the
+    file, atomically: a new inode); no temp files remain."""
     unit = Unit.from_key(HEAD_KEYS[1])
     path = export_unit(unit, "onnx", tmp_path)
-    monkeypatch.setattr("supernet.export._to_bytes", lambda *a: pytest.fail("exported again despite the cache"))
+    written = path.stat()
     assert export_unit(unit, "onnx", tmp_path) == path
+    assert (path.stat().st_ino, path.stat().st_mtime_ns) == (written.st_ino, written.st_mtime_ns)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".sha256", path.name]
 
 
