@@ -22,9 +22,10 @@ system-deps:
 	fi
 
 # Two workers on the two cores, then the tests marked serial (timing- or core-bound) with the machine to themselves;
-# both parts always run, and either failing fails the target.
+# both parts always run, and either failing fails the target. Work stealing: a worker that runs out takes tests
+# queued behind a long one on the other (8:57 against 9:49 for the parallel part, 2026-12-06).
 test: $(STAMP) system-deps
-	$(PY) -m pytest -q -n 2 -m "not serial"; parallel=$$?; \
+	$(PY) -m pytest -q -n 2 --dist worksteal -m "not serial"; parallel=$$?; \
 	$(PY) -m pytest -q -m serial; serial=$$?; \
 	test $$parallel -eq 0 && test $$serial -eq 0
 
