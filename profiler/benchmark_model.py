@@ -45,7 +45,7 @@ _LITERT_NUMBER = r"{label}:\s*([\d.]+(?:e[-+]?\d+)?)"
 _LITERT_VALUE = _LITERT_NUMBER + r"\s*ms"
 _LITERT_FIELDS = {"init": r"Model initialization", "warmup": r"Warmup \(avg\)", "avg": r"Inference \(avg\)"}
 _LITERT_SPREAD = {"min": r"Inference \(min\)", "max": r"Inference \(max\)", "std": r"Inference \(std\)"}
-_LITERT_RUNS = re.compile(r"Inference \(avg\):\s*[\d.]+(?:e[-+]?\d+)?\s*ms\s*\((\d+) runs\)")
+_LITERT_RUNS = re.compile(_LITERT_VALUE.format(label=_LITERT_FIELDS["avg"]) + r"\s*\((\d+) runs\)")
 # TensorFlow's non-Lite tools/benchmark/benchmark_model times GraphDefs: "... no stats: X, with stats: Y".
 _TENSORFLOW_TOOL = re.compile(r"no stats: [\d.e+]+, with stats: [\d.e+]+")
 # Memory as the builds label it: (regex, fields it gives).
@@ -71,8 +71,9 @@ class BenchmarkModelResult:
         avg_ms: Mean steady-state inference time.
         init_ms: Interpreter initialisation time.
         warmup_ms: Mean warm-up inference time.
-        count: Number of timed inference runs (None when the output has no ``count=`` line).
-        std_ms, min_ms, max_ms, median_ms: From the ``count=`` line where printed (median on newer builds only).
+        count: Number of timed inference runs, from the ``count=`` line or LiteRT's summary (None without either).
+        std_ms, min_ms, max_ms, median_ms: From the ``count=`` line where printed (median on newer builds only), or
+            LiteRT's summary (no median).
         init_mb, overall_mb: The memory footprint after initialisation and over the whole run (MB, as the
             build reports it: a peak, or a delta from the tool's start); None where it prints none.
         peak_mb: The peak footprint from periodic monitoring, where the build reports one.
@@ -121,21 +122,13 @@ def parse_benchmark_output(text: str) -> BenchmarkModelResult:
     else:
         tail = "\n".join(text.strip().splitlines()[-5:])
         raise BenchmarkModelError(f"no 'Inference timings' line in benchmark_model output; last lines:\n{tail}")
-    if stats is None and litert:
-        stats = {key: litert[key] * 1000 for key in _LITERT_SPREAD if key in litert}  # as count= lines have them
-        if "count" in litert:
-            stats["count"] = litert["count"]
-    return BenchmarkModelResult(
-        avg_ms=avg,
-        init_ms=init,
-        warmup_ms=warmup,
-        count=int(stats["count"]) if stats and "count" in stats else None,
-        std_ms=stats["std"] / 1000 if stats and "std" in stats else None,
-        min_ms=stats["min"] / 1000 if stats and "min" in stats else None,
-        max_ms=stats["max"] / 1000 if stats and "max" in stats else None,
-        median_ms=stats["median"] / 1000 if stats and "median" in stats else None,
-        **_memory(text),
-    )
+    if stats:
+        spread = {f"{key}_ms": stats[key] / 1000 for key in ("std", "min", "max", "median") if key in stats}
+        spread["count"] = int(stats["count"])
+    else:  # a LiteRT build without count= lines gives its summary's (ms); older builds give none
+        spread = {key if key == "count" else f"{key}_ms": value for key, value in (litert or {}).items()
+                  if key in (*_LITERT_SPREAD, "count")}
+    return BenchmarkModelResult(avg_ms=avg, init_ms=init, warmup_ms=warmup, **spread, **_memory(text))
 
 
 def _litert_summary(text: str) -> dict[str, float] | None:
@@ -157,7 +150,7 @@ def _litert_summary(text: str) -> dict[str, float] | None:
             summary[key] = float(match.group(1))
     runs = _LITERT_RUNS.search(block)
     if runs:
-        summary["count"] = int(runs.group(1))
+        summary["count"] = int(runs.group(2))
     return summary
 
 

@@ -108,6 +108,8 @@ def deliver(
     rounds = itertools.count(1)
     stem = stem_of(source, (".csv", ".json", ".npz"))
 
+    every: list[dict[str, Any]] = []  # each subnet measured, with its round: the report keeps them
+
     def measure(archs: Sequence[Arch]) -> list[dict[str, Any]]:
         number = next(rounds)
         measured = measure_subnets(profile, transport, archs, width_mult=width, n_classes=n_classes,
@@ -119,8 +121,6 @@ def deliver(
                         for m in measured]
         every.extend({"round": number, "arch": arch.to_dict(), **m} for arch, m in zip(archs, measured, strict=True))
         return measured
-
-    every: list[dict[str, Any]] = []
 
     memory = None
     if memory_model is not None:
