@@ -8,6 +8,10 @@
     ofa-fit predict tables/local.latency found.json
     ofa-search --latency-model tables/local.latency --latency-ms 8 --predictor ...
 
+    ofa-profile --device phone --width 1.0 --resolutions 160,192,224 --subnets random:20     # a new device
+    ofa-fit latency tables/phone_subnets.csv --prior local-ort-t1 --prior tables/local.latency --out tables/phone
+    ofa-fit priors                                                      # the priors this package ships
+
 ``accuracy``: a CSV with ``arch`` (OFA JSON), ``accuracy`` (top-1, 0..1) and ``precision`` (fp32 or int8; fp32
 when absent), as ``ofa-train dataset`` writes it. A seeded share of its rows is held out; the report gives the
 held-out RMSE and rank correlations; the predictor saved is then refitted on every row, and states the precision.
@@ -17,8 +21,10 @@ and ran, as ``ofa-profile --subnets`` records it); ``ofa-search --memory-model O
 
 ``latency``: a CSV with ``arch`` and ``measured_ms``, as ``ofa-profile --subnets`` writes it. Model families are
 compared by cross-validation (share within ±10% and ±5%, Spearman), the best is refitted on every row and saved
-as OUT.json and OUT.npz. ``predict`` writes ``arch,predicted_ms`` for a JSON list of archs (or ofa-search output)
-or a CSV with an ``arch`` column.
+as OUT.json and OUT.npz. With ``--prior`` (other devices' tables or latency models, or priors this package ships),
+the ``priors`` and ``priors+ridge`` families start from what those devices know, so a few measured subnets fit a
+model; the saved model holds its priors and records their names, hashes and sources. ``predict`` writes
+``arch,predicted_ms`` for a JSON list of archs (or ofa-search output) or a CSV with an ``arch`` column.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from predictors.latency_model import FAMILIES
+from predictors.latency_model import FAMILIES, PRIOR_FAMILIES
 from supernet.cli_args import command_parser, finite_float, non_negative_int, positive_int
 from supernet.errors import OFAProfileError, UsageError, run_command
 from supernet.files import json_loads, read_input
@@ -56,7 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     accuracy.add_argument("--json", action="store_true", help="print the report as JSON")
     latency = _model_command(commands, "latency", "measured_ms", FAMILIES)
     latency.add_argument("--table", type=Path, help="a latency table of the device: its sums become features")
-    _model_command(commands, "memory", "memory_mb", [f for f in FAMILIES if f != "calibrated-sum"])
+    latency.add_argument("--prior", action="append", default=[], metavar="PRIOR",
+                         help="another device's table (CSV), latency model (ofa-fit latency --out) or a prior "
+                              "ofa-fit priors lists; repeat for several")
+    commands.add_parser("priors", help="list the priors this package ships, with their provenance")
+    _model_command(commands, "memory", "memory_mb", [f for f in FAMILIES if f != "calibrated-sum"
+                                                     and f not in PRIOR_FAMILIES])
     predict = commands.add_parser("predict", help="latency (or memory) of archs from a fitted model")
     predict.add_argument("model", type=Path, help="the --out of ofa-fit latency or ofa-fit memory")
     predict.add_argument("archs", type=Path, help="JSON list of archs, ofa-search output, or a CSV with arch")
@@ -86,7 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    return {"accuracy": _accuracy, "latency": _latency, "memory": _memory, "predict": _predict}[args.command](args)
+    commands = {"accuracy": _accuracy, "latency": _latency, "memory": _memory, "predict": _predict,
+                "priors": _priors}
+    return commands[args.command](args)
 
 
 def _model(args: argparse.Namespace):
@@ -201,22 +214,34 @@ def _arch_batch(texts: Sequence[str], where: str):
 def _latency(args: argparse.Namespace) -> int:
     from .latency import LatencyPredictor
     from .latency_model import LatencyModel
+    from .latency_priors import load_priors
 
     texts, measured, stated = read_measured_subnets(args.data)
     table = LatencyPredictor(args.table, calibrated=False) if args.table else None
     if table is not None and table.precision != stated["precision"]:
         raise OFAProfileError(f"{args.table} was measured in {table.precision} and {args.data} in "
                               f"{stated['precision']}", "give a table and subnets of one precision")
-    model = LatencyModel(args.family, table, width_mult=args.width or (None if table else stated["width_mult"]),
-                         cv=args.cv, random_state=args.seed)
+    priors = load_priors(args.prior)
+    width = args.width or (None if table else stated["width_mult"] or (priors[0].width_mult if priors else None))
+    model = LatencyModel(args.family, table, width_mult=width, cv=args.cv, random_state=args.seed, priors=priors)
     model.fit(_arch_batch(texts, str(args.data)), measured)
     # The closed loop (ofa-profile --search --latency-model) measures at the same anchor as the data.
     meta = {"fitted_on": str(args.data), "table": str(args.table) if args.table else None,
             "anchor_ms": stated["anchor_ms"], "reference": stated["reference"], "precision": stated["precision"]}
     files = model.save(args.out, meta)
-    return _report_fit(args, model, files, {"with_table": table is not None},
-                       f" with table {args.table}" if table else "",
-                       f"ofa-search --latency-model {args.out} --latency-ms MS")
+    source = f" with table {args.table}" if table else ""
+    if priors:
+        source = f" from {len(priors)} prior(s) ({', '.join(p.name for p in priors)})"
+    return _report_fit(args, model, files, {"with_table": table is not None,
+                                            "priors": [p.provenance() for p in priors]},
+                       source, f"ofa-search --latency-model {args.out} --latency-ms MS")
+
+
+def _priors(args: argparse.Namespace) -> int:
+    from .latency_priors import describe_shipped
+
+    print(describe_shipped())
+    return 0
 
 
 def _memory(args: argparse.Namespace) -> int:

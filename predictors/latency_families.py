@@ -12,7 +12,8 @@ import numpy as np
 
 from .calibration import fit_calibration
 
-__all__ = ["FAMILY_CLASSES", "FLOOR_MS", "CalibratedSum", "Ridge", "RidgeBoosting", "RidgeMLP", "Trees", "sub_arrays"]
+__all__ = ["FAMILY_CLASSES", "FLOOR_MS", "CalibratedSum", "PriorMix", "Ridge", "RidgeBoosting", "RidgeMLP", "Trees",
+           "sub_arrays"]
 
 FLOOR_MS = 1e-3  # a ridge that extrapolates below zero still leaves a positive base for the residual models
 
@@ -21,11 +22,12 @@ class Ridge:
     """Linear in the features, least squares on relative error, penalty chosen by GCV.
 
     With a table (``offset`` the table sum's column), it starts from the calibrated sum and learns a relative
-    correction to it, so the penalty shrinks it towards the calibrated sum rather than towards a constant.
+    correction to it, so the penalty shrinks it towards the calibrated sum rather than towards a constant. With
+    priors (``priors`` their columns), it starts from their :class:`PriorMix` the same way.
     """
 
-    def __init__(self, offset: int = -1) -> None:
-        self.offset = offset
+    def __init__(self, offset: int = -1, priors: tuple[int, ...] = ()) -> None:
+        self.offset, self.priors = offset, tuple(priors)
 
     def fit(self, x: np.ndarray, y: np.ndarray, seed: int) -> Ridge:
         from sklearn.linear_model import RidgeCV
@@ -33,32 +35,122 @@ class Ridge:
         self.mean, self.scale = x.mean(axis=0), x.std(axis=0)
         self.scale[self.scale == 0] = 1.0
         ridge = RidgeCV(alphas=np.logspace(-4, 3, 15))
-        if self.offset >= 0:
+        self.line, self.mix = np.zeros(2), None
+        if self.priors:
+            self.mix = PriorMix(self.priors).fit(x, y, seed)
+        elif self.offset >= 0:
             self.line = CalibratedSum(self.offset).fit(x, y, seed).line
+        if self._based:
             ridge.fit((x - self.mean) / self.scale, y / self._base(x) - 1)
         else:
-            self.line = np.zeros(2)
             ridge.fit((x - self.mean) / self.scale, y, sample_weight=y**-2.0)
         self.coef, self.intercept = ridge.coef_, np.asarray(ridge.intercept_)
         return self
 
+    @property
+    def _based(self) -> bool:
+        return self.mix is not None or self.offset >= 0
+
     def _base(self, x: np.ndarray) -> np.ndarray:
-        return np.maximum(self.line[0] * x[:, self.offset] + self.line[1], FLOOR_MS)
+        base = self.mix.predict(x) if self.mix is not None else self.line[0] * x[:, self.offset] + self.line[1]
+        return np.maximum(base, FLOOR_MS)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         linear = (x - self.mean) / self.scale @ self.coef + self.intercept
-        return np.maximum(self._base(x) * (1 + linear) if self.offset >= 0 else linear, FLOOR_MS)
+        return np.maximum(self._base(x) * (1 + linear) if self._based else linear, FLOOR_MS)
 
     def arrays(self) -> dict[str, np.ndarray]:
+        mix = {f"mix.{k}": v for k, v in self.mix.arrays().items()} if self.mix is not None else {}
         return {"mean": self.mean, "scale": self.scale, "coef": self.coef, "intercept": self.intercept,
-                "offset": np.array(self.offset), "line": self.line}
+                "offset": np.array(self.offset), "line": self.line, **mix}
 
     @classmethod
     def from_arrays(cls, a: Mapping[str, np.ndarray]) -> Ridge:
         ridge = cls(int(a["offset"]))
         ridge.mean, ridge.scale, ridge.coef, ridge.intercept = a["mean"], a["scale"], a["coef"], a["intercept"]
         ridge.line = a["line"]
+        mix = sub_arrays(a, "mix")
+        ridge.mix = PriorMix.from_arrays(mix) if mix else None
+        ridge.priors = ridge.mix.columns if ridge.mix is not None else ()
         return ridge
+
+
+class PriorMix:
+    """Latency on a new device from other devices' predictions (the prior columns), in log space.
+
+    It starts from the prior whose straight line ``log t = a · log p + b`` predicts the measured subnets best when
+    each is left out (what transferring one device's model to another does), and adds the other priors'
+    departures from it, ``Σ w_j (log p_j − log p_best)``, with a ridge penalty on ``w`` chosen by leave-one-out
+    error; an infinite penalty, the plain line, is among the choices. So five subnets fit the line, and each
+    subnet more lets the mix lean on the priors that explain what the best one misses (stacking, as in
+    Wolpert's *Stacked generalization* and Breiman's *Stacked regressions*, on log latencies).
+    """
+
+    ALPHAS = (*np.logspace(-3, 4, 15), np.inf)
+
+    def __init__(self, columns: tuple[int, ...]) -> None:
+        self.columns = tuple(int(c) for c in columns)
+
+    def _logs(self, x: np.ndarray) -> np.ndarray:
+        return np.log(np.maximum(x[:, list(self.columns)], FLOOR_MS))
+
+    def fit(self, x: np.ndarray, y: np.ndarray, seed: int) -> PriorMix:
+        logs, target = self._logs(x), np.log(y)
+        errors = [_loo_errors(_design(logs[:, [j]], logs[:, []]), target, np.inf) for j in range(logs.shape[1])]
+        self.best = int(np.argmin([np.mean(e**2) for e in errors]))
+        departures = np.delete(logs, self.best, axis=1) - logs[:, [self.best]]
+        self.scale = departures.std(axis=0)
+        self.scale[self.scale == 0] = 1.0
+        design = _design(logs[:, [self.best]], departures / self.scale)
+        alpha = min(self.ALPHAS, key=lambda a: (np.mean(_loo_errors(design, target, a) ** 2), -a))
+        self.alpha = float(alpha)
+        self.coef = _solve(design, target, alpha)
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        logs = self._logs(x)
+        departures = np.delete(logs, self.best, axis=1) - logs[:, [self.best]]
+        return np.exp(_design(logs[:, [self.best]], departures / self.scale) @ self.coef)
+
+    def weights(self) -> np.ndarray:
+        """The exponent of each prior in the fitted mix (``t ∝ Π p_j^w_j``), in column order."""
+        others = self.coef[2:] / self.scale
+        return np.insert(others, self.best, self.coef[1] - others.sum())
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"columns": np.array(self.columns), "best": np.array(self.best), "scale": self.scale,
+                "alpha": np.array(self.alpha), "coef": self.coef}
+
+    @classmethod
+    def from_arrays(cls, a: Mapping[str, np.ndarray]) -> PriorMix:
+        mix = cls(tuple(int(c) for c in np.atleast_1d(a["columns"])))
+        mix.best, mix.scale, mix.alpha, mix.coef = int(a["best"]), a["scale"], float(a["alpha"]), a["coef"]
+        return mix
+
+
+def _design(anchor: np.ndarray, departures: np.ndarray) -> np.ndarray:
+    """Columns [1, anchor, departures...]: the first two unpenalised."""
+    return np.concatenate([np.ones((len(anchor), 1)), anchor, departures], axis=1)
+
+
+def _penalty(design: np.ndarray, alpha: float) -> np.ndarray:
+    """The ridge penalty on all but the first two columns; an infinite one drops them (a tiny ridge keeps the two
+    unpenalised columns solvable when every subnet has the same prediction)."""
+    diagonal = np.full(design.shape[1], 1e-9)
+    diagonal[2:] = 1e12 if np.isinf(alpha) else alpha
+    return np.diag(diagonal)
+
+
+def _solve(design: np.ndarray, target: np.ndarray, alpha: float) -> np.ndarray:
+    return np.linalg.solve(design.T @ design + _penalty(design, alpha), design.T @ target)
+
+
+def _loo_errors(design: np.ndarray, target: np.ndarray, alpha: float) -> np.ndarray:
+    """Leave-one-out residuals of the penalised least squares fit, exactly, from its hat matrix."""
+    inverse = np.linalg.inv(design.T @ design + _penalty(design, alpha))
+    leverage = np.einsum("ij,jk,ik->i", design, inverse, design)
+    residual = target - design @ (inverse @ design.T @ target)
+    return residual / np.maximum(1 - leverage, 1e-6)
 
 
 class CalibratedSum:
@@ -223,5 +315,5 @@ def sub_arrays(arrays: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.nd
     return {k[len(prefix) + 1:]: v for k, v in arrays.items() if k.startswith(prefix + ".")}
 
 
-FAMILY_CLASSES = {"calibrated-sum": CalibratedSum, "ridge": Ridge, "ridge+boosting": RidgeBoosting,
-            "ridge+mlp": RidgeMLP}
+FAMILY_CLASSES = {"calibrated-sum": CalibratedSum, "priors": PriorMix, "ridge": Ridge, "priors+ridge": Ridge,
+                  "ridge+boosting": RidgeBoosting, "ridge+mlp": RidgeMLP}

@@ -11,6 +11,11 @@ cross-validation:
 - ``ridge+boosting``: gradient-boosted trees on what the ridge leaves, as a factor;
 - ``ridge+mlp``: a small MLP on what the ridge leaves, with OFA's 128-dim arch encoding among its inputs.
 
+With priors (other devices' tables or models, :class:`Prior`), a new device needs only a few measured subnets:
+
+- ``priors``: the priors' predictions mixed in log space (:class:`~predictors.latency_families.PriorMix`);
+- ``priors+ridge``: the ridge, starting from that mix instead of from a constant.
+
 scikit-learn fits them; predictions run in NumPy alone, and the saved model is two plain files (JSON and npz,
 no pickles) with a format version.
 
@@ -41,15 +46,17 @@ from ._additive import AdditiveCost
 from .accuracy import ArchEncoding
 from .archs import ArchBatch
 from .latency import LatencyResult
-from .latency_families import FAMILY_CLASSES, CalibratedSum, RidgeMLP, sub_arrays
+from .latency_families import FAMILY_CLASSES, CalibratedSum, PriorMix, Ridge, RidgeMLP, sub_arrays
 from .latency_features import ArchFeatures
 from .ranks import spearman_rho
 
-__all__ = ["FAMILIES", "FORMAT_VERSION", "QUANTITIES", "LatencyModel", "LatencyModelError", "latency_metrics"]
+__all__ = ["FAMILIES", "FORMAT_VERSION", "PRIOR_FAMILIES", "QUANTITIES", "LatencyModel", "LatencyModelError", "Prior",
+           "latency_metrics"]
 
 FORMAT = "ofa-profile latency model"
-FORMAT_VERSION = 1
-FAMILIES = ("calibrated-sum", "ridge", "ridge+boosting", "ridge+mlp")
+FORMAT_VERSION = 2  # 2: models with priors; a model without priors is still written as version 1
+FAMILIES = ("calibrated-sum", "priors", "ridge", "priors+ridge", "ridge+boosting", "ridge+mlp")
+PRIOR_FAMILIES = ("priors", "priors+ridge")  # only with priors
 _MIN_SUBNETS = 5
 _CHUNK = 1 << 15  # archs per prediction step
 _SUFFIXES = (".json", ".npz")  # a model's two files
@@ -85,6 +92,50 @@ def _one_standard_error(report: Mapping[str, Mapping[str, Any]]) -> str:
     return next(family for family in FAMILIES if family in means and means[family] <= bound)
 
 
+@dataclasses.dataclass(frozen=True)
+class Prior:
+    """Another device's latency that a few-shot model starts from: a table's raw sums or a latency model.
+
+    Attributes:
+        name: What reports call it (the file's stem, or the shipped prior's name).
+        sha256: The content hash of its file(s), recorded in every model fitted with it.
+        source: Where it came from (a path, or the shipped prior's provenance).
+        predictor: The table's :class:`~predictors._additive.AdditiveCost` or the :class:`LatencyModel`.
+        space, width_mult: The supernet it predicts for.
+    """
+
+    name: str
+    sha256: str
+    source: str
+    predictor: AdditiveCost | LatencyModel
+    space: Family
+    width_mult: float
+
+    @property
+    def kind(self) -> str:
+        return "table" if isinstance(self.predictor, AdditiveCost) else "model"
+
+    @property
+    def resolutions(self) -> tuple[int, ...]:
+        """Table priors: the table's resolutions; model priors: those they were fitted on (they predict between)."""
+        return tuple(self.predictor.resolutions if self.kind == "table" else self.predictor.resolutions_)
+
+    def covers(self, r: int) -> bool:
+        if self.kind == "table":
+            return r in self.resolutions
+        return self.resolutions[0] <= r <= self.resolutions[-1]
+
+    def predict(self, batch: ArchBatch) -> np.ndarray:
+        return self.predictor.total(batch) if self.kind == "table" else self.predictor.predict(batch)
+
+    def provenance(self) -> dict[str, Any]:
+        """What a model fitted with it records: name, kind, hash, source, and what the prior itself states."""
+        stated = {"resolutions": list(self.resolutions)}
+        if self.kind == "model":
+            stated["description"] = self.predictor.describe()
+        return {"name": self.name, "kind": self.kind, "sha256": self.sha256, "source": self.source, **stated}
+
+
 # --- the model users fit, save, load and predict with -----------------------------------------------------------
 class LatencyModel:
     """Latency of archs learned from whole subnets measured on one device, with scikit-learn's habits.
@@ -98,6 +149,8 @@ class LatencyModel:
         n_classes: Classifier outputs of the measured subnets (recorded, and checked against the table's).
         cv: Folds of the cross-validation that compares families.
         random_state: Seed of the folds and of the boosted trees and MLP.
+        priors: Other devices' :class:`Prior` s, of the same supernet: their predictions become the
+            ``priors`` and ``priors+ridge`` families' inputs, so a few measured subnets suffice.
 
     Attributes (after :meth:`fit`):
         family_: The family kept. cv_report_: Per family, its cross-validated :func:`latency_metrics`.
@@ -113,13 +166,15 @@ class LatencyModel:
     """
 
     def __init__(self, family: str = "auto", table=None, width_mult: float | None = None,
-                 n_classes: int | None = None, cv: int = 5, random_state: int = 0) -> None:
+                 n_classes: int | None = None, cv: int = 5, random_state: int = 0,
+                 priors: Sequence[Prior] = ()) -> None:
         self.family = family
         self.table = table
         self.width_mult = width_mult
         self.n_classes = n_classes
         self.cv = cv
         self.random_state = random_state
+        self.priors = priors
 
     # --- fitting ---------------------------------------------------------------------------------------------
     def _setup(self, space: Family) -> None:
@@ -127,6 +182,11 @@ class LatencyModel:
             raise LatencyModelError(f"unknown model family {self.family!r}", f"choose auto or one of {FAMILIES}")
         if self.family == "calibrated-sum" and self.table is None:
             raise LatencyModelError("the calibrated-sum family needs a table", "give a table, or another family")
+        if self.family in PRIOR_FAMILIES and not self.priors:
+            raise LatencyModelError(f"the {self.family} family needs priors", "give --prior, or another family")
+        if self.priors and self.table is not None:
+            raise LatencyModelError("a model starts from the device's own table or from other devices' priors, "
+                                    "not both", "drop the table, or the priors")
         width, n_classes = self.width_mult, self.n_classes
         if self.table is not None:
             if self.table.family != space:
@@ -143,6 +203,12 @@ class LatencyModel:
             raise LatencyModelError("no supernet width: a model without a table needs one",
                                     f"give --width ({widths} for the released {space.name} supernets)")
         self.space_, self.width_mult_, self.n_classes_ = space, float(width), int(n_classes or 1000)
+        for prior in self.priors:
+            if prior.space != space or prior.width_mult != self.width_mult_:
+                raise LatencyModelError(f"prior {prior.name} is for {prior.space.name} w{prior.width_mult:g}, the "
+                                        f"subnets are {space.name} w{self.width_mult_:g}",
+                                        "give priors of the supernet the subnets came from")
+        self.priors_ = tuple(self.priors)
         cost = self.table.cost if self.table is not None else None
         self.features_ = ArchFeatures(self.width_mult_, cost, space.layout)
 
@@ -161,12 +227,12 @@ class LatencyModel:
         if not (np.isfinite(y).all() and (y > 0).all()):
             raise LatencyModelError("measured values must be positive and finite (ms, or MB for memory)",
                                     "fix or drop those rows")
+        self._check_priors_cover(batch, "give priors that cover the measured subnets' resolutions")
         families = [self.family] if self.family != "auto" else [
-            f for f in FAMILIES if f != "calibrated-sum" or self.table is not None]
+            f for f in FAMILIES if (f != "calibrated-sum" or self.table is not None)
+            and (f not in PRIOR_FAMILIES or self.priors_)]
         self.encoding_ = ArchEncoding.for_resolutions(batch.r.tolist(), batch.layout.n_blocks)
-        base = self.features_.transform(batch)
-        encoded = np.concatenate([base, self.encoding_.transform(batch)], axis=1) if "ridge+mlp" in families else None
-        inputs = {f: encoded if f == "ridge+mlp" else base for f in families}
+        inputs = {f: self._inputs(batch, f) for f in families}
         folds = KFold(n_splits=min(self.cv, len(y)), shuffle=True, random_state=self.random_state)
         self.cv_report_ = {}
         for family in families:
@@ -184,18 +250,36 @@ class LatencyModel:
         self.meta_ = {}
         return self
 
+    def _check_priors_cover(self, batch: ArchBatch, fix: str) -> None:
+        for prior in self.priors_:
+            missing = sorted({int(r) for r in batch.r if not prior.covers(int(r))})
+            if missing:
+                raise LatencyModelError(f"prior {prior.name} has no latency at resolution {missing[0]} (it covers "
+                                        f"{list(prior.resolutions)})", fix)
+
     def _estimator(self, family: str):
         names = self.features_.names
         offset = names.index("table_sum_ms") if "table_sum_ms" in names else -1
+        priors = tuple(range(len(names), len(names) + len(self.priors_)))
         if family == "calibrated-sum":
             return CalibratedSum(offset)
+        if family == "priors":
+            return PriorMix(priors)
+        if family == "priors+ridge":
+            return Ridge(priors=priors)
         if family == "ridge+mlp":
             return RidgeMLP(len(names), offset)
         return FAMILY_CLASSES[family](offset)
 
-    def _inputs(self, batch: ArchBatch, encoded: bool) -> np.ndarray:
-        x = self.features_.transform(batch)
-        return np.concatenate([x, self.encoding_.transform(batch)], axis=1) if encoded else x
+    def _inputs(self, batch: ArchBatch, family: str) -> np.ndarray:
+        """The features a family reads: the arch's (and the table's), then the priors' predictions or OFA's arch
+        encoding."""
+        parts = [self.features_.transform(batch)]
+        if family in PRIOR_FAMILIES:
+            parts += [np.stack([p.predict(batch) for p in self.priors_], axis=1)]
+        elif family == "ridge+mlp":
+            parts += [self.encoding_.transform(batch)]
+        return np.concatenate(parts, axis=1)
 
     # --- predicting ------------------------------------------------------------------------------------------
     def _check_fitted(self) -> None:
@@ -214,11 +298,12 @@ class LatencyModel:
         if outside:
             raise LatencyModelError(f"resolution(s) {outside} lie outside {lo}..{hi}, where this model was fitted",
                                     "measure subnets at those resolutions and fit again")
-        encoded = self.family_ == "ridge+mlp"
+        if self.family_ in PRIOR_FAMILIES:
+            self._check_priors_cover(batch, "search at the resolutions the priors cover")
         out = np.empty(len(batch))
         for start in range(0, len(batch), _CHUNK):  # chunks keep the feature matrices in cache, not in GBs
             part = batch[slice(start, start + _CHUNK)]
-            out[start:start + _CHUNK] = self.estimator_.predict(self._inputs(part, encoded))
+            out[start:start + _CHUNK] = self.estimator_.predict(self._inputs(part, self.family_))
         return out
 
     def predict_result(self, archs: ArchBatch | Iterable[Arch]) -> LatencyResult:
@@ -233,7 +318,8 @@ class LatencyModel:
         """Resolutions of ``space`` it was fitted on (a table's model only fits on the table's resolutions)."""
         self._check_fitted()
         space = space or ArchSpace.for_width(self.width_mult_, self.space_.layout)
-        return tuple(r for r in space.resolutions if r in self.resolutions_)
+        priors = self.priors_ if self.family_ in PRIOR_FAMILIES else ()
+        return tuple(r for r in space.resolutions if r in self.resolutions_ and all(p.covers(r) for p in priors))
 
     @property
     def space(self) -> Family:
@@ -272,6 +358,8 @@ class LatencyModel:
         self._check_fitted()
         m = self.cv_report_[self.family_]
         table = " with a table" if self.features_.table_cost is not None else ""
+        if self.family_ in PRIOR_FAMILIES:
+            table = f" from {len(self.priors_)} prior(s) ({', '.join(p.name for p in self.priors_)})"
         return (f"{QUANTITIES[self.quantity]} model {self.family_}{table}, fitted on "
                 f"{len(self.train_ms_)} measured {self.space_.name} "
                 f"w{self.width_mult_:g} subnets: "
@@ -286,26 +374,39 @@ class LatencyModel:
 
         self._check_fitted()
         stem = stem_of(path, _SUFFIXES)
-        arrays = {f"estimator.{k}": np.asarray(v) for k, v in self.estimator_.arrays().items()}
-        cost = self.features_.table_cost
-        if cost is not None:
-            arrays |= {"table.resolutions": np.asarray(cost.resolutions), "table.fixed": cost.fixed,
-                       "table.block": cost.block}
-        b = self.train_batch_
-        arrays |= {"train.ks": b.ks, "train.e": b.e, "train.d": b.d, "train.r": b.r, "train.ms": self.train_ms_}
+        document, arrays = self._stored()
+        document["meta"] = {**document["meta"], **(meta or {})}
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
-        document = {"format": FORMAT, "format_version": FORMAT_VERSION, "family": self.family_,
-                    "space": self.space_.name, "width_mult": self.width_mult_, "n_classes": self.n_classes_,
-                    "resolutions": list(self.resolutions_), "features": self.features_.names,
-                    "with_table": cost is not None, "n_train": len(self.train_ms_), "cv_folds": self.cv,
-                    "random_state": self.random_state, "cross_validation": self.cv_report_,
-                    "encoding": dataclasses.asdict(self.encoding_),
-                    "meta": {**self.meta_, **(meta or {})}}
         json_path, npz_path = _files(stem)
         atomic_write(npz_path, buffer.getvalue())
         atomic_write(json_path, json.dumps(document, indent=2) + "\n")
         return json_path, npz_path
+
+    def _stored(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The JSON document and the arrays of this model, its priors' nested under ``priors`` and ``priorN.``."""
+        arrays = {f"estimator.{k}": np.asarray(v) for k, v in self.estimator_.arrays().items()}
+        cost = self.features_.table_cost
+        if cost is not None:
+            arrays |= _cost_arrays(cost, "table")
+        b = self.train_batch_
+        arrays |= {"train.ks": b.ks, "train.e": b.e, "train.d": b.d, "train.r": b.r, "train.ms": self.train_ms_}
+        priors = []
+        for i, prior in enumerate(self.priors_):
+            entry = {**prior.provenance(), "space": prior.space.name, "width_mult": prior.width_mult}
+            if prior.kind == "table":
+                arrays |= _cost_arrays(prior.predictor, f"prior{i}")
+            else:
+                entry["model"], nested = prior.predictor._stored()
+                arrays |= {f"prior{i}.{k}": v for k, v in nested.items()}
+            priors.append(entry)
+        document = {"format": FORMAT, "format_version": FORMAT_VERSION if priors else 1, "family": self.family_,
+                    "space": self.space_.name, "width_mult": self.width_mult_, "n_classes": self.n_classes_,
+                    "resolutions": list(self.resolutions_), "features": self.features_.names,
+                    "with_table": cost is not None, "n_train": len(self.train_ms_), "cv_folds": self.cv,
+                    "random_state": self.random_state, "cross_validation": self.cv_report_,
+                    "encoding": dataclasses.asdict(self.encoding_), "priors": priors, "meta": dict(self.meta_)}
+        return document, arrays
 
     @classmethod
     def load(cls, path: str | os.PathLike, quantity: str | None = None) -> LatencyModel:
@@ -331,9 +432,10 @@ class LatencyModel:
             raise LatencyModelError(f"{stem}: not a readable latency model ({err})", "fit it again") from None
         if not isinstance(document, dict):
             raise LatencyModelError(f"{stem}.json is not an ofa-profile latency model", "give the --out of ofa-fit")
-        # Trees mark a split that always goes left with an infinite threshold; nothing else may be other than finite.
+        # Trees mark a split that always goes left with an infinite threshold, and a prior mix that is the plain line
+        # has an infinite penalty; nothing else may be other than finite.
         damaged = [name for name, array in arrays.items() if array.dtype.kind == "f" and (
-            np.isnan(array).any() or (not name.endswith(".threshold") and np.isinf(array).any()))]
+            np.isnan(array).any() or (not name.endswith((".threshold", ".alpha")) and np.isinf(array).any()))]
         if damaged:
             raise LatencyModelError(f"{stem}.npz: {damaged[0]} holds values that are not finite numbers",
                                     "the file is damaged: fit the model again")
@@ -359,9 +461,9 @@ class LatencyModel:
             raise LatencyModelError(f"{stem}.json has format version {version}, newer than this ofa-profile reads "
                                     f"({FORMAT_VERSION})", "upgrade ofa-profile, or fit the model again")
         model = cls(family=document["family"], cv=document["cv_folds"], random_state=document["random_state"])
-        cost = None
-        if document["with_table"]:
-            cost = AdditiveCost(arrays["table.resolutions"], arrays["table.fixed"], arrays["table.block"])
+        cost = _cost_from(sub_arrays(arrays, "table")) if document["with_table"] else None
+        model.priors_ = tuple(cls._prior_from_stored(stem, entry, sub_arrays(arrays, f"prior{i}"))
+                              for i, entry in enumerate(document.get("priors") or []))
         try:  # files from before ProxylessNAS name no space: they are MobileNetV3's
             model.space_ = family_named(document.get("space", MOBILENETV3.name))
         except ValueError as err:
@@ -387,17 +489,35 @@ class LatencyModel:
             raise ValueError(f"quantity {model.quantity!r} is none of {sorted(QUANTITIES)}")
         return model
 
+    @classmethod
+    def _prior_from_stored(cls, stem: Path, entry: dict[str, Any], arrays: dict[str, np.ndarray]) -> Prior:
+        if entry["kind"] == "table":
+            predictor: AdditiveCost | LatencyModel = _cost_from(arrays)
+        else:
+            predictor = cls._from_stored(stem, entry["model"], arrays)
+        return Prior(str(entry["name"]), str(entry["sha256"]), str(entry["source"]), predictor,
+                     family_named(entry["space"]), float(entry["width_mult"]))
+
     def refit(self, archs: ArchBatch | Iterable[Arch], measured_ms: Sequence[float]) -> LatencyModel:
         """A model of the same family fitted on its own subnets plus these (the closed loop's new measurements)."""
         self._check_fitted()
         batch = ArchBatch.concat([self.train_batch_, ArchBatch.coerce(archs)])
         y = np.concatenate([self.train_ms_, np.asarray(measured_ms, dtype=float)])
         model = copy.copy(self)
-        x = self._inputs(batch, self.family_ == "ridge+mlp")
+        x = self._inputs(batch, self.family_)
         model.estimator_ = self._estimator(self.family_).fit(x, y, self.random_state)
         model.train_batch_, model.train_ms_ = batch, y
         model.resolutions_ = tuple(sorted({int(r) for r in batch.r}))
         return model
+
+
+def _cost_arrays(cost: AdditiveCost, prefix: str) -> dict[str, np.ndarray]:
+    return {f"{prefix}.resolutions": np.asarray(cost.resolutions), f"{prefix}.fixed": cost.fixed,
+            f"{prefix}.block": cost.block}
+
+
+def _cost_from(arrays: Mapping[str, np.ndarray]) -> AdditiveCost:
+    return AdditiveCost(arrays["resolutions"], arrays["fixed"], arrays["block"])
 
 
 def _files(stem: Path) -> tuple[Path, Path]:

@@ -36,6 +36,7 @@ from predictors.table_io import (
 from profiler.closed_loop import MAX_SLACK, PERCENTILES
 from profiler.devices import load_profiles, resolve_device
 from profiler.modes import (
+    FewShot,
     LoopJob,
     Run,
     SubnetsJob,
@@ -82,16 +83,17 @@ def _space_width(space: str, width: float | None) -> float:
     return width
 
 
-def _subnets_arg(text: str) -> Path | int:
-    """``--subnets``: a subnet file, or ``random:N``."""
-    if not text.startswith("random:"):
+def _subnets_arg(text: str) -> Path | int | FewShot:
+    """``--subnets``: a subnet file, ``random:N``, or ``fewshot:N``."""
+    kind = next((k for k in ("random", "fewshot") if text.startswith(f"{k}:")), None)
+    if kind is None:
         return Path(text)
     try:
-        n = positive_int(text.removeprefix("random:"))
+        n = positive_int(text.removeprefix(f"{kind}:"))
     except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected random:N with N positive, e.g. random:100") from None
+        raise argparse.ArgumentTypeError(f"{text!r}: expected {kind}:N with N positive, e.g. {kind}:20") from None
     check_subnet_count(n, text, argparse.ArgumentTypeError)
-    return n
+    return n if kind == "random" else FewShot(n)
 
 
 def _fraction(text: str) -> float:
@@ -181,10 +183,14 @@ def build_parser() -> argparse.ArgumentParser:
     subnets.add_argument(
         "--subnets",
         type=_subnets_arg,
-        metavar="FILE|random:N",
-        help="measure whole subnets: the archs in FILE (ofa-search output, OFA JSON) against the table, or N seeded "
-        "random ones at --resolutions (the data ofa-fit latency learns from; the table is optional)",
+        metavar="FILE|random:N|fewshot:N",
+        help="measure whole subnets: the archs in FILE (ofa-search output, OFA JSON) against the table, N seeded "
+        "random ones at --resolutions (the data ofa-fit latency learns from; the table is optional), or the N "
+        "most informative ones given --prior (for ofa-fit latency --prior on a new device)",
     )
+    subnets.add_argument("--prior", action="append", default=[], metavar="PRIOR",
+                         help="fewshot:N: another device's table, latency model or a prior ofa-fit priors lists "
+                              "(repeat for several)")
     subnets.add_argument("--calibrate", type=at_least(MIN_CALIBRATION_SUBNETS), metavar="N",
                          help="fit measured = a*sum + b on N random subnets")
     subnets.add_argument("--table", type=Path, help="the table to predict with or calibrate (default: the device's)")
@@ -354,6 +360,9 @@ def _main(argv: list[str]) -> int:
         parser.error("--percentile is for --search (the closed loop)")
     if args.rank != "accuracy" and not args.search:
         parser.error("--rank is for --search (the closed loop); ofa-search takes it too")
+    if isinstance(args.subnets, FewShot) != bool(args.prior):
+        parser.error("--subnets fewshot:N picks subnets from priors: give both, e.g. --subnets fewshot:20 "
+                     "--prior local-ort-t1")
     if args.yes and not (args.subnets or args.calibrate is not None):
         parser.error("--yes starts a long run of whole subnets: it is for --subnets and --calibrate")
     if args.rank == "macs" and args.predictor:
@@ -382,7 +391,8 @@ def _main(argv: list[str]) -> int:
             futures = [pool.submit(closed_loop_run, p, run, job, table_job, protocol, i, lock)
                        for i, p in enumerate(profiles)]
         elif args.subnets or args.calibrate is not None:
-            job = SubnetsJob(subnets=args.subnets, calibrate=args.calibrate, table=args.table, yes=args.yes)
+            job = SubnetsJob(subnets=args.subnets, calibrate=args.calibrate, table=args.table, yes=args.yes,
+                             priors=tuple(args.prior))
             futures = [pool.submit(whole_subnets, p, run, job, protocol) for p in profiles]
         else:
             futures = [pool.submit(profile_device, p, run, table_job, protocol, i, lock)

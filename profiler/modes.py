@@ -4,6 +4,7 @@ closed loop. Each mode is a function of explicit values (:class:`Run` and its jo
 from __future__ import annotations
 
 import logging
+import shlex
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,8 +26,8 @@ from supernet.errors import UsageError
 from supernet.plan import MOBILENETV3, family_named
 from supernet.subnets import read_subnets
 
-__all__ = ["MAX_SUBNETS", "LoopJob", "Run", "SubnetsJob", "TableJob", "check_subnet_count", "closed_loop_run",
-           "parse_resolutions", "profile_device", "table_path", "whole_subnets"]
+__all__ = ["MAX_SUBNETS", "FewShot", "LoopJob", "Run", "SubnetsJob", "TableJob", "check_subnet_count",
+           "closed_loop_run", "parse_resolutions", "profile_device", "table_path", "whole_subnets"]
 
 log = logging.getLogger("ofa-profile")
 
@@ -61,13 +62,22 @@ class TableJob:
 
 
 @dataclass(frozen=True)
-class SubnetsJob:
-    """Whole subnets: the archs of a file or ``random:N`` (``subnets``), or a calibration on N (``calibrate``)."""
+class FewShot:
+    """``--subnets fewshot:N``: the N subnets most worth measuring on a new device, given priors."""
 
-    subnets: Path | int | None = None
+    n: int
+
+
+@dataclass(frozen=True)
+class SubnetsJob:
+    """Whole subnets: the archs of a file, ``random:N`` or ``fewshot:N`` (``subnets``; ``priors`` pick the last),
+    or a calibration on N (``calibrate``)."""
+
+    subnets: Path | int | FewShot | None = None
     calibrate: int | None = None
     table: Path | None = None
     yes: bool = False
+    priors: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -190,15 +200,15 @@ def profile_device(profile: DeviceProfile, run: Run, job: TableJob, protocol: Pr
 def whole_subnets(profile: DeviceProfile, run: Run, job: SubnetsJob, protocol: Protocol) -> Path:
     """--subnets: measured against predicted, CSV and PNG; --calibrate: the fit, stored in the table's sidecar."""
     from profiler.plots import plot_predicted_vs_measured  # pandas and matplotlib: not for --help
-    from profiler.remeasure import calibrate, random_subnets, remeasure
+    from profiler.remeasure import calibrate, fewshot_subnets, random_subnets, remeasure
 
     table = job.table or table_path(run.out, profile, run.width, run.space)
-    random_n = job.subnets if isinstance(job.subnets, int) else None
+    drawn = job.subnets if isinstance(job.subnets, (int, FewShot)) else None
     if not table.is_file():
-        if job.table or random_n is None:
+        if job.table or drawn is None:
             raise UsageError(
                 f"no table {table} to predict with; build it first (ofa-profile --device {profile.name}) "
-                f"or give --table PATH (--subnets random:N measures without one)"
+                f"or give --table PATH (--subnets random:N and fewshot:N measure without one)"
             )
         table = None
     if job.calibrate is not None:
@@ -208,7 +218,7 @@ def whole_subnets(profile: DeviceProfile, run: Run, job: SubnetsJob, protocol: P
                  "(leave-one-out %.1f%%)", fit.n, fit.a, fit.b, fit.rms_pct_before, fit.rms_pct_after,
                  fit.loo_rms_pct)
         return table
-    if random_n is None:
+    if drawn is None:
         archs = read_subnets(job.subnets)
         check_subnet_count(len(archs), str(job.subnets), UsageError)
         # One file per input: a second --subnets file must not replace the first one's rows.
@@ -220,10 +230,14 @@ def whole_subnets(profile: DeviceProfile, run: Run, job: SubnetsJob, protocol: P
             resolutions = parse_resolutions(run.resolutions or "224", width, space)
         else:
             resolutions = stated.resolutions
-        archs = random_subnets(random_n, run.seed, width, resolutions, space)
-        # One file per (space, width, resolutions, seed): a larger N, or a rerun after a kill, extends it.
         span = "-".join(map(str, resolutions[:3])) + ("-etc" if len(resolutions) > 3 else "")
-        out_csv = run.out / (f"{_supernet_stem(profile, width, space)}_random_r{span}_seed{run.seed}"
+        if isinstance(drawn, FewShot):
+            archs = fewshot_subnets(job.priors, drawn.n, run.seed, width, resolutions, space)
+            kind = f"fewshot{drawn.n}"  # another N picks other subnets: a file of its own
+        else:
+            archs = random_subnets(drawn, run.seed, width, resolutions, space)
+            kind = "random"  # one file per (space, width, resolutions, seed): a larger N, or a rerun, extends it
+        out_csv = run.out / (f"{_supernet_stem(profile, width, space)}_{kind}_r{span}_seed{run.seed}"
                              f"{profile.precision_suffix}.csv")
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(archs), desc=f"{profile.name} subnets", unit="net", disable=run.quiet, dynamic_ncols=True)
@@ -232,8 +246,9 @@ def whole_subnets(profile: DeviceProfile, run: Run, job: SubnetsJob, protocol: P
                           n_classes=run.n_classes, on_subnets=bar.update,
                           reference=reference_named(run.reference), space_name=run.space, yes=job.yes)
     if table is None:
-        log.info("%d subnets measured (no table to compare with): %s; fit a model with ofa-fit latency %s --out "
-                 "MODEL", len(frame), out_csv, out_csv)
+        priors = "".join(f" --prior {shlex.quote(p)}" for p in job.priors)
+        log.info("%d subnets measured (no table to compare with): %s; fit a model with ofa-fit latency %s%s --out "
+                 "MODEL", len(frame), out_csv, shlex.quote(str(out_csv)), priors)
         return out_csv
     png = plot_predicted_vs_measured(frame, out_csv.with_suffix(".png"), f"{profile.name}: {table.name}")
     within = (frame["error_pct"].abs() <= 10).mean() * 100

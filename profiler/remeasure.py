@@ -15,8 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from predictors.archs import ArchBatch
 from predictors.calibration import Calibration, fit_calibration
 from predictors.latency import LatencyPredictor
+from predictors.latency_priors import informative_subnets, load_priors
 from predictors.table_io import Table, read_table, write_table
 from profiler.cost import check_cost, subnets_cost
 from profiler.devices import DeviceProfile, check_precision_of
@@ -26,11 +28,11 @@ from profiler.steady import with_table_blocks
 from profiler.transports.base import Transport
 from profiler.whole_subnets import measure_subnets
 from supernet import Arch, ArchSpace, count_macs
-from supernet.errors import OFAProfileError
+from supernet.errors import OFAProfileError, UsageError
 from supernet.files import atomic_write
 from supernet.plan import MOBILENETV3, family_named
 
-__all__ = ["calibrate", "measured_before", "random_subnets", "remeasure", "table_anchor"]
+__all__ = ["calibrate", "fewshot_subnets", "measured_before", "random_subnets", "remeasure", "table_anchor"]
 
 # What a measurement of a subnet is, as measure_subnets gives it; predictions are recomputed from the table.
 _MEASURED = ("measured_ms", "measured_p10_ms", "measured_p90_ms", "absolute_ms", "steady_ms", "regime", "ratio",
@@ -78,6 +80,25 @@ def random_subnets(n: int, seed: int, width: float, resolutions: Sequence[int],
     while len(archs) < n:
         archs[space.sample(rng).with_resolution(rng.choice(list(resolutions)))] = None
     return list(archs)
+
+
+def fewshot_subnets(priors: Sequence[str], n: int, seed: int, width: float, resolutions: Sequence[int],
+                    space_name: str = MOBILENETV3.name) -> list[Arch]:
+    """The ``n`` subnets most worth measuring on a new device given ``priors`` (what ``fewshot:N`` measures),
+    picked from 50 seeded random candidates per subnet asked for (at least 2,000)."""
+    loaded = load_priors(priors)
+    family = family_named(space_name)
+    for prior in loaded:
+        if prior.space != family or prior.width_mult != width:
+            raise UsageError(f"prior {prior.name} is for {prior.space.name} w{prior.width_mult:g}, this run for "
+                             f"{family.name} w{width:g}", f"give --width {prior.width_mult:g}, or priors of this "
+                             "supernet")
+        missing = [r for r in resolutions if not prior.covers(r)]
+        if missing:
+            raise UsageError(f"prior {prior.name} has no latency at resolution(s) {missing}",
+                             f"give --resolutions within what it covers ({list(prior.resolutions)})")
+    candidates = random_subnets(max(2000, 50 * n), seed, width, resolutions, space_name)
+    return [candidates[i] for i in informative_subnets(loaded, ArchBatch.from_archs(candidates), n)]
 
 
 def measured_before(out_csv: Path, width: float, anchor_ms: float | None,

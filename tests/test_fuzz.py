@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from predictors.latency_model import LatencyModel
+from predictors.latency_priors import load_priors
 from predictors.table_io import COLUMNS, read_table, table_from_yaml
 from predictors.train import read_accuracy_csv
 from profiler.agent_run import parse_results
@@ -33,6 +34,7 @@ from supernet.arch import ArchSpace
 from supernet.errors import OFAProfileError
 from supernet.subnets import parse_subnets, read_subnets
 from supernet.units import all_units
+from tests.paths import NOTE10
 
 EXAMPLES = int(os.environ.get("OFA_FUZZ_EXAMPLES", "1000"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
@@ -183,13 +185,20 @@ def test_accuracy_csv_structured_garbage(scratch, rows, header):
 
 
 # --- latency-model files ---------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def saved_model(scratch) -> tuple[dict, bytes]:
-    """A small fitted model's two files: its JSON document and its npz arrays."""
-    space = ArchSpace.for_width(1.0)
-    archs = [a.with_resolution(160) for a in space.samples(8, seed=1)]
-    stem = scratch / "model"
-    LatencyModel(width_mult=1.0, family="ridge", cv=2).fit(archs, [1.0 + sum(a.d) / 10 for a in archs]).save(stem)
+@pytest.fixture(scope="module", params=["plain", "with priors"])
+def saved_model(scratch, request) -> tuple[dict, bytes]:
+    """A small fitted model's two files: its JSON document and its npz arrays; the second one (w1.2) fitted with the
+    Note10 table and a model as priors, nested in its files."""
+    width = 1.2 if request.param == "with priors" else 1.0
+    archs = [a.with_resolution(160) for a in ArchSpace.for_width(width).samples(8, seed=1)]
+    ms = [1.0 + sum(a.d) / 10 + a.ks[0] / 50 for a in archs]
+    stem = scratch / request.param.replace(" ", "-")
+    priors = ()
+    if request.param == "with priors":
+        LatencyModel(width_mult=width, family="ridge", cv=2).fit(archs, ms).save(scratch / "prior")
+        priors = load_priors([NOTE10, scratch / "prior"])
+    family = "priors+ridge" if priors else "ridge"
+    LatencyModel(width_mult=width, family=family, cv=2, priors=priors).fit(archs, ms).save(stem)
     return json.loads(stem.with_suffix(".json").read_text()), stem.with_suffix(".npz").read_bytes()
 
 
@@ -202,6 +211,8 @@ def _mutated(document: dict, draw) -> dict:
             out[key] = draw(json_values)
         elif choice == 2 and isinstance(value, dict):
             out[key] = _mutated(value, draw)
+        elif choice == 2 and isinstance(value, list):
+            out[key] = [_mutated(v, draw) if isinstance(v, dict) else v for v in value]
         elif choice != 0:
             out[key] = value
     return out

@@ -69,7 +69,7 @@ def test_models_recover_the_device(fitted, device):
         error = model.predict(test_archs) / truth - 1
         assert np.mean(np.abs(error) <= 0.05) == 1.0, model.describe()
     assert set(with_table.cv_report_) == {"calibrated-sum", "ridge", "ridge+boosting", "ridge+mlp"}
-    assert "calibrated-sum" not in alone.cv_report_
+    assert set(alone.cv_report_) == {"ridge", "ridge+boosting", "ridge+mlp"}  # no table, no priors
     kept, line = with_table.cv_report_[with_table.family_], with_table.cv_report_["calibrated-sum"]
     assert (kept["within_10_pct"], kept["within_5_pct"]) >= (line["within_10_pct"], line["within_5_pct"])
 
@@ -80,7 +80,7 @@ def test_each_family_predicts_and_reloads_the_same(device, tmp_path):
         model = LatencyModel(family, table=table, cv=3).fit(archs, measured)
         json_path, npz_path = model.save(tmp_path / f"{family}.w1.2")  # a stem with dots keeps them
         assert (json_path.name, npz_path.name) == (f"{family}.w1.2.json", f"{family}.w1.2.npz")
-        assert json.loads(json_path.read_text())["format_version"] == FORMAT_VERSION
+        assert json.loads(json_path.read_text())["format_version"] == 1  # version 2 adds priors, which it has none of
         with np.load(npz_path, allow_pickle=False) as stored:
             assert all(stored[k].dtype != object for k in stored.files)
         again = LatencyModel.load(tmp_path / f"{family}.w1.2")

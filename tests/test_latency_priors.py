@@ -1,0 +1,234 @@
+"""Few-shot latency models: priors from other devices' tables and models, the priors family, files and CLI.
+
+The devices here are stand-ins with a known truth, built from the shipped Note10 table's per-stage sums: the
+table itself is one prior; a second device runs early stages slower (stage weights 2.0 ... 0.4); the new device
+lies between them. Few-shot fitting on real measurements of this machine's runtimes is scored in
+benchmarks/fewshot_latency.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from predictors.archs import ArchBatch
+from predictors.fit_cli import main as fit_main
+from predictors.latency import LatencyPredictor
+from predictors.latency_families import PriorMix
+from predictors.latency_model import LatencyModel, LatencyModelError, Prior
+from predictors.latency_priors import informative_subnets, load_prior, load_priors, shipped_priors
+from profiler.cli import main as profile_main
+from profiler.deliver import delivered_stem
+from profiler.devices import resolve_device
+from supernet import ArchSpace
+from supernet.errors import OFAProfileError
+from supernet.plan import MOBILENETV3
+from tests.paths import NOTE10
+
+RESOLUTIONS = (160, 176, 192, 208, 224)
+SLOW_EARLY = np.array([2.0, 1.0, 0.6, 0.5, 0.4])  # the second device's cost of each stage, relative to Note10's
+BETWEEN = np.array([1.5, 1.0, 0.8, 0.7, 0.6])  # the new device's
+
+
+def _device(table: LatencyPredictor, weights: np.ndarray, scale: float, archs, noise: float, seed: int):
+    fixed, stages = table.cost.parts(ArchBatch.coerce(archs))
+    truth = scale * (1.2 * fixed + stages @ weights)
+    return truth * np.exp(np.random.default_rng(seed).normal(0, noise, len(truth)))
+
+
+@pytest.fixture(scope="module")
+def world():
+    """The Note10 table prior, the second device's model prior (fitted on 60 of its subnets), and 5 measured and
+    200 test subnets of the new device (1% noise)."""
+    table = LatencyPredictor(NOTE10, calibrated=False)
+    space = ArchSpace.for_width(1.2)
+    archs = [a.with_resolution(RESOLUTIONS[i % 5]) for i, a in enumerate(space.samples(265, seed=5))]
+    second = LatencyModel("ridge", width_mult=1.2).fit(archs[:60], _device(table, SLOW_EARLY, 0.8, archs[:60], 0.01, 1))
+    priors = (Prior("note10", "0" * 64, "test", table.cost, MOBILENETV3, 1.2),
+              Prior("slow-early", "1" * 64, "test", second, MOBILENETV3, 1.2))
+    new = archs[60:]
+    measured = _device(table, BETWEEN, 0.5, new, 0.01, 2)
+    truth = _device(table, BETWEEN, 0.5, new, 0.0, 2)
+    return priors, second, new[:5], measured[:5], new[5:], truth[5:]
+
+
+def _within(predicted, truth, bound):
+    return float(np.mean(np.abs(predicted / truth - 1) <= bound))
+
+
+def test_five_subnets_and_two_priors_predict_a_new_device(world):
+    """From 5 measured subnets: the model with priors puts 95% of 200 test subnets within ±5% and chooses a prior
+    family; the same 5 subnets without priors do much worse, as does either prior alone on a line."""
+    priors, _, archs, measured, test, truth = world
+    few = LatencyModel(width_mult=1.2, priors=priors).fit(archs, measured)
+    plain = LatencyModel(width_mult=1.2).fit(archs, measured)
+    assert few.family_ in ("priors", "priors+ridge"), few.cv_report_
+    assert _within(few.predict(test), truth, 0.05) >= 0.95, few.describe()
+    assert _within(plain.predict(test), truth, 0.05) < 0.8
+    for prior in priors:
+        alone = LatencyModel("priors", width_mult=1.2, priors=(prior,)).fit(archs, measured)
+        assert _within(alone.predict(test), truth, 0.05) < _within(few.predict(test), truth, 0.05), prior.name
+    assert "from 2 prior(s) (note10, slow-early)" in few.describe()
+
+
+def test_the_mix_is_the_best_line_until_the_others_earn_weight():
+    """With one prior the mix is the line log t = a log p + b; a device that is exactly p1^0.5 p2^0.5 gets those
+    exponents back; when the device is one prior plus noise, the other gets next to no weight."""
+    rng = np.random.default_rng(0)
+    p = np.exp(rng.normal(size=(30, 2)))
+    line = PriorMix((0,)).fit(p, 2 * p[:, 0] ** 0.9, seed=0)
+    assert np.allclose(line.predict(p), 2 * p[:, 0] ** 0.9)
+    mixed = PriorMix((0, 1)).fit(p, 3 * np.sqrt(p[:, 0] * p[:, 1]), seed=0)
+    assert np.allclose(mixed.weights(), [0.5, 0.5], atol=0.01)
+    noise_only = PriorMix((0, 1)).fit(p, p[:, 1] * np.exp(rng.normal(0, 0.01, 30)), seed=0)
+    assert noise_only.best == 1 and abs(noise_only.weights()[0]) < 0.01
+    again = PriorMix.from_arrays(mixed.arrays())
+    assert np.array_equal(again.predict(p), mixed.predict(p))
+
+
+@pytest.mark.parametrize("family", ["priors", "priors+ridge"])
+def test_a_model_with_priors_saves_them_and_predicts_the_same_after_loading(world, family, tmp_path):
+    priors, _, archs, measured, test, _ = world
+    model = LatencyModel(family, width_mult=1.2, priors=priors, cv=3).fit(archs, measured)
+    json_path, _ = model.save(tmp_path / "new")
+    document = json.loads(json_path.read_text())
+    assert document["format_version"] == 2
+    assert [(p["name"], p["kind"], p["sha256"]) for p in document["priors"]] == [
+        ("note10", "table", "0" * 64), ("slow-early", "model", "1" * 64)]
+    assert document["priors"][1]["model"]["n_train"] == 60
+    again = LatencyModel.load(tmp_path / "new")
+    assert [p.name for p in again.priors_] == ["note10", "slow-early"]
+    assert np.array_equal(again.predict(test), model.predict(test))
+    refitted = again.refit(test[:5], model.predict(test[:5]))
+    assert refitted.family_ == family and len(refitted.train_ms_) == 10 and refitted.priors_ == again.priors_
+
+
+def test_priors_that_cannot_serve(world):
+    priors, _, archs, measured, _, _ = world
+    w10 = [a.with_resolution(192) for a in ArchSpace.for_width(1.0).samples(5, seed=0)]
+    with pytest.raises(LatencyModelError, match=r"prior note10 is for mobilenetv3 w1\.2, the subnets are .* w1;"):
+        LatencyModel(width_mult=1.0, priors=priors).fit(w10, measured)
+    outside = [a.with_resolution(184) for a in archs]  # between Note10's resolutions: no row for it
+    with pytest.raises(LatencyModelError, match="prior note10 has no latency at resolution 184"):
+        LatencyModel(width_mult=1.2, priors=priors).fit(outside, measured)
+    with pytest.raises(LatencyModelError, match="needs priors"):
+        LatencyModel("priors", width_mult=1.2).fit(archs, measured)
+    with pytest.raises(LatencyModelError, match="not both"):
+        LatencyModel(table=LatencyPredictor(NOTE10, calibrated=False), priors=priors).fit(archs, measured)
+
+
+def test_fit_with_priors_from_files_on_the_command_line(world, tmp_path, capsys):
+    """A table CSV and a model stem as --prior: the report names them, the model records their content hashes, and
+    what cannot be a prior is one line that says what to give."""
+    _, second, archs, measured, test, truth = world
+    second.save(tmp_path / "second.latency")
+    data = tmp_path / "new.csv"
+    pd.DataFrame({"arch": [a.to_json() for a in archs], "measured_ms": measured, "width_mult": 1.2}).to_csv(
+        data, index=False)
+    out = tmp_path / "new"
+    assert fit_main(["latency", str(data), "--prior", str(NOTE10), "--prior", str(tmp_path / "second.latency"),
+                     "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "from 2 prior(s) (note10_w1.2_tflite, second.latency)" in printed and "<- kept" in printed
+    document = json.loads((tmp_path / "new.json").read_text())
+    table_hash = hashlib.sha256(NOTE10.read_bytes() + NOTE10.with_suffix(".json").read_bytes()).hexdigest()
+    model_hash = hashlib.sha256((tmp_path / "second.latency.json").read_bytes()
+                                + (tmp_path / "second.latency.npz").read_bytes()).hexdigest()
+    assert [(p["sha256"], p["source"]) for p in document["priors"]] == [
+        (table_hash, str(NOTE10)), (model_hash, str(tmp_path / "second.latency"))]
+    assert _within(LatencyModel.load(out).predict(test), truth, 0.05) >= 0.95
+
+    assert fit_main(["latency", str(data), "--prior", str(tmp_path / "nothing"), "--out", str(out)]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no such table, latency model or shipped prior" in err
+    assert fit_main(["latency", str(data), "--prior", str(NOTE10), "--table", str(NOTE10), "--out", str(out)]) != 0
+    assert "not both" in capsys.readouterr().err
+    with pytest.raises(OFAProfileError, match="given more than once"):
+        load_priors([NOTE10, NOTE10])
+    copy = tmp_path / "copy.csv"
+    copy.write_bytes(NOTE10.read_bytes())
+    (tmp_path / "copy.json").write_bytes(NOTE10.with_suffix(".json").read_bytes())
+    with pytest.raises(OFAProfileError, match="are the same file"):
+        load_priors([NOTE10, copy])
+    assert load_prior(copy).kind == "table"
+
+
+def test_informative_subnets_spread_over_the_latency_range_and_the_resolutions(world):
+    """One subnet per stratum of the priors' predicted latency, every resolution, and (with two priors) further
+    apart in what the priors disagree on than the strata's medians are."""
+    priors, *_ = world
+    candidates = ArchBatch.from_archs([a.with_resolution(RESOLUTIONS[i % 5])
+                                       for i, a in enumerate(ArchSpace.for_width(1.2).samples(1000, seed=9))])
+    picked = informative_subnets(priors, candidates, 10)
+    assert len(set(picked.tolist())) == 10 and set(candidates.r[picked].tolist()) == set(RESOLUTIONS)
+    level = np.log(priors[0].predict(candidates))
+    ranks = np.argsort(np.argsort(level))[picked]
+    assert np.histogram(ranks, bins=10, range=(0, 1000))[0].max() <= 2  # strata are by the priors' mean, not one's
+    one = informative_subnets(priors[:1], candidates, 10)
+    assert sorted(np.argsort(np.argsort(level))[one] // 100) == list(range(10))  # one prior: a median per stratum
+
+    def spread(indices):
+        logs = np.log(np.stack([p.predict(candidates[indices]) for p in priors], axis=1))
+        return np.std(logs[:, 1] - logs[:, 0])
+
+    assert spread(picked) > spread(one)
+    with pytest.raises(ValueError, match="cannot pick 0"):
+        informative_subnets(priors, candidates, 0)
+
+
+@pytest.mark.slow
+def test_a_new_device_from_a_shipped_prior_to_delivered_subnets(tmp_path, capsys):
+    """The local CPU at batch 2 as a new device: `--subnets fewshot:6 --prior local-ort-t1` measures the six
+    subnets the shipped prior picks, `ofa-fit latency --prior` fits them, and the closed loop delivers from that
+    model and refits it; the whole job measures few subnets."""
+    common = ["--device", "local", "--width", "1.0", "--resolutions", "160", "--batch", "2", "--out", str(tmp_path),
+              "--cache", str(tmp_path / "cache"), "--min-time", "0.02", "--retries", "0", "--block-ms", "2",
+              "--quiet"]
+    assert profile_main([*common, "--subnets", "fewshot:6", "--prior", "local-ort-t1"]) == 0
+    measured = tmp_path / "local_w1.0_fewshot6_r160_seed0.csv"
+    assert capsys.readouterr().out.strip() == str(measured)
+    frame = pd.read_csv(measured)
+    assert len(frame) == 6 and frame["arch"].nunique() == 6
+    assert fit_main(["latency", str(measured), "--prior", "local-ort-t1", "--out", str(tmp_path / "m"),
+                     "--cv", "3", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["priors"][0]["name"] == "local-ort-t1" and report["priors"][0]["source"].startswith("shipped")
+    budget = round(float(frame["measured_ms"].median()), 3)
+    assert profile_main([*common, "--search", "--latency-ms", str(budget), "--latency-model", str(tmp_path / "m"),
+                         "--rank", "macs", "--generations", "20"]) == 0
+    stem = tmp_path / delivered_stem(resolve_device("local", {"batch": 2}), [budget])
+    delivered = pd.read_csv(f"{stem}.csv")
+    assert delivered["met"].all() and (delivered["measured_ms"] <= budget).all()
+    loop = json.loads(Path(f"{stem}.json").read_text())
+    assert len(frame) + len(loop["measured"]) <= 12
+    refit = json.loads((tmp_path / "m.refit.json").read_text())
+    assert [p["name"] for p in refit["priors"]] == ["local-ort-t1"] and refit["n_train"] > 6
+
+
+def test_fewshot_needs_priors_and_priors_need_fewshot(tmp_path, capsys):
+    for argv in (["--subnets", "fewshot:6"], ["--subnets", "random:6", "--prior", "local-ort-t1"]):
+        with pytest.raises(SystemExit) as exit_info:
+            profile_main(["--device", "local", "--out", str(tmp_path), *argv])
+        assert exit_info.value.code == 2 and "give both" in capsys.readouterr().err
+
+
+def test_every_shipped_prior_loads_and_says_where_it_came_from(capsys):
+    """`ofa-fit priors` lists the library; each entry loads by name, is what its index says, and states its
+    source; the Note10 table is byte for byte the repository's copy."""
+    shipped = shipped_priors()
+    assert {"note10-tflite-w1.2", "local-ort-t1", "local-tflite", "local-ort-int8"} <= {e["name"] for e in shipped}
+    assert fit_main(["priors"]) == 0
+    listed = capsys.readouterr().out
+    for entry in shipped:
+        prior = load_prior(entry["name"])
+        assert (prior.kind, prior.width_mult, list(prior.resolutions)) == (
+            entry["kind"], entry["width_mult"], entry["resolutions"]), entry["name"]
+        assert prior.source.startswith("shipped with ofa-profile: ") and entry["source"] in listed
+        assert entry["name"] in listed and entry["device"] in listed
+    assert load_prior("note10-tflite-w1.2").sha256 == hashlib.sha256(
+        NOTE10.read_bytes() + NOTE10.with_suffix(".json").read_bytes()).hexdigest()
