@@ -38,7 +38,9 @@ def test_agent_measures_onnx_and_tflite_and_cleans_up(transport: Transport, mode
 
 
 def _wait_for_results(path: Path, count: int, stop: threading.Event) -> bool:
-    return wait_until(lambda: path.exists() and path.read_text().count('"type": "result"') >= count,
+    """Until ``count`` whole result lines are in ``path``: a line caught half-written (the agent writes a long line
+    in more than one call) would be torn by pulling the plug and then skipped, as a torn line must be."""
+    return wait_until(lambda: path.exists() and len(parse_results(path.read_text()).results) >= count,
                       f"{count} result(s) in {path}", stop=stop.is_set)
 
 

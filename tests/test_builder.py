@@ -78,16 +78,19 @@ def test_a_batch_whose_blocks_read_slower_than_a_plain_loop_is_measured_again_in
     checks = [r for r in records if r["type"] == "regime"]
     assert not checks[0]["passed"] and checks[0]["median"] > 1.1 and checks[0]["block_ms"] == 25.0
     assert checks[0]["next"] == {"block_ms": LADDER[1][0], "settle_ms": LADDER[1][1]}
-    assert checks[-1]["passed"] and checks[-1]["block_ms"] == LADDER[1][0]
+    # Usually the next step agrees with the plain loop; on a noisy minute this VM's real scatter can fail it too
+    # (CI, 2026-12-06: 50 ms blocks failed, 100 ms passed), and the ladder climbs on, as it must.
+    final = checks[-1]["block_ms"]
+    assert checks[-1]["passed"] and final in [step[0] for step in LADDER[1:]]
     rows = [r for r in records if r["type"] == "row"]
-    assert len(rows) == 6 and all(r["block_ms"] == LADDER[1][0] and r["steady_samples_ms"] for r in rows)
+    assert len(rows) == 6 and all(r["block_ms"] == final and r["steady_samples_ms"] for r in rows)
     timing = table.meta["timing"]
-    assert timing["block_ms"] == LADDER[1][0] and timing["regime"]["failed"] == 1
+    assert timing["block_ms"] == final and timing["regime"]["failed"] == len(checks) - 1
     assert "back-to-back" in timing["latency"]
     # A rerun (nothing left to measure) continues in the escalated blocks and keeps the sidecar's account.
     with LocalTransport() as transport:
         again = TableRun(resolve_device("local"), transport, units, table_csv, tmp_path / "cache", TINY)
-        assert again.protocol.block_ms == LADDER[1][0]
+        assert again.protocol.block_ms == final
         again.run()
     assert read_table(table_csv).meta["timing"]["regime"]["checks"] == len(checks)
 
