@@ -128,6 +128,20 @@ class Prior:
     def predict(self, batch: ArchBatch) -> np.ndarray:
         return self.predictor.total(batch) if self.kind == "table" else self.predictor.predict(batch)
 
+    def check(self, space: Family, width_mult: float, resolutions: Iterable[int] = (),
+              fix: str = "give priors that cover the subnets' resolutions") -> None:
+        """Refuse, in one line, subnets this prior cannot predict: another supernet or width, or a resolution it
+        does not cover (``fix`` says what to do about that one)."""
+        if self.space != space or self.width_mult != width_mult:
+            raise LatencyModelError(f"prior {self.name} is for {self.space.name} w{self.width_mult:g}, the subnets "
+                                    f"are {space.name} w{width_mult:g}",
+                                    f"give priors of the supernet the subnets came from (or --width "
+                                    f"{self.width_mult:g} for this one)")
+        missing = sorted({int(r) for r in resolutions if not self.covers(int(r))})
+        if missing:
+            raise LatencyModelError(f"prior {self.name} has no latency at resolution {missing[0]} (it covers "
+                                    f"{list(self.resolutions)})", fix)
+
     def provenance(self) -> dict[str, Any]:
         """What a model fitted with it records: name, kind, hash, source, and what the prior itself states."""
         stated = {"resolutions": list(self.resolutions)}
@@ -204,10 +218,7 @@ class LatencyModel:
                                     f"give --width ({widths} for the released {space.name} supernets)")
         self.space_, self.width_mult_, self.n_classes_ = space, float(width), int(n_classes or 1000)
         for prior in self.priors:
-            if prior.space != space or prior.width_mult != self.width_mult_:
-                raise LatencyModelError(f"prior {prior.name} is for {prior.space.name} w{prior.width_mult:g}, the "
-                                        f"subnets are {space.name} w{self.width_mult_:g}",
-                                        "give priors of the supernet the subnets came from")
+            prior.check(space, self.width_mult_)
         self.priors_ = tuple(self.priors)
         cost = self.table.cost if self.table is not None else None
         self.features_ = ArchFeatures(self.width_mult_, cost, space.layout)
@@ -252,10 +263,7 @@ class LatencyModel:
 
     def _check_priors_cover(self, batch: ArchBatch, fix: str) -> None:
         for prior in self.priors_:
-            missing = sorted({int(r) for r in batch.r if not prior.covers(int(r))})
-            if missing:
-                raise LatencyModelError(f"prior {prior.name} has no latency at resolution {missing[0]} (it covers "
-                                        f"{list(prior.resolutions)})", fix)
+            prior.check(self.space_, self.width_mult_, batch.r.tolist(), fix)
 
     def _estimator(self, family: str):
         names = self.features_.names

@@ -18,6 +18,7 @@ import pandas as pd
 from predictors.archs import ArchBatch
 from predictors.calibration import Calibration, fit_calibration
 from predictors.latency import LatencyPredictor
+from predictors.latency_model import LatencyModelError
 from predictors.latency_priors import informative_subnets, load_priors
 from predictors.table_io import Table, read_table, write_table
 from profiler.cost import check_cost, subnets_cost
@@ -89,14 +90,10 @@ def fewshot_subnets(priors: Sequence[str], n: int, seed: int, width: float, reso
     loaded = load_priors(priors)
     family = family_named(space_name)
     for prior in loaded:
-        if prior.space != family or prior.width_mult != width:
-            raise UsageError(f"prior {prior.name} is for {prior.space.name} w{prior.width_mult:g}, this run for "
-                             f"{family.name} w{width:g}", f"give --width {prior.width_mult:g}, or priors of this "
-                             "supernet")
-        missing = [r for r in resolutions if not prior.covers(r)]
-        if missing:
-            raise UsageError(f"prior {prior.name} has no latency at resolution(s) {missing}",
-                             f"give --resolutions within what it covers ({list(prior.resolutions)})")
+        try:
+            prior.check(family, width, resolutions, "give --resolutions within what it covers")
+        except LatencyModelError as exc:  # a command line to change: the usage exit code
+            raise UsageError(exc.problem, exc.fix) from None
     candidates = random_subnets(max(2000, 50 * n), seed, width, resolutions, space_name)
     return [candidates[i] for i in informative_subnets(loaded, ArchBatch.from_archs(candidates), n)]
 

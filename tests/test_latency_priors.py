@@ -217,6 +217,19 @@ def test_fewshot_needs_priors_and_priors_need_fewshot(tmp_path, capsys):
         assert exit_info.value.code == 2 and "give both" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--width", "1.0", "--resolutions", "160"], "prior note10-tflite-w1.2 is for mobilenetv3 w1.2, the subnets are "
+                                                 "mobilenetv3 w1; give priors of the supernet the subnets came from "
+                                                 "(or --width 1.2 for this one)"),
+    (["--width", "1.2", "--resolutions", "184"], "prior note10-tflite-w1.2 has no latency at resolution 184 (it "
+                                                 "covers [160, 176, 192, 208, 224]); give --resolutions within"),
+])
+def test_fewshot_refuses_priors_that_cannot_predict_the_run_before_measuring(tmp_path, capsys, argv, message):
+    assert profile_main(["--device", "local", "--out", str(tmp_path), "--subnets", "fewshot:5", "--prior",
+                         "note10-tflite-w1.2", *argv, "--quiet"]) == 2
+    assert message in capsys.readouterr().err and not list(tmp_path.glob("*.csv"))
+
+
 def test_every_shipped_prior_loads_and_says_where_it_came_from(capsys):
     """`ofa-fit priors` lists the library; each entry loads by name, is what its index says, and states its
     source; the Note10 table is byte for byte the repository's copy."""
