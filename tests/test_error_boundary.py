@@ -216,8 +216,8 @@ def test_every_flag_has_a_help_line():
 
 def test_the_sidecar_records_the_command_really_run(tmp_path):
     argv = ["--device", "local", "--width", "1.0", "--resolutions", "128", "--rows", "isolated", "--min-time", "0",
-            "--min-count", "3", "--warmup", "0", "--block-ms", "1", "--out", str(tmp_path / "out"),
-            "--cache", str(tmp_path / "cache"), "--quiet"]
+            "--min-count", "3", "--warmup", "0", "--block-ms", "1", "--regime-tolerance", "0.99", "--out",
+            str(tmp_path / "out"), "--cache", str(tmp_path / "cache"), "--quiet"]
     assert profile_main(argv) == 0
     sidecar = json.loads((tmp_path / "out" / "local_w1.0_onnxruntime_cpu.json").read_text())
     assert sidecar["command"].startswith("ofa-profile --device local --width 1.0")

@@ -114,12 +114,12 @@ def test_precisions_are_never_mixed(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_an_int8_table_then_an_int8_search_end_to_end(tmp_path, caplog):
+def test_an_int8_table_then_an_int8_search_end_to_end(tmp_path, caplog, export_cache):
     """`--precision int8`: the table carries the precision in its name and sidecar (with the recipe), has every
     row a float table has, and the closed loop delivers int8 subnets under the budget, saying that the accuracy
     it ranks them by is float."""
     common = ["--device", "local", "--width", "1.2", "--resolutions", "160", "--precision", "int8", "--out",
-              str(tmp_path), "--cache", str(tmp_path / "cache"), "--min-time", "0.02", "--retries", "0",
+              str(tmp_path), "--cache", str(export_cache), "--min-time", "0.02", "--retries", "0",
               "--block-ms", "2", "--regime-tolerance", "0.99", "--quiet"]
     assert main(common) == 0
     path = tmp_path / "local_w1.2_onnxruntime_cpu_int8.csv"

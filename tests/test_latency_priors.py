@@ -182,12 +182,12 @@ def test_informative_subnets_spread_over_the_latency_range_and_the_resolutions(w
 
 
 @pytest.mark.slow
-def test_a_new_device_from_a_shipped_prior_to_delivered_subnets(tmp_path, capsys):
+def test_a_new_device_from_a_shipped_prior_to_delivered_subnets(tmp_path, capsys, export_cache):
     """The local CPU at batch 2 as a new device: `--subnets fewshot:6 --prior local-ort-t1` measures the six
     subnets the shipped prior picks, `ofa-fit latency --prior` fits them, and the closed loop delivers from that
     model and refits it; the whole job measures few subnets."""
     common = ["--device", "local", "--width", "1.0", "--resolutions", "160", "--batch", "2", "--out", str(tmp_path),
-              "--cache", str(tmp_path / "cache"), "--min-time", "0.02", "--retries", "0", "--block-ms", "2",
+              "--cache", str(export_cache), "--min-time", "0.02", "--retries", "0", "--block-ms", "2",
               "--quiet"]
     assert profile_main([*common, "--subnets", "fewshot:6", "--prior", "local-ort-t1"]) == 0
     measured = tmp_path / "local_w1.0_fewshot6_r160_seed0.csv"

@@ -33,11 +33,14 @@ def _over_ssh(sshd: Sshd, proxy: TcpProxy, tmp_path: Path) -> list[str]:
             str(sshd.client_key), "--known-hosts", str(known_hosts)]
 
 
-def _argv(link: list[str], tmp_path: Path, *extra: str) -> list[str]:
+def _argv(link: list[str], tmp_path: Path, cache: Path, *extra: str) -> list[str]:
     return ["--device", "local", *link, "--python", sys.executable, "--width", "1.0", "--resolutions", "128",
             "--rows", "isolated", "--min-time", "0.002", "--min-count", "3", "--warmup", "0", "--retries", "0",
             "--drift-tolerance", "0.95", "--cooldown", "0", "--block-ms", "1", "--quiet",
-            "--out", str(tmp_path / "tables"), "--cache", str(tmp_path / "cache"), *extra]
+            # Tiny units in 1 ms blocks may fail the regime check, and the longer blocks it escalates to make a
+            # batch outlast a link up a few seconds: these tests are about the link (test_builder tests the check).
+            "--regime-tolerance", "0.99",
+            "--out", str(tmp_path / "tables"), "--cache", str(cache), *extra]
 
 
 def _rows(tmp_path: Path) -> list[dict]:
@@ -52,7 +55,8 @@ def _device_results(device: Path) -> str:
 
 
 @pytest.mark.slow
-def test_a_link_that_stalls_30_s_mid_batch_ends_with_the_full_table(sshd: Sshd, tmp_path: Path, monkeypatch):
+def test_a_link_that_stalls_30_s_mid_batch_ends_with_the_full_table(sshd: Sshd, tmp_path: Path, monkeypatch,
+                                                                     export_cache: Path):
     device = tmp_path / "device"
     (tmp_path / "devices.toml").write_text(f"[devices.local]\nremote_dir = {json.dumps(str(device))}\n")
     monkeypatch.chdir(tmp_path)
@@ -69,7 +73,7 @@ def test_a_link_that_stalls_30_s_mid_batch_ends_with_the_full_table(sshd: Sshd, 
         watcher = threading.Thread(target=stall_mid_batch)
         watcher.start()
         try:
-            assert main(_argv(_over_ssh(sshd, proxy, tmp_path), tmp_path)) == 0
+            assert main(_argv(_over_ssh(sshd, proxy, tmp_path), tmp_path, export_cache)) == 0
         finally:
             done.set()
             watcher.join()
@@ -82,7 +86,7 @@ def test_a_link_that_stalls_30_s_mid_batch_ends_with_the_full_table(sshd: Sshd, 
 @pytest.mark.serial  # a link up a few seconds at a time: a batch must fit in it, so the machine must not be shared
 @pytest.mark.parametrize("via", ["ssh", "adb"])
 def test_a_link_that_drops_every_few_seconds_ends_complete_after_reruns(via, tmp_path: Path, monkeypatch, capsys,
-                                                                        request):
+                                                                        request, export_cache: Path):
     device = tmp_path / "device"
     (tmp_path / "devices.toml").write_text(f"[devices.local]\nremote_dir = {json.dumps(str(device))}\n")
     monkeypatch.chdir(tmp_path)
@@ -100,10 +104,8 @@ def test_a_link_that_drops_every_few_seconds_ends_complete_after_reruns(via, tmp
         stop = proxy.drop_every(8.0)
         try:
             for _ in range(40):
-                # Tiny units in 1 ms blocks may fail the regime check, and the longer blocks it escalates to make
-                # a batch outlast the link's 4 s: this test is about the link (test_builder tests the escalation).
-                code = main(_argv(link, tmp_path, "--reconnects", "2", "--backoff", "0.2", "--batch-rows", "5",
-                                  "--regime-tolerance", "0.99"))
+                code = main(_argv(link, tmp_path, export_cache, "--reconnects", "2", "--backoff", "0.2",
+                                  "--batch-rows", "5"))
                 err = capsys.readouterr().err.strip().splitlines()
                 last = err[-1] if err else ""
                 progress.append((len(_rows(tmp_path)), last[:200]))

@@ -16,18 +16,20 @@ from tests.peers.adb_daemon import AdbDaemon
 TINY = [
     *("--width", "1.0", "--resolutions", "128", "--min-time", "0.002", "--min-count", "3", "--warmup", "0"),
     *("--retries", "0", "--drift-tolerance", "0.95", "--cooldown", "0", "--quiet"),
+    # 1 ms blocks, kept whatever the regime check says (test_builder tests the check): keys are what is compared.
+    *("--block-ms", "1", "--regime-tolerance", "0.99"),
 ]
 EXPECTED = {unit.key for unit in all_units(1.0, [128])}
 
 
 @pytest.mark.slow
-def test_a_fleet_is_measured_concurrently(tmp_path, monkeypatch, capsys):
+def test_a_fleet_is_measured_concurrently(tmp_path, monkeypatch, capsys, export_cache):
     """`--device local --device cpu2`: one complete table per device, both paths on stdout."""
     (tmp_path / "devices.toml").write_text('[devices.cpu2]\ntransport = "local"\ndescription = "a second CPU"\n')
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "tables"
     assert main(["--device", "local", "--device", "cpu2", *TINY, "--out", str(out),
-                 "--cache", str(tmp_path / "cache")]) == 0
+                 "--cache", str(export_cache)]) == 0
     printed = capsys.readouterr().out.split()
     assert printed == [str(out / "local_w1.0_onnxruntime_cpu.csv"), str(out / "cpu2_w1.0_onnxruntime_cpu.csv")]
     for path in printed:
@@ -36,7 +38,7 @@ def test_a_fleet_is_measured_concurrently(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("rows", ["isolated", "in_network"])
-def test_one_table_sharded_over_two_devices(tmp_path, adb_key, monkeypatch, rows):
+def test_one_table_sharded_over_two_devices(tmp_path, adb_key, monkeypatch, rows, export_cache):
     """Two ADB devices (`--serial a --serial b`) each measure half the items; the merged table has every key.
 
     Units alone split the rows; covering subnets split the subnets, and rows both halves hold are merged."""
@@ -48,7 +50,7 @@ def test_one_table_sharded_over_two_devices(tmp_path, adb_key, monkeypatch, rows
         out = tmp_path / "tables"
         assert main(["--device", "local", "--via", "adb", "--serial", a.serial, "--serial", b.serial,
                      "--adb-key", str(adb_key), "--python", sys.executable, *TINY, "--out", str(out),
-                     "--cache", str(tmp_path / "cache"), "--rows", rows]) == 0
+                     "--cache", str(export_cache), "--rows", rows]) == 0
     table = out / "local_w1.0_onnxruntime_cpu.csv"
     merged = pd.read_csv(table)
     assert set(merged["key"]) == EXPECTED and not merged["key"].duplicated().any()

@@ -24,14 +24,14 @@ EXPECTED = {unit.key for unit in all_units(1.0, [128])}
 TABLE = "local_w1.0_onnxruntime_cpu.csv"
 
 
-def _argv(tmp_path: Path, daemon: AdbDaemon, adb_key: Path, reconnects: int) -> list[str]:
+def _argv(tmp_path: Path, daemon: AdbDaemon, adb_key: Path, reconnects: int, cache: Path) -> list[str]:
     return [
         *("--device", "local", "--via", "adb", "--serial", daemon.serial, "--adb-key", str(adb_key)),
         *("--python", sys.executable, "--width", "1.0", "--resolutions", "128", "--batch-rows", "8"),
-        *("--rows", "isolated", "--block-ms", "1"),
+        *("--rows", "isolated", "--block-ms", "1", "--regime-tolerance", "0.99"),  # no escalation: see test_builder
         *("--min-time", "0.002", "--min-count", "3", "--warmup", "0", "--retries", "0", "--drift-tolerance", "0.95"),
         *("--reconnects", str(reconnects), "--backoff", "0.5", "--quiet"),
-        *("--out", str(tmp_path / "tables"), "--cache", str(tmp_path / "cache")),
+        *("--out", str(tmp_path / "tables"), "--cache", str(cache)),
     ]
 
 
@@ -46,14 +46,14 @@ def _wait_for_rows(tmp_path: Path, done: threading.Event) -> None:
                timeout_s=60)
 
 
-def _drop_mid_run(tmp_path: Path, daemon: AdbDaemon, adb_key: Path,
-                  reconnects: int) -> tuple[threading.Thread, list, int]:
+def _drop_mid_run(tmp_path: Path, daemon: AdbDaemon, adb_key: Path, reconnects: int,
+                  cache: Path) -> tuple[threading.Thread, list, int]:
     """ofa-profile in a thread; once it has measured a row (or ended) the phone goes away. The thread, the list
     its exit code lands in, and the port the phone was on."""
     done, outcome = threading.Event(), []
 
     def run() -> None:
-        outcome.append(main(_argv(tmp_path, daemon, adb_key, reconnects)))
+        outcome.append(main(_argv(tmp_path, daemon, adb_key, reconnects, cache)))
         done.set()
 
     worker = threading.Thread(target=run)
@@ -79,10 +79,10 @@ def _assert_complete(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_device_comes_back_and_the_run_finishes(tmp_path, adb_key, monkeypatch, caplog):
+def test_device_comes_back_and_the_run_finishes(tmp_path, adb_key, monkeypatch, caplog, export_cache):
     """The phone vanishes mid-run and returns a second later: the run reconnects and completes the table."""
     with _phone(tmp_path, adb_key, monkeypatch) as daemon:
-        worker, outcome, port = _drop_mid_run(tmp_path, daemon, adb_key, 5)
+        worker, outcome, port = _drop_mid_run(tmp_path, daemon, adb_key, 5, export_cache)
         time.sleep(1.0)  # the phone is away for a while: that is the scenario, not a wait for readiness
         daemon.start(port)
         worker.join(timeout=300)
@@ -92,10 +92,10 @@ def test_device_comes_back_and_the_run_finishes(tmp_path, adb_key, monkeypatch, 
 
 
 @pytest.mark.slow
-def test_device_stays_away_then_a_rerun_continues(tmp_path, adb_key, monkeypatch, capsys):
+def test_device_stays_away_then_a_rerun_continues(tmp_path, adb_key, monkeypatch, capsys, export_cache):
     """After the last reconnect the run stops with the journal's path and what to do; a rerun completes it."""
     with _phone(tmp_path, adb_key, monkeypatch) as daemon:
-        worker, outcome, port = _drop_mid_run(tmp_path, daemon, adb_key, 2)
+        worker, outcome, port = _drop_mid_run(tmp_path, daemon, adb_key, 2, export_cache)
         worker.join(timeout=300)
         assert outcome == [1]
         err = capsys.readouterr().err
@@ -103,5 +103,5 @@ def test_device_stays_away_then_a_rerun_continues(tmp_path, adb_key, monkeypatch
         kept = {r["key"] for r in _journal(tmp_path) if r["type"] == "row"}
         assert kept and kept < EXPECTED
         daemon.start(port)
-        assert main(_argv(tmp_path, daemon, adb_key, 2)) == 0
+        assert main(_argv(tmp_path, daemon, adb_key, 2, export_cache)) == 0
     _assert_complete(tmp_path)

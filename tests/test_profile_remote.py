@@ -32,25 +32,20 @@ from tests.peers.sshd import Sshd
 from tests.peers.waiting import wait_until
 
 WIDTH, RESOLUTION = 1.0, 128
-# Tiny timings; no re-measuring and no drift cool-downs (this shared machine drifts): keys are what is compared.
+# Tiny timings; no re-measuring, no drift cool-downs and no longer blocks after a regime check (this shared
+# machine drifts; test_builder tests the check): keys are what is compared.
 TINY = (
     f"--width {WIDTH} --resolutions {RESOLUTION} --min-time 0.002 --min-count 3 --warmup 0 --retries 0 "
-    "--drift-tolerance 0.95 --cooldown 0 --quiet"
+    "--drift-tolerance 0.95 --cooldown 0 --block-ms 1 --regime-tolerance 0.99 --quiet"
 ).split()
 EXPECTED = {unit.key for unit in all_units(WIDTH, [RESOLUTION])}
 
 
 @pytest.fixture(scope="module")
-def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One ONNX export cache for the local, SSH and ADB runs: exports are the same wherever they are timed."""
-    return tmp_path_factory.mktemp("onnx-cache")
-
-
-@pytest.fixture(scope="module")
-def local_keys(onnx_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> set[str]:
+def local_keys(export_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> set[str]:
     """The keys of a local run with the same settings."""
     out = tmp_path_factory.mktemp("local")
-    assert main(["--device", "local", *TINY, "--out", str(out), "--cache", str(onnx_cache)]) == 0
+    assert main(["--device", "local", *TINY, "--out", str(out), "--cache", str(export_cache)]) == 0
     return set(pd.read_csv(out / "local_w1.0_onnxruntime_cpu.csv")["key"])
 
 
@@ -83,7 +78,7 @@ def _table_options(settings: list[str], tmp_path: Path, cache: Path) -> list[str
 @pytest.mark.slow
 @pytest.mark.parametrize("space", ["mobilenetv3", "proxyless"])
 def test_over_ssh_the_table_has_the_local_keys(
-    sshd: Sshd, onnx_cache: Path, local_keys: set[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys,
+    sshd: Sshd, export_cache: Path, local_keys: set[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys,
     space: str,
 ):
     """`ofa-profile --device local --via ssh ...` against sshd on loopback: every key of the local table; and of
@@ -93,7 +88,7 @@ def test_over_ssh_the_table_has_the_local_keys(
     _devices_toml(tmp_path, monkeypatch, f"[devices.local]\nremote_dir = {json.dumps(str(device))}\n")
     argv = [
         *_over_ssh(sshd, sshd.known_hosts),
-        *_table_options(settings, tmp_path, onnx_cache),
+        *_table_options(settings, tmp_path, export_cache),
     ]
     assert main(argv) == 0
     table = tmp_path / "tables" / name
@@ -116,7 +111,7 @@ def test_over_ssh_the_table_has_the_local_keys(
 def test_over_adb_the_table_has_the_local_keys(
     adb_daemon: AdbDaemon,
     adb_key: Path,
-    onnx_cache: Path,
+    export_cache: Path,
     local_keys: set[str],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -136,7 +131,7 @@ def test_over_adb_the_table_has_the_local_keys(
         adb_daemon.serial,
         "--adb-key",
         str(adb_key),
-        *_table_options(settings, tmp_path, onnx_cache),
+        *_table_options(settings, tmp_path, export_cache),
     ]
     assert main(argv) == 0
     table = tmp_path / "tables" / name

@@ -24,21 +24,21 @@ from supernet.units import all_units
 FAST = ["--min-time", "0.02", "--retries", "0", "--block-ms", "2", "--quiet"]
 
 
-def _common(out: Path) -> list[str]:
-    return ["--device", "local", "--space", "proxyless", "--out", str(out), "--cache", str(out / "cache"), *FAST]
+def _common(out: Path, cache: Path) -> list[str]:
+    return ["--device", "local", "--space", "proxyless", "--out", str(out), "--cache", str(cache), *FAST]
 
 
 @pytest.fixture(scope="module")
-def table_dir(tmp_path_factory) -> Path:
+def table_dir(tmp_path_factory, export_cache) -> Path:
     """`ofa-profile --space proxyless`: the w1.3 table at 128 on this machine's CPU (in-network, ORT)."""
     out = tmp_path_factory.mktemp("proxyless")
-    assert profile_main([*_common(out), "--resolutions", "128"]) == 0
+    assert profile_main([*_common(out, export_cache), "--resolutions", "128"]) == 0
     return out
 
 
 @pytest.mark.slow
 @pytest.mark.serial  # a table sum against the subnet measured: a shared machine put them 21% apart once
-def test_a_proxyless_table_search_and_remeasure_on_the_local_cpu(table_dir, tmp_path, capsys):
+def test_a_proxyless_table_search_and_remeasure_on_the_local_cpu(table_dir, tmp_path, capsys, export_cache):
     """The table has all 103 planned rows; `ofa-search` refuses to rank by accuracy without a predictor and says
     how, ranks by MACs under a latency limit, and `ofa-profile --subnets` re-measures the found subnet beside the
     table sum the search found it by."""
@@ -60,7 +60,7 @@ def test_a_proxyless_table_search_and_remeasure_on_the_local_cpu(table_dir, tmp_
     assert document["settings"]["space"] == "proxyless" and document["settings"]["ranked_by"] == "macs"
     assert subnet["latency_ms"][path.stem] <= float(limit)
 
-    assert profile_main([*_common(tmp_path), "--subnets", str(found), "--table", str(path)]) == 0
+    assert profile_main([*_common(tmp_path, export_cache), "--subnets", str(found), "--table", str(path)]) == 0
     measured = pd.read_csv(tmp_path / f"local_subnets_{found.stem}.csv")
     assert len(measured) == 1 and measured["width_mult"].iloc[0] == 1.3
     row = measured.iloc[0]
@@ -73,11 +73,11 @@ def test_a_proxyless_table_search_and_remeasure_on_the_local_cpu(table_dir, tmp_
 
 @pytest.mark.slow
 @pytest.mark.serial  # budgets from the table, met by subnets measured later: timing on a machine to itself
-def test_a_proxyless_latency_model_closes_the_loop_ranked_by_macs(table_dir, tmp_path):
+def test_a_proxyless_latency_model_closes_the_loop_ranked_by_macs(table_dir, tmp_path, export_cache):
     """No accuracy predictor exists for the space, so the closed loop ranks by MACs: 12 random subnets measured,
     `ofa-fit latency` with the table, then `ofa-profile --search --rank macs --latency-model`; every budget is met
     on the device, and the report states MACs, not accuracy."""
-    common = _common(tmp_path)
+    common = _common(tmp_path, export_cache)
     table = table_dir / "local_proxyless_w1.3_onnxruntime_cpu.csv"
     assert profile_main([*common, "--subnets", "random:12", "--table", str(table)]) == 0
     measured = tmp_path / "local_proxyless_w1.3_random_r128_seed0.csv"
@@ -99,16 +99,17 @@ def test_a_proxyless_latency_model_closes_the_loop_ranked_by_macs(table_dir, tmp
 
 
 @pytest.mark.slow
-def test_a_width_no_release_has_gets_its_table_and_random_subnets_follow_the_table(tmp_path, capsys):
+def test_a_width_no_release_has_gets_its_table_and_random_subnets_follow_the_table(tmp_path, capsys,
+                                                                                    export_cache):
     """A supernet trained at w0.5 (ofa-train) gets its own rows; `--subnets random:N --table T` draws from the
     table's supernet even where --space and --width are left at their MobileNetV3 defaults; a width of 0 is
     refused with the released ones named."""
-    assert profile_main([*_common(tmp_path), "--width", "0.5", "--resolutions", "128"]) == 0
+    assert profile_main([*_common(tmp_path, export_cache), "--width", "0.5", "--resolutions", "128"]) == 0
     path = tmp_path / "local_proxyless_w0.5_onnxruntime_cpu.csv"
     table = read_table(path)
     assert table.meta["width_mult"] == 0.5
     assert {row.key for row in table.rows} == {u.key for u in all_units(0.5, [128], family=PROXYLESS)}
-    assert profile_main(["--device", "local", "--out", str(tmp_path), "--cache", str(tmp_path / "cache"), *FAST,
+    assert profile_main(["--device", "local", "--out", str(tmp_path), "--cache", str(export_cache), *FAST,
                          "--subnets", "random:3", "--table", str(path)]) == 0
     measured = pd.read_csv(tmp_path / "local_proxyless_w0.5_random_r128_seed0.csv")
     assert len(measured) == 3 and (measured["width_mult"] == 0.5).all()
