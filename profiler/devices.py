@@ -55,7 +55,8 @@ class DeviceProfile:
         affinity: CPUs to pin to: a list of CPU ids, ``"fast"`` (the cores with the highest max frequency)
             or empty for no pinning.
         batch: Batch size of the timed inputs.
-        precision: ``fp32``, or ``int8`` for statically quantized models (ONNX Runtime; ``supernet.quantize``).
+        precision: ``fp32``, or ``int8`` for statically quantized models (ONNX Runtime, TF-Lite;
+            ``supernet.quantize``).
         hosts: SSH hosts (several for a table sharded across identical devices).
         known_hosts: SSH known_hosts file the host key is checked against (empty: ``~/.ssh/known_hosts``).
         serials: ADB serials or ``host:port`` (several for sharding).
@@ -150,9 +151,9 @@ def _check(profile: DeviceProfile, source: str) -> DeviceProfile:
                           f"expected one of {', '.join(has)}")
     if profile.precision not in PRECISIONS:
         raise DeviceError(f"{where}: precision = {profile.precision!r}; expected one of {', '.join(PRECISIONS)}")
-    if profile.precision != "fp32" and profile.runtime != "onnxruntime":
-        raise DeviceError(f"{where}: precision {profile.precision} is measured with ONNX Runtime only so far, not "
-                          f"{profile.runtime}; use --runtime onnxruntime, or --precision fp32")
+    if profile.precision != "fp32" and profile.runtime not in ("onnxruntime", "tflite"):
+        raise DeviceError(f"{where}: precision {profile.precision} is measured with ONNX Runtime and TF-Lite, not "
+                          f"{profile.runtime}; use --runtime onnxruntime or tflite, or --precision fp32")
     if profile.runtime == "benchmark_model" and profile.transport != "adb":
         raise DeviceError(f'{where}: runtime benchmark_model runs on Android phones; use transport = "adb"')
     for name, most in (("threads", 1024), ("batch", 4096), ("port", 65535)):

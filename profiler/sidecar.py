@@ -91,7 +91,8 @@ def table_meta(
         "runtime": profile.runtime,
         "provider": profile.provider,
         "precision": profile.precision,
-        **({"quantization": quantization_recipe(profile.precision)} if profile.precision != "fp32" else {}),
+        **({"quantization": quantization_recipe(profile.precision, profile.model_format)}
+           if profile.precision != "fp32" else {}),
         "environment": state.environment,
         "agent": {"name": agent_files(profile)[0], "version": AGENT_VERSION},
         **measured_with(state, protocol, extra.get("command", "")),

@@ -51,7 +51,7 @@ from .errors import OFAProfileError, raise_if_stopped
 from .files import atomic_write, sha256_of
 from .ofa_supernet import SUPERNETS, OFASupernet
 from .plan import MOBILENETV3, family_of
-from .quantize import PrecisionError, check_precision, onnx_int8
+from .quantize import PrecisionError, check_precision, onnx_int8, seeded_images
 from .quantize import recipe as quantization_recipe
 from .unit_modules import build_unit
 from .units import Unit
@@ -86,6 +86,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 RUNTIMES = ("onnx", "tflite", "torchscript")
+# The formats an int8 model is exported in (supernet.quantize).
+QUANTIZED_RUNTIMES = ("onnx", "tflite")
 SUFFIXES = {"onnx": ".onnx", "tflite": ".tflite", "torchscript": ".pt"}
 ONNX_OPSET = 17
 # The symbolic input dimensions of an ONNX subnet exported for any resolution.
@@ -111,15 +113,9 @@ class TFLiteUnavailableError(OFAProfileError, ImportError):
 
 
 def _check_precision(runtime: str, precision: str) -> None:
-    if check_precision(precision) != "fp32" and runtime != "onnx":
-        raise PrecisionError(f"{precision} models are exported for ONNX Runtime only so far, not {runtime}",
-                             "use --runtime onnxruntime, or --precision fp32")
-
-
-def _quantized(model: bytes, runtime: str, precision: str, input_shape: Sequence[int]) -> bytes:
-    """The exported float ``model`` in ``precision`` (as it is for fp32)."""
-    _check_precision(runtime, precision)
-    return model if precision == "fp32" else onnx_int8(model, input_shape)
+    if check_precision(precision) != "fp32" and runtime not in QUANTIZED_RUNTIMES:
+        raise PrecisionError(f"{precision} models are exported for ONNX Runtime and TF-Lite, not {runtime}",
+                             "use --runtime onnxruntime or tflite, or --precision fp32")
 
 
 def _check_runtime(runtime: str) -> None:
@@ -202,12 +198,14 @@ def _litert_torch() -> ModuleType:
                                      f"({err}); install it with: {_INSTALL_TFLITE}") from None
 
 
-def tflite_bytes(module: nn.Module, input_shape: Sequence[int]) -> bytes:
+def tflite_bytes(module: nn.Module, input_shape: Sequence[int], precision: str = "fp32") -> bytes:
     """The module as a TF-Lite model with an NHWC input (and NHWC output when 4-D), without edge transposes.
 
     Args:
         module: The module to convert; it runs in eval mode.
         input_shape: The NCHW shape the module takes; the model takes its NHWC permutation.
+        precision: ``fp32``, or ``int8``: full-integer quantization by litert-torch's PT2E quantizer
+            (:func:`supernet.quantize.recipe`), calibrated on :func:`supernet.quantize.seeded_images`.
     """
     litert_torch = _litert_torch()
     sample = _sample(input_shape)
@@ -217,9 +215,31 @@ def tflite_bytes(module: nn.Module, input_shape: Sequence[int]) -> bytes:
         warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                                 category=FutureWarning)
         out_rank = module(sample).dim()
-        channel_last = litert_torch.to_channel_last_io(module, args=[0], outputs=[0] if out_rank == 4 else [])
-        model = litert_torch.convert(channel_last.eval(), (sample.permute(0, 2, 3, 1).contiguous(),))
+        channel_last = litert_torch.to_channel_last_io(module, args=[0], outputs=[0] if out_rank == 4 else []).eval()
+        nhwc = sample.permute(0, 2, 3, 1).contiguous()
+        if check_precision(precision) == "int8":
+            images = [torch.from_numpy(image).permute(0, 2, 3, 1).contiguous() for image in seeded_images(input_shape)]
+            model = _pt2e_int8(litert_torch, channel_last, nhwc, images)
+        else:
+            model = litert_torch.convert(channel_last, (nhwc,))
     return bytes(model.model_content())
+
+
+def _pt2e_int8(litert_torch: ModuleType, module: nn.Module, sample: torch.Tensor,
+               images: Sequence[torch.Tensor]) -> Any:
+    """Full-integer quantization as litert-torch documents it: ``torch.export``, PT2E's prepare with its quantizer
+    (static, weights per channel), the calibration images through the observers, convert, then litert-torch's
+    converter, which writes int8 kernels where the graph is annotated."""
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
+    prepared = prepare_pt2e(torch.export.export(module, (sample,)).module(), quantizer)
+    for image in images:
+        prepared(image)
+    converted = convert_pt2e(prepared, fold_quantize=False)
+    return litert_torch.convert(converted, (sample,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
 
 
 # --- TorchScript -----------------------------------------------------------------------------------------
@@ -238,9 +258,15 @@ def torchscript_bytes(module: nn.Module, input_shape: Sequence[int]) -> bytes:
 _EXPORTERS = {"onnx": onnx_bytes, "tflite": tflite_bytes, "torchscript": torchscript_bytes}
 
 
-def _to_bytes(module: nn.Module, runtime: str, input_shape: Sequence[int]) -> bytes:
+def _to_bytes(module: nn.Module, runtime: str, input_shape: Sequence[int], precision: str = "fp32") -> bytes:
+    """The module exported for ``runtime`` in ``precision``: ONNX is quantized after export, TF-Lite while it is
+    converted (PT2E works on the torch graph)."""
     _check_runtime(runtime)
-    return _EXPORTERS[runtime](module, input_shape)
+    _check_precision(runtime, precision)
+    if runtime == "tflite":
+        return tflite_bytes(module, input_shape, precision)
+    model = _EXPORTERS[runtime](module, input_shape)
+    return model if precision == "fp32" else onnx_int8(model, input_shape)
 
 
 def export_module(module: nn.Module, runtime: str, path: str | os.PathLike, input_shape: Sequence[int]) -> Path:
@@ -299,7 +325,7 @@ def content_hash(unit: Unit, runtime: str, seed: int = 0, batch: int = 1, precis
     if unit.family != MOBILENETV3.name:  # the same key names other layers there (ReLU6, not h-swish)
         recipe["family"] = unit.family
     if precision != "fp32":
-        recipe["quantization"] = quantization_recipe(precision)
+        recipe["quantization"] = quantization_recipe(precision, runtime)
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
 
 
@@ -352,8 +378,7 @@ def export_unit(unit: Unit, runtime: str, cache_dir: str | os.PathLike, seed: in
         raise_if_stopped()
         target = export_target(unit, runtime)
         input_shape = (batch, *target.input_shape[1:])
-        model = _to_bytes(build_unit(target, seed), runtime, input_shape)
-        cache_store(path, _quantized(model, runtime, precision, input_shape))
+        cache_store(path, _to_bytes(build_unit(target, seed), runtime, input_shape, precision))
     return path
 
 
@@ -418,8 +443,9 @@ def export_subnet(arch: Arch, width_mult: float, n_classes: int, runtime: str, c
     recipe = {"arch": json.dumps({**arch.canonical().to_dict(), "r": [resolution]}), "width": width_mult,
               "classes": n_classes, "batch": batch, "seed": SUPERNET_SEED, "runtime": runtime,
               "format": EXPORT_FORMAT, "versions": _exporter_versions(runtime)}
-    if precision != "fp32":
-        recipe["quantization"] = {**quantization_recipe(precision), "size": INT8_CALIBRATION_SIZE}
+    if precision != "fp32":  # an ONNX file serves every resolution and is calibrated at one
+        recipe["quantization"] = {**quantization_recipe(precision, runtime),
+                                  **({"size": INT8_CALIBRATION_SIZE} if runtime == "onnx" else {})}
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:24]
     path = Path(cache_dir) / f"subnet-{digest}{SUFFIXES[runtime]}"
     if not cached(path):
@@ -428,10 +454,11 @@ def export_subnet(arch: Arch, width_mult: float, n_classes: int, runtime: str, c
         input_shape = (batch, 3, arch.r, arch.r)
         if runtime == "onnx":
             data = onnx_bytes(subnet, input_shape, any_resolution=True)
-            input_shape = (batch, 3, INT8_CALIBRATION_SIZE, INT8_CALIBRATION_SIZE)
+            if precision != "fp32":
+                data = onnx_int8(data, (batch, 3, INT8_CALIBRATION_SIZE, INT8_CALIBRATION_SIZE))
         else:
-            data = _to_bytes(subnet, runtime, input_shape)
-        cache_store(path, _quantized(data, runtime, precision, input_shape))
+            data = _to_bytes(subnet, runtime, input_shape, precision)
+        cache_store(path, data)
     return path
 
 

@@ -1,12 +1,17 @@
-"""int8 models for latency: static quantization of this project's ONNX exports with ONNX Runtime's own tools.
+"""int8 models for latency: static quantization of this project's exports with each runtime's own tools.
 
 Phones and boards mostly run int8, and ops do not speed up alike under it (pointwise convolutions gain most,
 depthwise ones least), so an int8 table is measured on int8 models rather than scaled from a float one.
 
-The recipe is what ``onnxruntime.quantization`` recommends for x86-64 and ARM CPUs: QDQ format, weights int8 per
-output channel, activations uint8 (U8S8), scales calibrated with min/max over a fixed set of inputs. Tables use
-the seeded supernet, whose weights are random: only the latency of the quantized graph matters there, and it
-does not depend on the scales' values, so the calibration inputs are seeded standard-normal images
+For ONNX the recipe is what ``onnxruntime.quantization`` recommends for x86-64 and ARM CPUs: QDQ format, weights
+int8 per output channel, activations uint8 (U8S8), scales calibrated with min/max over a fixed set of inputs. For
+TF-Lite it is litert-torch's PT2E quantizer, static and per channel (``supernet.export.tflite_bytes``): a
+full-integer model, int8 weights per channel and int8 activations, run by XNNPACK's QS8 kernels; ops it leaves
+unannotated (h-swish, parts of SE) run in float between a dequantize and a quantize, as in any model a user
+converts that way.
+
+Tables use the seeded supernet, whose weights are random: only the latency of the quantized graph matters there,
+and it does not depend on the scales' values, so the calibration inputs are seeded standard-normal images
 (:data:`CALIBRATION`). Accuracy in int8 needs real images and is the training side's job.
 """
 
@@ -22,12 +27,15 @@ import numpy as np
 
 from .errors import OFAProfileError
 
-__all__ = ["CALIBRATION", "PRECISIONS", "PrecisionError", "check_precision", "onnx_int8", "recipe", "seeded_images"]
+__all__ = ["CALIBRATION", "PRECISIONS", "TFLITE_CALIBRATION", "PrecisionError", "check_precision", "onnx_int8",
+           "recipe", "seeded_images"]
 
 PRECISIONS = ("fp32", "int8")
 
 # How activation scales are found: stated in every int8 table's sidecar and in the export cache's key.
 CALIBRATION: dict[str, Any] = {"method": "minmax", "inputs": 8, "source": "standard normal images, seed 0"}
+# litert-torch's static PT2E configuration observes activations with a histogram; the same images.
+TFLITE_CALIBRATION: dict[str, Any] = {**CALIBRATION, "method": "histogram"}
 
 
 class PrecisionError(OFAProfileError, ValueError):
@@ -43,10 +51,15 @@ def check_precision(precision: str) -> str:
     return precision
 
 
-def recipe(precision: str) -> dict[str, Any]:
-    """What a table or an export of ``precision`` records about how its models were quantized ({} for fp32)."""
+def recipe(precision: str, model_format: str = "onnx") -> dict[str, Any]:
+    """What a table or an export of ``precision`` records about how its models (``onnx`` or ``tflite`` files) were
+    quantized ({} for fp32)."""
     if check_precision(precision) == "fp32":
         return {}
+    if model_format == "tflite":
+        return {"format": "TF-Lite full integer (PT2E)", "weights": "int8, per channel, symmetric",
+                "activations": "int8, per tensor", "calibration": TFLITE_CALIBRATION,
+                "tool": f"litert-torch {metadata.version('litert-torch')} (PT2EQuantizer, static, per channel)"}
     return {"format": "QDQ", "weights": "int8, per channel", "activations": "uint8, per tensor",
             "calibration": CALIBRATION, "tool": f"onnxruntime.quantization {metadata.version('onnxruntime')}"}
 
