@@ -137,7 +137,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmark-out/fidelity"))
     parser.add_argument("--runtime", choices=list(ROWS), default="onnxruntime")
     parser.add_argument("--precision", choices=["fp32", "int8"], default="fp32",
-                        help="int8: tables, subnets and ground truth of statically quantized models (ONNX Runtime)")
+                        help="int8: tables, subnets and ground truth of statically quantized models")
     parser.add_argument("--resolutions", default="160,192,224")
     parser.add_argument("--subnets", type=int, default=100)
     parser.add_argument("--calibration-subnets", type=int, default=20)
