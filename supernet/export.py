@@ -239,6 +239,9 @@ def _pt2e_int8(litert_torch: ModuleType, module: nn.Module, sample: torch.Tensor
     for image in images:
         prepared(image)
     converted = convert_pt2e(prepared, fold_quantize=False)
+    # The graph was captured from the module in eval mode (inference batch norm), but a module unlifted from
+    # torch.export keeps nn.Module's training flag at True, which litert-torch reads to warn of training mode.
+    converted.training = False
     return litert_torch.convert(converted, (sample,), quant_config=QuantConfig(pt2e_quantizer=quantizer))
 
 
