@@ -217,8 +217,6 @@ class LatencyModel:
             raise LatencyModelError("no supernet width: a model without a table needs one",
                                     f"give --width ({widths} for the released {space.name} supernets)")
         self.space_, self.width_mult_, self.n_classes_ = space, float(width), int(n_classes or 1000)
-        for prior in self.priors:
-            prior.check(space, self.width_mult_)
         self.priors_ = tuple(self.priors)
         cost = self.table.cost if self.table is not None else None
         self.features_ = ArchFeatures(self.width_mult_, cost, space.layout)
@@ -229,6 +227,7 @@ class LatencyModel:
 
         batch = ArchBatch.coerce(archs)
         self._setup(family_of(batch.layout))
+        self._check_priors_cover(batch, "give priors that cover the measured subnets' resolutions")
         y = np.asarray(measured_ms, dtype=float)
         if len(y) != len(batch):
             raise LatencyModelError(f"{len(batch)} archs but {len(y)} latencies")
@@ -238,7 +237,6 @@ class LatencyModel:
         if not (np.isfinite(y).all() and (y > 0).all()):
             raise LatencyModelError("measured values must be positive and finite (ms, or MB for memory)",
                                     "fix or drop those rows")
-        self._check_priors_cover(batch, "give priors that cover the measured subnets' resolutions")
         families = [self.family] if self.family != "auto" else [
             f for f in FAMILIES if (f != "calibrated-sum" or self.table is not None)
             and (f not in PRIOR_FAMILIES or self.priors_)]
