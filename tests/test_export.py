@@ -13,7 +13,6 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from ai_edge_litert.interpreter import Interpreter, OpResolverType
 from torch import nn
 
 from supernet import ArchSpace, OFAMobileNetV3
@@ -37,6 +36,7 @@ from supernet.export import (
 )
 from supernet.unit_modules import build_unit
 from supernet.units import Unit, all_units
+from tests.peers.models import litert_interpreter
 
 TOL = 1e-4
 # Rows of the w1.0 table at 128 covering each kind of block: stride 1/2, SE or not, ReLU or h-swish, k 3/5/7,
@@ -69,23 +69,11 @@ def _run_onnx(model: bytes, x: torch.Tensor) -> np.ndarray:
     return session.run(None, {"input": x.numpy()})[0]
 
 
-def _interpreter(model: bytes, input_shape: list[int] | None = None) -> Interpreter:
-    """The model in LiteRT, its input resized to ``input_shape`` (NHWC) where that differs from the model's."""
-    # Without the default XNNPACK delegate the op list shows every builtin op (not one DELEGATE op).
-    interpreter = Interpreter(model_content=model,
-                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    declared = interpreter.get_input_details()[0]
-    if input_shape is not None and list(declared["shape"]) != input_shape:
-        interpreter.resize_tensor_input(declared["index"], input_shape)
-    interpreter.allocate_tensors()
-    return interpreter
-
-
 def _run_tflite(model: bytes, x_nchw: torch.Tensor) -> np.ndarray:
     """Run on the NHWC input (resizing the model's input to it); give back NCHW (4-D outputs) so it compares with
     torch directly."""
     x = x_nchw.permute(0, 2, 3, 1).numpy()
-    interpreter = _interpreter(model, list(x.shape))
+    interpreter = litert_interpreter(model, list(x.shape))
     interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
     interpreter.invoke()
     y = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
@@ -93,7 +81,7 @@ def _run_tflite(model: bytes, x_nchw: torch.Tensor) -> np.ndarray:
 
 
 def _ops(model: bytes) -> list[str]:
-    return [op["op_name"] for op in _interpreter(model)._get_ops_details()]
+    return [op["op_name"] for op in litert_interpreter(model)._get_ops_details()]
 
 
 def _assert_close(actual: np.ndarray, expected: np.ndarray, what: str) -> None:
@@ -187,7 +175,7 @@ def test_tflite_units_match_pytorch(tflite_units, key):
 def test_tflite_units_are_nhwc_without_edge_transposes(tflite_units, key):
     """A TF-Lite unit takes NHWC and is only the unit: no TRANSPOSE anywhere, so none at its edges."""
     unit = Unit.from_key(key)
-    interpreter = _interpreter(tflite_units[key][1])
+    interpreter = litert_interpreter(tflite_units[key][1])
     assert list(interpreter.get_input_details()[0]["shape"]) == [1, unit.in_size, unit.in_size, unit.in_chs]
     ops = _ops(tflite_units[key][1])
     assert "TRANSPOSE" not in ops, f"{key}: ops {ops}"
@@ -236,7 +224,8 @@ def test_rows_of_one_layer_share_one_tflite_file_resized_to_each_row(tmp_path):
         assert len(paths) == 1, key
         model, target = paths.pop().read_bytes(), export_target(first, "tflite")
         assert target.in_size == TFLITE_SHARED_SIZE
-        assert _interpreter(model).get_input_details()[0]["name"] == TFLITE_INPUT_NAME  # what benchmark_model names
+        # what benchmark_model names
+        assert litert_interpreter(model).get_input_details()[0]["name"] == TFLITE_INPUT_NAME
         module = build_unit(target, 5)
         for row in rows:
             x = torch.randn(row.input_shape)

@@ -29,6 +29,7 @@ from supernet.export import export_subnet, export_target, export_unit
 from supernet.quantize import CALIBRATION, TFLITE_CALIBRATION, PrecisionError
 from supernet.units import Unit, all_units
 from tests.paths import NOTE10
+from tests.peers.models import litert_interpreter
 
 # A stem convolution, a block with squeeze-and-excitation and h-swish, and the classifier's input layer.
 _UNITS = all_units(1.0, [128])
@@ -104,13 +105,7 @@ def _litert(path, x: np.ndarray) -> tuple[np.ndarray, float | None, dict]:
     """The model's output on the NHWC float image ``x`` (quantized and dequantized by the model's own input and
     output parameters where they are int8), the output's quantization step (None for a float output), and the
     input and output types of each op kind."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(path))
-    declared = interpreter.get_input_details()[0]
-    if list(declared["shape"]) != list(x.shape):
-        interpreter.resize_tensor_input(declared["index"], list(x.shape))
-    interpreter.allocate_tensors()
+    interpreter = litert_interpreter(path.read_bytes(), list(x.shape))
     given, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     if given["dtype"] == np.int8:
         scale, zero = given["quantization"]

@@ -1,5 +1,5 @@
-"""Small test models: one ONNX (TorchScript exporter), one TF-Lite (litert_torch), one TorchScript, one broken; and
-stand-ins for a table's TF-Lite exports, for the fake benchmark_model."""
+"""Small test models: one ONNX (TorchScript exporter), one TF-Lite (litert_torch), one TorchScript, one broken;
+stand-ins for a table's TF-Lite exports, for the fake benchmark_model; and a LiteRT interpreter that lists ops."""
 
 from __future__ import annotations
 
@@ -22,6 +22,20 @@ torch.manual_seed(0)
 net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU()).eval()
 litert_torch.convert(net, (torch.randn(1, 3, 32, 32),)).export(sys.argv[1])
 """
+
+
+def litert_interpreter(model: bytes, input_shape: list[int] | None = None):
+    """The TF-Lite ``model`` in LiteRT, its input resized to ``input_shape`` (NHWC) where that differs from the
+    model's, and without the default XNNPACK delegate, so the op list shows every builtin op (not one DELEGATE)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interpreter = Interpreter(model_content=model,
+                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    declared = interpreter.get_input_details()[0]
+    if input_shape is not None and list(declared["shape"]) != input_shape:
+        interpreter.resize_tensor_input(declared["index"], input_shape)
+    interpreter.allocate_tensors()
+    return interpreter
 
 
 def _net() -> torch.nn.Module:
