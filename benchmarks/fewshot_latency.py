@@ -60,6 +60,7 @@ NOTE10 = {"name": "note10-tflite-w1.2", "kind": "table", "file": "note10_w1.2_tf
           "source": "the Once-for-All release (Han Cai, MIT licence): note10/{160,176,192,208,224}_lookup_table.yaml, "
                     "converted to this project's CSV; the same file as tables/note10_w1.2_tflite.csv"}
 METHODS = ("plain", "transfer", "few-shot", "few-shot, picked")
+SCORES = ("within_10_pct", "within_5_pct", "spearman_rho", "rms_pct")  # of latency_metrics, per method
 
 
 def measure(out: Path, n: int, seed: int, devices: list[str]) -> dict[str, float]:
@@ -100,7 +101,7 @@ def transfer(priors: list[Prior], batch: ArchBatch, ms: np.ndarray, test: ArchBa
 
 def _scores(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
     m = latency_metrics(predicted, measured)
-    return {k: m[k] for k in ("within_10_pct", "within_5_pct", "spearman_rho", "rms_pct")}
+    return {k: m[k] for k in SCORES}
 
 
 def _draw(rng: np.random.Generator, pool: np.ndarray, n: int, r: np.ndarray) -> np.ndarray:
@@ -153,8 +154,7 @@ def score(batch: ArchBatch, latencies: dict[str, np.ndarray], sizes: list[int], 
         futures = {target: workers.submit(_curve, target, ms, [p for n, p in priors.items() if n != target], batch,
                                           test, pool, sizes, draws, seed) for target, ms in latencies.items()}
         devices = {target: future.result() for target, future in futures.items()}
-    mean = [{"n": n, **{m: {k: float(np.mean([c[i][m][k] for c in devices.values()]))
-                            for k in ("within_10_pct", "within_5_pct", "spearman_rho", "rms_pct")}
+    mean = [{"n": n, **{m: {k: float(np.mean([c[i][m][k] for c in devices.values()])) for k in SCORES}
                         for m in METHODS}} for i, n in enumerate(sizes)]
     return {"n_test": len(test), "n_pool": len(pool), "prior_families": {n: m.family_ for n, m in models.items()},
             "devices": devices, "mean": mean}
