@@ -34,6 +34,7 @@ __all__ = [
     "ShardedBatches",
     "evaluation_batches",
     "load_source",
+    "on_device",
 ]
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # images (N, 3, r, r), labels (N,)
@@ -266,6 +267,16 @@ class ShardedBatches:
                                   num_workers=workers))
         for keys in steps:
             yield [_built(next(batches)) for _ in keys]
+
+
+def on_device(images: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """A batch of images on ``device``, channels last (NHWC in memory, NCHW in shape).
+
+    Convolutions follow their input's layout, so the whole network then runs channels last. On this project's
+    2-core CPU that made a training step of the w0.25 digits supernet 1.5-1.8x faster (a 7x7 depthwise convolution
+    forward and backward 3.6x); cuDNN's tensor-core kernels prefer it too. Outputs agree with NCHW's to 1e-5.
+    """
+    return images.to(device, memory_format=torch.channels_last)
 
 
 def evaluation_batches(source: ImageSource, resolution: int, batch_size: int = 200,

@@ -23,6 +23,7 @@ from supernet.bn import recalibrate_bn
 from supernet.errors import UsageError
 from supernet.files import atomic_write
 from supernet.ofa_supernet import OFASupernet
+from supernet.training.data import on_device
 
 __all__ = ["COLUMNS", "build_accuracy_csv", "int8_top1", "merge_shards", "shard_path", "subnet_top1", "top1"]
 
@@ -48,7 +49,7 @@ def top1(model: torch.nn.Module, batches: Iterable) -> float:
     correct = seen = 0
     device = next(model.parameters()).device
     for images, labels, *_ in batches:
-        correct += int((model(images.to(device)).argmax(dim=1).cpu() == labels.cpu()).sum())
+        correct += int((model(on_device(images, device)).argmax(dim=1).cpu() == labels.cpu()).sum())
         seen += len(labels)
     if not seen:
         raise ValueError("the evaluation loader gave no images")
@@ -60,8 +61,8 @@ def subnet_top1(supernet: OFASupernet, arch: Arch, calibration: Loader, evaluati
     """Top-1 (0..1) of ``arch``'s subnet, extracted and BN-recalibrated first (docs/ofa_reference.md §5), on
     ``device``; with ``precision`` int8, of that subnet quantized (:func:`int8_top1`)."""
     subnet = supernet.extract(arch).to(device)
-    recalibrate_bn(subnet, ((images.to(device), *rest) for images, *rest in _at_resolution(calibration, arch.r)),
-                   n_bn_images)
+    calibration_batches = _at_resolution(calibration, arch.r)
+    recalibrate_bn(subnet, ((on_device(images, device), *rest) for images, *rest in calibration_batches), n_bn_images)
     if precision == "int8":
         return int8_top1(subnet, arch.r, _at_resolution(calibration, arch.r), _at_resolution(evaluation, arch.r),
                          n_bn_images)

@@ -34,7 +34,7 @@ from supernet.mobilenetv3 import MobileNetV3
 from supernet.ofa_supernet import SUPERNETS, OFASupernet
 from supernet.plan import FAMILIES, MOBILENETV3
 
-from .data import Batch, FirstImages, ImageSource, ShardedBatches, evaluation_batches
+from .data import Batch, FirstImages, ImageSource, ShardedBatches, evaluation_batches, on_device
 from .dataset import subnet_top1
 from .distributed import Context
 from .schedule import PHASE_NAMES, Phase, lr_factor, progressive_shrinking, step_seed
@@ -235,7 +235,7 @@ class _Run:
         if phase.distill and self.teacher is None:
             self.teacher = self._new_teacher()
             r = max(self.settings.resolutions)
-            recalibrate_bn(self.teacher, ((x.to(self.context.device), y) for x, y in
+            recalibrate_bn(self.teacher, ((on_device(x, self.context.device), y) for x, y in
                                           bn_batches(self.train_source, r, self.settings.bn_images)),
                            self.settings.bn_images)
         if self.teacher is not None:
@@ -310,7 +310,7 @@ class _Run:
               shard_batches: list[Batch], optimizer: torch.optim.Optimizer) -> float:
         """One optimizer step: for each subnet and each local shard, forward and backward; then one update."""
         device, settings = self.context.device, self.settings
-        shards = [(x.to(device), y.to(device)) for x, y in shard_batches]
+        shards = [(on_device(x, device), y.to(device)) for x, y in shard_batches]
         soft = [None] * len(shards)
         if phase.distill and self.teacher is not None:
             with torch.no_grad():
