@@ -248,7 +248,10 @@ def test_a_killed_calibration_or_closed_loop_reuses_its_own_results_only(mode, t
         fastest = LatencyPredictor(read_table(table)).minimum()[0]
         first, second = ([("--search", "--raw-latency", "--rank", "macs", "--rounds", "1", "--generations", "50",
                            "--latency-ms", ",".join(f"{fastest * k:.3f}" for k in ks))
-                          for ks in ((1.2, 1.5), (1.8, 2.4))])
+                          # The second budgets lie below the first: above them both could get the largest subnet
+                          # (CI, 2026-12-06: at 128 px it measured under 1.5x the fastest), and the rerun with
+                          # other inputs would ask for no other subnet.
+                          for ks in ((1.2, 1.5), (1.05, 1.1))])
         values = _medians
 
         def measured(args: list[str]) -> dict[float, str]:
