@@ -31,6 +31,9 @@ import io
 import json
 import logging
 import os
+import re
+import sys
+import tempfile
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
@@ -180,6 +183,34 @@ def onnx_bytes(module: nn.Module, input_shape: Sequence[int], any_resolution: bo
 
 
 # --- TF-Lite ---------------------------------------------------------------------------------------------
+# What TensorFlow's C++ side writes to stderr while it starts, before its log level applies (TF_CPP_MIN_LOG_LEVEL
+# does not reach them): absl's notice that logging is not set up yet, and oneDNN's note on round-off.
+_TENSORFLOW_STARTUP = re.compile(
+    r"All log messages before absl::InitializeLog\(\) is called|oneDNN custom operations are on")
+
+
+@contextmanager
+def _without_tensorflow_startup_lines() -> Iterator[None]:
+    """Everything written to file descriptor 2 inside, except TensorFlow's start-up lines, which ``--quiet`` users
+    saw on every TF-Lite run. Other lines, an error's included, are written back once the block ends."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().decode(errors="replace").splitlines(keepends=True)
+                    if not _TENSORFLOW_STARTUP.search(line)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
+
+
 def _litert_torch() -> ModuleType:
     """Import litert-torch on first use: it takes about 6 s and is an optional extra."""
     # NOTE: litert-torch prints a progress tree on stdout unless told not to; a caller's explicit choice wins.
@@ -192,7 +223,8 @@ def _litert_torch() -> ModuleType:
         if logging.getLogger(name).level == logging.NOTSET:
             logging.getLogger(name).setLevel(logging.ERROR)
     try:
-        return importlib.import_module("litert_torch")
+        with _without_tensorflow_startup_lines():
+            return importlib.import_module("litert_torch")
     except ImportError as err:
         raise TFLiteUnavailableError(f"TF-Lite export needs litert-torch, an optional extra of about 1.1 GB "
                                      f"({err}); install it with: {_INSTALL_TFLITE}") from None

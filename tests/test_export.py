@@ -6,6 +6,8 @@ module-scoped fixture, for a few well-chosen units and two shallow subnets.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -36,6 +38,7 @@ from supernet.export import (
 )
 from supernet.unit_modules import build_unit
 from supernet.units import Unit, all_units
+from tests.paths import ROOT
 from tests.peers.models import litert_interpreter
 
 TOL = 1e-4
@@ -240,6 +243,18 @@ def test_missing_litert_says_how_to_install_it(monkeypatch):
     unit = Unit.from_key(HEAD_KEYS[-1])
     with pytest.raises(TFLiteUnavailableError, match=r"pip install 'ofa-profile\[tflite\]'"):
         tflite_bytes(build_unit(unit), unit.input_shape)
+
+
+def test_a_tflite_conversion_in_a_fresh_process_writes_nothing_to_stderr():
+    """Issue 24, silence by default: TensorFlow's C++ start-up lines (absl's "All log messages before
+    absl::InitializeLog()" and oneDNN's notice), which its log level does not reach, reached every --quiet TF-Lite
+    run's stderr, as did torchao's and torch's import warnings before them. A process of its own: they come once per
+    process, when litert-torch is first imported."""
+    script = ("import torch\nfrom supernet.export import tflite_bytes\n"
+              "assert tflite_bytes(torch.nn.Conv2d(3, 4, 3), (1, 3, 8, 8))\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert run.returncode == 0 and run.stderr == "", run.stderr
 
 
 # --- hashes, the cache and batch export ------------------------------------------------------------------
