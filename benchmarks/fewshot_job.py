@@ -73,13 +73,14 @@ def _loop(common: list[str], budgets: list[float], source: list[str], out: Path,
 
 def fewshot_job(out: Path, common: list[str], n: int, priors: list[str], budget_quantiles: list[float], batch: int,
                 generations: int) -> tuple[dict, list[float]]:
+    """The few-shot job, and the budgets it set from its picked subnets' latencies (the table job gets the same)."""
     times: dict[str, float] = {}
     prior_args = [arg for name in priors for arg in ("--prior", name)]
     _run("fewshot subnets", profile_main, [*common, "--subnets", f"fewshot:{n}", *prior_args], times)
     (measured,) = out.glob(f"local_w1.0_fewshot{n}_*.csv")
     frame = pd.read_csv(measured)
     model = out / "model"
-    _run("fit", fit_main, ["latency", str(measured), *prior_args, "--out", str(model), "--json"], times)
+    _run("fit", fit_main, ["latency", str(measured), *prior_args, "--out", str(model)], times)
     budgets = [round(float(np.quantile(frame["measured_ms"], q)), 3) for q in budget_quantiles]
     loop = _loop(common, budgets, ["--latency-model", str(model)], out, batch, times, generations)
     family = json.loads((out / "model.json").read_text()).get("family")
@@ -88,6 +89,7 @@ def fewshot_job(out: Path, common: list[str], n: int, priors: list[str], budget_
 
 
 def table_job(out: Path, common: list[str], budgets: list[float], batch: int, generations: int) -> dict:
+    """The table job: its covering subnets counted from the journal, repeats included."""
     times: dict[str, float] = {}
     _run("table", profile_main, common, times)
     (table,) = out.glob("local_w1.0_onnxruntime_cpu*.csv")
