@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks.commands import run
 from predictors.fit_cli import main as fit_main
 from profiler.cli import main as profile_main
 from profiler.deliver import delivered_stem
@@ -46,10 +47,8 @@ def _run(step: str, main, argv: list[str], times: dict[str, float]) -> None:
     """One command as a user runs it, timed; what it prints (paths, the fit's report) stays out of the JSON."""
     start = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
-        code = main(argv)
+        run(argv, main, step)
     times[step] = round(time.perf_counter() - start, 1)
-    if code != 0:
-        raise SystemExit(f"{step}: exit code {code} ({' '.join(argv)})")
 
 
 def _loop(common: list[str], budgets: list[float], source: list[str], out: Path, batch: int, times: dict[str, float],

@@ -38,10 +38,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks.commands import run
 from predictors.archs import ArchBatch, batch_from_dicts
 from predictors.latency_model import LatencyModel, Prior, latency_metrics
 from predictors.latency_priors import informative_subnets
-from profiler.cli import main as profile_main
 from profiler.plots import pyplot, save_figure
 
 DEVICES = {
@@ -68,11 +68,9 @@ def measure(out: Path, n: int, seed: int, devices: list[str]) -> dict[str, float
     seconds = {}
     for name in devices:
         started = time.perf_counter()
-        code = profile_main(["--device", "local", "--width", "1.0", "--resolutions", "160,192,224", "--subnets",
-                             f"random:{n}", "--seed", str(seed), "--cache", str(out / "cache"), "--out",
-                             str(out / "data" / name), "--quiet", *DEVICES[name]])
-        if code != 0:
-            raise SystemExit(f"measuring {name} failed")
+        run(["--device", "local", "--width", "1.0", "--resolutions", "160,192,224", "--subnets", f"random:{n}",
+             "--seed", str(seed), "--cache", str(out / "cache"), "--out", str(out / "data" / name), "--quiet",
+             *DEVICES[name]])
         seconds[name] = round(time.perf_counter() - started, 1)
     return seconds
 

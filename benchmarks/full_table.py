@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.commands import run
 from predictors.table_io import read_table
-from profiler.cli import main as profile_main
 from profiler.devices import resolve_device
 from profiler.journal import Journal
 from profiler.protocol import Protocol
@@ -45,12 +45,9 @@ def main() -> None:
     strategy.models(strategy.items(), "onnx", cache, resolve_device("local").batch)
     export_s = time.perf_counter() - start
     start = time.perf_counter()
-    code = profile_main(["--device", "local", "--width", args.width, "--resolutions", args.resolutions,
-                         "--rows", args.rows, "--out", str(args.out), "--cache", str(cache), "--min-time",
-                         args.min_time, "--quiet"])
+    run(["--device", "local", "--width", args.width, "--resolutions", args.resolutions, "--rows", args.rows,
+         "--out", str(args.out), "--cache", str(cache), "--min-time", args.min_time, "--quiet"])
     measure_s = time.perf_counter() - start
-    if code != 0:
-        raise SystemExit(f"ofa-profile failed with exit code {code}")
 
     table = args.out / f"local_w{width}_onnxruntime_cpu.csv"
     journal = Journal(journal_path(table))

@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks.commands import run
 from predictors.archs import batch_from_dicts, sample_batch
 from predictors.calibration import fit_calibration
 from predictors.latency import LatencyPredictor
 from predictors.latency_model import LatencyModel, latency_metrics
-from profiler.cli import main as profile_main
 from profiler.plots import pyplot, save_figure
 from supernet.arch import ArchSpace
 
@@ -92,15 +92,12 @@ def main() -> None:
     table_s = subnets_s = None
     if not args.reuse:
         started = time.perf_counter()
-        if profile_main(common) != 0:
-            raise SystemExit("table run failed")
+        run(common)
         table_s = round(time.perf_counter() - started, 1)
     table_path = next(p for p in args.out.glob("local_w1.0_*.csv") if "random" not in p.name)
     if not args.reuse:
         started = time.perf_counter()
-        if profile_main([*common, "--table", str(table_path), "--subnets", f"random:{args.subnets}",
-                         "--seed", str(args.seed)]) != 0:
-            raise SystemExit("subnet run failed")
+        run([*common, "--table", str(table_path), "--subnets", f"random:{args.subnets}", "--seed", str(args.seed)])
         subnets_s = round(time.perf_counter() - started, 1)
     frame = pd.read_csv(next(args.out.glob("local_w1.0_random_*.csv")))
     archs = batch_from_dicts([json.loads(a) for a in frame["arch"]], "measured")

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks.commands import run
 from predictors.archs import batch_from_dicts
 from predictors.complexity import ParamsPredictor
 from predictors.latency_model import LatencyModel, latency_metrics
-from profiler.cli import main as profile_main
 
 
 def _scores(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
@@ -33,11 +33,8 @@ def _scores(predicted: np.ndarray, measured: np.ndarray) -> dict[str, float]:
 
 def _measure(args: argparse.Namespace, folder: str) -> pd.DataFrame:
     out = args.out / folder
-    code = profile_main(["--device", "local", "--runtime", args.runtime, "--width", "1.0", "--resolutions",
-                         args.resolutions, "--subnets", f"random:{args.subnets}", "--out", str(out), "--cache",
-                         str(args.out / "cache"), "--quiet"])
-    if code != 0:
-        raise SystemExit(f"ofa-profile --subnets failed with exit code {code}")
+    run(["--device", "local", "--runtime", args.runtime, "--width", "1.0", "--resolutions", args.resolutions,
+         "--subnets", f"random:{args.subnets}", "--out", str(out), "--cache", str(args.out / "cache"), "--quiet"])
     (csv,) = out.glob("*.csv")
     return pd.read_csv(csv)
 

@@ -44,12 +44,12 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from benchmarks.commands import run
 from benchmarks.plain_loop import PlainLoop, Timed
 from predictors.accuracy import AccuracyPredictor
 from predictors.latency import LatencyPredictor
 from predictors.search import evolution_search
 from predictors.table_io import read_table
-from profiler.cli import main as profile_main
 from profiler.closed_loop import MAX_SLACK, closed_loop
 from profiler.connect import open_transport
 from profiler.devices import resolve_device
@@ -157,12 +157,9 @@ def main() -> None:
 
     def build(folder: str) -> tuple[Path, float]:
         started = time.perf_counter()
-        code = profile_main(["--device", "local", "--runtime", args.runtime, "--provider", provider,
-                             "--precision", args.precision, "--width",
-                             "1.0", "--resolutions", args.resolutions, "--rows", rows, "--out",
-                             str(args.out / folder), "--cache", str(cache), "--quiet"])
-        if code != 0:
-            raise SystemExit(f"table run {folder} failed with exit code {code}")
+        run(["--device", "local", "--runtime", args.runtime, "--provider", provider, "--precision", args.precision,
+             "--width", "1.0", "--resolutions", args.resolutions, "--rows", rows, "--out", str(args.out / folder),
+             "--cache", str(cache), "--quiet"])
         return table_path(args.out / folder, profile, 1.0), time.perf_counter() - started
 
     if args.loop_only:
