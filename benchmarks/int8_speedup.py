@@ -1,17 +1,21 @@
 """What int8 changes on this CPU: speed-up per kind of row, and the subnets a search picks in each precision. JSON
 and a plot.
 
-On the local CPU (ONNX Runtime, one thread, w1.0 at --resolutions, in-network rows): two tables of the same command,
-``ofa-profile --device local`` in fp32 and with ``--precision int8``, built one after the other. Both state their
-rows as ratios to the same float reference workload, so a row's speed-up is its fp32 ratio over its int8 ratio,
-whatever the machine's speed between the runs. Rows are grouped by what they hold: the first convolution; blocks
-by expand ratio and kernel (expand 6 with a 3x3 depthwise is the most pointwise-heavy, expand 3 with a 7x7 the most
-depthwise-heavy), with and without squeeze-and-excitation; and the head (the final expand, the feature mix and the
-classifier). Then OFA's evolutionary search with the released accuracy predictor, for --budgets latency budgets
-spread over what both tables reach, once with each table: the subnets side by side, with MACs and their latency in
-both precisions (table sums at each table's anchor).
+On the local CPU (one thread, w1.0 at --resolutions): two tables of the same command, ``ofa-profile --device local``
+in fp32 and with ``--precision int8``, built one after the other; ONNX Runtime with in-network rows (the default) or
+``--runtime tflite`` (LiteRT with XNNPACK, isolated rows, litert-torch's full-integer models). Each table states its
+rows as ratios to a reference workload in its own precision, so the two references are then timed against each
+other by the plain-loop harness (:mod:`benchmarks.plain_loop`, interleaved rounds): a row's speed-up is its fp32
+ratio over its int8 ratio restated against the fp32 reference, whatever the machine's speed between the runs. Rows
+are grouped by what they hold: the first convolution; blocks by expand ratio and kernel (expand 6 with a 3x3
+depthwise is the most pointwise-heavy, expand 3 with a 7x7 the most depthwise-heavy), with and without
+squeeze-and-excitation; and the head (the final expand, the feature mix and the classifier). Then OFA's evolutionary
+search with the released accuracy predictor, for --budgets latency budgets spread over what both tables reach, once
+with each table: the subnets side by side, with MACs and their latency in both precisions (table sums at each
+table's anchor).
 
     .venv/bin/python -m benchmarks.int8_speedup --out /tmp/int8    # about 3 minutes here
+    .venv/bin/python -m benchmarks.int8_speedup --out /tmp/int8-tfl --runtime tflite --resolutions 192
 """
 
 from __future__ import annotations
@@ -24,24 +28,48 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks.commands import run
+from benchmarks.plain_loop import PlainLoop, Timed
 from predictors.accuracy import AccuracyPredictor
 from predictors.latency import LatencyPredictor
 from predictors.search import Constraint, evolution_search
-from profiler.cli import main as profile_main
-from profiler.devices import resolve_device
+from predictors.table_io import read_table
+from profiler.devices import DeviceProfile, resolve_device
 from profiler.modes import table_path
 from profiler.plots import pyplot, save_figure
+from profiler.reference import reference_of
+from profiler.remeasure import table_anchor
 from supernet import ArchSpace
 from supernet.complexity import count_macs
+
+RUNTIMES = {"onnxruntime": ("CPU", "in_network", "ONNX Runtime int8 (QDQ)"),
+            "tflite": ("xnnpack", "isolated", "LiteRT/XNNPACK int8 (full integer)")}
+
+
+def _profile(args: argparse.Namespace, precision: str) -> DeviceProfile:
+    return resolve_device("local", {"runtime": args.runtime, "provider": RUNTIMES[args.runtime][0],
+                                    "precision": precision})
 
 
 def _table(args: argparse.Namespace, precision: str) -> Path:
     out = args.out / precision
-    code = profile_main(["--device", "local", "--width", "1.0", "--resolutions", args.resolutions, "--precision",
-                         precision, "--out", str(out), "--cache", str(args.out / "cache"), "--quiet"])
-    if code != 0:
-        raise SystemExit(f"the {precision} table failed with exit code {code}")
-    return table_path(out, resolve_device("local", {"precision": precision}), 1.0)
+    provider, rows, _ = RUNTIMES[args.runtime]
+    run(["--device", "local", "--runtime", args.runtime, "--provider", provider, "--rows", rows, "--width", "1.0",
+         "--resolutions", args.resolutions, "--precision", precision, "--out", str(out), "--cache",
+         str(args.out / "cache"), "--quiet"])
+    return table_path(out, _profile(args, precision), 1.0)
+
+
+def _reference_factor(args: argparse.Namespace, tables: dict[str, Path]) -> dict[str, float]:
+    """The int8 table's reference over the fp32 table's, timed against each other by the plain-loop harness."""
+    timed = {}
+    for precision, path in tables.items():
+        model = reference_of(read_table(path).meta).model(_profile(args, precision), args.out / "cache")
+        timed[precision] = Timed(Path(model["path"]), tuple(model["inputs"][0]))
+    harness = PlainLoop(runtime=args.runtime)
+    truth = harness.measure({"int8": timed["int8"]}, timed["fp32"])["int8"]
+    return {"int8_over_fp32": round(truth.normalized, 4), "how": harness.describe()["value"],
+            "rounds": harness.rounds}
 
 
 def row_kind(key: str) -> str:
@@ -58,11 +86,12 @@ def row_kind(key: str) -> str:
     return "head"
 
 
-def _speedups(fp32: Path, int8: Path) -> pd.DataFrame:
+def _speedups(fp32: Path, int8: Path, factor: float) -> pd.DataFrame:
+    """Per row: its ratios, the int8 one restated against the fp32 reference (times ``factor``), the speed-up."""
     a, b = (pd.read_csv(path).set_index("key") for path in (fp32, int8))
     keys = a.index.intersection(b.index)
     frame = pd.DataFrame({"fp32_ratio": a.loc[keys, "ratio"], "int8_ratio": b.loc[keys, "ratio"]})
-    frame["speedup"] = frame["fp32_ratio"] / frame["int8_ratio"]
+    frame["speedup"] = frame["fp32_ratio"] / (frame["int8_ratio"] * factor)
     frame["kind"] = [row_kind(key) for key in frame.index]
     return frame
 
@@ -86,13 +115,13 @@ def _searches(tables: dict[str, LatencyPredictor], budgets: int, resolutions: li
     return picked
 
 
-def _plot(frame: pd.DataFrame, png: Path) -> Path:
+def _plot(frame: pd.DataFrame, png: Path, what: str) -> Path:
     kinds = frame.groupby("kind")["speedup"].median().sort_values()
     fig, ax = pyplot().subplots(figsize=(7, 0.35 * len(kinds) + 1.2))
     ax.barh(kinds.index, kinds.values, color="tab:blue")
     ax.axvline(1.0, color="k", lw=0.8)
     ax.set_xlabel("int8 speed-up (fp32 row / int8 row), median per kind")
-    ax.set_title("ONNX Runtime int8 (QDQ) vs fp32, 1 thread, this CPU")
+    ax.set_title(f"{what} vs fp32, 1 thread, this CPU")
     return save_figure(fig, png)
 
 
@@ -101,23 +130,29 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmark-out/int8"))
     parser.add_argument("--resolutions", default="160,192,224")
     parser.add_argument("--budgets", type=int, default=5)
+    parser.add_argument("--runtime", choices=list(RUNTIMES), default="onnxruntime")
     args = parser.parse_args()
     fp32, int8 = _table(args, "fp32"), _table(args, "int8")
-    frame = _speedups(fp32, int8)
+    reference = _reference_factor(args, {"fp32": fp32, "int8": int8})
+    factor = reference["int8_over_fp32"]
+    frame = _speedups(fp32, int8, factor)
     frame.to_csv(args.out / "int8_speedup.csv")
     by_kind = frame.groupby("kind")["speedup"].agg(["median", "min", "max", "count"]).round(3)
     resolutions = [int(r) for r in args.resolutions.split(",")]
     sums = {p: LatencyPredictor(t, calibrated=False) for p, t in (("fp32", fp32), ("int8", int8))}
     whole = np.array(list(ArchSpace(resolutions=tuple(resolutions)).samples(100, seed=3)))
-    whole_speedup = sums["fp32"].predict(list(whole)) / sums["int8"].predict(list(whole))
+    anchors = {p: table_anchor(read_table(t)) for p, t in (("fp32", fp32), ("int8", int8))}
+    whole_speedup = ((sums["fp32"].predict(list(whole)) / anchors["fp32"])
+                     / (sums["int8"].predict(list(whole)) / anchors["int8"] * factor))
     report = {
-        "rows": len(frame), "tables": {"fp32": str(fp32), "int8": str(int8)},
+        "runtime": args.runtime, "rows": len(frame), "tables": {"fp32": str(fp32), "int8": str(int8)},
+        "reference_workloads": reference,
         "speedup_by_kind": by_kind.to_dict(orient="index"),
         "whole_subnets_speedup_table_sums": {"median": round(float(np.median(whole_speedup)), 3),
                                              "min": round(float(whole_speedup.min()), 3),
                                              "max": round(float(whole_speedup.max()), 3), "subnets": len(whole)},
         "searches": _searches(sums, args.budgets, resolutions),
-        "plot": str(_plot(frame, args.out / "int8_speedup.png")),
+        "plot": str(_plot(frame, args.out / "int8_speedup.png", RUNTIMES[args.runtime][2])),
     }
     (args.out / "int8_speedup.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
