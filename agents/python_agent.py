@@ -31,8 +31,10 @@ host compares the blocked samples with the plain loop's and lengthens the blocks
 garbage collector is off while a model is timed, as ``timeit`` has it.
 
 In-network unit times: a model with ``"profile_nodes": true`` (ONNX Runtime only) is, after its timing, run
-again under ONNX Runtime's profiler, and the record gets ``node_times_us``: ``[name, op_type, median us]`` per
-node in execution order. Profiling slows the run, so only the shares are meant to be used.
+again under ONNX Runtime's profiler, ``profile_runs`` runs (default 40) shared among ``profile_sessions``
+sessions loaded afresh (default 2), and the record gets ``node_times_us``: ``[name, op_type, us]`` per node in
+execution order, the mean over sessions of each node's median. Profiling slows the run, so only the shares are
+meant to be used.
 
 ``runtime`` (per model or for all) is ``onnxruntime``, ``tflite`` or ``torch`` (TorchScript); it defaults from
 the file extension. ``provider`` is an ONNX Runtime execution provider (``CPU``, ``CUDA``, ``TensorRT``,
@@ -60,7 +62,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-AGENT_VERSION = 3
+AGENT_VERSION = 4
 _EXTENSIONS = {".onnx": "onnxruntime", ".tflite": "tflite", ".pt": "torch", ".ptl": "torch"}
 _DEFAULTS = {
     "threads": 1,
@@ -75,6 +77,7 @@ _DEFAULTS = {
     "settle_ms": 0.0,
     "steady_min_count": 10,
     "profile_runs": 40,
+    "profile_sessions": 2,
 }
 
 
@@ -540,14 +543,31 @@ def summarize(samples: List[float]) -> Dict[str, float]:
     }
 
 
-def profile_nodes(model: Dict[str, Any], path: str, threads: int, runs: int, warmup: int = 2) -> List[List[Any]]:
-    """``[name, op_type, median us]`` per node, in execution order, from ONNX Runtime's own profiler.
+def profile_nodes(
+    model: Dict[str, Any], path: str, threads: int, runs: int, sessions: int = 1, warmup: int = 2
+) -> List[List[Any]]:
+    """``[name, op_type, us]`` per node, in execution order, from ONNX Runtime's own profiler: ``runs`` profiled
+    runs shared among ``sessions`` sessions, each loaded afresh; a node's time is the mean of its medians.
 
     The median, not the mean: one preempted run inflates the node it hit, and with means two profiling sessions
     of one network gave unit shares within 5% of each other less often (68-94% of units at 30 runs, against
-    91-96% with medians). The profiler starts with the session, so the first ``warmup`` runs are cut off by
-    their "model_run" spans.
+    91-96% with medians). Several sessions: a node's time also depends on where one load's memory lands, which
+    more runs of the same session do not average out. Two profiles of the same network gave unit shares within
+    5% of each other for 92.8% of units from one session of 40 runs, and 96.6-96.7% from two sessions of 20 (12
+    subnets, four profiles each, twice; docs/measurement.md).
     """
+    shares = [runs // sessions + (index < runs % sessions) for index in range(sessions)]
+    profiles = [_profile_session(model, path, threads, share, warmup) for share in shares]
+    times = {}  # type: Dict[str, List[float]]
+    for nodes in profiles:
+        for node, _, us in nodes:
+            times.setdefault(node, []).append(us)
+    return [[node, op, float(np.mean(times[node]))] for node, op, _ in profiles[0]]
+
+
+def _profile_session(model: Dict[str, Any], path: str, threads: int, runs: int, warmup: int) -> List[List[Any]]:
+    """One profiling session's ``[name, op_type, median us]`` per node. The profiler starts with the session, so
+    the first ``warmup`` runs are cut off by their "model_run" spans."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -648,8 +668,11 @@ def _measure_model(
             if model["runtime"] != "onnxruntime":
                 raise ModelError("profile_nodes needs onnxruntime, not {}".format(model["runtime"]))
             record.update(
-                node_times_us=profile_nodes(model, path, manifest["threads"], manifest["profile_runs"]),
+                node_times_us=profile_nodes(
+                    model, path, manifest["threads"], manifest["profile_runs"], manifest["profile_sessions"]
+                ),
                 profile_runs=manifest["profile_runs"],
+                profile_sessions=manifest["profile_sessions"],
             )
     except ModelError as exc:
         record.update(type="error", error=str(exc))
@@ -702,9 +725,12 @@ def load_manifest(path: str) -> Dict[str, Any]:
         lowest = 0 if key in ("warmup", "evict_cache_mb", "steady_min_count") else 1
         if isinstance(manifest[key], bool) or not isinstance(manifest[key], int) or manifest[key] < lowest:
             raise ManifestError('"{}" must be an integer of at least {}, got {!r}'.format(key, lowest, manifest[key]))
-    for key in ("profile_runs",):
+    for key in ("profile_runs", "profile_sessions"):
         if isinstance(manifest[key], bool) or not isinstance(manifest[key], int) or manifest[key] < 1:
             raise ManifestError('"{}" must be an integer of at least 1, got {!r}'.format(key, manifest[key]))
+    if manifest["profile_sessions"] > manifest["profile_runs"]:
+        raise ManifestError('"profile_sessions" ({}) cannot exceed "profile_runs" ({})'.format(
+            manifest["profile_sessions"], manifest["profile_runs"]))
     for key in ("min_time_s", "min_sample_ms", "block_ms", "settle_ms"):
         value = manifest[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:

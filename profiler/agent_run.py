@@ -22,7 +22,7 @@ __all__ = ["AGENT", "AgentRun", "parse_results", "run_python_agent"]
 AGENT = Path(__file__).resolve().parents[1] / "agents" / "python_agent.py"
 _SETTINGS = (
     *("threads", "affinity", "warmup", "min_count", "min_time_s", "min_sample_ms", "evict_cache_mb"),
-    *("runtime", "provider", "block_ms", "settle_ms", "steady_min_count", "profile_runs"),
+    *("runtime", "provider", "block_ms", "settle_ms", "steady_min_count", "profile_runs", "profile_sessions"),
 )
 
 

@@ -174,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "by more than this fraction")
     how.add_argument("--profile-runs", type=positive_int, default=defaults.profile_runs,
                      help="profiled runs per network")
+    how.add_argument("--profile-sessions", type=positive_int, default=defaults.profile_sessions,
+                     help="sessions of the network, each loaded afresh, that share the profiled runs")
     how.add_argument("--reconnects", type=non_negative_int, default=defaults.reconnects, help="when a device goes away")
     how.add_argument("--backoff", type=finite_float, default=defaults.backoff_s,
                      help="seconds before the first reconnect")
@@ -345,6 +347,7 @@ def _main(argv: list[str]) -> int:
         settle_ms=args.settle_ms,
         regime_tolerance=args.regime_tolerance,
         profile_runs=args.profile_runs,
+        profile_sessions=args.profile_sessions,
     )
     if sum([bool(args.subnets), args.calibrate is not None, args.search, args.reanchor]) > 1:
         parser.error("--subnets, --calibrate, --search and --reanchor are separate runs: give one of them")

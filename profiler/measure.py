@@ -66,7 +66,7 @@ def result_key(profile: DeviceProfile, protocol: Protocol, model: Mapping[str, A
 
 
 # Settings of the Python agent's drift-proof blocks; benchmark_model times each model in a plain loop of its own.
-_BLOCK_SETTINGS = ("block_ms", "settle_ms", "steady_min_count", "profile_runs")
+_BLOCK_SETTINGS = ("block_ms", "settle_ms", "steady_min_count", "profile_runs", "profile_sessions")
 
 
 def batch_timeout(n_models: int, protocol: Protocol) -> float:

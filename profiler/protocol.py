@@ -68,6 +68,10 @@ class Protocol:
             shares are the noisy part of a row taken from one network. With each node's mean time, two table
             runs agreed within 5% on 90% of rows with 20 profiled runs and on 96-97% with 80; the agent now takes
             each node's median, which is steadier with 40 runs than means were with 80.
+        profile_sessions: The profiled runs are shared among this many sessions of the network, each loaded afresh,
+            and each node's medians averaged: a node's time also moves with where one load's memory lands. Unit
+            shares of two profiles agreed within 5% for 92.8% of units from one session of 40 runs and for 96.7%
+            from two of 20 (docs/measurement.md).
     """
 
     warmup: int = 5
@@ -89,11 +93,15 @@ class Protocol:
     steady_count: int = 10
     regime_tolerance: float = 0.02
     profile_runs: int = 40
+    profile_sessions: int = 2
 
     def __post_init__(self) -> None:
-        for name in ("min_count", "batch_rows", "profile_runs"):
+        for name in ("min_count", "batch_rows", "profile_runs", "profile_sessions"):
             if getattr(self, name) < 1:
                 raise ProtocolError(f"{_flag(name)} {getattr(self, name)} must be at least 1")
+        if self.profile_sessions > self.profile_runs:
+            raise ProtocolError(f"--profile-sessions {self.profile_sessions} cannot exceed --profile-runs "
+                                f"{self.profile_runs}: each session needs a run")
         for name in ("warmup", "retries", "max_drift_retries", "evict_cache_mb", "reconnects", "steady_count"):
             if getattr(self, name) < 0:
                 raise ProtocolError(f"{_flag(name)} {getattr(self, name)} must be 0 or more")
@@ -109,7 +117,7 @@ class Protocol:
     def agent_settings(self) -> dict[str, Any]:
         settings = {"warmup": self.warmup, "min_count": self.min_count, "min_time_s": self.min_time_s,
                     "block_ms": self.block_ms, "settle_ms": self.settle_ms, "steady_min_count": self.steady_count,
-                    "profile_runs": self.profile_runs}
+                    "profile_runs": self.profile_runs, "profile_sessions": self.profile_sessions}
         if self.evict_cache_mb:
             settings["evict_cache_mb"] = self.evict_cache_mb
         return settings

@@ -108,13 +108,35 @@ def test_node_profile_splits_a_subnet_among_all_its_units(tmp_path: Path, subnet
     model = {**subnet_model("net", arch, 1.0, 1000, "onnx", path.parent, 1), "path": "net.onnx", "profile_nodes": True}
     record = _run(tmp_path, [model], profile_runs=3).results["net"]
     nodes = record["node_times_us"]
-    assert record["profile_runs"] == 3 and all(us >= 0 for _, _, us in nodes)
+    assert record["profile_runs"] == 3 and record["profile_sessions"] == 2 and all(us >= 0 for _, _, us in nodes)
     assert any(name.startswith("/blocks.") for name, _, _ in nodes)
     units = units_of(arch, 1.0)
     shares = unit_shares(nodes, len(units))
     assert shares.sum() == pytest.approx(1.0) and (shares > 0).all()
     # The blocks of a network do most of its work; the classifier is a small part.
     assert shares[1:-4].sum() > 0.5 and shares[-1] < 0.2
+
+
+def test_profiled_runs_are_shared_among_fresh_sessions_and_node_times_averaged(subnet, monkeypatch):
+    """Three runs over two sessions: two and one, each loaded afresh; a node's time is the mean of the sessions'
+    medians, in the first session's execution order (a node's time moves with where one load's memory lands)."""
+    path, arch = subnet
+    model = {**subnet_model("net", arch, 1.0, 1000, "onnx", path.parent, 1), "runtime": "onnxruntime",
+             "provider": "CPU"}
+    sessions = []
+    profile_session = python_agent._profile_session
+
+    def recorded(*args):
+        nodes = profile_session(*args)
+        sessions.append((args[3], nodes))
+        return nodes
+
+    monkeypatch.setattr(python_agent, "_profile_session", recorded)  # the real profiler, its calls recorded
+    nodes = python_agent.profile_nodes(model, str(path), 1, runs=3, sessions=2)
+    assert [runs for runs, _ in sessions] == [2, 1]
+    first, second = ({name: us for name, _, us in profiled} for _, profiled in sessions)
+    assert [name for name, _, _ in nodes] == [name for name, _, _ in sessions[0][1]] and first.keys() == second.keys()
+    assert all(us == pytest.approx((first[name] + second[name]) / 2) for name, _, us in nodes)
 
 
 def test_node_profile_needs_onnxruntime(tmp_path: Path, models: dict[str, Path]):
@@ -128,6 +150,7 @@ def test_node_profile_needs_onnxruntime(tmp_path: Path, models: dict[str, Path])
     [({"block_ms": -1}, '"block_ms" must be a number'), ({"profile_runs": 0}, '"profile_runs" must be an integer'),
      ({"settle_ms": "5"}, '"settle_ms" must be a number'),
      ({"steady_min_count": -1}, '"steady_min_count" must be an integer of at least 0'),
+     ({"profile_runs": 3, "profile_sessions": 4}, '"profile_sessions" (4) cannot exceed "profile_runs" (3)'),
      ({"reference": {"name": "r"}}, 'need "name" and "path"')],
 )
 def test_bad_reference_settings_exit_2(tmp_path: Path, capsys, settings: dict, message: str):

@@ -66,7 +66,8 @@ def test_summary_counts_failures():
     assert regime_summary([]) is None
 
 
-@pytest.mark.parametrize("settings", [{"settle_ms": -1.0}, {"steady_count": -1}, {"regime_tolerance": 0.0}])
+@pytest.mark.parametrize("settings", [{"settle_ms": -1.0}, {"steady_count": -1}, {"regime_tolerance": 0.0},
+                                      {"profile_sessions": 0}, {"profile_sessions": 41}])
 def test_bad_settings_name_their_flag(settings):
     with pytest.raises(ProtocolError, match="--" + next(iter(settings)).replace("_", "-")):
         Protocol(**settings)
