@@ -33,7 +33,7 @@ from benchmarks.plain_loop import PlainLoop, Timed
 from predictors.accuracy import AccuracyPredictor
 from predictors.latency import LatencyPredictor
 from predictors.search import Constraint, evolution_search
-from predictors.table_io import read_table
+from predictors.table_io import Table, read_table
 from profiler.devices import DeviceProfile, resolve_device
 from profiler.modes import table_path
 from profiler.plots import pyplot, save_figure
@@ -60,16 +60,16 @@ def _table(args: argparse.Namespace, precision: str) -> Path:
     return table_path(out, _profile(args, precision), 1.0)
 
 
-def _reference_factor(args: argparse.Namespace, tables: dict[str, Path]) -> dict[str, float]:
-    """The int8 table's reference over the fp32 table's, timed against each other by the plain-loop harness."""
+def _reference_factor(args: argparse.Namespace, tables: dict[str, Table]) -> tuple[float, dict]:
+    """The int8 table's reference over the fp32 table's, timed against each other by the plain-loop harness, and
+    how it was timed."""
     timed = {}
-    for precision, path in tables.items():
-        model = reference_of(read_table(path).meta).model(_profile(args, precision), args.out / "cache")
+    for precision, table in tables.items():
+        model = reference_of(table.meta).model(_profile(args, precision), args.out / "cache")
         timed[precision] = Timed(Path(model["path"]), tuple(model["inputs"][0]))
     harness = PlainLoop(runtime=args.runtime)
-    truth = harness.measure({"int8": timed["int8"]}, timed["fp32"])["int8"]
-    return {"int8_over_fp32": round(truth.normalized, 4), "how": harness.describe()["value"],
-            "rounds": harness.rounds}
+    factor = harness.measure({"int8": timed["int8"]}, timed["fp32"])["int8"].normalized
+    return factor, {"int8_over_fp32": round(factor, 4), "how": harness.describe()["value"], "rounds": harness.rounds}
 
 
 def row_kind(key: str) -> str:
@@ -132,16 +132,17 @@ def main() -> None:
     parser.add_argument("--budgets", type=int, default=5)
     parser.add_argument("--runtime", choices=list(RUNTIMES), default="onnxruntime")
     args = parser.parse_args()
-    fp32, int8 = _table(args, "fp32"), _table(args, "int8")
-    reference = _reference_factor(args, {"fp32": fp32, "int8": int8})
-    factor = reference["int8_over_fp32"]
+    paths = {precision: _table(args, precision) for precision in ("fp32", "int8")}
+    fp32, int8 = paths["fp32"], paths["int8"]
+    stated = {precision: read_table(path) for precision, path in paths.items()}
+    factor, reference = _reference_factor(args, stated)
     frame = _speedups(fp32, int8, factor)
     frame.to_csv(args.out / "int8_speedup.csv")
     by_kind = frame.groupby("kind")["speedup"].agg(["median", "min", "max", "count"]).round(3)
     resolutions = [int(r) for r in args.resolutions.split(",")]
-    sums = {p: LatencyPredictor(t, calibrated=False) for p, t in (("fp32", fp32), ("int8", int8))}
+    sums = {p: LatencyPredictor(t, calibrated=False) for p, t in paths.items()}
     whole = np.array(list(ArchSpace(resolutions=tuple(resolutions)).samples(100, seed=3)))
-    anchors = {p: table_anchor(read_table(t)) for p, t in (("fp32", fp32), ("int8", int8))}
+    anchors = {p: table_anchor(table) for p, table in stated.items()}
     whole_speedup = ((sums["fp32"].predict(list(whole)) / anchors["fp32"])
                      / (sums["int8"].predict(list(whole)) / anchors["int8"] * factor))
     report = {
