@@ -11,8 +11,8 @@ beside a workload of the harness's own that undoes the machine's drift. Steps:
    how far the machine moved meanwhile). Then the same command into another folder: the share of rows of the two
    runs that agree within 5% and 10% (in ratio to the reference, so the device's speed between the runs does not
    count).
-2. A calibration of the table on ``--calibration-subnets`` subnets of another seed (``ofa-profile --calibrate``'s
-   code).
+2. A calibration of the table on ``--calibration-subnets`` subnets of another seed, spread over the table's range
+   (``ofa-profile --calibrate``'s code).
 3. ``--subnets`` seeded random subnets, in chunks of ten: the agent's measurement of a chunk (at the table's
    anchor, and its own plain loop) and then the harness's ground truth of the same chunk, so both see the machine
    at the same minutes. Raw sums, calibrated predictions and the agent's numbers are each scored against the ground
@@ -243,7 +243,8 @@ def main() -> None:
         "agent_regime_blocked_over_plain": _ratio_summary(frame["regime"]),
         "by_resolution": by_resolution,
         "calibration": {**{k: v for k, v in fit.to_dict().items() if k not in ("sums_ms", "measured_ms")},
-                        "fitted_on": f"{args.calibration_subnets} subnets of another seed"},
+                        "fitted_on": f"{args.calibration_subnets} subnets of another seed, spread over the "
+                                     "table's range"},
         "two_table_runs_minutes_apart": _agreement(table, rerun),
         "plot": str(png),
     }

@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="fewshot:N: another device's table, latency model or a prior ofa-fit priors lists "
                               "(repeat for several)")
     subnets.add_argument("--calibrate", type=at_least(MIN_CALIBRATION_SUBNETS), metavar="N",
-                         help="fit measured = a*sum + b on N random subnets")
+                         help="fit measured = a*sum + b on N subnets spread over the table's range")
     subnets.add_argument("--table", type=Path, help="the table to predict with or calibrate (default: the device's)")
     subnets.add_argument("--yes", action="store_true",
                          help="start a run of whole subnets estimated at over 2 h (its cost is stated first)")

@@ -2,7 +2,7 @@
 
 ``--subnets found.json`` times each arch end to end with the table's protocol (:mod:`profiler.whole_subnets`) and
 writes measured against predicted latency, raw and calibrated (CSV; the CLI adds the plot). ``--calibrate N``
-times N random subnets the same way and fits measured ≈ a·sum + b into the table's sidecar, where
+times N subnets spread over the table's range the same way and fits measured ≈ a·sum + b into the table's sidecar, where
 :class:`~predictors.latency.LatencyPredictor` and ``ofa-search`` pick it up.
 """
 
@@ -33,7 +33,8 @@ from supernet.errors import OFAProfileError, UsageError
 from supernet.files import atomic_write
 from supernet.plan import MOBILENETV3, family_named
 
-__all__ = ["calibrate", "fewshot_subnets", "measured_before", "random_subnets", "remeasure", "table_anchor"]
+__all__ = ["calibrate", "fewshot_subnets", "measured_before", "random_subnets", "remeasure", "spread_subnets",
+           "table_anchor"]
 
 # What a measurement of a subnet is, as measure_subnets gives it; predictions are recomputed from the table.
 _MEASURED = ("measured_ms", "measured_p10_ms", "measured_p90_ms", "absolute_ms", "steady_ms", "regime", "ratio",
@@ -96,6 +97,19 @@ def fewshot_subnets(priors: Sequence[str], n: int, seed: int, width: float, reso
             raise UsageError(exc.problem, exc.fix) from None
     candidates = random_subnets(max(2000, 50 * n), seed, width, resolutions, space_name)
     return [candidates[i] for i in informative_subnets(loaded, ArchBatch.from_archs(candidates), n)]
+
+
+def spread_subnets(predictor: LatencyPredictor, n: int, seed: int, resolutions: Sequence[int]) -> list[Arch]:
+    """``n`` subnets at evenly spaced quantiles of the table's raw sums over 50 seeded random candidates per subnet
+    asked for (at least 2,000): the smallest, the largest and the range between.
+
+    A line fitted through points spread over the range is pinned by its ends; through ``n`` random subnets, which
+    bunch in the middle, a few percent of noise can tip its slope (5 random subnets at 128 px once fitted a slope
+    of -5.7).
+    """
+    candidates = random_subnets(max(2000, 50 * n), seed, predictor.width_mult, resolutions, predictor.family.name)
+    order = np.argsort(predictor.predict(candidates), kind="stable")
+    return [candidates[i] for i in order[np.round(np.linspace(0, len(order) - 1, n)).astype(int)]]
 
 
 def measured_before(out_csv: Path, width: float, anchor_ms: float | None,
@@ -213,7 +227,8 @@ def calibrate(
     seed: int = 0,
     yes: bool = False,
 ) -> Calibration:
-    """Fit measured ≈ a·sum + b on ``n_subnets`` random subnets timed against the reference; store it.
+    """Fit measured ≈ a·sum + b on ``n_subnets`` subnets spread over the table's range (:func:`spread_subnets`),
+    timed against the reference; store it.
 
     Both sides are stated at the table's anchor (measured ratios times the table's anchor), so drift between the
     table run and now does not leak into the fit.
@@ -222,7 +237,7 @@ def calibrate(
     predictor = LatencyPredictor(table, calibrated=False)
     check_precision_of(profile, predictor.precision, str(table_path))
     width, n_classes = predictor.width_mult, predictor.n_classes
-    archs = random_subnets(n_subnets, seed, width, table.resolutions, predictor.family.name)
+    archs = spread_subnets(predictor, n_subnets, seed, table.resolutions)
     check_cost(subnets_cost(archs, profile, width, n_classes), cache_dir, yes)
     sums = predictor.predict(archs)
     measured = measure_subnets(profile, transport, archs, width_mult=width, n_classes=n_classes,

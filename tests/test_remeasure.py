@@ -18,9 +18,9 @@ import pytest
 from predictors.latency import LatencyPredictor
 from predictors.table_io import read_table
 from profiler.cli import main
-from profiler.remeasure import random_subnets, table_anchor
+from profiler.remeasure import random_subnets, spread_subnets, table_anchor
 from supernet import ArchSpace
-from tests.paths import ROOT
+from tests.paths import NOTE10, ROOT
 from tests.peers.waiting import wait_until
 
 FAST = [
@@ -58,6 +58,19 @@ def test_subnets_measured_against_the_table(table_dir, tmp_path):
     assert (frame["measured_ms"] > 0).all() and (frame["count"] >= 5).all()
     assert np.allclose(frame["error_pct"], (frame["predicted_ms"] - frame["measured_ms"]) / frame["measured_ms"] * 100)
     assert (table_dir / "local_subnets_found.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_calibration_subnets_span_the_table_range():
+    """--calibrate's subnets run from the smallest to the largest of their candidates, evenly by table sum."""
+    predictor = LatencyPredictor(read_table(NOTE10), calibrated=False)
+    candidates = predictor.predict(random_subnets(2000, 3, 1.2, (160, 224)))
+    picked = spread_subnets(predictor, 5, 3, (160, 224))
+    sums = predictor.predict(picked)
+    assert len(set(picked)) == 5 and {a.r for a in picked} <= {160, 224}
+    assert np.all(np.diff(sums) > 0)
+    assert sums[0] == candidates.min() and sums[-1] == candidates.max()
+    assert np.isclose(sums[2], np.sort(candidates)[1000], rtol=0.02)
+    assert spread_subnets(predictor, 5, 3, (160, 224)) == picked
 
 
 def test_calibration_is_stored_and_applied(table_dir, tmp_path):
