@@ -253,7 +253,7 @@ def test_a_killed_calibration_or_closed_loop_reuses_its_own_results_only(mode, t
             return {round(record["ratio"]["median"] * anchor, 9) for record in records.values()}
 
         def measured(args: list[str]) -> dict[float, str]:
-            archs = random_subnets(5, int(args[-1]), 1.0, [128], "mobilenetv3")
+            archs = spread_subnets(LatencyPredictor(read_table(table), calibrated=False), 5, int(args[-1]), [128])
             points = read_table(table).meta["calibration"]["measured_ms"]
             return {round(m, 9): arch.to_json() for m, arch in zip(points, archs, strict=True)}
     else:
