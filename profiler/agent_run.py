@@ -109,18 +109,15 @@ def run_python_agent(
         entries.append({**model, "path": posixpath.normpath(posixpath.join(relative, local.name))})
     if reference:
         settings["reference"] = entries.pop()
-    transport.make_dirs(remote_dir)
-    transport.make_dirs(files_dir)
+    transport.make_dirs(remote_dir, files_dir)
     agent = transport.join(remote_dir, AGENT.name)
     manifest = transport.join(remote_dir, "manifest.json")
     remote_results = transport.join(remote_dir, "results.jsonl")
-    transport.push(AGENT, agent)
-    for name, local in files.items():
-        transport.push(local, transport.join(files_dir, name))
     with tempfile.TemporaryDirectory() as scratch:
         manifest_file = Path(scratch) / "manifest.json"
         manifest_file.write_text(json.dumps({**settings, "models": entries}, indent=1))
-        transport.push(manifest_file, manifest)
+        transport.push_all({agent: AGENT, **{transport.join(files_dir, name): local for name, local in files.items()},
+                            manifest: manifest_file})
     transport.run([python, agent, manifest, remote_results], timeout=timeout)
     transport.pull(remote_results, results)
     if cleanup:

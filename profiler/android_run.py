@@ -188,15 +188,13 @@ def run_android_agent(
     agent = transport.join(remote_dir, AGENT.name)
     manifest = transport.join(remote_dir, "manifest.txt")
     remote_results = transport.join(remote_dir, RESULTS)
-    transport.push(AGENT, agent)
-    for name, local in files.items():
-        transport.push(local, transport.join(remote_dir, name))
     with tempfile.TemporaryDirectory() as scratch:
         manifest_file = Path(scratch) / "manifest.txt"
         manifest_file.write_text(
             _manifest(benchmark_model, _affinity(settings.get("affinity")), entries, reference_entry, rounds)
         )
-        transport.push(manifest_file, manifest)
+        transport.push_all({agent: AGENT, **{transport.join(remote_dir, name): local for name, local in files.items()},
+                            manifest: manifest_file})
     transport.run(["sh", agent, "start", manifest, remote_results], timeout=_CALL_TIMEOUT)
     _wait(transport, ["sh", agent, "status", manifest, remote_results], timeout, poll_interval)
     transport.pull(remote_results, results)

@@ -51,13 +51,42 @@ def test_push_pull_round_trip_and_skip_unchanged(transport: Transport, tmp_path:
     assert back.read_bytes() == source.read_bytes()
 
 
+def test_push_all_hashes_a_batch_in_one_command_and_sends_only_what_differs(transport: Transport, tmp_path: Path,
+                                                                          device_dir: str, monkeypatch):
+    """The device's copies of a batch are hashed by one command (a few where the paths outgrow one); a file it
+    lacks or holds other bytes of is sent, an identical one is not, and a missing one is no hash at all."""
+    files = {transport.join(device_dir, f"{i:02d}-{'x' * 90}.bin"): tmp_path / f"{i}.bin" for i in range(40)}
+    for index, local in enumerate(files.values()):
+        local.write_bytes(bytes([index]) * 1000)
+    commands: list[str] = []
+    execute = transport._execute
+    monkeypatch.setattr(transport, "_execute", lambda command, timeout: commands.append(command) or
+                        execute(command, timeout))
+    first = dict(list(files.items())[:3])
+    assert transport.push_all(first) == list(first)
+    assert [c.split()[0] for c in commands] == ["sha256sum"]
+    changed = list(files.values())[1]
+    changed.write_bytes(b"other bytes")
+    commands.clear()
+    assert transport.push_all(files) == [r for r in files if r not in first or files[r] == changed]
+    # 40 paths of 150-odd characters: a few commands, each within the 4 KB an old ADB shell service takes.
+    assert {c.split()[0] for c in commands} == {"sha256sum"} and 1 < len(commands) < 5
+    assert max(map(len, commands)) < 4096
+    remote = next(r for r in files if files[r] == changed)
+    assert transport.pull(remote, tmp_path / "back.bin").read_bytes() == b"other bytes"
+    missing = transport.join(device_dir, "missing.bin")
+    assert transport.remote_sha256s([remote, missing]).keys() == {remote}
+    assert transport.remote_sha256(missing) is None
+
+
 @pytest.mark.parametrize("name", HOSTILE_NAMES)
 def test_hostile_file_names_are_data_not_code(transport: Transport, tmp_path: Path, device_dir: str, name: str):
     """Names with spaces, quotes, `;` and `$(...)` survive push, run and pull, and inject nothing."""
     source = tmp_path / "source.txt"
     source.write_text("payload\n")
     remote = transport.join(device_dir, name)
-    transport.push(source, remote)
+    assert transport.push(source, remote) is True
+    assert transport.push(source, remote) is False  # its hash is read back under the hostile name
     assert transport.run(["cat", remote], timeout=10).stdout == "payload\n"
     assert transport.pull(remote, tmp_path / "back.txt").read_text() == "payload\n"
     listing = transport.run(["ls", "-A", device_dir], timeout=10).stdout.splitlines()
