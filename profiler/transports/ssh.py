@@ -194,7 +194,10 @@ class SshTransport(Transport):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise self._timed_out(command, timeout, _text(stdout), _text(stderr))
-                select.select([channel], [], [], min(remaining, 0.5))
+                if channel.eof_received:  # the channel stays readable after EOF: select would spin until the status
+                    channel.status_event.wait(min(remaining, 0.5))
+                else:
+                    select.select([channel], [], [], min(remaining, 0.5))
             _drain(channel, stdout, stderr)
             exited = channel.exit_status
         return Result(self.device, command, _text(stdout), _text(stderr), exited)
