@@ -24,7 +24,7 @@ import torch
 
 from benchmarks.plain_loop import PlainLoop, Timed
 from supernet.arch import Arch, ArchSpace
-from supernet.export import export_subnet
+from supernet.model_cache import export_subnet
 from tests.ofa_oracle import reference_ofa_mbv3
 
 

@@ -27,7 +27,9 @@ from typing import Any
 import torch
 
 from supernet import ArchSpace, OFAMobileNetV3
-from supernet.export import TFLiteUnavailableError, export_target, export_units, onnx_bytes, tflite_bytes
+from supernet.export import onnx_bytes, tflite_bytes
+from supernet.formats import TFLiteUnavailableError
+from supernet.model_cache import export_target, export_units
 from supernet.unit_modules import build_unit
 from supernet.units import Unit, all_units
 
@@ -42,7 +44,7 @@ def _summary(seconds: Sequence[float]) -> dict[str, float]:
 
 
 def _time_units(units: Sequence[Unit], to_bytes: Callable[..., bytes]) -> list[float]:
-    """Build plus export of each unit, as :func:`supernet.export.export_unit` does (file writing excluded)."""
+    """Build plus export of each unit, as :func:`supernet.model_cache.export_unit` does (file writing excluded)."""
     seconds = []
     for unit in units:
         start = time.perf_counter()

@@ -61,7 +61,7 @@ from profiler.remeasure import calibrate, table_anchor
 from profiler.steady import with_table_blocks
 from profiler.whole_subnets import measure_subnets
 from supernet.arch import Arch, ArchSpace
-from supernet.export import export_subnet
+from supernet.model_cache import export_subnet
 
 ANCHOR_HOW = ("the harness's workload time in each chunk, times the agent's ratio of the table's anchor to its "
               "reference time in the same chunk; median over subnets (the harness's own workload timed before and "

@@ -37,6 +37,7 @@ from profiler.steady import check_regime, next_blocks
 from profiler.table_lock import table_lock
 from profiler.transports.base import Transport
 from supernet.errors import OFAProfileError
+from supernet.model_cache import export_units
 from supernet.units import Unit
 
 __all__ = ["DeviceLost", "MeasurementError", "TableRun", "journal_path"]
@@ -165,8 +166,6 @@ class TableRun:
         while the device waits."""
         units = [item.unit for item in self.pending() if item.unit is not None]
         if self.profile.model_format == "tflite" and units:
-            from supernet.export import export_units  # torch: only when something is exported
-
             export_units(units, "tflite", self.cache_dir, jobs=min(4, os.cpu_count() or 1), batch=self.profile.batch)
 
     def _recover(self) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 from profiler.devices import DeviceProfile
 from supernet.arch import Arch
 from supernet.errors import OFAProfileError
+from supernet.model_cache import agent_model, export_unit, subnet_model
 from supernet.units import Unit
 
 __all__ = [
@@ -64,8 +65,6 @@ class Reference:
         """The workload as a model mapping (name, exported file, input shape) for the agents, in the profile's
         precision: an int8 item alternating with a float workload switches kernels at every block, and read up to
         13% slower in blocks than in a plain loop."""
-        from supernet.export import agent_model, export_unit, subnet_model  # torch: only when exporting
-
         if self.arch is not None:
             return subnet_model(REFERENCE_NAME, self.arch, self.width_mult, self.n_classes, profile.model_format,
                                 cache_dir, profile.batch, profile.precision)

@@ -30,6 +30,7 @@ from profiler.devices import DeviceProfile
 from profiler.reference import STATS, stats_ms
 from supernet.arch import EXPAND_RATIOS, KERNEL_SIZES, Arch
 from supernet.errors import OFAProfileError
+from supernet.model_cache import agent_model, export_units, subnet_model
 from supernet.plan import MOBILENETV3, family_named
 from supernet.units import Unit, all_units, units_of
 
@@ -102,8 +103,6 @@ class IsolatedRows:
 
     def models(self, items: Sequence[Item], model_format: str, cache_dir: Path, batch: int,
                precision: str = "fp32") -> list[dict]:
-        from supernet.export import agent_model, export_units  # torch: only when something is exported
-
         paths = export_units([item.unit for item in items], model_format, cache_dir, batch=batch, precision=precision)
         return [agent_model(item.name, path, (batch, *item.unit.input_shape[1:]), model_format)
                 for item, path in zip(items, paths, strict=True)]
@@ -190,8 +189,6 @@ class InNetworkRows:
                 f"in-network rows need ONNX Runtime's node profiler; this device's models are {model_format}: "
                 f"use --rows isolated (and --calibrate)"
             )
-        from supernet.export import subnet_model  # torch: only when exporting
-
         return [{**subnet_model(item.name, item.arch, self.width_mult, self.n_classes, model_format, cache_dir, batch,
                                 precision), "profile_nodes": True} for item in items]
 

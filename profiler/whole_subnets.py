@@ -25,6 +25,7 @@ from profiler.steady import check_regime, next_blocks, regime_ratio
 from profiler.transports.base import Transport
 from supernet import Arch
 from supernet.errors import OFAProfileError
+from supernet.model_cache import subnet_model
 
 __all__ = ["SubnetMeasurementError", "measure_subnets"]
 
@@ -54,8 +55,6 @@ def measure_subnets(
     ``reference_ms``, ``anchor_ms``, ``block_ms``, ``settle_ms``, ``memory_mb`` (see :func:`_memory_mb`). The
     anchor is that of ``reference`` (the table's); without one (no table), the run's own median reference latency
     is the anchor."""
-    from supernet.export import subnet_model  # torch: only when exporting
-
     models = [subnet_model(f"subnet-{i}", arch, width_mult, n_classes, profile.model_format, cache_dir, profile.batch,
                            profile.precision) for i, arch in enumerate(archs)]
     while True:

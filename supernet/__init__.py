@@ -13,8 +13,9 @@ _WHERE = {
     "Arch": "arch", "ArchError": "arch", "ArchSpace": "arch",
     "CheckpointError": "checkpoint",
     "count_macs": "complexity", "count_params": "complexity",
-    "ExportError": "export", "TFLiteUnavailableError": "export", "content_hash": "export", "export_module": "export",
-    "export_unit": "export", "export_units": "export",
+    "ExportError": "formats", "TFLiteUnavailableError": "formats", "content_hash": "model_cache",
+    "export_module": "export", "export_subnet": "model_cache", "export_unit": "model_cache",
+    "export_units": "model_cache",
     "MobileNetV3": "mobilenetv3", "NetConfigError": "mobilenetv3", "build_from_net_config": "mobilenetv3",
     "ProxylessNASNets": "mobilenetv3",
     "OFAMobileNetV3": "ofa_supernet", "OFAProxylessNASNets": "ofa_supernet",
@@ -44,6 +45,7 @@ __all__ = [
     "count_macs",
     "count_params",
     "export_module",
+    "export_subnet",
     "export_unit",
     "export_units",
     "units_from_subnet",
@@ -54,8 +56,10 @@ if TYPE_CHECKING:
     from .arch import Arch, ArchError, ArchSpace
     from .checkpoint import CheckpointError
     from .complexity import count_macs, count_params
-    from .export import ExportError, TFLiteUnavailableError, content_hash, export_module, export_unit, export_units
+    from .export import export_module
+    from .formats import ExportError, TFLiteUnavailableError
     from .mobilenetv3 import MobileNetV3, NetConfigError, ProxylessNASNets, build_from_net_config
+    from .model_cache import content_hash, export_subnet, export_unit, export_units
     from .ofa_supernet import OFAMobileNetV3, OFAProxylessNASNets
     from .plan import NetPlan
     from .unit_modules import units_from_subnet

@@ -72,7 +72,7 @@ def export_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Exported models shared by the tests of one process (an xdist worker, or the serial run).
 
     Sharing changes no result: files are named by the hash of their export recipe and checked against their
-    digest before reuse (supernet/export.py). It saves exporting the same units test after test (the 96 w1.0
+    digest before reuse (supernet/model_cache.py). It saves exporting the same units test after test (the 96 w1.0
     units at 128 px take 2.7 s in ONNX; int8 and TF-Lite files far longer). Tests about the cache itself (what it
     holds, damaged files, exports killed midway) keep their own.
     """

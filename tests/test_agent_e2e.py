@@ -97,7 +97,8 @@ def test_models_sharing_one_file_at_two_resolutions(local_transport: Transport, 
     """One ONNX file with symbolic height and width serves two models, fixed by dim_overrides; pushed once."""
     from torch import nn
 
-    from supernet.export import ONNX_FREE_DIMS, onnx_bytes
+    from supernet.export import onnx_bytes
+    from supernet.formats import ONNX_FREE_DIMS
 
     shared = tmp_path / "host" / "any.onnx"
     shared.parent.mkdir()

@@ -13,7 +13,7 @@ from agents import python_agent
 from profiler.agent_run import parse_results
 from profiler.attribution import unit_shares
 from supernet import ArchSpace
-from supernet.export import export_subnet, subnet_model
+from supernet.model_cache import export_subnet, subnet_model
 from supernet.units import units_of
 
 FAST = {"warmup": 2, "min_count": 6, "min_time_s": 0.0, "block_ms": 2.0}

@@ -20,7 +20,7 @@ from profiler.remeasure import store_calibration, table_anchor
 from profiler.run_state import journal_path
 from profiler.steady import LADDER
 from profiler.transports.local import LocalTransport
-from supernet.export import unit_path
+from supernet.model_cache import unit_path
 from supernet.units import all_units
 
 TINY = Protocol(warmup=0, min_count=3, min_time_s=0.0, retries=0, drift_tolerance=0.95)

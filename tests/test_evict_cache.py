@@ -11,7 +11,7 @@ from profiler.devices import BUILTIN_PROFILES, resolve_device
 from profiler.measure import measure_models
 from profiler.protocol import Protocol, ProtocolError
 from profiler.transports.local import LocalTransport
-from supernet.export import export_unit
+from supernet.model_cache import export_unit
 from supernet.units import Unit
 
 BLOCK = Unit.block(28, 40, 40, 120, 3, 1, idskip=True, se=False, hs=False)

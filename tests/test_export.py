@@ -19,23 +19,9 @@ from torch import nn
 
 from supernet import ArchSpace, OFAMobileNetV3
 from supernet.arch import PROXYLESS_LAYOUT
-from supernet.export import (
-    ONNX_FREE_DIMS,
-    TFLITE_INPUT_NAME,
-    TFLITE_SHARED_SIZE,
-    ExportError,
-    TFLiteUnavailableError,
-    content_hash,
-    export_module,
-    export_subnet,
-    export_target,
-    export_unit,
-    export_units,
-    onnx_bytes,
-    seeded_supernet,
-    tflite_bytes,
-    unit_path,
-)
+from supernet.export import export_module, onnx_bytes, seeded_supernet, tflite_bytes
+from supernet.formats import ONNX_FREE_DIMS, TFLITE_INPUT_NAME, TFLITE_SHARED_SIZE, ExportError, TFLiteUnavailableError
+from supernet.model_cache import content_hash, export_subnet, export_target, export_unit, export_units, unit_path
 from supernet.unit_modules import build_unit
 from supernet.units import Unit, all_units
 from tests.paths import ROOT
@@ -314,7 +300,7 @@ def test_a_damaged_cache_file_is_exported_again(tmp_path, caplog):
     path = export_unit(unit, "onnx", tmp_path)
     good = path.read_bytes()
     path.write_bytes(good[: len(good) // 2])
-    with caplog.at_level("WARNING", logger="supernet.export"):
+    with caplog.at_level("WARNING", logger="supernet.model_cache"):
         assert export_units([unit], "onnx", tmp_path) == [path]
     assert path.read_bytes() == good and f"{path}: damaged" in caplog.text
     (tmp_path / ".sha256" / path.name).unlink()

@@ -25,7 +25,7 @@ from profiler.remeasure import measured_before
 from profiler.transports.local import LocalTransport
 from supernet import ArchSpace
 from supernet.errors import OFAProfileError
-from supernet.export import export_subnet, export_target, export_unit
+from supernet.model_cache import export_subnet, export_target, export_unit
 from supernet.quantize import CALIBRATION, TFLITE_CALIBRATION, PrecisionError
 from supernet.units import Unit, all_units
 from tests.paths import NOTE10

@@ -15,7 +15,7 @@ import pytest
 
 from benchmarks.plain_loop import GroundTruth, PlainLoop, Timed
 from supernet import ArchSpace
-from supernet.export import export_subnet
+from supernet.model_cache import export_subnet
 
 # Compares timings of one model by two loops: run with the machine to itself (see pyproject.toml).
 pytestmark = pytest.mark.serial

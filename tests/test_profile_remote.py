@@ -22,7 +22,7 @@ from profiler.devices import resolve_device
 from profiler.protocol import Protocol
 from profiler.reference import BLOCK_REFERENCE
 from profiler.transports.adb import AdbTransport
-from supernet.export import unit_path
+from supernet.model_cache import unit_path
 from supernet.plan import PROXYLESS
 from supernet.units import all_units
 from tests.conftest import FakeBenchmarkModel, process_alive

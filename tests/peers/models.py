@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from profiler.reference import BLOCK_REFERENCE
-from supernet.export import cache_store, unit_path
+from supernet.model_cache import cache_store, unit_path
 from supernet.units import Unit
 
 SHAPE = (1, 3, 32, 32)
