@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from profiler.cli import main as profile_main
 from tests.paths import NOTE10, ROOT
 
 HEAVY = ("torch", "pandas", "matplotlib", "sklearn")
@@ -59,3 +60,15 @@ def test_a_whole_search_needs_no_torch(tmp_path):
                                "--quiet", "--out", str(out))
     assert code == 0 and heavy == []
     assert json.loads(out.read_text())["subnets"][0]["latency_ms"]["note10_w1.2_tflite"] <= 25
+
+
+def test_a_table_run_whose_models_are_all_cached_imports_no_torch(tmp_path, export_cache):
+    """A rerun, a resumed run or another table from the same exports loads no torch (2 s here): only a miss
+    exports. The first run fills the cache with whatever the shared one lacks."""
+    argv = ["--device", "local", "--width", "1.0", "--resolutions", "128", "--cache", str(export_cache),
+            "--min-time", "0.005", "--min-count", "3", "--warmup", "0", "--retries", "0", "--block-ms", "1",
+            "--regime-tolerance", "0.99", "--drift-tolerance", "0.95", "--quiet"]
+    assert profile_main([*argv, "--out", str(tmp_path / "first")]) == 0
+    code, heavy = _heavy_after("profiler.cli", *argv, "--out", str(tmp_path / "second"))
+    assert code == 0 and "torch" not in heavy
+    assert (tmp_path / "second" / "local_w1.0_onnxruntime_cpu.csv").is_file()
