@@ -212,7 +212,8 @@ def test_a_fitted_latency_model_closes_the_loop_too(table: Table):
 def test_search_command_end_to_end_with_an_unmeetable_budget(tmp_path, export_cache):
     """`ofa-profile --device local --search --latency-ms ...` builds the table, delivers and reports."""
     common = ["--device", "local", "--width", "1.2", "--resolutions", "160", "--out", str(tmp_path), "--cache",
-              str(export_cache), "--min-time", "0.02", "--retries", "0", "--block-ms", "2", "--quiet"]
+              str(export_cache), "--min-time", "0.02", "--retries", "0", "--block-ms", "2", "--profile-runs", "4",
+              "--quiet"]
     assert main(common) == 0
     fastest, _ = LatencyPredictor(tmp_path / "local_w1.2_onnxruntime_cpu.csv").minimum()
     budgets = [round(fastest * 0.3, 3), round(fastest * 1.5, 3)]
@@ -278,7 +279,7 @@ def test_a_budget_on_the_90th_percentile_holds_the_slow_runs(tmp_path, export_ca
     report says so in its name and document, and the p90 refit stays out of the sidecar (whose calibration is of
     medians)."""
     common = ["--device", "local", "--width", "1.0", "--resolutions", "128", "--out", str(tmp_path), "--cache",
-              str(export_cache), "--min-time", "0.02", "--retries", "0", "--block-ms", "2",
+              str(export_cache), "--min-time", "0.02", "--retries", "0", "--block-ms", "2", "--profile-runs", "4",
               "--regime-tolerance", "0.99", "--quiet"]
     assert main(common) == 0
     table = tmp_path / "local_w1.0_onnxruntime_cpu.csv"

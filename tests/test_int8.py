@@ -189,6 +189,7 @@ def test_an_int8_table_then_an_int8_search_end_to_end(tmp_path, caplog, export_c
     it ranks them by is float."""
     common = ["--device", "local", "--width", "1.2", "--resolutions", "160", "--precision", "int8", "--out",
               str(tmp_path), "--cache", str(export_cache), "--min-time", "0.02", "--retries", "0",
+              "--profile-runs", "4",
               "--block-ms", "2", "--regime-tolerance", "0.99", "--quiet"]
     assert main(common) == 0
     path = tmp_path / "local_w1.2_onnxruntime_cpu_int8.csv"

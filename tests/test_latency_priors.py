@@ -188,6 +188,7 @@ def test_a_new_device_from_a_shipped_prior_to_delivered_subnets(tmp_path, capsys
     model and refits it; the whole job measures few subnets."""
     common = ["--device", "local", "--width", "1.0", "--resolutions", "160", "--batch", "2", "--out", str(tmp_path),
               "--cache", str(export_cache), "--min-time", "0.02", "--retries", "0", "--block-ms", "2",
+              "--profile-runs", "4",
               "--quiet"]
     assert profile_main([*common, "--subnets", "fewshot:6", "--prior", "local-ort-t1"]) == 0
     measured = tmp_path / "local_w1.0_fewshot6_r160_seed0.csv"

@@ -21,7 +21,8 @@ from profiler.devices import resolve_device
 from supernet.plan import PROXYLESS
 from supernet.units import all_units
 
-FAST = ["--min-time", "0.02", "--retries", "0", "--block-ms", "2", "--quiet"]
+# Shares from 4 profiled runs, not 40: these tests need rows, not steady shares (test_rows tests those).
+FAST = ["--min-time", "0.02", "--retries", "0", "--block-ms", "2", "--profile-runs", "4", "--quiet"]
 
 
 def _common(out: Path, cache: Path) -> list[str]:

@@ -23,8 +23,9 @@ from supernet import ArchSpace
 from tests.paths import NOTE10, ROOT
 from tests.peers.waiting import wait_until
 
+# Shares from 4 profiled runs, not 40: these tests need rows, not steady shares (test_rows tests those).
 FAST = [
-    *("--min-time", "0.01", "--min-count", "5", "--warmup", "1"),
+    *("--min-time", "0.01", "--min-count", "5", "--warmup", "1", "--profile-runs", "4"),
     *("--retries", "1", "--drift-tolerance", "0.95", "--quiet"),
 ]
 

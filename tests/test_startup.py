@@ -67,6 +67,7 @@ def test_a_table_run_whose_models_are_all_cached_imports_no_torch(tmp_path, expo
     exports. The first run fills the cache with whatever the shared one lacks."""
     argv = ["--device", "local", "--width", "1.0", "--resolutions", "128", "--cache", str(export_cache),
             "--min-time", "0.005", "--min-count", "3", "--warmup", "0", "--retries", "0", "--block-ms", "1",
+            "--profile-runs", "2",
             "--regime-tolerance", "0.99", "--drift-tolerance", "0.95", "--quiet"]
     assert profile_main([*argv, "--out", str(tmp_path / "first")]) == 0
     code, heavy = _heavy_after("profiler.cli", *argv, "--out", str(tmp_path / "second"))
