@@ -42,6 +42,8 @@ from profiler.remeasure import table_anchor
 from profiler.steady import with_table_blocks
 from profiler.whole_subnets import measure_subnets
 from supernet.arch import Arch, ArchSpace
+from supernet.formats import ONNX_FREE_DIMS
+from supernet.model_cache import agent_model
 
 AGENTS = Path(__file__).resolve().parents[1] / "agents"
 NEIGHBOURS = {"idle": None, "wakes every 1 ms": "import time\nwhile True: time.sleep(0.001)",
@@ -93,9 +95,8 @@ def timing_code(models: list[Timed], rounds: int) -> dict:
     ours = [loop.load(model) for model in models]
     theirs = []
     for model in models:
-        size = model.shape[-1]
-        spec = {"name": model.path.stem, "path": str(model.path), "runtime": "onnxruntime", "provider": "CPU",
-                "inputs": [list(model.shape)], "dim_overrides": {"height": size, "width": size}}
+        spec = {**agent_model(model.path.stem, model.path, model.shape, "onnx"), "runtime": "onnxruntime",
+                "provider": "CPU", "dim_overrides": dict.fromkeys(ONNX_FREE_DIMS, model.shape[-1])}
         theirs.append(python_agent.load_onnxruntime(spec, str(model.path), 1)[0])
     agent_timer, harness_on_agent, harness = [], [], []
     for _ in range(rounds):

@@ -44,10 +44,11 @@ PRIORS = ("local-ort-t1", "local-ort-b8", "local-ort-t2")
 
 
 def _run(step: str, main, argv: list[str], times: dict[str, float]) -> None:
-    """One command as a user runs it, timed; what it prints (paths, the fit's report) stays out of the JSON."""
+    """One command as a user runs it (``ofa-fit``'s or ``ofa-profile``'s ``main``), timed as ``step``; what it
+    prints (paths, the fit's report) stays out of the JSON."""
     start = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
-        run(argv, main, step)
+        run(argv, main, "ofa-fit" if main is fit_main else "ofa-profile")
     times[step] = round(time.perf_counter() - start, 1)
 
 
