@@ -2,8 +2,8 @@
 
 ``--subnets found.json`` times each arch end to end with the table's protocol (:mod:`profiler.whole_subnets`) and
 writes measured against predicted latency, raw and calibrated (CSV; the CLI adds the plot). ``--calibrate N``
-times N subnets spread over the table's range the same way and fits measured ≈ a·sum + b into the table's sidecar, where
-:class:`~predictors.latency.LatencyPredictor` and ``ofa-search`` pick it up.
+times N subnets spread over the table's range the same way and fits measured ≈ a·sum + b into the table's
+sidecar, where :class:`~predictors.latency.LatencyPredictor` and ``ofa-search`` pick it up.
 """
 
 from __future__ import annotations
@@ -84,6 +84,11 @@ def random_subnets(n: int, seed: int, width: float, resolutions: Sequence[int],
     return list(archs)
 
 
+def _candidates(n: int, seed: int, width: float, resolutions: Sequence[int], space_name: str) -> list[Arch]:
+    """The seeded random subnets ``n`` chosen ones are picked from: 50 per subnet asked for, at least 2,000."""
+    return random_subnets(max(2000, 50 * n), seed, width, resolutions, space_name)
+
+
 def fewshot_subnets(priors: Sequence[str], n: int, seed: int, width: float, resolutions: Sequence[int],
                     space_name: str = MOBILENETV3.name) -> list[Arch]:
     """The ``n`` subnets most worth measuring on a new device given ``priors`` (what ``fewshot:N`` measures),
@@ -95,7 +100,7 @@ def fewshot_subnets(priors: Sequence[str], n: int, seed: int, width: float, reso
             prior.check(family, width, resolutions, "give --resolutions within what it covers")
         except LatencyModelError as exc:  # a command line to change: the usage exit code
             raise UsageError(exc.problem, exc.fix) from None
-    candidates = random_subnets(max(2000, 50 * n), seed, width, resolutions, space_name)
+    candidates = _candidates(n, seed, width, resolutions, space_name)
     return [candidates[i] for i in informative_subnets(loaded, ArchBatch.from_archs(candidates), n)]
 
 
@@ -107,7 +112,7 @@ def spread_subnets(predictor: LatencyPredictor, n: int, seed: int, resolutions: 
     bunch in the middle, a few percent of noise can tip its slope (5 random subnets at 128 px once fitted a slope
     of -5.7).
     """
-    candidates = random_subnets(max(2000, 50 * n), seed, predictor.width_mult, resolutions, predictor.family.name)
+    candidates = _candidates(n, seed, predictor.width_mult, resolutions, predictor.family.name)
     order = np.argsort(predictor.predict(candidates), kind="stable")
     return [candidates[i] for i in order[np.round(np.linspace(0, len(order) - 1, n)).astype(int)]]
 

@@ -117,6 +117,10 @@ def content_hash(unit: Unit, runtime: str, seed: int = 0, batch: int = 1, precis
         recipe["family"] = unit.family
     if precision != "fp32":
         recipe["quantization"] = quantization_recipe(precision, runtime)
+    return _recipe_hash(recipe)
+
+
+def _recipe_hash(recipe: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
 
 
@@ -215,7 +219,7 @@ def export_subnet(arch: Arch, width_mult: float, n_classes: int, runtime: str, c
     if precision != "fp32":  # an ONNX file serves every resolution and is calibrated at one
         recipe["quantization"] = {**quantization_recipe(precision, runtime),
                                   **({"size": INT8_CALIBRATION_SIZE} if runtime == "onnx" else {})}
-    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:24]
+    digest = _recipe_hash(recipe)[:24]
     path = Path(cache_dir) / f"subnet-{digest}{SUFFIXES[runtime]}"
     if not cached(path):
         from .export import subnet_bytes  # torch: only when something is exported

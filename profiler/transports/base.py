@@ -220,17 +220,20 @@ class Transport(ABC):
         a shell that mixes error messages into its output (ADB's) or a path the tool prints escaped (one holding a
         newline or a backslash) leaves that file out, so it is sent again, which is safe.
         """
+        chunks: list[list[str]] = []
+        size = 0
+        for remote in remotes:
+            if not chunks or size + len(remote) > _HASH_COMMAND_CHARS:
+                chunks.append([])
+                size = 0
+            chunks[-1].append(remote)
+            size += len(remote)
         digests: dict[str, str] = {}
-        chunk: list[str] = []
-        for index, remote in enumerate(remotes):
-            chunk.append(remote)
-            if index + 1 == len(remotes) or sum(map(len, chunk)) + len(remotes[index + 1]) > _HASH_COMMAND_CHARS:
-                output = self.run(["sha256sum", *chunk], timeout=timeout, check=False).stdout
-                wanted = set(chunk)
-                for match in map(_SHA256_LINE.fullmatch, output.splitlines()):
-                    if match and match[2] in wanted:
-                        digests[match[2]] = match[1]
-                chunk = []
+        for chunk in chunks:
+            output = self.run(["sha256sum", *chunk], timeout=timeout, check=False).stdout
+            for match in map(_SHA256_LINE.fullmatch, output.splitlines()):
+                if match and match[2] in chunk:
+                    digests[match[2]] = match[1]
         return digests
 
     def make_dirs(self, *remote_dirs: str, timeout: float = 30.0) -> None:
