@@ -83,8 +83,8 @@ def fewshot_job(out: Path, common: list[str], n: int, priors: list[str], budget_
     _run("fit", fit_main, ["latency", str(measured), *prior_args, "--out", str(model)], times)
     budgets = [round(float(np.quantile(frame["measured_ms"], q)), 3) for q in budget_quantiles]
     loop = _loop(common, budgets, ["--latency-model", str(model)], out, batch, times, generations)
-    family = json.loads((out / "model.json").read_text()).get("family")
-    return {"subnets_measured": len(frame) + loop["loop_measurements"], "picked": len(frame), "family": family,
+    method = json.loads((out / "model.json").read_text()).get("method")
+    return {"subnets_measured": len(frame) + loop["loop_measurements"], "picked": len(frame), "method": method,
             **loop, "seconds": times, "minutes_total": round(sum(times.values()) / 60, 2)}, budgets
 
 

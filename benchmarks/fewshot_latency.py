@@ -9,10 +9,10 @@ prediction is scored on a subnet any model saw.
 For each device in turn (the new device) and N = 5, 10, 20, 50 measured subnets (several seeded draws for N
 below the pool), on its test subnets:
 
-- ``plain``: ``LatencyModel`` on the N subnets alone, family chosen by cross-validation;
+- ``plain``: ``LatencyModel`` on the N subnets alone, method chosen by cross-validation;
 - ``transfer``: the crude transfer: for each other device's model, fit ``log t = a · log p + b`` on the N
   subnets and keep the device that fits them best;
-- ``few-shot``: ``LatencyModel(priors=...)`` with every other device's model as a prior, family chosen by
+- ``few-shot``: ``LatencyModel(priors=...)`` with every other device's model as a prior, method chosen by
   cross-validation (``ofa-fit latency DATA --prior ...``);
 - ``few-shot, picked``: the same, on the N subnets of the pool that ``informative_subnets`` picks from the priors
   (what ``ofa-profile --subnets fewshot:N`` measures) instead of N random ones.
@@ -126,14 +126,14 @@ def _curve(target: str, ms: np.ndarray, others: list[Prior], batch: ArchBatch, t
             predicted = {"plain": plain.predict(batch[test]),
                          "transfer": transfer(others, batch[train], ms[train], batch[test]),
                          "few-shot": few.predict(batch[test])}
-            rows.append({"n": n, "few-shot family": few.family_, "few-shot, picked": chosen_scores,
+            rows.append({"n": n, "few-shot method": few.method_, "few-shot, picked": chosen_scores,
                          **{m: _scores(p, ms[test]) for m, p in predicted.items()}})
     curve = []
     for n in sizes:
         at = [r for r in rows if r["n"] == n]
         curve.append({"n": n, "draws": len(at), **{m: {k: float(np.mean([r[m][k] for r in at])) for k in at[0][m]}
                                                    for m in METHODS},
-                      "few-shot families": sorted({r["few-shot family"] for r in at})})
+                      "few-shot methods": sorted({r["few-shot method"] for r in at})})
     print(json.dumps({"device": target, "curve": curve}), flush=True)
     return curve
 
@@ -154,7 +154,7 @@ def score(batch: ArchBatch, latencies: dict[str, np.ndarray], sizes: list[int], 
         devices = {target: future.result() for target, future in futures.items()}
     mean = [{"n": n, **{m: {k: float(np.mean([c[i][m][k] for c in devices.values()])) for k in SCORES}
                         for m in METHODS}} for i, n in enumerate(sizes)]
-    return {"n_test": len(test), "n_pool": len(pool), "prior_families": {n: m.family_ for n, m in models.items()},
+    return {"n_test": len(test), "n_pool": len(pool), "prior_methods": {n: m.method_ for n, m in models.items()},
             "devices": devices, "mean": mean}
 
 

@@ -7,7 +7,7 @@ report on those the share within ±10% and ±5%, the Spearman correlation and th
 
 - the table sum;
 - the calibrated table sum (``a · sum + b`` fitted on the training subnets);
-- the fitted model with the table (``LatencyModel(table=...)``, family chosen by cross-validation);
+- the fitted model with the table (``LatencyModel(table=...)``, method chosen by cross-validation);
 - the fitted model without a table.
 
 Then the prediction speed of both models (archs per second, on a million random archs).
@@ -118,8 +118,8 @@ def main() -> None:
             "table sum": _scores(sums[test], measured[test]),
             "calibrated sum": _scores(line.apply(sums[test]), measured[test]),
             "model with table": {**_scores(with_table.predict(archs[test]), measured[test]),
-                                 "family": with_table.family_},
-            "model without table": {**_scores(alone.predict(archs[test]), measured[test]), "family": alone.family_},
+                                 "method": with_table.method_},
+            "model without table": {**_scores(alone.predict(archs[test]), measured[test]), "method": alone.method_},
         }})
         print(json.dumps(curve[-1]), flush=True)
     resolutions = tuple(int(r) for r in args.resolutions.split(","))
@@ -128,7 +128,7 @@ def main() -> None:
         "n_measured": len(frame), "n_test": args.test, "table": str(table_path), "table_rows": len(table.table.rows),
         "table_seconds": table_s, "subnets_seconds": subnets_s, "curve": curve,
         "archs_per_second": {name: round(_speed(m, resolutions)) for name, m in models.items()},
-        "families_at_largest": {name: m.family_ for name, m in models.items()},
+        "methods_at_largest": {name: m.method_ for name, m in models.items()},
     }
     (args.out / "latency_model.json").write_text(json.dumps(report, indent=2) + "\n")
     report["plot"] = str(_plot(report, args.out / "latency_model.png"))

@@ -3,7 +3,7 @@
 On the local CPU (w1.0 at --resolutions, --runtime as given): measure --subnets seeded random subnets end to end
 (``ofa-profile --subnets random:N``: each records the peak resident memory the subnet added while it loaded and
 ran), then the same subnets again in a second run, to see how far a second reading moves. Hold a seeded random
---test of them out, fit ``ofa-fit memory``'s model (``LatencyModel`` on ``memory_mb``, family by cross-validation)
+--test of them out, fit ``ofa-fit memory``'s model (``LatencyModel`` on ``memory_mb``, method by cross-validation)
 on the rest, and report on the held-out ones the share within ±10% and ±5%, the Spearman correlation and the RMS
 relative error, beside a straight line on the parameter count (the weights alone).
 
@@ -71,7 +71,7 @@ def main() -> None:
                                   "share_within_10_pct": round(float(np.mean(np.abs(again / memory - 1) <= 0.10)),
                                                                3)},
         "train": len(train), "test": len(test),
-        "model": {"family": model.family_, **_scores(model.predict(batch[test]), memory[test])},
+        "model": {"method": model.method_, **_scores(model.predict(batch[test]), memory[test])},
         "line_on_params": _scores(np.polyval(line, params[test]), memory[test]),
         "second_run_as_prediction": _scores(again[test], memory[test]),
     }

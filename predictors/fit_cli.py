@@ -19,10 +19,10 @@ held-out RMSE and rank correlations; the predictor saved is then refitted on eve
 ``memory``: the same from ``arch`` and ``memory_mb`` (the peak memory each whole subnet added while it loaded
 and ran, as ``ofa-profile --subnets`` records it); ``ofa-search --memory-model OUT --memory-mb MB`` limits by it.
 
-``latency``: a CSV with ``arch`` and ``measured_ms``, as ``ofa-profile --subnets`` writes it. Model families are
+``latency``: a CSV with ``arch`` and ``measured_ms``, as ``ofa-profile --subnets`` writes it. Fitting methods are
 compared by cross-validation (share within ±10% and ±5%, Spearman), the best is refitted on every row and saved
 as OUT.json and OUT.npz. With ``--prior`` (other devices' tables or latency models, or priors this package ships),
-the ``priors`` and ``priors+ridge`` families start from what those devices know, so a few measured subnets fit a
+the ``priors`` and ``priors+ridge`` methods start from what those devices know, so a few measured subnets fit a
 model; the saved model holds its priors and records their names, hashes and sources. ``predict`` writes
 ``arch,predicted_ms`` for a JSON list of archs (or ofa-search output) or a CSV with an ``arch`` column.
 """
@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from predictors.latency_model import FAMILIES, PRIOR_FAMILIES
+from predictors.latency_model import METHODS, PRIOR_METHODS
 from supernet.cli_args import command_parser, finite_float, non_negative_int, positive_int
 from supernet.errors import OFAProfileError, UsageError, run_command
 from supernet.files import json_loads, read_input
@@ -60,14 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     accuracy.add_argument("--alpha", type=finite_float, default=1.0, help="ridge: L2 penalty (1.0)")
     accuracy.add_argument("--seed", type=non_negative_int, default=0, help="seed of the split and the fit (0)")
     accuracy.add_argument("--json", action="store_true", help="print the report as JSON")
-    latency = _model_command(commands, "latency", "measured_ms", FAMILIES)
+    latency = _model_command(commands, "latency", "measured_ms", METHODS)
     latency.add_argument("--table", type=Path, help="a latency table of the device: its sums become features")
     latency.add_argument("--prior", action="append", default=[], metavar="PRIOR",
                          help="another device's table (CSV), latency model (ofa-fit latency --out) or a prior "
                               "ofa-fit priors lists; repeat for several")
     commands.add_parser("priors", help="list the priors this package ships, with their provenance")
-    _model_command(commands, "memory", "memory_mb", [f for f in FAMILIES if f != "calibrated-sum"
-                                                     and f not in PRIOR_FAMILIES])
+    _model_command(commands, "memory", "memory_mb", [m for m in METHODS if m != "calibrated-sum"
+                                                     and m not in PRIOR_METHODS])
     predict = commands.add_parser("predict", help="latency (or memory) of archs from a fitted model")
     predict.add_argument("model", type=Path, help="the --out of ofa-fit latency or ofa-fit memory")
     predict.add_argument("archs", type=Path, help="JSON list of archs, ofa-search output, or a CSV with arch")
@@ -75,13 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _model_command(commands, quantity: str, column: str, families: Sequence[str]) -> argparse.ArgumentParser:
+def _model_command(commands, quantity: str, column: str, methods: Sequence[str]) -> argparse.ArgumentParser:
     """``ofa-fit latency`` or ``ofa-fit memory``: a model of ``column`` over measured whole subnets."""
     command = commands.add_parser(quantity, help=f"a {quantity} model from (arch, {column}) rows")
     command.add_argument("data", type=Path, help=f"CSV with columns arch and {column} (ofa-profile --subnets)")
     command.add_argument("--out", type=Path, required=True, help="model stem: writes OUT.json and OUT.npz")
-    command.add_argument("--family", choices=("auto", *families), default="auto",
-                         help="model family (auto: the best by cross-validation)")
+    command.add_argument("--method", "--family", choices=("auto", *methods), default="auto",
+                         help="fitting method (auto: the best by cross-validation; --family is its former name)")
     command.add_argument("--width", type=float, help="supernet width (default: the CSV's width_mult"
                          + (", or the table's)" if quantity == "latency" else ")"))
     command.add_argument("--cv", type=positive_int, default=5, help="cross-validation folds (5)")
@@ -223,7 +223,7 @@ def _latency(args: argparse.Namespace) -> int:
                               f"{stated['precision']}", "give a table and subnets of one precision")
     priors = load_priors(args.prior)
     width = args.width or (None if table else stated["width_mult"] or (priors[0].width_mult if priors else None))
-    model = LatencyModel(args.family, table, width_mult=width, cv=args.cv, random_state=args.seed, priors=priors)
+    model = LatencyModel(args.method, table, width_mult=width, cv=args.cv, random_state=args.seed, priors=priors)
     model.fit(_arch_batch(texts, str(args.data)), measured)
     # The closed loop (ofa-profile --search --latency-model) measures at the same anchor as the data.
     meta = {"fitted_on": str(args.data), "table": str(args.table) if args.table else None,
@@ -248,7 +248,7 @@ def _memory(args: argparse.Namespace) -> int:
     from .latency_model import LatencyModel
 
     texts, memory, width, left_out = read_subnet_memory(args.data)
-    model = LatencyModel(args.family, None, width_mult=args.width or width, cv=args.cv, random_state=args.seed)
+    model = LatencyModel(args.method, None, width_mult=args.width or width, cv=args.cv, random_state=args.seed)
     model.fit(_arch_batch(texts, str(args.data)), memory)
     meta = {"fitted_on": str(args.data), "quantity": "memory_mb", "rows_without_memory": left_out,
             "memory": "peak resident memory each whole subnet added while it loaded and ran (ofa-profile --subnets)"}
@@ -260,18 +260,18 @@ def _memory(args: argparse.Namespace) -> int:
 
 def _report_fit(args: argparse.Namespace, model, files: Sequence[Path], extra: dict, source: str,
                 next_step: str) -> int:
-    """The cross-validation of each family, as JSON or a table, and the command that uses the saved model."""
+    """The cross-validation of each method, as JSON or a table, and the command that uses the saved model."""
     n = len(model.train_ms_)
-    report = {"kept": model.family_, "n": n, "folds": min(args.cv, n), **extra, "families": model.cv_report_,
+    report = {"kept": model.method_, "n": n, "folds": min(args.cv, n), **extra, "methods": model.cv_report_,
               "model": [str(f) for f in files]}
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
     print(f"{report['folds']}-fold cross-validation on {n} measured subnets{source}:")
-    print(f"  {'family':<16}{'within ±10%':>12}{'within ±5%':>12}{'Spearman':>10}{'RMS':>8}")
-    for family, m in model.cv_report_.items():
-        mark = "  <- kept" if family == model.family_ else ""
-        print(f"  {family:<16}{m['within_10_pct']:>11.0f}%{m['within_5_pct']:>11.0f}%{m['spearman_rho']:>10.3f}"
+    print(f"  {'method':<16}{'within ±10%':>12}{'within ±5%':>12}{'Spearman':>10}{'RMS':>8}")
+    for method, m in model.cv_report_.items():
+        mark = "  <- kept" if method == model.method_ else ""
+        print(f"  {method:<16}{m['within_10_pct']:>11.0f}%{m['within_5_pct']:>11.0f}%{m['spearman_rho']:>10.3f}"
               f"{m['rms_pct']:>7.1f}%{mark}")
     print(f"saved {files[0]} and {files[1]} (refitted on all rows): {next_step}")
     return 0

@@ -2,7 +2,7 @@
 
 A table sum assumes a network's units add up; GPUs, batched runs and NPUs fuse, overlap and batch work, and there
 the sum misses. :class:`LatencyModel` learns latency from a few dozen whole subnets measured on the device
-(``ofa-profile --subnets random:N``), with or without a table, choosing among a few model families by
+(``ofa-profile --subnets random:N``), with or without a table, choosing among a few fitting methods by
 cross-validation:
 
 - ``calibrated-sum``: ``a · table sum + b``, the table's calibration (only with a table);
@@ -13,13 +13,13 @@ cross-validation:
 
 With priors (other devices' tables or models, :class:`Prior`), a new device needs only a few measured subnets:
 
-- ``priors``: the priors' predictions mixed in log space (:class:`~predictors.latency_families.PriorMix`);
+- ``priors``: the priors' predictions mixed in log space (:class:`~predictors.latency_methods.PriorMix`);
 - ``priors+ridge``: the ridge, starting from that mix instead of from a constant.
 
 scikit-learn fits them; predictions run in NumPy alone, and the saved model is two plain files (JSON and npz,
 no pickles) with a format version.
 
-The same families learn a subnet's peak memory (``ofa-fit memory``): memory, like latency on fusing hardware, is a
+The same methods learn a subnet's peak memory (``ofa-fit memory``): memory, like latency on fusing hardware, is a
 property of the whole network, measured on whole subnets; the saved model then states ``quantity: memory_mb``.
 """
 
@@ -46,17 +46,17 @@ from ._additive import AdditiveCost
 from .accuracy import ArchEncoding
 from .archs import ArchBatch
 from .latency import LatencyResult
-from .latency_families import FAMILY_CLASSES, CalibratedSum, PriorMix, Ridge, RidgeMLP, sub_arrays
 from .latency_features import ArchFeatures
+from .latency_methods import METHOD_CLASSES, CalibratedSum, PriorMix, Ridge, RidgeMLP, sub_arrays
 from .ranks import spearman_rho
 
-__all__ = ["FAMILIES", "FORMAT_VERSION", "PRIOR_FAMILIES", "QUANTITIES", "LatencyModel", "LatencyModelError", "Prior",
+__all__ = ["FORMAT_VERSION", "METHODS", "PRIOR_METHODS", "QUANTITIES", "LatencyModel", "LatencyModelError", "Prior",
            "latency_metrics"]
 
 FORMAT = "ofa-profile latency model"
-FORMAT_VERSION = 2  # 2: models with priors; a model without priors is still written as version 1
-FAMILIES = ("calibrated-sum", "priors", "ridge", "priors+ridge", "ridge+boosting", "ridge+mlp")
-PRIOR_FAMILIES = ("priors", "priors+ridge")  # only with priors
+FORMAT_VERSION = 3  # 2: models with priors; 3: the fitting method under "method" (before, "family")
+METHODS = ("calibrated-sum", "priors", "ridge", "priors+ridge", "ridge+boosting", "ridge+mlp")
+PRIOR_METHODS = ("priors", "priors+ridge")  # only with priors
 _MIN_SUBNETS = 5
 _CHUNK = 1 << 15  # archs per prediction step
 _SUFFIXES = (".json", ".npz")  # a model's two files
@@ -82,14 +82,14 @@ def latency_metrics(predicted: np.ndarray, measured: np.ndarray) -> dict[str, fl
 
 
 def _one_standard_error(report: Mapping[str, Mapping[str, Any]]) -> str:
-    """The simplest family (in :data:`FAMILIES` order) whose mean fold RMS error is within one standard error of
-    the best family's: differences smaller than the folds' own spread are noise, and the simpler model extrapolates
+    """The simplest method (in :data:`METHODS` order) whose mean fold RMS error is within one standard error of
+    the best method's: differences smaller than the folds' own spread are noise, and the simpler model extrapolates
     more safely (the one-standard-error rule of Breiman et al., *Classification and Regression Trees*)."""
-    means = {family: float(np.mean(r["fold_rms_pct"])) for family, r in report.items()}
+    means = {method: float(np.mean(r["fold_rms_pct"])) for method, r in report.items()}
     best = min(means, key=means.get)
     folds = report[best]["fold_rms_pct"]
     bound = means[best] + (float(np.std(folds, ddof=1) / np.sqrt(len(folds))) if len(folds) > 1 else 0.0)
-    return next(family for family in FAMILIES if family in means and means[family] <= bound)
+    return next(method for method in METHODS if method in means and means[method] <= bound)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,19 +155,19 @@ class LatencyModel:
     """Latency of archs learned from whole subnets measured on one device, with scikit-learn's habits.
 
     Args:
-        family: One of :data:`FAMILIES`, or ``"auto"``: the simplest family whose cross-validated RMS relative
+        method: One of :data:`METHODS`, or ``"auto"``: the simplest method whose cross-validated RMS relative
             error is within one standard error (over the folds) of the best one's (``calibrated-sum`` only with a
-            table; with one, every other family starts from the calibrated sum).
+            table; with one, every other method starts from the calibrated sum).
         table: A :class:`~predictors.latency.LatencyPredictor` (its raw sums become features), or None.
         width_mult: Supernet width; default the table's (required without a table).
         n_classes: Classifier outputs of the measured subnets (recorded, and checked against the table's).
-        cv: Folds of the cross-validation that compares families.
+        cv: Folds of the cross-validation that compares methods.
         random_state: Seed of the folds and of the boosted trees and MLP.
         priors: Other devices' :class:`Prior` s, of the same supernet: their predictions become the
-            ``priors`` and ``priors+ridge`` families' inputs, so a few measured subnets suffice.
+            ``priors`` and ``priors+ridge`` methods' inputs, so a few measured subnets suffice.
 
     Attributes (after :meth:`fit`):
-        family_: The family kept. cv_report_: Per family, its cross-validated :func:`latency_metrics`.
+        method_: The method kept. cv_report_: Per method, its cross-validated :func:`latency_metrics`.
         meta_: Where its data came from (``fitted_on``, ``table``, ``anchor_ms``: the reference latency the
             measurements are stated at), as :meth:`save` was given it.
         resolutions_: The resolutions it was fitted on. It predicts any resolution between the smallest and the
@@ -179,10 +179,10 @@ class LatencyModel:
         >>> LatencyModel.load("runs/local-ort.latency").predict(archs)     # doctest: +SKIP
     """
 
-    def __init__(self, family: str = "auto", table=None, width_mult: float | None = None,
+    def __init__(self, method: str = "auto", table=None, width_mult: float | None = None,
                  n_classes: int | None = None, cv: int = 5, random_state: int = 0,
                  priors: Sequence[Prior] = ()) -> None:
-        self.family = family
+        self.method = method
         self.table = table
         self.width_mult = width_mult
         self.n_classes = n_classes
@@ -192,12 +192,12 @@ class LatencyModel:
 
     # --- fitting ---------------------------------------------------------------------------------------------
     def _setup(self, space: Family) -> None:
-        if self.family != "auto" and self.family not in FAMILIES:
-            raise LatencyModelError(f"unknown model family {self.family!r}", f"choose auto or one of {FAMILIES}")
-        if self.family == "calibrated-sum" and self.table is None:
-            raise LatencyModelError("the calibrated-sum family needs a table", "give a table, or another family")
-        if self.family in PRIOR_FAMILIES and not self.priors:
-            raise LatencyModelError(f"the {self.family} family needs priors", "give --prior, or another family")
+        if self.method != "auto" and self.method not in METHODS:
+            raise LatencyModelError(f"unknown fitting method {self.method!r}", f"choose auto or one of {METHODS}")
+        if self.method == "calibrated-sum" and self.table is None:
+            raise LatencyModelError("the calibrated-sum method needs a table", "give a table, or another method")
+        if self.method in PRIOR_METHODS and not self.priors:
+            raise LatencyModelError(f"the {self.method} method needs priors", "give --prior, or another method")
         if self.priors and self.table is not None:
             raise LatencyModelError("a model starts from the device's own table or from other devices' priors, "
                                     "not both", "drop the table, or the priors")
@@ -222,7 +222,7 @@ class LatencyModel:
         self.features_ = ArchFeatures(self.width_mult_, cost, space.layout)
 
     def fit(self, archs: ArchBatch | Iterable[Arch], measured_ms: Sequence[float]) -> LatencyModel:
-        """Compare the families by cross-validation, keep the best, and refit it on every subnet."""
+        """Compare the methods by cross-validation, keep the best, and refit it on every subnet."""
         from sklearn.model_selection import KFold
 
         batch = ArchBatch.coerce(archs)
@@ -237,23 +237,23 @@ class LatencyModel:
         if not (np.isfinite(y).all() and (y > 0).all()):
             raise LatencyModelError("measured values must be positive and finite (ms, or MB for memory)",
                                     "fix or drop those rows")
-        families = [self.family] if self.family != "auto" else [
-            f for f in FAMILIES if (f != "calibrated-sum" or self.table is not None)
-            and (f not in PRIOR_FAMILIES or self.priors_)]
+        methods = [self.method] if self.method != "auto" else [
+            f for f in METHODS if (f != "calibrated-sum" or self.table is not None)
+            and (f not in PRIOR_METHODS or self.priors_)]
         self.encoding_ = ArchEncoding.for_resolutions(batch.r.tolist(), batch.layout.n_blocks)
-        inputs = {f: self._inputs(batch, f) for f in families}
+        inputs = {f: self._inputs(batch, f) for f in methods}
         folds = KFold(n_splits=min(self.cv, len(y)), shuffle=True, random_state=self.random_state)
         self.cv_report_ = {}
-        for family in families:
-            x, held_out, fold_rms = inputs[family], np.empty_like(y), []
+        for method in methods:
+            x, held_out, fold_rms = inputs[method], np.empty_like(y), []
             for train, test in folds.split(x):
                 raise_if_stopped()
-                estimator = self._estimator(family).fit(x[train], y[train], self.random_state)
+                estimator = self._estimator(method).fit(x[train], y[train], self.random_state)
                 held_out[test] = estimator.predict(x[test])
                 fold_rms.append(float(np.sqrt(np.mean((held_out[test] / y[test] - 1) ** 2)) * 100))
-            self.cv_report_[family] = {**latency_metrics(held_out, y), "fold_rms_pct": fold_rms}
-        self.family_ = _one_standard_error(self.cv_report_)
-        self.estimator_ = self._estimator(self.family_).fit(inputs[self.family_], y, self.random_state)
+            self.cv_report_[method] = {**latency_metrics(held_out, y), "fold_rms_pct": fold_rms}
+        self.method_ = _one_standard_error(self.cv_report_)
+        self.estimator_ = self._estimator(self.method_).fit(inputs[self.method_], y, self.random_state)
         self.train_batch_, self.train_ms_ = batch, y
         self.resolutions_ = tuple(sorted({int(r) for r in batch.r}))
         self.meta_ = {}
@@ -263,27 +263,27 @@ class LatencyModel:
         for prior in self.priors_:
             prior.check(self.space_, self.width_mult_, batch.r.tolist(), fix)
 
-    def _estimator(self, family: str):
+    def _estimator(self, method: str):
         names = self.features_.names
         offset = names.index("table_sum_ms") if "table_sum_ms" in names else -1
         priors = tuple(range(len(names), len(names) + len(self.priors_)))
-        if family == "calibrated-sum":
+        if method == "calibrated-sum":
             return CalibratedSum(offset)
-        if family == "priors":
+        if method == "priors":
             return PriorMix(priors)
-        if family == "priors+ridge":
+        if method == "priors+ridge":
             return Ridge(priors=priors)
-        if family == "ridge+mlp":
+        if method == "ridge+mlp":
             return RidgeMLP(len(names), offset)
-        return FAMILY_CLASSES[family](offset)
+        return METHOD_CLASSES[method](offset)
 
-    def _inputs(self, batch: ArchBatch, family: str) -> np.ndarray:
-        """The features a family reads: the arch's (and the table's), then the priors' predictions or OFA's arch
+    def _inputs(self, batch: ArchBatch, method: str) -> np.ndarray:
+        """The features a method reads: the arch's (and the table's), then the priors' predictions or OFA's arch
         encoding."""
         parts = [self.features_.transform(batch)]
-        if family in PRIOR_FAMILIES:
+        if method in PRIOR_METHODS:
             parts += [np.stack([p.predict(batch) for p in self.priors_], axis=1)]
-        elif family == "ridge+mlp":
+        elif method == "ridge+mlp":
             parts += [self.encoding_.transform(batch)]
         return np.concatenate(parts, axis=1)
 
@@ -304,19 +304,19 @@ class LatencyModel:
         if outside:
             raise LatencyModelError(f"resolution(s) {outside} lie outside {lo}..{hi}, where this model was fitted",
                                     "measure subnets at those resolutions and fit again")
-        if self.family_ in PRIOR_FAMILIES:
+        if self.method_ in PRIOR_METHODS:
             self._check_priors_cover(batch, "search at the resolutions the priors cover")
         out = np.empty(len(batch))
         for start in range(0, len(batch), _CHUNK):  # chunks keep the feature matrices in cache, not in GBs
             part = batch[slice(start, start + _CHUNK)]
-            out[start:start + _CHUNK] = self.estimator_.predict(self._inputs(part, self.family_))
+            out[start:start + _CHUNK] = self.estimator_.predict(self._inputs(part, self.method_))
         return out
 
     def predict_result(self, archs: ArchBatch | Iterable[Arch]) -> LatencyResult:
         """Predictions with an interval: where the measured latency fell, relative to held-out predictions, for
         90% of the cross-validation's subnets."""
         predicted = self.predict(archs)
-        m = self.cv_report_[self.family_]
+        m = self.cv_report_[self.method_]
         low, high = predicted / (1 + m["error_p95_pct"] / 100), predicted / (1 + m["error_p5_pct"] / 100)
         return LatencyResult(predicted, np.zeros(len(predicted), dtype=bool), predicted, low, high, calibrated=True)
 
@@ -324,7 +324,7 @@ class LatencyModel:
         """Resolutions of ``space`` it was fitted on (a table's model only fits on the table's resolutions)."""
         self._check_fitted()
         space = space or ArchSpace.for_width(self.width_mult_, self.space_.layout)
-        priors = self.priors_ if self.family_ in PRIOR_FAMILIES else ()
+        priors = self.priors_ if self.method_ in PRIOR_METHODS else ()
         return tuple(r for r in space.resolutions if r in self.resolutions_ and all(p.covers(r) for p in priors))
 
     @property
@@ -349,9 +349,9 @@ class LatencyModel:
         return self.meta_.get("precision") or "fp32"
 
     def report(self) -> dict[str, Any]:
-        """What its latency is, for reports: the family kept, how it cross-validated, how many subnets it saw."""
+        """What its latency is, for reports: the method kept, how it cross-validated, how many subnets it saw."""
         self._check_fitted()
-        return {"fitted_model": self.family_, "cross_validation": self.cv_report_[self.family_],
+        return {"fitted_model": self.method_, "cross_validation": self.cv_report_[self.method_],
                 "n_train": len(self.train_ms_), "description": self.describe()}
 
     @property
@@ -360,13 +360,13 @@ class LatencyModel:
         return str(getattr(self, "meta_", {}).get("quantity", "latency_ms"))
 
     def describe(self) -> str:
-        """One line for logs: the family, what it was fitted on, and its cross-validated accuracy."""
+        """One line for logs: the method, what it was fitted on, and its cross-validated accuracy."""
         self._check_fitted()
-        m = self.cv_report_[self.family_]
+        m = self.cv_report_[self.method_]
         table = " with a table" if self.features_.table_cost is not None else ""
-        if self.family_ in PRIOR_FAMILIES:
+        if self.method_ in PRIOR_METHODS:
             table = f" from {len(self.priors_)} prior(s) ({', '.join(p.name for p in self.priors_)})"
-        return (f"{QUANTITIES[self.quantity]} model {self.family_}{table}, fitted on "
+        return (f"{QUANTITIES[self.quantity]} model {self.method_}{table}, fitted on "
                 f"{len(self.train_ms_)} measured {self.space_.name} "
                 f"w{self.width_mult_:g} subnets: "
                 f"cross-validated {m['within_10_pct']:.0f}% within ±10%, {m['within_5_pct']:.0f}% within ±5%, "
@@ -406,7 +406,7 @@ class LatencyModel:
                 entry["model"], nested = prior.predictor._stored()
                 arrays |= {f"prior{i}.{k}": v for k, v in nested.items()}
             priors.append(entry)
-        document = {"format": FORMAT, "format_version": FORMAT_VERSION if priors else 1, "family": self.family_,
+        document = {"format": FORMAT, "format_version": FORMAT_VERSION, "method": self.method_,
                     "space": self.space_.name, "width_mult": self.width_mult_, "n_classes": self.n_classes_,
                     "resolutions": list(self.resolutions_), "features": self.features_.names,
                     "with_table": cost is not None, "n_train": len(self.train_ms_), "cv_folds": self.cv,
@@ -466,7 +466,8 @@ class LatencyModel:
         if not isinstance(version, int) or version > FORMAT_VERSION:
             raise LatencyModelError(f"{stem}.json has format version {version}, newer than this ofa-profile reads "
                                     f"({FORMAT_VERSION})", "upgrade ofa-profile, or fit the model again")
-        model = cls(family=document["family"], cv=document["cv_folds"], random_state=document["random_state"])
+        method = document["method"] if version >= 3 else document["family"]
+        model = cls(method=method, cv=document["cv_folds"], random_state=document["random_state"])
         cost = _cost_from(sub_arrays(arrays, "table")) if document["with_table"] else None
         model.priors_ = tuple(cls._prior_from_stored(stem, entry, sub_arrays(arrays, f"prior{i}"))
                               for i, entry in enumerate(document.get("priors") or []))
@@ -479,7 +480,7 @@ class LatencyModel:
         if model.features_.names != document["features"]:
             raise LatencyModelError(f"{stem}.json was fitted on other features than this ofa-profile computes",
                                     "fit the model again with this version")
-        model.family_, model.cv_report_ = document["family"], document["cross_validation"]
+        model.method_, model.cv_report_ = method, document["cross_validation"]
         model.resolutions_ = tuple(document["resolutions"])
         if not (model.resolutions_ and all(isinstance(r, int) and r > 0 for r in model.resolutions_)
                 and list(model.resolutions_) == sorted(model.resolutions_)):
@@ -487,7 +488,7 @@ class LatencyModel:
         if not (math.isfinite(model.width_mult_) and model.width_mult_ > 0 and model.n_classes_ > 0):
             raise ValueError(f"width {model.width_mult_} and classes {model.n_classes_} must be positive")
         model.encoding_ = ArchEncoding(**document["encoding"])
-        model.estimator_ = FAMILY_CLASSES[model.family_].from_arrays(sub_arrays(arrays, "estimator"))
+        model.estimator_ = METHOD_CLASSES[model.method_].from_arrays(sub_arrays(arrays, "estimator"))
         model.train_batch_ = ArchBatch(arrays["train.ks"], arrays["train.e"], arrays["train.d"], arrays["train.r"])
         model.train_ms_ = arrays["train.ms"]
         model.meta_ = dict(document.get("meta") or {})
@@ -505,13 +506,13 @@ class LatencyModel:
                      family_named(entry["space"]), float(entry["width_mult"]))
 
     def refit(self, archs: ArchBatch | Iterable[Arch], measured_ms: Sequence[float]) -> LatencyModel:
-        """A model of the same family fitted on its own subnets plus these (the closed loop's new measurements)."""
+        """A model of the same method fitted on its own subnets plus these (the closed loop's new measurements)."""
         self._check_fitted()
         batch = ArchBatch.concat([self.train_batch_, ArchBatch.coerce(archs)])
         y = np.concatenate([self.train_ms_, np.asarray(measured_ms, dtype=float)])
         model = copy.copy(self)
-        x = self._inputs(batch, self.family_)
-        model.estimator_ = self._estimator(self.family_).fit(x, y, self.random_state)
+        x = self._inputs(batch, self.method_)
+        model.estimator_ = self._estimator(self.method_).fit(x, y, self.random_state)
         model.train_batch_, model.train_ms_ = batch, y
         model.resolutions_ = tuple(sorted({int(r) for r in batch.r}))
         return model

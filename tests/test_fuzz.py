@@ -195,10 +195,10 @@ def saved_model(scratch, request) -> tuple[dict, bytes]:
     stem = scratch / request.param.replace(" ", "-")
     priors = ()
     if request.param == "with priors":
-        LatencyModel(width_mult=width, family="ridge", cv=2).fit(archs, ms).save(scratch / "prior")
+        LatencyModel(width_mult=width, method="ridge", cv=2).fit(archs, ms).save(scratch / "prior")
         priors = load_priors([NOTE10, scratch / "prior"])
-    family = "priors+ridge" if priors else "ridge"
-    LatencyModel(width_mult=width, family=family, cv=2, priors=priors).fit(archs, ms).save(stem)
+    method = "priors+ridge" if priors else "ridge"
+    LatencyModel(width_mult=width, method=method, cv=2, priors=priors).fit(archs, ms).save(stem)
     return json.loads(stem.with_suffix(".json").read_text()), stem.with_suffix(".npz").read_bytes()
 
 

@@ -190,7 +190,7 @@ def test_a_signal_stops_the_closed_loop_within_2_s_while_it_searches(tmp_path):
     samples = ArchSpace.for_width(1.2).samples(30, seed=3)
     archs = [a.with_resolution((160, 192, 224)[i % 3]) for i, a in enumerate(samples)]
     model = tmp_path / "model"
-    LatencyModel(width_mult=1.2, family="ridge", cv=3).fit(archs, 1.3 * table.predict(archs)).save(model)
+    LatencyModel(width_mult=1.2, method="ridge", cv=3).fit(archs, 1.3 * table.predict(archs)).save(model)
     budgets = ",".join(f"{b:.2f}" for b in np.linspace(20, 40, 40))
     process = subprocess.Popen([sys.executable, "-m", "profiler.cli", "--device", "local", "--width", "1.2",
                                 "--search", "--latency-model", str(model), "--latency-ms", budgets, "--out",

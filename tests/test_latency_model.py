@@ -1,4 +1,4 @@
-"""Latency models fitted on measured subnets: features, the NumPy predictions of each family, files, CLI, search.
+"""Latency models fitted on measured subnets: features, the NumPy predictions of each method, files, CLI, search.
 
 The "device" here is the shipped Note10 table scaled by 1.3 with 1% noise, so the truth is known; the local-CPU
 measurement path (``ofa-profile --subnets random:N``) is tested end to end in test_remeasure.py.
@@ -19,8 +19,8 @@ from predictors.cli import main as search_main
 from predictors.complexity import ParamsPredictor
 from predictors.fit_cli import main as fit_main
 from predictors.latency import LatencyPredictor
-from predictors.latency_families import RidgeMLP, Trees
 from predictors.latency_features import ArchFeatures
+from predictors.latency_methods import RidgeMLP, Trees
 from predictors.latency_model import FORMAT_VERSION, LatencyModel, LatencyModelError
 from supernet import ArchSpace, count_macs
 from supernet.arch import ArchError
@@ -62,7 +62,7 @@ def test_features_are_per_stage_sums_of_the_arch(device):
 
 
 def test_models_recover_the_device(fitted, device):
-    """Without a table: every held-out subnet within ±5%; with it, the kept family is at least as good as a·sum+b."""
+    """Without a table: every held-out subnet within ±5%; with it, the kept method is at least as good as a·sum+b."""
     alone, with_table = fitted
     *_, test_archs, truth = device
     for model in (alone, with_table):
@@ -70,21 +70,35 @@ def test_models_recover_the_device(fitted, device):
         assert np.mean(np.abs(error) <= 0.05) == 1.0, model.describe()
     assert set(with_table.cv_report_) == {"calibrated-sum", "ridge", "ridge+boosting", "ridge+mlp"}
     assert set(alone.cv_report_) == {"ridge", "ridge+boosting", "ridge+mlp"}  # no table, no priors
-    kept, line = with_table.cv_report_[with_table.family_], with_table.cv_report_["calibrated-sum"]
+    kept, line = with_table.cv_report_[with_table.method_], with_table.cv_report_["calibrated-sum"]
     assert (kept["within_10_pct"], kept["within_5_pct"]) >= (line["within_10_pct"], line["within_5_pct"])
 
 
-def test_each_family_predicts_and_reloads_the_same(device, tmp_path):
+def test_each_method_predicts_and_reloads_the_same(device, tmp_path):
     table, archs, measured, test_archs, _ = device
-    for family in ("calibrated-sum", "ridge", "ridge+boosting", "ridge+mlp"):
-        model = LatencyModel(family, table=table, cv=3).fit(archs, measured)
-        json_path, npz_path = model.save(tmp_path / f"{family}.w1.2")  # a stem with dots keeps them
-        assert (json_path.name, npz_path.name) == (f"{family}.w1.2.json", f"{family}.w1.2.npz")
-        assert json.loads(json_path.read_text())["format_version"] == 1  # version 2 adds priors, which it has none of
+    for method in ("calibrated-sum", "ridge", "ridge+boosting", "ridge+mlp"):
+        model = LatencyModel(method, table=table, cv=3).fit(archs, measured)
+        json_path, npz_path = model.save(tmp_path / f"{method}.w1.2")  # a stem with dots keeps them
+        assert (json_path.name, npz_path.name) == (f"{method}.w1.2.json", f"{method}.w1.2.npz")
+        document = json.loads(json_path.read_text())
+        assert (document["format_version"], document["method"]) == (3, method)
         with np.load(npz_path, allow_pickle=False) as stored:
             assert all(stored[k].dtype != object for k in stored.files)
-        again = LatencyModel.load(tmp_path / f"{family}.w1.2")
-        assert np.array_equal(again.predict(test_archs), model.predict(test_archs)), family
+        again = LatencyModel.load(tmp_path / f"{method}.w1.2")
+        assert np.array_equal(again.predict(test_archs), model.predict(test_archs)), method
+
+
+def test_files_of_earlier_format_versions_still_load(fitted, device, tmp_path):
+    """Versions 1 and 2 named the fitting method "family" (the priors this package ships are such files)."""
+    alone, _ = fitted
+    json_path, _ = alone.save(tmp_path / "m")
+    document = json.loads(json_path.read_text())
+    method = document.pop("method")
+    for version in (1, 2):
+        json_path.write_text(json.dumps({**document, "format_version": version, "family": method}))
+        again = LatencyModel.load(tmp_path / "m")
+        assert again.method_ == method
+        assert np.array_equal(again.predict(device[3]), alone.predict(device[3]))
 
 
 def test_numpy_trees_and_mlp_equal_scikit_learn():
@@ -108,7 +122,7 @@ def test_refit_adds_measurements(fitted, device):
     alone, _ = fitted
     *_, test_archs, truth = device
     refitted = alone.refit(test_archs[:10], truth[:10])
-    assert len(refitted.train_ms_) == 70 and refitted.family_ == alone.family_
+    assert len(refitted.train_ms_) == 70 and refitted.method_ == alone.method_
     assert len(alone.train_ms_) == 60
 
 
@@ -142,7 +156,7 @@ def test_damaged_model_files_are_one_error_naming_the_file(fitted, tmp_path):
     with pytest.raises(LatencyModelError, match=f"{tmp_path / 'm'}: not a readable latency model"):
         LatencyModel.load(tmp_path / "m")
     npz_path.write_bytes(stored)
-    for tampered in ({k: v for k, v in document.items() if k != "family"}, {**document, "encoding": 3}, [1]):
+    for tampered in ({k: v for k, v in document.items() if k != "method"}, {**document, "encoding": 3}, [1]):
         json_path.write_text(json.dumps(tampered))
         with pytest.raises(LatencyModelError, match=str(tmp_path / "m")):
             LatencyModel.load(tmp_path / "m")
@@ -176,8 +190,8 @@ def test_fit_predict_and_search_from_the_command_line(device, tmp_path, capsys):
     assert fit_main(["latency", str(data), "--out", str(tmp_path / "model"), "--table", str(NOTE10),
                      "--cv", "3"]) == 0
     out = capsys.readouterr().out
-    for family in ("calibrated-sum", "ridge", "ridge+boosting", "ridge+mlp"):
-        assert family in out
+    for method in ("calibrated-sum", "ridge", "ridge+boosting", "ridge+mlp"):
+        assert method in out
     assert "<- kept" in out and "ofa-search --latency-model" in out
 
     archs_json = tmp_path / "archs.json"
@@ -201,7 +215,7 @@ def test_fit_predict_and_search_from_the_command_line(device, tmp_path, capsys):
 
 
 def test_fit_a_memory_model_then_search_under_a_memory_limit(device, tmp_path, capsys):
-    """ofa-fit memory learns a whole subnet's peak memory with the latency families, and ofa-search limits by it.
+    """ofa-fit memory learns a whole subnet's peak memory with the latency methods, and ofa-search limits by it.
 
     The "device" here adds 4 bytes a parameter plus 3 MB, with 1% noise: a stand-in with a known truth (the agent's
     measured peak memory is tested in test_agent_e2e.py, and measured subnets are scored in
@@ -257,13 +271,13 @@ def test_fit_errors_name_the_problem(tmp_path, capsys):
     assert "--table or --latency-model" in capsys.readouterr().err
 
 
-def test_auto_compares_each_family_on_its_own_inputs(device, fitted):
-    """Each family's cross-validation under auto equals that family fitted alone, so whichever is kept predicts."""
+def test_auto_compares_each_method_on_its_own_inputs(device, fitted):
+    """Each method's cross-validation under auto equals that method fitted alone, so whichever is kept predicts."""
     table, archs, measured, _, _ = device
     _, auto = fitted
-    for family, report in auto.cv_report_.items():
-        alone = LatencyModel(family, table=table).fit(archs, measured)
-        assert alone.cv_report_[family] == report, family
+    for method, report in auto.cv_report_.items():
+        alone = LatencyModel(method, table=table).fit(archs, measured)
+        assert alone.cv_report_[method] == report, method
 
 
 def test_a_space_outside_ofa_resolutions_gets_its_own_encoding(tmp_path):

@@ -1,4 +1,4 @@
-"""Few-shot latency models: priors from other devices' tables and models, the priors family, files and CLI.
+"""Few-shot latency models: priors from other devices' tables and models, the priors method, files and CLI.
 
 The devices here are stand-ins with a known truth, built from the shipped Note10 table's per-stage sums: the
 table itself is one prior; a second device runs early stages slower (stage weights 2.0 ... 0.4); the new device
@@ -19,7 +19,7 @@ import pytest
 from predictors.archs import ArchBatch
 from predictors.fit_cli import main as fit_main
 from predictors.latency import LatencyPredictor
-from predictors.latency_families import PriorMix
+from predictors.latency_methods import PriorMix
 from predictors.latency_model import LatencyModel, LatencyModelError, Prior
 from predictors.latency_priors import informative_subnets, load_prior, load_priors, shipped_priors
 from profiler.cli import main as profile_main
@@ -63,11 +63,11 @@ def _within(predicted, truth, bound):
 
 def test_five_subnets_and_two_priors_predict_a_new_device(world):
     """From 5 measured subnets: the model with priors puts 95% of 200 test subnets within ±5% and chooses a prior
-    family; the same 5 subnets without priors do much worse, as does either prior alone on a line."""
+    method; the same 5 subnets without priors do much worse, as does either prior alone on a line."""
     priors, _, archs, measured, test, truth = world
     few = LatencyModel(width_mult=1.2, priors=priors).fit(archs, measured)
     plain = LatencyModel(width_mult=1.2).fit(archs, measured)
-    assert few.family_ in ("priors", "priors+ridge"), few.cv_report_
+    assert few.method_ in ("priors", "priors+ridge"), few.cv_report_
     assert _within(few.predict(test), truth, 0.05) >= 0.95, few.describe()
     assert _within(plain.predict(test), truth, 0.05) < 0.8
     for prior in priors:
@@ -91,13 +91,13 @@ def test_the_mix_is_the_best_line_until_the_others_earn_weight():
     assert np.array_equal(again.predict(p), mixed.predict(p))
 
 
-@pytest.mark.parametrize("family", ["priors", "priors+ridge"])
-def test_a_model_with_priors_saves_them_and_predicts_the_same_after_loading(world, family, tmp_path):
+@pytest.mark.parametrize("method", ["priors", "priors+ridge"])
+def test_a_model_with_priors_saves_them_and_predicts_the_same_after_loading(world, method, tmp_path):
     priors, _, archs, measured, test, _ = world
-    model = LatencyModel(family, width_mult=1.2, priors=priors, cv=3).fit(archs, measured)
+    model = LatencyModel(method, width_mult=1.2, priors=priors, cv=3).fit(archs, measured)
     json_path, _ = model.save(tmp_path / "new")
     document = json.loads(json_path.read_text())
-    assert document["format_version"] == 2
+    assert (document["format_version"], document["method"]) == (3, method)
     assert [(p["name"], p["kind"], p["sha256"]) for p in document["priors"]] == [
         ("note10", "table", "0" * 64), ("slow-early", "model", "1" * 64)]
     assert document["priors"][1]["model"]["n_train"] == 60
@@ -105,7 +105,7 @@ def test_a_model_with_priors_saves_them_and_predicts_the_same_after_loading(worl
     assert [p.name for p in again.priors_] == ["note10", "slow-early"]
     assert np.array_equal(again.predict(test), model.predict(test))
     refitted = again.refit(test[:5], model.predict(test[:5]))
-    assert refitted.family_ == family and len(refitted.train_ms_) == 10 and refitted.priors_ == again.priors_
+    assert refitted.method_ == method and len(refitted.train_ms_) == 10 and refitted.priors_ == again.priors_
 
 
 def test_priors_that_cannot_serve(world):

@@ -1,4 +1,4 @@
-"""The model families a :class:`~predictors.latency_model.LatencyModel` chooses among, each fitted with scikit-learn,
+"""The fitting methods a :class:`~predictors.latency_model.LatencyModel` chooses among, each fitted with scikit-learn,
 predicted with NumPy alone and stored as plain arrays (no pickles): ``arrays()`` gives them, ``from_arrays`` reads
 them back.
 """
@@ -12,7 +12,7 @@ import numpy as np
 
 from .calibration import fit_calibration
 
-__all__ = ["FAMILY_CLASSES", "FLOOR_MS", "CalibratedSum", "PriorMix", "Ridge", "RidgeBoosting", "RidgeMLP", "Trees",
+__all__ = ["FLOOR_MS", "METHOD_CLASSES", "CalibratedSum", "PriorMix", "Ridge", "RidgeBoosting", "RidgeMLP", "Trees",
            "sub_arrays"]
 
 FLOOR_MS = 1e-3  # a ridge that extrapolates below zero still leaves a positive base for the residual models
@@ -315,5 +315,5 @@ def sub_arrays(arrays: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.nd
     return {k[len(prefix) + 1:]: v for k, v in arrays.items() if k.startswith(prefix + ".")}
 
 
-FAMILY_CLASSES = {"calibrated-sum": CalibratedSum, "priors": PriorMix, "ridge": Ridge, "priors+ridge": Ridge,
+METHOD_CLASSES = {"calibrated-sum": CalibratedSum, "priors": PriorMix, "ridge": Ridge, "priors+ridge": Ridge,
                   "ridge+boosting": RidgeBoosting, "ridge+mlp": RidgeMLP}
