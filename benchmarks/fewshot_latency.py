@@ -147,7 +147,7 @@ def score(batch: ArchBatch, latencies: dict[str, np.ndarray], sizes: list[int], 
     test, pool = order[:n_test], order[n_test:]
     models = {name: LatencyModel(width_mult=1.0, random_state=seed).fit(batch[pool], ms[pool])
               for name, ms in latencies.items()}
-    priors = {name: Prior(name, name, "benchmark", model, model.space, model.width) for name, model in models.items()}
+    priors = {name: Prior(name, name, "benchmark", model, model.family, model.width) for name, model in models.items()}
     with ProcessPoolExecutor(jobs) as workers:
         futures = {target: workers.submit(_curve, target, ms, [p for n, p in priors.items() if n != target], batch,
                                           test, pool, sizes, draws, seed) for target, ms in latencies.items()}

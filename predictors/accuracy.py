@@ -27,6 +27,7 @@ import numpy as np
 from supernet.arch import EXPAND_RATIOS, KERNEL_SIZES, N_BLOCKS, Arch, ArchError
 from supernet.errors import OFAProfileError, UsageError
 from supernet.files import atomic_write, json_loads, sha256_of, stem_of
+from supernet.plan import MOBILENETV3, Family
 
 from .archs import ArchBatch
 
@@ -288,12 +289,12 @@ class AccuracyPredictor:
             return cls.load(path)
 
     @classmethod
-    def shipped_for(cls, space: str, width: float) -> AccuracyPredictor:
+    def shipped_for(cls, family: Family, width: float) -> AccuracyPredictor:
         """The shipped predictor where it applies (MobileNetV3 w1.2); for any other supernet, a
         :class:`~supernet.errors.UsageError` that says how to get one."""
-        if space != "mobilenetv3":
+        if family != MOBILENETV3:
             raise UsageError(
-                f"OFA released no accuracy predictor for the {space} space, so a search by accuracy needs "
+                f"OFA released no accuracy predictor for the {family.name} space, so a search by accuracy needs "
                 f"--predictor PATH",
                 "build a dataset of subnets evaluated on your data and fit a predictor on it (ofa-train dataset, then "
                 "ofa-fit accuracy), or rank by MACs (--rank macs): the largest network that meets the limits",

@@ -20,7 +20,7 @@ from pathlib import Path
 from supernet.arch import ArchSpace
 from supernet.cli_args import OneLineParser, budget_list, finite_float, non_negative_int, positive_float, positive_int
 from supernet.errors import UsageError, run_command
-from supernet.plan import FAMILIES, MOBILENETV3
+from supernet.plan import FAMILIES, MOBILENETV3, Family
 from supernet.subnets import SUBNETS_SCHEMA_VERSION, write_subnets
 
 from .accuracy import AccuracyPredictor, warn_precision_mismatch
@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="latency",
         help="what --budgets limits (latency: the first table's)",
     )
-    p.add_argument("--space", choices=sorted(FAMILIES),
+    p.add_argument("--space", dest="family", choices=sorted(FAMILIES),
                    help="supernet family, mobilenetv3 or proxyless (default: the tables', else mobilenetv3)")
     p.add_argument("--width", type=float, help="supernet width (default: the tables', else 1.2; 1.3 for proxyless)")
     p.add_argument("--n-classes", type=positive_int, default=None,
@@ -173,17 +173,17 @@ def _build(args: argparse.Namespace):
     ] + [LatencyModel.load(m, quantity="latency_ms") for m in args.latency_model]
     sources = [*args.table, *args.latency_model]
     memory = LatencyModel.load(args.memory_model, quantity="memory_mb") if args.memory_model else None
-    family = FAMILIES[args.space or (latency[0].space.name if latency else MOBILENETV3.name)]
+    family = FAMILIES[args.family] if args.family else latency[0].family if latency else MOBILENETV3
     width = args.width or (latency[0].width if latency else family.released_widths[0])
     n_classes = args.n_classes or (latency[0].classes if latency else 1000)
     for lat, path in [*zip(latency, sources, strict=True), *([(memory, args.memory_model)] if memory else [])]:
-        if (lat.space.name, lat.width, lat.classes) != (family.name, width, n_classes):
+        if (lat.family, lat.width, lat.classes) != (family, width, n_classes):
             raise UsageError(
-                f"{path} is for the {lat.space.name} space, width {lat.width}, {lat.classes} classes; "
+                f"{path} is for the {lat.family.name} space, width {lat.width}, {lat.classes} classes; "
                 f"the search is for {family.name}, width {width}, {n_classes} classes: use tables and models of "
                 f"one supernet"
             )
-    accuracy = _ranking(args, family.name, width)
+    accuracy = _ranking(args, family, width)
     if accuracy is not None:
         warn_precision_mismatch([lat.precision for lat in latency], accuracy, args.predictor)
     layout = family.layout
@@ -214,13 +214,13 @@ def _build(args: argparse.Namespace):
     return accuracy, space, constraints, latency_by_name, width
 
 
-def _ranking(args: argparse.Namespace, space: str, width: float) -> AccuracyPredictor | None:
+def _ranking(args: argparse.Namespace, family: Family, width: float) -> AccuracyPredictor | None:
     """The accuracy predictor to rank by; None when ranking by MACs (built with the constraints)."""
     if args.rank == "macs":
         return None
     if args.predictor is not None:
         return AccuracyPredictor.load(args.predictor)
-    return AccuracyPredictor.shipped_for(space, width)
+    return AccuracyPredictor.shipped_for(family, width)
 
 
 def _subnet(result: SearchResult, constraints: dict, latency: dict[str, LatencySource], rank: str) -> dict:

@@ -20,7 +20,7 @@ import numpy as np
 
 from supernet.arch import DEPTHS, EXPAND_RATIOS, KERNEL_SIZES, Arch, ArchSpace
 from supernet.errors import OFAProfileError
-from supernet.plan import FAMILIES, Family
+from supernet.plan import Family
 from supernet.units import all_units, units_of
 
 from ._additive import AdditiveCost, UnknownResolutionError
@@ -95,7 +95,7 @@ class LatencyPredictor:
                  calibration: Calibration | None = None) -> None:
         self.table = table if isinstance(table, Table) else read_table(table)
         self.name = str(table) if not isinstance(table, Table) else str(self.table.meta.get("table", "<table>"))
-        self.family: Family = FAMILIES[self.table.space]
+        self.family: Family = self.table.family
         self.statistic = statistic
         self.interpolate = interpolate
         width_mult = self._width(width_mult)
@@ -144,10 +144,6 @@ class LatencyPredictor:
             raise CalibrationError(f"calibration slope a = {calibration.a:g} of table {self.name} is not positive; "
                                    f"run ofa-profile --calibrate again")
         return calibration
-
-    @property
-    def space(self) -> Family:
-        return self.family
 
     @property
     def width(self) -> float:
@@ -298,7 +294,7 @@ class LatencySource(Protocol):
     (:class:`~predictors.latency_model.LatencyModel`)."""
 
     @property
-    def space(self) -> Family: ...
+    def family(self) -> Family: ...
 
     @property
     def width(self) -> float: ...

@@ -101,14 +101,14 @@ class Prior:
         sha256: The content hash of its file(s), recorded in every model fitted with it.
         source: Where it came from (a path, or the shipped prior's provenance).
         predictor: The table's :class:`~predictors._additive.AdditiveCost` or the :class:`LatencyModel`.
-        space, width_mult: The supernet it predicts for.
+        family, width_mult: The supernet it predicts for.
     """
 
     name: str
     sha256: str
     source: str
     predictor: AdditiveCost | LatencyModel
-    space: Family
+    family: Family
     width_mult: float
 
     @property
@@ -128,13 +128,13 @@ class Prior:
     def predict(self, batch: ArchBatch) -> np.ndarray:
         return self.predictor.total(batch) if self.kind == "table" else self.predictor.predict(batch)
 
-    def check(self, space: Family, width_mult: float, resolutions: Iterable[int] = (),
+    def check(self, family: Family, width_mult: float, resolutions: Iterable[int] = (),
               fix: str = "give priors that cover the subnets' resolutions") -> None:
         """Refuse, in one line, subnets this prior cannot predict: another supernet or width, or a resolution it
         does not cover (``fix`` says what to do about that one)."""
-        if self.space != space or self.width_mult != width_mult:
-            raise LatencyModelError(f"prior {self.name} is for {self.space.name} w{self.width_mult:g}, the subnets "
-                                    f"are {space.name} w{width_mult:g}",
+        if self.family != family or self.width_mult != width_mult:
+            raise LatencyModelError(f"prior {self.name} is for {self.family.name} w{self.width_mult:g}, the subnets "
+                                    f"are {family.name} w{width_mult:g}",
                                     f"give priors of the supernet the subnets came from (or --width "
                                     f"{self.width_mult:g} for this one)")
         missing = sorted({int(r) for r in resolutions if not self.covers(int(r))})
@@ -191,7 +191,7 @@ class LatencyModel:
         self.priors = priors
 
     # --- fitting ---------------------------------------------------------------------------------------------
-    def _setup(self, space: Family) -> None:
+    def _setup(self, family: Family) -> None:
         if self.method != "auto" and self.method not in METHODS:
             raise LatencyModelError(f"unknown fitting method {self.method!r}", f"choose auto or one of {METHODS}")
         if self.method == "calibrated-sum" and self.table is None:
@@ -203,9 +203,9 @@ class LatencyModel:
                                     "not both", "drop the table, or the priors")
         width, n_classes = self.width_mult, self.n_classes
         if self.table is not None:
-            if self.table.family != space:
+            if self.table.family != family:
                 raise LatencyModelError(f"the table is for the {self.table.family.name} space, the subnets are "
-                                        f"{space.name} ones", "use a table of the supernet the subnets came from")
+                                        f"{family.name} ones", "use a table of the supernet the subnets came from")
             for name, given, stated in (("width", width, self.table.width_mult),
                                         ("classes", n_classes, self.table.n_classes)):
                 if given is not None and float(given) != float(stated):
@@ -213,13 +213,13 @@ class LatencyModel:
                                             "use a table of the supernet the subnets came from")
             width, n_classes = self.table.width_mult, self.table.n_classes
         if width is None:
-            widths = " or ".join(str(w) for w in space.released_widths)
+            widths = " or ".join(str(w) for w in family.released_widths)
             raise LatencyModelError("no supernet width: a model without a table needs one",
-                                    f"give --width ({widths} for the released {space.name} supernets)")
-        self.space_, self.width_mult_, self.n_classes_ = space, float(width), int(n_classes or 1000)
+                                    f"give --width ({widths} for the released {family.name} supernets)")
+        self.family_, self.width_mult_, self.n_classes_ = family, float(width), int(n_classes or 1000)
         self.priors_ = tuple(self.priors)
         cost = self.table.cost if self.table is not None else None
-        self.features_ = ArchFeatures(self.width_mult_, cost, space.layout)
+        self.features_ = ArchFeatures(self.width_mult_, cost, family.layout)
 
     def fit(self, archs: ArchBatch | Iterable[Arch], measured_ms: Sequence[float]) -> LatencyModel:
         """Compare the methods by cross-validation, keep the best, and refit it on every subnet."""
@@ -261,7 +261,7 @@ class LatencyModel:
 
     def _check_priors_cover(self, batch: ArchBatch, fix: str) -> None:
         for prior in self.priors_:
-            prior.check(self.space_, self.width_mult_, batch.r.tolist(), fix)
+            prior.check(self.family_, self.width_mult_, batch.r.tolist(), fix)
 
     def _estimator(self, method: str):
         names = self.features_.names
@@ -296,8 +296,8 @@ class LatencyModel:
         """Latency in ms of each arch, shape (n,)."""
         self._check_fitted()
         batch = ArchBatch.coerce(archs)
-        if len(batch) and batch.layout != self.space_.layout:
-            raise LatencyModelError(f"this latency model was fitted on {self.space_.name} subnets, not "
+        if len(batch) and batch.layout != self.family_.layout:
+            raise LatencyModelError(f"this latency model was fitted on {self.family_.name} subnets, not "
                                     f"{batch.layout.family} ones", "fit one on subnets of that space")
         lo, hi = self.resolutions_[0], self.resolutions_[-1]
         outside = sorted({int(r) for r in batch.r if not lo <= r <= hi})
@@ -323,14 +323,14 @@ class LatencyModel:
     def supported_resolutions(self, space: ArchSpace | None = None) -> tuple[int, ...]:
         """Resolutions of ``space`` it was fitted on (a table's model only fits on the table's resolutions)."""
         self._check_fitted()
-        space = space or ArchSpace.for_width(self.width_mult_, self.space_.layout)
+        space = space or ArchSpace.for_width(self.width_mult_, self.family_.layout)
         priors = self.priors_ if self.method_ in PRIOR_METHODS else ()
         return tuple(r for r in space.resolutions if r in self.resolutions_ and all(p.covers(r) for p in priors))
 
     @property
-    def space(self) -> Family:
+    def family(self) -> Family:
         self._check_fitted()
-        return self.space_
+        return self.family_
 
     @property
     def width(self) -> float:
@@ -367,7 +367,7 @@ class LatencyModel:
         if self.method_ in PRIOR_METHODS:
             table = f" from {len(self.priors_)} prior(s) ({', '.join(p.name for p in self.priors_)})"
         return (f"{QUANTITIES[self.quantity]} model {self.method_}{table}, fitted on "
-                f"{len(self.train_ms_)} measured {self.space_.name} "
+                f"{len(self.train_ms_)} measured {self.family_.name} "
                 f"w{self.width_mult_:g} subnets: "
                 f"cross-validated {m['within_10_pct']:.0f}% within ±10%, {m['within_5_pct']:.0f}% within ±5%, "
                 f"Spearman {m['spearman_rho']:.3f}")
@@ -399,7 +399,7 @@ class LatencyModel:
         arrays |= {"train.ks": b.ks, "train.e": b.e, "train.d": b.d, "train.r": b.r, "train.ms": self.train_ms_}
         priors = []
         for i, prior in enumerate(self.priors_):
-            entry = {**prior.provenance(), "space": prior.space.name, "width_mult": prior.width_mult}
+            entry = {**prior.provenance(), "space": prior.family.name, "width_mult": prior.width_mult}
             if prior.kind == "table":
                 arrays |= _cost_arrays(prior.predictor, f"prior{i}")
             else:
@@ -407,7 +407,7 @@ class LatencyModel:
                 arrays |= {f"prior{i}.{k}": v for k, v in nested.items()}
             priors.append(entry)
         document = {"format": FORMAT, "format_version": FORMAT_VERSION, "method": self.method_,
-                    "space": self.space_.name, "width_mult": self.width_mult_, "n_classes": self.n_classes_,
+                    "space": self.family_.name, "width_mult": self.width_mult_, "n_classes": self.n_classes_,
                     "resolutions": list(self.resolutions_), "features": self.features_.names,
                     "with_table": cost is not None, "n_train": len(self.train_ms_), "cv_folds": self.cv,
                     "random_state": self.random_state, "cross_validation": self.cv_report_,
@@ -471,12 +471,12 @@ class LatencyModel:
         cost = _cost_from(sub_arrays(arrays, "table")) if document["with_table"] else None
         model.priors_ = tuple(cls._prior_from_stored(stem, entry, sub_arrays(arrays, f"prior{i}"))
                               for i, entry in enumerate(document.get("priors") or []))
-        try:  # files from before ProxylessNAS name no space: they are MobileNetV3's
-            model.space_ = family_named(document.get("space", MOBILENETV3.name))
+        try:  # files from before ProxylessNAS name no family ("space"): they are MobileNetV3's
+            model.family_ = family_named(document.get("space", MOBILENETV3.name))
         except ValueError as err:
             raise LatencyModelError(f"{stem}.json: {err}", "upgrade ofa-profile, or fit the model again") from None
         model.width_mult_, model.n_classes_ = float(document["width_mult"]), int(document["n_classes"])
-        model.features_ = ArchFeatures(model.width_mult_, cost, model.space_.layout)
+        model.features_ = ArchFeatures(model.width_mult_, cost, model.family_.layout)
         if model.features_.names != document["features"]:
             raise LatencyModelError(f"{stem}.json was fitted on other features than this ofa-profile computes",
                                     "fit the model again with this version")

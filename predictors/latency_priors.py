@@ -89,7 +89,7 @@ def _from_path(path: Path, name: str, source: str) -> Prior:
         raise
     stem = stem_of(path, _MODEL_SUFFIXES)
     files = [stem.with_name(stem.name + suffix) for suffix in _MODEL_SUFFIXES]
-    return Prior(name, _sha256(files), source, model, model.space, model.width)
+    return Prior(name, _sha256(files), source, model, model.family, model.width)
 
 
 def load_priors(specs: Sequence[str | os.PathLike]) -> tuple[Prior, ...]:
@@ -111,8 +111,8 @@ def describe_shipped() -> str:
     """``ofa-fit priors``: one paragraph per shipped prior."""
     lines = []
     for entry in shipped_priors():
-        space = family_named(entry["space"]).name
-        lines.append(f"{entry['name']}  ({entry['kind']}, {space} w{entry['width_mult']:g}, "
+        family = family_named(entry["space"]).name
+        lines.append(f"{entry['name']}  ({entry['kind']}, {family} w{entry['width_mult']:g}, "
                      f"r {','.join(map(str, entry['resolutions']))})")
         lines += [f"    {entry['device']}", f"    source: {entry['source']}"]
     return "\n".join([*lines, f"files: {_library()}"])

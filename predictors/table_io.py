@@ -23,7 +23,7 @@ import yaml
 
 from supernet.errors import OFAProfileError
 from supernet.files import atomic_write, json_loads, read_input, sha256_of
-from supernet.plan import FAMILIES, MOBILENETV3
+from supernet.plan import FAMILIES, MOBILENETV3, Family
 from supernet.units import Unit, UnitError, parse_key
 
 __all__ = [
@@ -98,10 +98,10 @@ class Table:
     meta: Mapping[str, Any] = field(default_factory=dict)
 
     @property
-    def space(self) -> str:
-        """The space its rows belong to: the sidecar's ``space``, else what its keys say (MobileNetV3 by default:
-        OFA's released tables are MobileNetV3's)."""
-        return self.meta.get("space") or _space_of_keys(row.key for row in self.rows) or MOBILENETV3.name
+    def family(self) -> Family:
+        """The family its rows belong to: the sidecar's ``space`` (the family's name, as ``--space`` gives it),
+        else what its keys say (MobileNetV3 by default: OFA's released tables are MobileNetV3's)."""
+        return FAMILIES[self.meta.get("space") or _family_of_keys(row.key for row in self.rows) or MOBILENETV3.name]
 
     @property
     def resolutions(self) -> tuple[int, ...]:
@@ -179,7 +179,7 @@ def write_table(path: str | os.PathLike, table: Table) -> Path:
     _check_unique(table.rows, str(path))
     for row in table.rows:
         _check_key(row.key, str(path), None)
-    _check_space(table.rows, table.meta, str(path))
+    _check_family(table.rows, table.meta, str(path))
     meta = {"schema_version": SCHEMA_VERSION, **{k: v for k, v in table.meta.items() if k != "schema_version"}}
     meta["table"] = path.name
     atomic_write(path, _to_csv_text(table.rows))
@@ -218,8 +218,8 @@ def _check_key(key: str, where: str, line: int | None) -> Unit:
         raise TableError(f"{at}{err}") from None
 
 
-def _space_of_key(key: str) -> str | None:
-    """The space whose format only this key is in; None for keys both spaces write alike (the first conv)."""
+def _family_of_key(key: str) -> str | None:
+    """The family whose format only this key is in; None for keys both families write alike (the first conv)."""
     unit = parse_key(key)
     if unit.family != MOBILENETV3.name:
         return unit.family
@@ -230,15 +230,15 @@ def _space_of_key(key: str) -> str | None:
     return None
 
 
-def _space_of_keys(keys: Iterable[str]) -> str | None:
-    """The one space whose own key formats appear among ``keys``; None if none do, ``"mixed"`` if both do."""
-    spaces = {space for space in map(_space_of_key, keys) if space is not None}
-    return spaces.pop() if len(spaces) == 1 else "mixed" if spaces else None
+def _family_of_keys(keys: Iterable[str]) -> str | None:
+    """The one family whose own key formats appear among ``keys``; None if none do, ``"mixed"`` if both do."""
+    families = {family for family in map(_family_of_key, keys) if family is not None}
+    return families.pop() if len(families) == 1 else "mixed" if families else None
 
 
-def _check_space(rows: Sequence[Row], meta: Mapping[str, Any], where: str) -> None:
+def _check_family(rows: Sequence[Row], meta: Mapping[str, Any], where: str) -> None:
     """Rows of one space only, and the one the sidecar names (a mix would sum one family's rows for another)."""
-    found = _space_of_keys(row.key for row in rows)
+    found = _family_of_keys(row.key for row in rows)
     if found == "mixed":
         raise TableError(f"{where}: rows of both the mobilenetv3 and the proxyless space in one table",
                          "keep one space per table: build each with its own ofa-profile --space")
@@ -392,7 +392,7 @@ def read_table(path: str | os.PathLike, allow_partial_last_line: bool = False) -
             raise TableError(f"{side}: schema_version {version!r} is not {SCHEMA_VERSION}, the one this version "
                              f"of ofa-profile reads")
         _check_sidecar_fields(meta, side)
-    _check_space(rows, meta, str(path))
+    _check_family(rows, meta, str(path))
     return Table(tuple(rows), meta)
 
 

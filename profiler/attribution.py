@@ -28,7 +28,7 @@ __all__ = ["AttributionError", "unit_of_node", "unit_shares"]
 # Pieces of an inlined h-swish (see the module's docstring): they belong to the node they follow.
 _ACTIVATION_PIECE = re.compile(r"HardSigmoid_\d+|QLinearMul_\d+|_inlfunc_HardSwish")
 
-# Units after the blocks, counted from the end, per space.
+# Units after the blocks, counted from the end, per family.
 _HEADS = {
     "mobilenetv3": {"final_expand_layer": 4, "ReduceMean": 3, "feature_mix_layer": 2, "Flatten": 1, "classifier": 1},
     "proxyless": {"feature_mix_layer": 2, "ReduceMean": 1, "Flatten": 1, "classifier": 1},
@@ -39,11 +39,11 @@ class AttributionError(OFAProfileError, ValueError):
     """Node times that cannot be split among a network's units; the message names the node or unit."""
 
 
-def unit_of_node(name: str, n_units: int, space: str = "mobilenetv3") -> int | None:
+def unit_of_node(name: str, n_units: int, family: str = "mobilenetv3") -> int | None:
     """The index in the network's units of the node ``name``; None for nodes the runtime added itself."""
     if not name.startswith("/"):
         return None
-    head = _HEADS[space]
+    head = _HEADS[family]
     n_head = max(head.values())
     parts = name.split("/")
     top = parts[1]
@@ -61,13 +61,13 @@ def unit_of_node(name: str, n_units: int, space: str = "mobilenetv3") -> int | N
     raise AttributionError(f"node {name} belongs to no unit of the network; was it exported by supernet.export?")
 
 
-def unit_shares(node_times: Sequence[Sequence[Any]], n_units: int, space: str = "mobilenetv3") -> np.ndarray:
+def unit_shares(node_times: Sequence[Sequence[Any]], n_units: int, family: str = "mobilenetv3") -> np.ndarray:
     """Each unit's share of the profiled time, from ``[name, op_type, us]`` per node in execution order."""
     times = np.zeros(n_units)
     waiting = 0.0
     last: int | None = None
     for name, _, us in node_times:
-        index = unit_of_node(name, n_units, space)
+        index = unit_of_node(name, n_units, family)
         if index is None and last is not None and _ACTIVATION_PIECE.match(name):
             times[last] += us
             continue

@@ -61,7 +61,7 @@ from supernet.cli_args import (
     positive_int,
 )
 from supernet.errors import UsageError, run_command
-from supernet.plan import FAMILIES, MOBILENETV3
+from supernet.plan import FAMILIES, MOBILENETV3, Family
 from supernet.quantize import PRECISIONS
 
 __all__ = ["build_parser", "main"]
@@ -69,17 +69,18 @@ __all__ = ["build_parser", "main"]
 log = logging.getLogger("ofa-profile")
 
 
-def _space_width(space: str, width: float | None) -> float:
+def _family_width(family: Family, width: float | None) -> float:
     """The width to build rows for: a released one by default; any other is a supernet trained with ofa-train."""
-    released = FAMILIES[space].released_widths
+    released = family.released_widths
     if width is None:
         return released[0]
     if not width > 0:
+        widths = " or ".join(f"{w:g}" for w in released)
         raise UsageError(f"--width {width:g} must be positive",
-                         f"use --width {' or '.join(f'{w:g}' for w in released)} (the released {space} supernets)")
+                         f"use --width {widths} (the released {family.name} supernets)")
     if width not in released:
         log.info("width %g is not a released %s supernet width (%s): the rows are for a supernet trained at %g",
-                 width, space, ", ".join(f"{w:g}" for w in released), width)
+                 width, family.name, ", ".join(f"{w:g}" for w in released), width)
     return width
 
 
@@ -127,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fp32 (default) or int8: statically quantized models (ONNX Runtime; QDQ, per-channel)")
     where.add_argument("--python", help="the device's Python interpreter")
     what = parser.add_argument_group("what to measure")
-    what.add_argument("--space", choices=list(FAMILIES), default=MOBILENETV3.name,
+    what.add_argument("--space", dest="family", choices=list(FAMILIES), default=MOBILENETV3.name,
                       help="supernet family: mobilenetv3 (phones; default) or proxyless (OFA's GPU and CPU space)")
     what.add_argument("--width", type=finite_float,
                       help="supernet width: the released 1.2 (default) or 1.0 for mobilenetv3, 1.3 for proxyless; "
@@ -322,7 +323,8 @@ def _main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.quiet:  # stdout has only the paths written; stderr only warnings and errors
         _log_level(logging.WARNING)
-    width = _space_width(args.space, args.width)
+    family = FAMILIES[args.family]
+    width = _family_width(family, args.width)
     if args.list_devices:
         for profile in load_profiles().values():
             print(profile.describe())
@@ -380,7 +382,7 @@ def _main(argv: list[str]) -> int:
         if not profile.targets:
             flag = "host" if profile.transport == "ssh" else "serial"
             raise UsageError(f"device {profile.name!r} has no {flag}", f"give --{flag} or set it in devices.toml")
-    run = Run(space=args.space, width=width, n_classes=args.n_classes, resolutions=args.resolutions, seed=args.seed,
+    run = Run(family=family, width=width, n_classes=args.n_classes, resolutions=args.resolutions, seed=args.seed,
               reference=args.reference, out=args.out, cache=args.cache, quiet=args.quiet,
               command=shlex.join(["ofa-profile", *argv]))
     table_job = TableJob(rows=args.rows, cover_repeats=args.cover_repeats, reanchor=args.reanchor)

@@ -93,7 +93,7 @@ def deliver(
         check_precision_of(profile, predictor.precision, str(source))
         anchor, width, n_classes = predictor.meta_.get("anchor_ms"), predictor.width_mult_, predictor.n_classes_
         reference = reference_of(predictor.meta_)
-        layout = predictor.space_.layout
+        layout = predictor.family_.layout
     else:
         table = read_table(source)
         predictor = (LatencyPredictor(table, calibrated=not raw_latency) if percentile == 50

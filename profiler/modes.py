@@ -23,7 +23,7 @@ from profiler.rows import RowStrategy, default_rows, merge_shards, strategy_for
 from profiler.table_lock import table_lock
 from supernet.arch import ArchSpace
 from supernet.errors import UsageError
-from supernet.plan import MOBILENETV3, family_named
+from supernet.plan import MOBILENETV3, Family
 from supernet.subnets import read_subnets
 
 __all__ = ["MAX_SUBNETS", "FewShot", "LoopJob", "Run", "SubnetsJob", "TableJob", "check_subnet_count",
@@ -40,7 +40,7 @@ MAX_SUBNETS = 10_000
 class Run:
     """What every mode works with: the supernet, where files go, and how the command was given."""
 
-    space: str
+    family: Family
     width: float
     n_classes: int
     resolutions: str | None  # as given: 'all', '160,192,224', or None (the mode's default)
@@ -105,8 +105,8 @@ def check_subnet_count(n: int, what: str, error: type[Exception]) -> None:
                     f"whole: {n:,} would take days and about {n * 15 / 1000:,.0f} GB); measure them in parts")
 
 
-def parse_resolutions(text: str, width_mult: float, space: str = MOBILENETV3.name) -> list[int]:
-    allowed = ArchSpace.for_width(width_mult, family_named(space).layout).resolutions
+def parse_resolutions(text: str, width_mult: float, family: Family = MOBILENETV3) -> list[int]:
+    allowed = ArchSpace.for_width(width_mult, family.layout).resolutions
     if text == "all":
         return list(allowed)
     try:
@@ -122,27 +122,27 @@ def parse_resolutions(text: str, width_mult: float, space: str = MOBILENETV3.nam
     return values
 
 
-def _supernet_stem(profile: DeviceProfile, width_mult: float, space: str) -> str:
-    """The device and supernet part of the names of a device's files (the space only where it is not MobileNetV3)."""
-    family = "" if space == MOBILENETV3.name else f"_{space}"
-    return f"{profile.name}{family}_w{width_mult}"
+def _supernet_stem(profile: DeviceProfile, width_mult: float, family: Family) -> str:
+    """The device and supernet part of the names of a device's files (the family only where it is not MobileNetV3)."""
+    named = "" if family == MOBILENETV3 else f"_{family.name}"
+    return f"{profile.name}{named}_w{width_mult}"
 
 
-def table_path(folder: Path, profile: DeviceProfile, width_mult: float, space: str = MOBILENETV3.name) -> Path:
-    stem = _supernet_stem(profile, width_mult, space)
+def table_path(folder: Path, profile: DeviceProfile, width_mult: float, family: Family = MOBILENETV3) -> Path:
+    stem = _supernet_stem(profile, width_mult, family)
     return folder / f"{stem}_{profile.runtime}_{profile.provider}{profile.precision_suffix}.csv".lower()
 
 
-def _table_supernet(table: Table, name: str, run: Run) -> tuple[str, float]:
-    """The space and width of the supernet a table's rows are of: random subnets are drawn from it, whatever
+def _table_supernet(table: Table, name: str, run: Run) -> tuple[Family, float]:
+    """The family and width of the supernet a table's rows are of: random subnets are drawn from it, whatever
     --space and --width say (the measurement follows the table too)."""
     from predictors.latency import LatencyPredictor
 
     stated = LatencyPredictor(table, calibrated=False)
-    space, width = stated.family.name, stated.width_mult
-    if (space, width) != (run.space, run.width):
-        log.info("%s is a table of the %s w%g supernet: measuring its subnets", name, space, width)
-    return space, width
+    family, width = stated.family, stated.width_mult
+    if (family, width) != (run.family, run.width):
+        log.info("%s is a table of the %s w%g supernet: measuring its subnets", name, family.name, width)
+    return family, width
 
 
 def profile_device(profile: DeviceProfile, run: Run, job: TableJob, protocol: Protocol, position: int,
@@ -150,14 +150,14 @@ def profile_device(profile: DeviceProfile, run: Run, job: TableJob, protocol: Pr
     """One device's table; several targets (hosts or serials) each measure a shard, merged at the end."""
     if job.rows == "isolated" and job.cover_repeats != 1:
         raise UsageError("--cover-repeats is for --rows in_network")
-    resolutions = parse_resolutions(run.resolutions or "224", run.width, run.space)
+    resolutions = parse_resolutions(run.resolutions or "224", run.width, run.family)
     strategy = strategy_for(job.rows or default_rows(profile), run.width, resolutions, run.n_classes,
-                            job.cover_repeats, run.seed, run.space)
-    path = table_path(run.out, profile, run.width, run.space)
+                            job.cover_repeats, run.seed, run.family)
+    path = table_path(run.out, profile, run.width, run.family)
     path.parent.mkdir(parents=True, exist_ok=True)
     targets = profile.targets
     meta = {
-        "space": run.space,
+        "space": run.family.name,
         "width_mult": run.width,
         "resolutions": resolutions,
         "n_classes": run.n_classes,
@@ -202,7 +202,7 @@ def whole_subnets(profile: DeviceProfile, run: Run, job: SubnetsJob, protocol: P
     from profiler.plots import plot_predicted_vs_measured  # pandas and matplotlib: not for --help
     from profiler.remeasure import calibrate, fewshot_subnets, random_subnets, remeasure
 
-    table = job.table or table_path(run.out, profile, run.width, run.space)
+    table = job.table or table_path(run.out, profile, run.width, run.family)
     drawn = job.subnets if isinstance(job.subnets, (int, FewShot)) else None
     if not table.is_file():
         if job.table or drawn is None:
@@ -225,26 +225,26 @@ def whole_subnets(profile: DeviceProfile, run: Run, job: SubnetsJob, protocol: P
         out_csv = run.out / f"{profile.name}_subnets_{job.subnets.stem}{profile.precision_suffix}.csv"
     else:
         stated = read_table(table) if table is not None else None
-        space, width = (run.space, run.width) if stated is None else _table_supernet(stated, table.name, run)
+        family, width = (run.family, run.width) if stated is None else _table_supernet(stated, table.name, run)
         if run.resolutions or stated is None:
-            resolutions = parse_resolutions(run.resolutions or "224", width, space)
+            resolutions = parse_resolutions(run.resolutions or "224", width, family)
         else:
             resolutions = stated.resolutions
         span = "-".join(map(str, resolutions[:3])) + ("-etc" if len(resolutions) > 3 else "")
         if isinstance(drawn, FewShot):
-            archs = fewshot_subnets(job.priors, drawn.n, run.seed, width, resolutions, space)
+            archs = fewshot_subnets(job.priors, drawn.n, run.seed, width, resolutions, family)
             kind = f"fewshot{drawn.n}"  # another N picks other subnets: a file of its own
         else:
-            archs = random_subnets(drawn, run.seed, width, resolutions, space)
-            kind = "random"  # one file per (space, width, resolutions, seed): a larger N, or a rerun, extends it
-        out_csv = run.out / (f"{_supernet_stem(profile, width, space)}_{kind}_r{span}_seed{run.seed}"
+            archs = random_subnets(drawn, run.seed, width, resolutions, family)
+            kind = "random"  # one file per (family, width, resolutions, seed): a larger N, or a rerun, extends it
+        out_csv = run.out / (f"{_supernet_stem(profile, width, family)}_{kind}_r{span}_seed{run.seed}"
                              f"{profile.precision_suffix}.csv")
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(archs), desc=f"{profile.name} subnets", unit="net", disable=run.quiet, dynamic_ncols=True)
     with table_lock(table or out_csv, run.command), open_transport(profile, profile.targets[0]) as transport, bar:
         frame = remeasure(profile, transport, archs, table, out_csv, run.cache, protocol, width=run.width,
                           n_classes=run.n_classes, on_subnets=bar.update,
-                          reference=reference_named(run.reference), space_name=run.space, yes=job.yes)
+                          reference=reference_named(run.reference), family=run.family, yes=job.yes)
     if table is None:
         priors = "".join(f" --prior {shlex.quote(p)}" for p in job.priors)
         log.info("%d subnets measured (no table to compare with): %s; fit a model with ofa-fit latency %s%s --out "
@@ -269,7 +269,7 @@ def _accuracy(run: Run, job: LoopJob) -> AccuracyPredictor | None:
         return None
     if job.predictor:
         return AccuracyPredictor.load(job.predictor)
-    return AccuracyPredictor.shipped_for(run.space, run.width)
+    return AccuracyPredictor.shipped_for(run.family, run.width)
 
 
 def closed_loop_run(profile: DeviceProfile, run: Run, job: LoopJob, table_job: TableJob, protocol: Protocol,
@@ -281,7 +281,7 @@ def closed_loop_run(profile: DeviceProfile, run: Run, job: LoopJob, table_job: T
     accuracy = _accuracy(run, job)
     if accuracy is not None:
         warn_precision_mismatch([profile.precision], accuracy, job.predictor)
-    source = job.latency_model or job.table or table_path(run.out, profile, run.width, run.space)
+    source = job.latency_model or job.table or table_path(run.out, profile, run.width, run.family)
     with table_lock(source, run.command):
         table = job.latency_model or job.table or profile_device(profile, run, table_job, protocol, position, lock)
         with open_transport(profile, profile.targets[0]) as transport:

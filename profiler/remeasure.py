@@ -31,7 +31,7 @@ from profiler.whole_subnets import measure_subnets
 from supernet import Arch, ArchSpace, count_macs
 from supernet.errors import OFAProfileError, UsageError
 from supernet.files import atomic_write
-from supernet.plan import MOBILENETV3, family_named
+from supernet.plan import MOBILENETV3, Family
 
 __all__ = ["calibrate", "fewshot_subnets", "measured_before", "random_subnets", "remeasure", "spread_subnets",
            "table_anchor"]
@@ -74,33 +74,32 @@ def compare(
 
 
 def random_subnets(n: int, seed: int, width: float, resolutions: Sequence[int],
-                   space_name: str = MOBILENETV3.name) -> list[Arch]:
+                   family: Family = MOBILENETV3) -> list[Arch]:
     """``n`` distinct seeded random archs of the width's space at ``resolutions`` (what ``random:N`` measures)."""
     rng = random.Random(seed)
-    space = ArchSpace.for_width(width, family_named(space_name).layout)
+    space = ArchSpace.for_width(width, family.layout)
     archs: dict[Arch, None] = {}
     while len(archs) < n:
         archs[space.sample(rng).with_resolution(rng.choice(list(resolutions)))] = None
     return list(archs)
 
 
-def _candidates(n: int, seed: int, width: float, resolutions: Sequence[int], space_name: str) -> list[Arch]:
+def _candidates(n: int, seed: int, width: float, resolutions: Sequence[int], family: Family) -> list[Arch]:
     """The seeded random subnets ``n`` chosen ones are picked from: 50 per subnet asked for, at least 2,000."""
-    return random_subnets(max(2000, 50 * n), seed, width, resolutions, space_name)
+    return random_subnets(max(2000, 50 * n), seed, width, resolutions, family)
 
 
 def fewshot_subnets(priors: Sequence[str], n: int, seed: int, width: float, resolutions: Sequence[int],
-                    space_name: str = MOBILENETV3.name) -> list[Arch]:
+                    family: Family = MOBILENETV3) -> list[Arch]:
     """The ``n`` subnets most worth measuring on a new device given ``priors`` (what ``fewshot:N`` measures),
     picked from 50 seeded random candidates per subnet asked for (at least 2,000)."""
     loaded = load_priors(priors)
-    family = family_named(space_name)
     for prior in loaded:
         try:
             prior.check(family, width, resolutions, "give --resolutions within what it covers")
         except LatencyModelError as exc:  # a command line to change: the usage exit code
             raise UsageError(exc.problem, exc.fix) from None
-    candidates = _candidates(n, seed, width, resolutions, space_name)
+    candidates = _candidates(n, seed, width, resolutions, family)
     return [candidates[i] for i in informative_subnets(loaded, ArchBatch.from_archs(candidates), n)]
 
 
@@ -112,7 +111,7 @@ def spread_subnets(predictor: LatencyPredictor, n: int, seed: int, resolutions: 
     bunch in the middle, a few percent of noise can tip its slope (5 random subnets at 128 px once fitted a slope
     of -5.7).
     """
-    candidates = _candidates(n, seed, predictor.width_mult, resolutions, predictor.family.name)
+    candidates = _candidates(n, seed, predictor.width_mult, resolutions, predictor.family)
     order = np.argsort(predictor.predict(candidates), kind="stable")
     return [candidates[i] for i in order[np.round(np.linspace(0, len(order) - 1, n)).astype(int)]]
 
@@ -166,7 +165,7 @@ def remeasure(
     chunk: int = 25,
     on_subnets: Callable[[int], None] | None = None,
     reference: Reference = BLOCK_REFERENCE,
-    space_name: str = MOBILENETV3.name,
+    family: Family = MOBILENETV3,
     yes: bool = False,
 ) -> pd.DataFrame:
     """Measure each distinct arch end to end and write it to ``out_csv``, one line per arch, beside the table's
@@ -174,7 +173,7 @@ def remeasure(
 
     Subnets are measured ``chunk`` at a time and the CSV is rewritten (atomically) after each chunk; a rerun
     into the same CSV measures only the archs it lacks, so a killed run loses at most one chunk. They are timed
-    against ``reference``, or the table's when there is a table; the archs are of ``space_name``, or the table's.
+    against ``reference``, or the table's when there is a table; the archs are of ``family``'s supernet, or the table's.
     What the archs still to measure will cost is checked first (:func:`profiler.cost.check_cost`; ``yes`` starts a
     long run).
     """
@@ -186,11 +185,11 @@ def remeasure(
         check_precision_of(profile, predictor.precision, str(table_path))
         width, n_classes, anchor = predictor.width_mult, predictor.n_classes, table_anchor(table)
         reference = reference_of(table.meta)
-        space_name = predictor.family.name
+        family = predictor.family
         protocol = with_table_blocks(protocol, table.meta)
     if width is None:
         raise ValueError("remeasure without a table needs the supernet width")
-    space = ArchSpace.for_width(width, family_named(space_name).layout)
+    space = ArchSpace.for_width(width, family.layout)
     archs = list(dict.fromkeys(space.validate(arch) for arch in archs))
     if predictor is not None:
         predictor.predict(archs)  # a table that lacks rows or resolutions fails before anything is exported

@@ -31,7 +31,7 @@ from profiler.reference import STATS, stats_ms
 from supernet.arch import EXPAND_RATIOS, KERNEL_SIZES, Arch
 from supernet.errors import OFAProfileError
 from supernet.model_cache import agent_model, export_units, subnet_model
-from supernet.plan import MOBILENETV3, family_named
+from supernet.plan import MOBILENETV3, Family
 from supernet.units import Unit, all_units, units_of
 
 __all__ = [
@@ -137,7 +137,7 @@ class InNetworkRows:
         repeats: How many covering subnets hold each (position, kernel, expand) choice per resolution; the
             table has 9·repeats subnets per resolution.
         seed: Seed of the choice permutations.
-        space: The supernet's family (``mobilenetv3`` or ``proxyless``).
+        family: The supernet's family.
     """
 
     width_mult: float
@@ -146,7 +146,7 @@ class InNetworkRows:
     repeats: int = 1
     seed: int = 0
     only: tuple[str, ...] | None = None
-    space: str = MOBILENETV3.name
+    family: Family = MOBILENETV3
     kind: str = "in_network"
 
     def __post_init__(self) -> None:
@@ -159,7 +159,7 @@ class InNetworkRows:
 
         Every resolution has the same subnets, so each is exported once (see ``export_subnet``).
         """
-        layout = family_named(self.space).layout
+        layout = self.family.layout
         shapes = []
         for repeat in range(self.repeats):
             rng = random.Random(f"{self.seed}-{repeat}")
@@ -177,7 +177,7 @@ class InNetworkRows:
         return [Item(name, arch=archs[name]) for name in names]
 
     def planned_keys(self) -> set[str]:
-        return {u.key for u in all_units(self.width_mult, self.resolutions, self.n_classes, family_named(self.space))}
+        return {u.key for u in all_units(self.width_mult, self.resolutions, self.n_classes, self.family)}
 
     def models(self, items: Sequence[Item], model_format: str, cache_dir: Path, batch: int,
                precision: str = "fp32") -> list[dict]:
@@ -199,7 +199,7 @@ class InNetworkRows:
         contributions: dict[str, list[dict[str, float]]] = defaultdict(list)
         for record in kept.values():
             units = units_of(Arch.from_json(record["arch"]), self.width_mult, self.n_classes)
-            shares = unit_shares(record["node_times_us"], len(units), self.space)
+            shares = unit_shares(record["node_times_us"], len(units), self.family.name)
             stats = stats_ms(record, anchor_ms)
             ratio = (record.get("ratio") or {}).get("median")
             for unit, share in zip(units, shares, strict=True):
@@ -221,12 +221,12 @@ class InNetworkRows:
     def shard(self, index: int, count: int) -> InNetworkRows:
         names = tuple(item.name for item in self.items())[index::count]
         return InNetworkRows(self.width_mult, self.resolutions, self.n_classes, self.repeats, self.seed, only=names,
-                             space=self.space)
+                             family=self.family)
 
     def describe(self) -> dict[str, Any]:
         return {
             "rows": self.kind,
-            "space": self.space,
+            "space": self.family.name,
             "width_mult": self.width_mult,
             "resolutions": list(self.resolutions),
             "n_classes": self.n_classes,
@@ -247,12 +247,12 @@ def default_rows(profile: DeviceProfile) -> str:
 
 
 def strategy_for(kind: str, width_mult: float, resolutions: Sequence[int], n_classes: int, repeats: int = 1,
-                 seed: int = 0, space: str = MOBILENETV3.name) -> RowStrategy:
-    """The named strategy for a table of the space at ``resolutions``."""
+                 seed: int = 0, family: Family = MOBILENETV3) -> RowStrategy:
+    """The named strategy for a table of the family's supernet at ``resolutions``."""
     if kind == "isolated":
-        return IsolatedRows(tuple(all_units(width_mult, resolutions, n_classes, family_named(space))))
+        return IsolatedRows(tuple(all_units(width_mult, resolutions, n_classes, family)))
     if kind == "in_network":
-        return InNetworkRows(width_mult, tuple(resolutions), n_classes, repeats, seed, space=space)
+        return InNetworkRows(width_mult, tuple(resolutions), n_classes, repeats, seed, family=family)
     raise StrategyError(f"unknown way to take rows {kind!r}; use one of {', '.join(STRATEGIES)}")
 
 

@@ -48,7 +48,7 @@ class Layout:
     """How a family's elastic blocks group into stages.
 
     Args:
-        family: The space's name as users say it (``mobilenetv3``, ``proxyless``).
+        family: The family's name, as ``--space`` gives it (``mobilenetv3``, ``proxyless``).
         stage_blocks: Blocks each stage holds. A stage with fewer blocks than the deepest depth choice is not
             elastic: it always runs all of them (ProxylessNAS's last stage, one block).
     """

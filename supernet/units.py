@@ -70,8 +70,8 @@ class Unit:
         idskip: The block has an identity shortcut.
         se: The block has squeeze-and-excite.
         hs: The block uses h-swish (else ReLU, or ReLU6 in ProxylessNAS).
-        family: The space the row belongs to (``mobilenetv3`` or ``proxyless``): it decides the key's format and
-            the layers' activations.
+        family: The name of the family the row belongs to (``mobilenetv3`` or ``proxyless``): it decides the
+            key's format and the layers' activations.
     """
 
     kind: str

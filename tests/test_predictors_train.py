@@ -20,6 +20,7 @@ from predictors.train import (
     train_from_csv,
 )
 from supernet import ArchSpace, OFAMobileNetV3
+from supernet.plan import MOBILENETV3
 from supernet.training.dataset import build_accuracy_csv
 
 SPACE = ArchSpace.for_width(1.0)
@@ -230,7 +231,7 @@ def test_an_int8_dataset_stays_int8_and_teaches_a_predictor_of_int8_accuracy(tmp
     assert main(["accuracy", str(out), "--out", str(tmp_path / "p"), "--model", "ridge", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["precision"] == "int8"
     predictor = AccuracyPredictor.load(tmp_path / "p")
-    assert predictor.precision == "int8" and AccuracyPredictor.shipped_for("mobilenetv3", 1.2).precision == "fp32"
+    assert predictor.precision == "int8" and AccuracyPredictor.shipped_for(MOBILENETV3, 1.2).precision == "fp32"
     with caplog.at_level("WARNING"):
         warn_precision_mismatch(["int8"], predictor, tmp_path / "p")
         assert not caplog.text

@@ -45,7 +45,7 @@ def test_a_proxyless_table_search_and_remeasure_on_the_local_cpu(table_dir, tmp_
     table sum the search found it by."""
     path = table_dir / "local_proxyless_w1.3_onnxruntime_cpu.csv"
     table = read_table(path)
-    assert (table.space, table.meta["width_mult"], table.meta["rows"]) == ("proxyless", 1.3, "in_network")
+    assert (table.family.name, table.meta["width_mult"], table.meta["rows"]) == ("proxyless", 1.3, "in_network")
     assert {row.key for row in table.rows} == {u.key for u in all_units(1.3, [128], family=PROXYLESS)}
     fastest, _ = LatencyPredictor(path).minimum()
     limit = f"{1.6 * fastest:.3f}"

@@ -74,7 +74,7 @@ def test_a_table_of_both_spaces_or_of_another_than_its_sidecar_says_is_refused(t
     bare = tmp_path / "bare.csv"
     write_table(bare, Table(table.rows, {"resolutions": list(RESOLUTIONS)}))
     (tmp_path / "bare.json").unlink()
-    assert read_table(bare).space == "proxyless"
+    assert read_table(bare).family.name == "proxyless"
     assert LatencyPredictor(bare).width_mult == 1.3
 
 
@@ -142,12 +142,12 @@ def test_latency_models_fit_proxyless_subnets_with_its_six_stages(table_path, me
     table = LatencyPredictor(table_path, calibrated=False)
     for model, within in ((LatencyModel(width_mult=1.3, cv=3), 0.10), (LatencyModel(table=table, cv=3), 0.05)):
         model.fit(archs, measured)
-        assert model.space_ == PROXYLESS and model.supported_resolutions() == RESOLUTIONS
+        assert model.family_ == PROXYLESS and model.supported_resolutions() == RESOLUTIONS
         error = np.abs(model.predict(held_out) / truth - 1)
         assert np.all(error <= within) and np.mean(error <= 0.05) >= 0.8, (model.describe(), error.round(3))
         model.save(tmp_path / "model")
         again = LatencyModel.load(tmp_path / "model")
-        assert again.space_ == PROXYLESS and np.array_equal(again.predict(held_out), model.predict(held_out))
+        assert again.family_ == PROXYLESS and np.array_equal(again.predict(held_out), model.predict(held_out))
     assert json.loads((tmp_path / "model.json").read_text())["space"] == "proxyless"
     with pytest.raises(LatencyModelError, match="fitted on proxyless subnets, not mobilenetv3 ones"):
         again.predict([ArchSpace.for_width(1.0).uniform(3, 3, 2, 160)])

@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="run (or continue) progressive shrinking")
     _data_args(train)
     train.add_argument("--out", type=Path, required=True, help="folder for checkpoints, logs and the plot")
-    train.add_argument("--space", choices=("mobilenetv3", "proxyless"), default="mobilenetv3",
+    train.add_argument("--space", dest="family", choices=("mobilenetv3", "proxyless"), default="mobilenetv3",
                        help="supernet family: mobilenetv3 (default) or proxyless (OFA's GPU/CPU space)")
     train.add_argument("--batch-size", type=positive_int, default=256, help="global batch, all ranks (256)")
     train.add_argument("--accumulate", type=positive_int, default=1,
@@ -136,10 +136,10 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.deterministic:
         torch.use_deterministic_algorithms(True)
-    resolutions = args.resolutions or ArchSpace.for_width(args.width, family_named(args.space).layout).resolutions
+    resolutions = args.resolutions or ArchSpace.for_width(args.width, family_named(args.family).layout).resolutions
     try:
         settings = TrainSettings(
-            width_mult=args.width, resolutions=resolutions, space=args.space, batch_size=args.batch_size,
+            width_mult=args.width, resolutions=resolutions, family=args.family, batch_size=args.batch_size,
             accumulate=args.accumulate,
             epochs=args.epochs, warmup_epochs=args.warmup_epochs, base_lr=args.lr, start=args.first_phase,
             init=None if args.init is None else str(args.init), label_smoothing=args.label_smoothing,

@@ -56,7 +56,7 @@ class TrainSettings:
 
     width_mult: float = 1.0
     resolutions: tuple[int, ...] = tuple(range(128, 225, 4))
-    space: str = MOBILENETV3.name
+    family: str = MOBILENETV3.name  # its name, as ofa-train --space gives it
     batch_size: int = 256
     accumulate: int = 1
     epochs: tuple[int, ...] | None = None
@@ -82,12 +82,14 @@ class TrainSettings:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainSettings:
-        """The settings a checkpoint holds (JSON lists back to tuples)."""
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        """The settings a checkpoint holds (JSON lists back to tuples; checkpoints before 2026-12-07 call the
+        family ``space``)."""
+        return cls(**{("family" if k == "space" else k): tuple(v) if isinstance(v, list) else v
+                      for k, v in values.items()})
 
     def supernet(self, n_classes: int) -> OFASupernet:
-        """The supernet these settings train (of their space), freshly initialised."""
-        return SUPERNETS[FAMILIES[self.space]](self.width_mult, n_classes, self.dropout, self.resolutions)
+        """The supernet these settings train (of their family), freshly initialised."""
+        return SUPERNETS[FAMILIES[self.family]](self.width_mult, n_classes, self.dropout, self.resolutions)
 
 
 @dataclass
@@ -174,8 +176,9 @@ class _Run:
         if saved.get("format") != FORMAT:
             raise TrainError(f"{path} was written by another version (format {saved.get('format')!r})",
                              "give another --out")
-        if saved["settings"] != self.settings.to_dict():
-            changed = sorted(k for k, v in self.settings.to_dict().items() if saved["settings"].get(k) != v)
+        stated = TrainSettings.from_dict(saved["settings"]).to_dict()
+        if stated != self.settings.to_dict():
+            changed = sorted(k for k, v in self.settings.to_dict().items() if stated.get(k) != v)
             raise TrainError(f"{path} was made with other settings ({', '.join(changed)} differ)",
                              "rerun with the settings it was made with, or give another --out")
         self.net.load_state_dict(saved["model"])
