@@ -26,7 +26,7 @@ from supernet.ofa_supernet import OFAMobileNetV3
 from supernet.training.cli import main
 from supernet.training.data import Digits, ShardedBatches
 from supernet.training.schedule import PHASE_NAMES, lr_factor, progressive_shrinking, step_seed
-from supernet.training.trainer import CHECKPOINT, parameter_groups
+from supernet.training.trainer import CHECKPOINT, TrainSettings, parameter_groups
 from tests.paths import ROOT
 from tests.peers.waiting import wait_until
 
@@ -117,6 +117,15 @@ def test_bad_settings_are_one_line_errors(tmp_path, capsys):
     assert main(["train", "--out", str(tmp_path), "--data", str(tmp_path / "none")]) == 1
     err = capsys.readouterr().err
     assert "is not a folder" in err and len(err.strip().splitlines()) == 1
+
+
+def test_settings_of_checkpoints_that_call_the_family_space_still_read():
+    """Checkpoints from before 2026-12-07 store the family under "space"; they load and resume as they did."""
+    settings = TrainSettings(width_mult=0.25, resolutions=(32,), family="proxyless")
+    saved = settings.to_dict()
+    saved["space"] = saved.pop("family")
+    assert TrainSettings.from_dict(saved) == settings
+    assert TrainSettings.from_dict(json.loads(json.dumps(settings.to_dict()))) == settings
 
 
 def test_no_option_is_taken_by_torchrun():
