@@ -23,16 +23,20 @@ beside a workload of the harness's own that undoes the machine's drift. Steps:
 4. The closed loop over ``--budgets`` budgets from the fastest subnet's predicted latency ×1.1 to ×0.98 that of
    the subnet the accuracy predictor ranks first (``ofa-profile --search``'s code); the delivered subnets are timed
    again by the harness: the share at or under budget and the mean slack, ``(budget - plain-loop latency) /
-   budget``, by the plain-loop measure.
+   budget``, by the plain-loop measure. With ``--percentile 90`` the budgets hold the slow runs, as
+   ``ofa-profile --search --percentile 90`` does: the search sums the table's ``p90_ms``, the loop holds each
+   subnet's 90th percentile of runs, and the harness judges by the 90th percentile of each window's runs.
 
     .venv/bin/python -m benchmarks.table_fidelity --out /tmp/fidelity                       # ONNX Runtime
     .venv/bin/python -m benchmarks.table_fidelity --out /tmp/fidelity-tfl --runtime tflite   # LiteRT
     .venv/bin/python -m benchmarks.table_fidelity --out /tmp/fidelity-int8 --precision int8  # ONNX Runtime int8
+    .venv/bin/python -m benchmarks.table_fidelity --out /tmp/fidelity --loop-only --percentile 90  # p90 budgets
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -50,8 +54,9 @@ from predictors.accuracy import AccuracyPredictor
 from predictors.latency import LatencyPredictor
 from predictors.search import evolution_search
 from predictors.table_io import read_table
-from profiler.closed_loop import MAX_SLACK, closed_loop
+from profiler.closed_loop import MAX_SLACK, PERCENTILES
 from profiler.connect import open_transport
+from profiler.deliver import deliver
 from profiler.devices import resolve_device
 from profiler.modes import table_path
 from profiler.plots import plot_delivered, pyplot, save_figure
@@ -144,6 +149,8 @@ def main() -> None:
     parser.add_argument("--budgets", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=PlainLoop().rounds, help="ground-truth rounds per subnet")
     parser.add_argument("--guard", type=float, default=0.0, help="the closed loop's --guard (default 0)")
+    parser.add_argument("--percentile", type=int, choices=PERCENTILES, default=50,
+                        help="the closed loop's budgets hold this percentile of runs (default 50: the median)")
     parser.add_argument("--skip-loop", action="store_true", help="no closed loop (tables and subnets only)")
     parser.add_argument("--loop-only", action="store_true",
                         help="only the closed loop, on the table an earlier run left in --out")
@@ -166,9 +173,8 @@ def main() -> None:
         table = table_path(args.out / "table", profile, 1.0)
         anchor_w = json.loads((args.out / "workload_anchor.json").read_text())["anchor_ms"]
         stated = read_table(table)
-        loop = _closed_loop(args, profile, table, resolutions, reference_of(stated.meta), table_anchor(stated),
-                            with_table_blocks(Protocol(), stated.meta), harness, workload, anchor_w, cache)
-        _report(args.out / "closed_loop.json", {"closed_loop": loop})
+        loop = _closed_loop(args, profile, table, resolutions, harness, workload, anchor_w, cache)
+        _report(args.out / f"closed_loop{_tail(args)}.json", {"closed_loop": loop})
         return
     before = harness.workload_ms(workload)
     table, table_s = build("table")
@@ -250,9 +256,8 @@ def main() -> None:
     }
     _report(args.out / "report.json", report)
     if not args.skip_loop:
-        loop = _closed_loop(args, profile, table, resolutions, reference, table_anchor_ms, protocol, harness,
-                            workload, anchor_w, cache)
-        _report(args.out / "closed_loop.json", {"closed_loop": loop})
+        loop = _closed_loop(args, profile, table, resolutions, harness, workload, anchor_w, cache)
+        _report(args.out / f"closed_loop{_tail(args)}.json", {"closed_loop": loop})
 
 
 def _workload_at_table_state(archs: list[Arch], agent: list[dict], truth: dict) -> float:
@@ -269,10 +274,17 @@ def _report(path: Path, report: dict) -> None:
     print(text)
 
 
-def _closed_loop(args, profile, table: Path, resolutions, reference, anchor_ms, protocol, harness: PlainLoop,
-                 workload: Timed, anchor_w: float, cache: Path) -> dict:
-    """The loop over ``--budgets`` budgets, its deliveries timed again by the harness."""
-    predictor = LatencyPredictor(table, calibrated=False)
+def _tail(args) -> str:
+    """The loop's files by percentile: a p90 run keeps the median run's files."""
+    return "" if args.percentile == 50 else f"_p{args.percentile}"
+
+
+def _closed_loop(args, profile, table: Path, resolutions, harness: PlainLoop, workload: Timed, anchor_w: float,
+                 cache: Path) -> dict:
+    """The loop over ``--budgets`` budgets on the table's raw sums (``deliver``, what ``ofa-profile --search
+    --raw-latency`` runs), its deliveries timed again by the harness at the same percentile."""
+    statistic = "median_ms" if args.percentile == 50 else f"p{args.percentile}_ms"
+    predictor = LatencyPredictor(table, statistic=statistic, calibrated=False)
     fastest, _ = predictor.minimum()
     space = ArchSpace(resolutions=tuple(resolutions))
     accuracy = AccuracyPredictor.default()
@@ -283,25 +295,18 @@ def _closed_loop(args, profile, table: Path, resolutions, reference, anchor_ms, 
     budgets = [float(b) for b in np.round(np.linspace(fastest * 1.1, highest * 0.98, args.budgets), 2)]
     started = time.perf_counter()
     with open_transport(profile, "localhost") as transport:
-        rounds = iter(range(1000))
-
-        def device(batch):
-            return measure_subnets(profile, transport, batch, width_mult=1.0, n_classes=1000, anchor_ms=anchor_ms,
-                                   reference=reference, protocol=protocol, cache_dir=cache, scratch=args.out,
-                                   work_name=f"loop{next(rounds)}")
-
-        deliveries, _ = closed_loop(predictor, accuracy, space, budgets, device, max_slack=MAX_SLACK,
-                                    guard=args.guard)
+        deliveries = deliver(profile, transport, table, budgets, accuracy, Protocol(), cache, raw_latency=True,
+                             max_slack=MAX_SLACK, guard=args.guard, percentile=args.percentile).deliveries
     loop_s = time.perf_counter() - started
     loop = pd.DataFrame([d.to_dict() for d in deliveries])
     delivered = {d.arch: _timed(Arch.from_json(d.arch), profile.model_format, cache, args.precision)
                  for d in deliveries}
-    truth = harness.measure(delivered, workload)
+    truth = dataclasses.replace(harness, percentile=args.percentile).measure(delivered, workload)
     loop["plain_loop_ms"] = [truth[d.arch].at(anchor_w) for d in deliveries]
     loop["plain_loop_slack"] = (loop["budget_ms"] - loop["plain_loop_ms"]) / loop["budget_ms"]
-    loop.to_csv(args.out / "closed_loop.csv", index=False)
-    png = plot_delivered(loop, args.out / "closed_loop.png",
-                         f"closed loop, w1.0, local {args.runtime} {args.precision}")
+    loop.to_csv(args.out / f"closed_loop{_tail(args)}.csv", index=False)
+    png = plot_delivered(loop, args.out / f"closed_loop{_tail(args)}.png",
+                         f"closed loop, w1.0, local {args.runtime} {args.precision}, p{args.percentile} budgets")
     given_up = (loop["open_loop_accuracy"] - loop["accuracy"]) * 100
     return {"budgets": len(loop), "share_met_agent": round(float(loop["met"].mean()), 3),
             "share_met_plain_loop": round(float((loop["plain_loop_slack"] >= 0).mean()), 3),
@@ -310,6 +315,7 @@ def _closed_loop(args, profile, table: Path, resolutions, reference, anchor_ms, 
             "mean_slack_agent": round(float(((loop["budget_ms"] - loop["measured_ms"]) / loop["budget_ms"]).mean()),
                                       4),
             "mean_rounds": round(float(loop["rounds"].mean()), 2), "max_slack": MAX_SLACK, "guard": args.guard,
+            "percentile": args.percentile,
             "top1_points_given_up_mean": round(float(given_up.mean()), 3),
             "seconds": round(loop_s, 1), "plot": str(png)}
 

@@ -7,6 +7,7 @@ normalized by its workload.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,29 @@ def test_the_harness_reports_a_plain_loop_latency(onnx_subnet: Timed):
     assert 0.85 < np.median(ratios) < 1.15, ratios
     # The model timed against itself as the workload: normalized latency 1, up to noise.
     assert 0.85 < np.median(normalized) < 1.15, normalized
+
+
+def _every_fifth_run_slow() -> Callable[[], None]:
+    """A stand-in model whose runs take 1 ms, and every fifth 5 ms (busy waits: sleeps overshoot)."""
+    count = iter(range(10**9))
+
+    def run() -> None:
+        end = time.perf_counter() + (0.005 if next(count) % 5 == 4 else 0.001)
+        while time.perf_counter() < end:
+            pass
+
+    return run
+
+
+def test_a_p90_harness_holds_the_slow_runs_and_keeps_its_workload_on_medians(onnx_subnet: Timed):
+    """What a p90 budget is judged by: each window's 90th percentile of runs; the drift workload stays on medians."""
+    harness = PlainLoop(rounds=3, runs=25, warmup=5, percentile=90)
+    assert harness.window_ms(_every_fifth_run_slow()) == pytest.approx(1.0, abs=0.3)
+    assert harness.window_ms(_every_fifth_run_slow(), 90) == pytest.approx(5.0, abs=0.5)
+    harness.load = lambda model: _every_fifth_run_slow()  # both the model and the workload
+    truth = harness.measure({"m": onnx_subnet}, onnx_subnet)["m"]
+    assert truth.absolute_ms == pytest.approx(5.0, abs=0.5) and truth.normalized == pytest.approx(5.0, rel=0.25)
+    assert harness.describe()["percentile"] == 90
 
 
 def test_a_ground_truth_is_stated_at_an_anchor():
