@@ -18,7 +18,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from supernet.arch import ArchSpace
-from supernet.cli_args import OneLineParser, budget_list, finite_float, non_negative_int, positive_float, positive_int
+from supernet.cli_args import (
+    OneLineParser,
+    budget_list,
+    finite_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    resolution_list,
+)
 from supernet.errors import UsageError, run_command
 from supernet.plan import FAMILIES, MOBILENETV3, Family
 from supernet.subnets import SUBNETS_SCHEMA_VERSION, write_subnets
@@ -50,16 +58,6 @@ def _population(text: str) -> int:
     if value > 10_000:
         raise argparse.ArgumentTypeError(f"{value:,} archs per generation: give at most 10,000 (OFA's search uses 100)")
     return value
-
-
-def _resolutions(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(sorted({int(v) for v in text.split(",") if v.strip()}))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of resolutions, e.g. 32,40") from None
-    if not values or values[0] < 32:
-        raise argparse.ArgumentTypeError(f"{text!r}: give resolutions of at least 32, e.g. 32,40")
-    return values
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rank", choices=("accuracy", "macs"), default="accuracy",
                    help="what the search maximises: predicted accuracy (default), or MACs as a stand-in where no "
                         "accuracy predictor exists (the largest network that meets the limits)")
-    p.add_argument("--resolutions", type=_resolutions, metavar="R,...",
+    p.add_argument("--resolutions", type=resolution_list, metavar="R,...",
                    help="the supernet's resolutions, for one trained on other images (default OFA's for the width)")
     p.add_argument("--interpolate", action="store_true", help="also search resolutions between measured ones")
     p.add_argument("--statistic", choices=("median_ms", "mean_ms"), default="median_ms", help="table column to sum")

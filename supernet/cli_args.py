@@ -7,7 +7,7 @@ import math
 from typing import NoReturn
 
 __all__ = ["MAX_BUDGETS", "OneLineParser", "at_least", "budget_list", "command_parser", "finite_float",
-           "non_negative_int", "positive_float", "positive_int"]
+           "non_negative_int", "positive_float", "positive_int", "resolution_list"]
 
 # Each budget is a search (and on a device, measurements): a list longer than this is a mistake, not a plan.
 MAX_BUDGETS = 64
@@ -60,6 +60,18 @@ def budget_list(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"{text!r}: give at least one budget, e.g. 8,10,12")
     if len(values) > MAX_BUDGETS:
         raise argparse.ArgumentTypeError(f"{len(values)} budgets: give at most {MAX_BUDGETS} (each is a search)")
+    return values
+
+
+def resolution_list(text: str) -> tuple[int, ...]:
+    """Comma-separated input resolutions, sorted and distinct: at least 32 each, since the network strides by 32."""
+    try:
+        values = tuple(sorted({int(v) for v in text.split(",") if v.strip()}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of resolutions, e.g. 32,40") from None
+    if not values or values[0] < 32:
+        raise argparse.ArgumentTypeError(f"{text!r}: give resolutions of at least 32, e.g. 32,40 (the network strides "
+                                         f"by 32)")
     return values
 
 

@@ -114,6 +114,9 @@ def test_bad_settings_are_one_line_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as caught:
         main(["train", "--out", str(tmp_path), "--batch-size", "0"])
     assert caught.value.code == 2 and "--batch-size: 0 must be 1 or more" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as caught:  # was an internal error, raised by the supernet once built
+        main(["train", "--out", str(tmp_path), "--resolutions", "16"])
+    assert caught.value.code == 2 and "give resolutions of at least 32" in capsys.readouterr().err
     assert main(["train", "--out", str(tmp_path), "--data", str(tmp_path / "none")]) == 1
     err = capsys.readouterr().err
     assert "is not a folder" in err and len(err.strip().splitlines()) == 1

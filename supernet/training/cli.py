@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from supernet.arch import ArchSpace
-from supernet.cli_args import command_parser, finite_float, non_negative_int, positive_int
+from supernet.cli_args import command_parser, finite_float, non_negative_int, positive_int, resolution_list
 from supernet.errors import UsageError, run_command
 from supernet.plan import family_named
 from supernet.quantize import PRECISIONS
@@ -110,7 +110,8 @@ def _data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default="digits",
                         help="an ImageFolder root (with train/ and val/, or one tree) or 'digits' (bundled)")
     parser.add_argument("--width", type=finite_float, default=1.0, help="width multiplier (1.0)")
-    parser.add_argument("--resolutions", type=_ints, help="input resolutions (default OFA's, 128..224 step 4)")
+    parser.add_argument("--resolutions", type=resolution_list,
+                        help="input resolutions (default OFA's, 128..224 step 4)")
     parser.add_argument("--bn-images", type=positive_int, default=2000,
                         help="training images for BN recalibration before any evaluation (2000)")
     parser.add_argument("--cpu", action="store_true", help="train on the CPU even where CUDA is available")
