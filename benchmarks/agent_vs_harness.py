@@ -1,7 +1,8 @@
 """Do the agent and the plain-loop harness read the same subnets alike? JSON, for the open difference in
 docs/measurement.md.
 
-Seeded random w1.0 subnets at 160/192/224 px (ONNX Runtime, 1 thread), on this machine:
+Seeded random w1.0 subnets at 160/192/224 px (ONNX Runtime, 1 thread; ``--precision int8`` for the statically
+quantized ones), on this machine:
 
 1. **Whole subnets, as ``--subnets`` and the closed loop measure them.** ``--rounds`` times in turn: the agent
    measures all of them (``measure_subnets`` against the reference workload of the table in ``--table``, or of a
@@ -13,7 +14,7 @@ Seeded random w1.0 subnets at 160/192/224 px (ONNX Runtime, 1 thread), on this m
 3. **A neighbour on the other core.** The harness's windows with the other core idle, with a process there that
    wakes every millisecond, and with one that spins.
 
-    PYTHONPATH=. .venv/bin/python -m benchmarks.agent_vs_harness --out /tmp/avh [--table T.csv]
+    PYTHONPATH=. .venv/bin/python -m benchmarks.agent_vs_harness --out /tmp/avh [--table T.csv] [--precision int8]
 """
 
 from __future__ import annotations
@@ -61,11 +62,11 @@ def _archs(n: int, seed: int) -> list[Arch]:
     return [dataclasses.replace(space.sample(rng), r=(160, 192, 224)[i % 3]) for i in range(n)]
 
 
-def whole_subnets(archs: list[Arch], table: Path, cache: Path, scratch: Path, rounds: int) -> dict:
+def whole_subnets(archs: list[Arch], table: Path, cache: Path, scratch: Path, rounds: int, precision: str) -> dict:
     stated = read_table(table)
     reference, anchor = reference_of(stated.meta), table_anchor(stated)
     protocol = with_table_blocks(Protocol(), stated.meta)
-    profile = resolve_device("local")
+    profile = resolve_device("local", {"precision": precision})
     harness, workload = PlainLoop(rounds=2), _timed(WORKLOAD, "onnx", cache)
     absolute, plain, harnessed = [], [], []
     with open_transport(profile, "localhost") as transport:
@@ -73,7 +74,7 @@ def whole_subnets(archs: list[Arch], table: Path, cache: Path, scratch: Path, ro
             agent = measure_subnets(profile, transport, archs, width_mult=1.0, n_classes=1000, anchor_ms=anchor,
                                     reference=reference, protocol=protocol, cache_dir=cache, scratch=scratch,
                                     work_name=f"avh{round_no}")
-            truth = harness.measure({a.to_json(): _timed(a, "onnx", cache) for a in archs}, workload)
+            truth = harness.measure({a.to_json(): _timed(a, "onnx", cache, precision) for a in archs}, workload)
             absolute.append([m["absolute_ms"] for m in agent])
             plain.append([m["steady_ms"] for m in agent])
             harnessed.append([truth[a.to_json()].absolute_ms for a in archs])
@@ -137,16 +138,18 @@ def main() -> None:
     parser.add_argument("--subnets", type=int, default=12)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--precision", choices=["fp32", "int8"], default="fp32")
     args = parser.parse_args()
     cache = args.out / "cache"
     table = args.table
     if table is None:
         run(["--device", "local", "--width", "1.0", "--resolutions", "160,192,224", "--out", str(args.out / "table"),
-             "--cache", str(cache), "--quiet"])
-        table = table_path(args.out / "table", resolve_device("local"), 1.0)
+             "--cache", str(cache), "--precision", args.precision, "--quiet"])
+        table = table_path(args.out / "table", resolve_device("local", {"precision": args.precision}), 1.0)
     archs = _archs(args.subnets, args.seed)
-    models = [_timed(arch, "onnx", cache) for arch in archs]
-    report = {"whole_subnets": whole_subnets(archs, table, cache, args.out, args.rounds),
+    models = [_timed(arch, "onnx", cache, args.precision) for arch in archs]
+    report = {"precision": args.precision,
+              "whole_subnets": whole_subnets(archs, table, cache, args.out, args.rounds, args.precision),
               "timing_code_in_one_process": timing_code(models, args.rounds + 1),
               "neighbour_on_the_other_core": neighbours(models[:6], 2 * args.rounds)}
     text = json.dumps(report, indent=1)
