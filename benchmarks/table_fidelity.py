@@ -5,7 +5,8 @@ default) or ``--runtime tflite`` (LiteRT with XNNPACK, isolated rows); ``--preci
 models (ONNX Runtime). The ground truth is
 :mod:`benchmarks.plain_loop`, which shares no timing code with the agent: each subnet exported by this project's
 ``export_subnet`` (the model a user deploys) and timed in interleaved rounds of back-to-back runs after a warm-up,
-beside a workload of the harness's own that undoes the machine's drift. Steps:
+beside a workload of the harness's own (in the run's precision, as the agent's reference is) that undoes the
+machine's drift. Steps:
 
 1. The table, ``ofa-profile --device local ...`` (the harness's workload timed just before and after it, which shows
    how far the machine moved meanwhile). Then the same command into another folder: the share of rows of the two
@@ -160,7 +161,9 @@ def main() -> None:
     profile = resolve_device("local", {"runtime": args.runtime, "provider": provider, "precision": args.precision})
     cache = args.out / "cache"
     harness = PlainLoop(runtime=args.runtime, rounds=args.rounds)
-    workload = _timed(WORKLOAD, profile.model_format, cache)
+    # In the run's precision, as the agent's reference is: int8 and float subnets drift apart on this CPU, so an
+    # int8 subnet over a float workload is not a steady ratio (an hour later it had moved 15%).
+    workload = _timed(WORKLOAD, profile.model_format, cache, args.precision)
 
     def build(folder: str) -> tuple[Path, float]:
         started = time.perf_counter()
@@ -235,7 +238,7 @@ def main() -> None:
     report = {
         "runtime": args.runtime, "precision": args.precision, "rows": rows, "subnets": len(archs),
         "resolutions": resolutions,
-        "ground_truth": {**harness.describe(), "workload": WORKLOAD.to_json(),
+        "ground_truth": {**harness.describe(), "workload": WORKLOAD.to_json(), "workload_precision": args.precision,
                          "workload_anchor_ms": round(anchor_w, 4), "anchor": ANCHOR_HOW,
                          "workload_before_and_after_table_ms": [round(before, 4), round(after, 4)]},
         "table_minutes": round(table_s / 60, 2), "rerun_minutes": round(rerun_s / 60, 2),
