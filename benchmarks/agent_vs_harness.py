@@ -67,7 +67,7 @@ def whole_subnets(archs: list[Arch], table: Path, cache: Path, scratch: Path, ro
     reference, anchor = reference_of(stated.meta), table_anchor(stated)
     protocol = with_table_blocks(Protocol(), stated.meta)
     profile = resolve_device("local", {"precision": precision})
-    harness, workload = PlainLoop(rounds=2), _timed(WORKLOAD, "onnx", cache)
+    harness, workload = PlainLoop(rounds=2), _timed(WORKLOAD, "onnx", cache, precision)
     absolute, plain, harnessed = [], [], []
     with open_transport(profile, "localhost") as transport:
         for round_no in range(rounds):
