@@ -57,7 +57,7 @@ from predictors.search import evolution_search
 from predictors.table_io import read_table
 from profiler.closed_loop import MAX_SLACK, PERCENTILES
 from profiler.connect import open_transport
-from profiler.deliver import deliver
+from profiler.deliver import deliver, percentile_tail, table_predictor
 from profiler.devices import resolve_device
 from profiler.modes import table_path
 from profiler.plots import plot_delivered, pyplot, save_figure
@@ -177,7 +177,7 @@ def main() -> None:
         anchor_w = json.loads((args.out / "workload_anchor.json").read_text())["anchor_ms"]
         stated = read_table(table)
         loop = _closed_loop(args, profile, table, resolutions, harness, workload, anchor_w, cache)
-        _report(args.out / f"closed_loop{_tail(args)}.json", {"closed_loop": loop})
+        _report(args.out / f"closed_loop{percentile_tail(args.percentile)}.json", {"closed_loop": loop})
         return
     before = harness.workload_ms(workload)
     table, table_s = build("table")
@@ -260,7 +260,7 @@ def main() -> None:
     _report(args.out / "report.json", report)
     if not args.skip_loop:
         loop = _closed_loop(args, profile, table, resolutions, harness, workload, anchor_w, cache)
-        _report(args.out / f"closed_loop{_tail(args)}.json", {"closed_loop": loop})
+        _report(args.out / f"closed_loop{percentile_tail(args.percentile)}.json", {"closed_loop": loop})
 
 
 def _workload_at_table_state(archs: list[Arch], agent: list[dict], truth: dict) -> float:
@@ -277,17 +277,11 @@ def _report(path: Path, report: dict) -> None:
     print(text)
 
 
-def _tail(args) -> str:
-    """The loop's files by percentile: a p90 run keeps the median run's files."""
-    return "" if args.percentile == 50 else f"_p{args.percentile}"
-
-
 def _closed_loop(args, profile, table: Path, resolutions, harness: PlainLoop, workload: Timed, anchor_w: float,
                  cache: Path) -> dict:
     """The loop over ``--budgets`` budgets on the table's raw sums (``deliver``, what ``ofa-profile --search
     --raw-latency`` runs), its deliveries timed again by the harness at the same percentile."""
-    statistic = "median_ms" if args.percentile == 50 else f"p{args.percentile}_ms"
-    predictor = LatencyPredictor(table, statistic=statistic, calibrated=False)
+    predictor = table_predictor(table, args.percentile, raw_latency=True)
     fastest, _ = predictor.minimum()
     space = ArchSpace(resolutions=tuple(resolutions))
     accuracy = AccuracyPredictor.default()
@@ -307,8 +301,8 @@ def _closed_loop(args, profile, table: Path, resolutions, harness: PlainLoop, wo
     truth = dataclasses.replace(harness, percentile=args.percentile).measure(delivered, workload)
     loop["plain_loop_ms"] = [truth[d.arch].at(anchor_w) for d in deliveries]
     loop["plain_loop_slack"] = (loop["budget_ms"] - loop["plain_loop_ms"]) / loop["budget_ms"]
-    loop.to_csv(args.out / f"closed_loop{_tail(args)}.csv", index=False)
-    png = plot_delivered(loop, args.out / f"closed_loop{_tail(args)}.png",
+    loop.to_csv(args.out / f"closed_loop{percentile_tail(args.percentile)}.csv", index=False)
+    png = plot_delivered(loop, args.out / f"closed_loop{percentile_tail(args.percentile)}.png",
                          f"closed loop, w1.0, local {args.runtime} {args.precision}, p{args.percentile} budgets")
     given_up = (loop["open_loop_accuracy"] - loop["accuracy"]) * 100
     return {"budgets": len(loop), "share_met_agent": round(float(loop["met"].mean()), 3),

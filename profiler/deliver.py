@@ -25,7 +25,7 @@ from predictors.complexity import MacsPredictor
 from predictors.latency import LatencyPredictor, LatencySource
 from predictors.latency_model import LatencyModel
 from predictors.search import Constraint
-from predictors.table_io import read_table
+from predictors.table_io import Table, read_table
 from profiler.closed_loop import MAX_SLACK, PERCENTILES, Delivery, closed_loop
 from profiler.devices import DeviceProfile, check_precision_of
 from profiler.plots import plot_delivered
@@ -40,7 +40,7 @@ from supernet.errors import UsageError
 from supernet.files import atomic_write, stem_of
 from supernet.subnets import SUBNETS_SCHEMA_VERSION, write_subnets
 
-__all__ = ["Loop", "deliver", "delivered_stem", "write_report"]
+__all__ = ["Loop", "deliver", "delivered_stem", "percentile_tail", "table_predictor", "write_report"]
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +96,7 @@ def deliver(
         layout = predictor.family_.layout
     else:
         table = read_table(source)
-        predictor = (LatencyPredictor(table, calibrated=not raw_latency) if percentile == 50
-                     else LatencyPredictor(table, statistic=f"p{percentile}_ms", calibrated=False))
+        predictor = table_predictor(table, percentile, raw_latency)
         check_precision_of(profile, predictor.precision, str(source))
         anchor, width, n_classes = table_anchor(table), predictor.width_mult, predictor.n_classes
         reference = reference_of(table.meta)
@@ -139,13 +138,25 @@ def deliver(
     return Loop(deliveries, every, predictor)
 
 
+def table_predictor(table: Table | Path, percentile: int = 50, raw_latency: bool = False) -> LatencyPredictor:
+    """What a loop on a table searches with: its medians, calibrated as stored unless ``raw_latency``; or on another
+    percentile its raw ``p{percentile}_ms`` sums (the stored calibration is of medians)."""
+    if percentile == 50:
+        return LatencyPredictor(table, calibrated=not raw_latency)
+    return LatencyPredictor(table, statistic=f"p{percentile}_ms", calibrated=False)
+
+
+def percentile_tail(percentile: int) -> str:
+    """What a file name adds for budgets on a percentile other than the median (``_p90``)."""
+    return "" if percentile == 50 else f"_p{percentile}"
+
+
 def delivered_stem(profile: DeviceProfile, budgets_ms: Sequence[float], percentile: int = 50) -> str:
     """The report's name, by device, budgets, percentile and precision (``local_delivered_3.5-4ms``,
     ``local_delivered_8ms_p90_int8``): a loop with other budgets on the same table, on another percentile or in
     another precision, writes its own report instead of replacing this one."""
     budgets = "-".join(f"{budget:g}" for budget in budgets_ms)
-    tail = "" if percentile == 50 else f"_p{percentile}"
-    return f"{profile.name}_delivered_{budgets}ms{tail}{profile.precision_suffix}"
+    return f"{profile.name}_delivered_{budgets}ms{percentile_tail(percentile)}{profile.precision_suffix}"
 
 
 def write_report(loop: Loop, stem: Path, title: str, percentile: int = 50) -> list[Path]:
