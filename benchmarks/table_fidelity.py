@@ -23,8 +23,9 @@ machine's drift. Steps:
    are compared with the harness's absolute times, and its blocked times with its own plain loop (the regime ratio).
 4. The closed loop over ``--budgets`` budgets from the fastest subnet's predicted latency ×1.1 to ×0.98 that of
    the subnet the accuracy predictor ranks first (``ofa-profile --search``'s code); the delivered subnets are timed
-   again by the harness: the share at or under budget and the mean slack, ``(budget - plain-loop latency) /
-   budget``, by the plain-loop measure. With ``--percentile 90`` the budgets hold the slow runs, as
+   again by the harness right after, and stated at the table's state as in step 3, from the loop's own
+   measurements: the share at or under budget and the mean slack, ``(budget - plain-loop latency) / budget``, by
+   the plain-loop measure. With ``--percentile 90`` the budgets hold the slow runs, as
    ``ofa-profile --search --percentile 90`` does: the search sums the table's ``p90_ms``, the loop holds each
    subnet's 90th percentile of runs, and the harness judges by the 90th percentile of each window's runs.
 
@@ -174,9 +175,7 @@ def main() -> None:
 
     if args.loop_only:
         table = table_path(args.out / "table", profile, 1.0)
-        anchor_w = json.loads((args.out / "workload_anchor.json").read_text())["anchor_ms"]
-        stated = read_table(table)
-        loop = _closed_loop(args, profile, table, resolutions, harness, workload, anchor_w, cache)
+        loop = _closed_loop(args, profile, table, resolutions, harness, workload, cache)
         _report(args.out / f"closed_loop{percentile_tail(args.percentile)}.json", {"closed_loop": loop})
         return
     before = harness.workload_ms(workload)
@@ -259,7 +258,7 @@ def main() -> None:
     }
     _report(args.out / "report.json", report)
     if not args.skip_loop:
-        loop = _closed_loop(args, profile, table, resolutions, harness, workload, anchor_w, cache)
+        loop = _closed_loop(args, profile, table, resolutions, harness, workload, cache)
         _report(args.out / f"closed_loop{percentile_tail(args.percentile)}.json", {"closed_loop": loop})
 
 
@@ -277,10 +276,13 @@ def _report(path: Path, report: dict) -> None:
     print(text)
 
 
-def _closed_loop(args, profile, table: Path, resolutions, harness: PlainLoop, workload: Timed, anchor_w: float,
-                 cache: Path) -> dict:
+def _closed_loop(args, profile, table: Path, resolutions, harness: PlainLoop, workload: Timed, cache: Path) -> dict:
     """The loop over ``--budgets`` budgets on the table's raw sums (``deliver``, what ``ofa-profile --search
-    --raw-latency`` runs), its deliveries timed again by the harness at the same percentile."""
+    --raw-latency`` runs), its deliveries timed again by the harness at the same percentile, right after it.
+
+    The harness's workload time at the table's state is found as for the subnets (``ANCHOR_HOW``), from the loop's
+    own measurements of its deliveries: the relation between the two sides' workloads moves by hours on this VM,
+    and a ``--loop-only`` run judged by the anchor of a run three hours before read the agent 7% off."""
     predictor = table_predictor(table, args.percentile, raw_latency=True)
     fastest, _ = predictor.minimum()
     space = ArchSpace(resolutions=tuple(resolutions))
@@ -299,6 +301,8 @@ def _closed_loop(args, profile, table: Path, resolutions, harness: PlainLoop, wo
     delivered = {d.arch: _timed(Arch.from_json(d.arch), profile.model_format, cache, args.precision)
                  for d in deliveries}
     truth = dataclasses.replace(harness, percentile=args.percentile).measure(delivered, workload)
+    anchor_w = _workload_at_table_state([Arch.from_json(d.arch) for d in deliveries],
+                                        [d.to_dict() for d in deliveries], truth)
     loop["plain_loop_ms"] = [truth[d.arch].at(anchor_w) for d in deliveries]
     loop["plain_loop_slack"] = (loop["budget_ms"] - loop["plain_loop_ms"]) / loop["budget_ms"]
     loop.to_csv(args.out / f"closed_loop{percentile_tail(args.percentile)}.csv", index=False)
@@ -312,7 +316,7 @@ def _closed_loop(args, profile, table: Path, resolutions, harness: PlainLoop, wo
             "mean_slack_agent": round(float(((loop["budget_ms"] - loop["measured_ms"]) / loop["budget_ms"]).mean()),
                                       4),
             "mean_rounds": round(float(loop["rounds"].mean()), 2), "max_slack": MAX_SLACK, "guard": args.guard,
-            "percentile": args.percentile,
+            "percentile": args.percentile, "workload_anchor_ms": round(anchor_w, 4),
             "top1_points_given_up_mean": round(float(given_up.mean()), 3),
             "seconds": round(loop_s, 1), "plot": str(png)}
 
