@@ -87,17 +87,32 @@ class AdditiveCost:
         return fixed, np.add.reduceat(blocks, self._stage_starts, axis=1)
 
     def minimum(self, resolutions: Sequence[int] | None = None) -> tuple[float, int]:
-        """The smallest cost any arch can have (at one of ``resolutions``, default all), and its resolution."""
-        best = np.nanmin(self.block, axis=2)
+        """The smallest cost any arch can have (at one of ``resolutions``, default all), and its resolution.
+
+        A missing entry (NaN: a row a partial table lacks) is a choice no arch can take, so where every arch at a
+        resolution needs one, that resolution's smallest cost is ``inf``; so is the answer where that holds at all.
+        """
+        best = np.where(np.isnan(self.block), np.inf, self.block).min(axis=2)
         stage_minima = []
         for s, start in enumerate(self._stage_starts):
             stage = best[:, start:start + self.layout.stage_blocks[s]].cumsum(axis=1)
             stage_minima.append(stage[:, [d - 1 for d in self.layout.depth_choices(s, DEPTHS)]].min(axis=1))
-        totals = self.fixed + np.sum(stage_minima, axis=0)
+        totals = np.where(np.isnan(self.fixed), np.inf, self.fixed) + np.sum(stage_minima, axis=0)
         allowed = np.isin(self.resolutions, self.resolutions if resolutions is None else resolutions)
         totals = np.where(allowed, totals, np.inf)
-        i = int(np.nanargmin(totals))
+        i = int(np.argmin(totals))
         return totals[i].item(), self.resolutions[i]
+
+    def missing(self, resolutions: Sequence[int] | None = None) -> list[tuple[int, int | None]]:
+        """Where every arch at a resolution needs a missing entry: (resolution, block position), or
+        (resolution, None) for the fixed part."""
+        allowed = self.resolutions if resolutions is None else resolutions
+        gaps: list[tuple[int, int | None]] = []
+        for i, r in enumerate(self.resolutions):
+            if r in allowed:
+                gaps += [(r, None)] if np.isnan(self.fixed[i]) else []
+                gaps += [(r, int(p)) for p in np.flatnonzero(np.isnan(self.block[i]).all(axis=1))]
+        return gaps
 
     @property
     def block(self) -> np.ndarray:

@@ -285,7 +285,19 @@ class LatencyPredictor:
         calibrated like :meth:`predict` (the slope is positive, so the fastest arch is the same)."""
         measured = None if resolutions is None else [r for r in resolutions if r in self.measured]
         value, r = self._cost.minimum(measured or None)
+        if not np.isfinite(value):  # a partial table: every arch needs a row it lacks
+            raise MissingRowsError(self._gap_keys(measured or None), self.name)
         return (value if self.calibration is None else float(self.calibration.apply(value))), r
+
+    def _gap_keys(self, resolutions: Sequence[int] | None) -> set[tuple[int, str]]:
+        """The missing rows that leave no arch predictable: the fixed part's, and those of positions that lack
+        every choice."""
+        keys = set()
+        for r, position in self._cost.missing(resolutions):
+            i = self.measured.index(r)
+            needed = self._keys["fixed"][i] if position is None else self._keys["block"][i, position]
+            keys.update((r, k) for k in needed if k not in self.table.values(r, self.statistic))
+        return keys
 
 
 class LatencySource(Protocol):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +88,31 @@ def test_missing_rows_listed_in_one_error(tmp_path):
     for _, key in info.value.keys:
         assert key in str(info.value)
     assert predictor.predict([NOTE10_SPACE.uniform(ks=3, e=3, d=2, r=160)])[0] > 0
+
+
+def test_a_partial_table_lacking_a_whole_block_gives_its_fastest_subnet_or_one_error():
+    """Every choice of one block missing at 160 px: the fastest subnet is found at the other resolutions, with no
+    numpy warning on stderr; missing at every resolution, it is the one error naming those rows, where
+    ``ofa-search`` used to stop on numpy's "All-NaN slice" (issue 25)."""
+    table = read_table(NOTE10)
+
+    def block_keys(r: int, position: int = 5) -> set[str]:
+        return {units_of(NOTE10_SPACE.uniform(ks=k, e=e, d=4, r=r), 1.2)[2 + position].key
+                for k in (3, 5, 7) for e in (3, 4, 6)}
+
+    def without(resolutions) -> LatencyPredictor:
+        gone = {(r, key) for r in resolutions for key in block_keys(r)}
+        return LatencyPredictor(Table(tuple(row for row in table.rows if (row.resolution, row.key) not in gone),
+                                      table.meta), calibrated=False)
+
+    complete = LatencyPredictor(table, calibrated=False)
+    fastest_elsewhere = complete.minimum(MEASURED[1:])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert without([160]).minimum() == fastest_elsewhere
+    with pytest.raises(MissingRowsError) as info:
+        without(MEASURED).minimum()
+    assert info.value.keys == sorted((r, key) for r in MEASURED for key in block_keys(r))
 
 
 def test_unmeasured_resolution_needs_interpolate(note10):
