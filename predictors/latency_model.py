@@ -58,6 +58,8 @@ FORMAT_VERSION = 3  # 2: models with priors; 3: the fitting method under "method
 METHODS = ("calibrated-sum", "priors", "ridge", "priors+ridge", "ridge+boosting", "ridge+mlp")
 PRIOR_METHODS = ("priors", "priors+ridge")  # only with priors
 _MIN_SUBNETS = 5
+# Measured values a device can give, in ms or MB (1 ns to 11 days): beyond them the fits lose all precision.
+_PLAUSIBLE = (1e-6, 1e9)
 _CHUNK = 1 << 15  # archs per prediction step
 _SUFFIXES = (".json", ".npz")  # a model's two files
 # What a model predicts (its meta's ``quantity``), and the word its messages use.
@@ -234,9 +236,11 @@ class LatencyModel:
         if len(y) < _MIN_SUBNETS:
             raise LatencyModelError(f"a latency model needs at least {_MIN_SUBNETS} measured subnets, got {len(y)}",
                                     "measure more: ofa-profile --subnets random:50")
-        if not (np.isfinite(y).all() and (y > 0).all()):
-            raise LatencyModelError("measured values must be positive and finite (ms, or MB for memory)",
-                                    "fix or drop those rows")
+        implausible = np.flatnonzero(~((y >= _PLAUSIBLE[0]) & (y <= _PLAUSIBLE[1])))  # NaN included
+        if len(implausible):
+            raise LatencyModelError(
+                f"measured value {float(y[implausible[0]])!r} (row {implausible[0] + 1}) is not a time in ms or a size "
+                f"in MB: values must lie between {_PLAUSIBLE[0]:g} and {_PLAUSIBLE[1]:g}", "fix or drop those rows")
         methods = [self.method] if self.method != "auto" else [
             f for f in METHODS if (f != "calibrated-sum" or self.table is not None)
             and (f not in PRIOR_METHODS or self.priors_)]
