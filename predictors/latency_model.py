@@ -238,9 +238,11 @@ class LatencyModel:
                                     "measure more: ofa-profile --subnets random:50")
         implausible = np.flatnonzero(~((y >= _PLAUSIBLE[0]) & (y <= _PLAUSIBLE[1])))  # NaN included
         if len(implausible):
+            first = implausible[0]
             raise LatencyModelError(
-                f"measured value {float(y[implausible[0]])!r} (row {implausible[0] + 1}) is not a time in ms or a size "
-                f"in MB: values must lie between {_PLAUSIBLE[0]:g} and {_PLAUSIBLE[1]:g}", "fix or drop those rows")
+                f"measured value {float(y[first])!r} (measurement {first + 1} of {len(y)}) is not a time in ms or a "
+                f"size in MB: values must lie between {_PLAUSIBLE[0]:g} and {_PLAUSIBLE[1]:g}",
+                "fix or drop those rows")
         methods = [self.method] if self.method != "auto" else [
             f for f in METHODS if (f != "calibrated-sum" or self.table is not None)
             and (f not in PRIOR_METHODS or self.priors_)]

@@ -274,13 +274,13 @@ def test_fit_errors_name_the_problem(tmp_path, capsys):
 @pytest.mark.parametrize("value", [1e300, 1e-300, float("nan"), -1.0])
 def test_measurements_no_device_gives_are_refused_before_any_fit(value, device, tmp_path, capsys):
     """Issue 25: 1e300 ms was an internal error (numpy's SVD, exit 70) and 1e-300 ms numpy's overflow and a
-    polyfit warning on stderr. Now one line naming the value and its row."""
+    polyfit warning on stderr. Now one line naming the value and where it is."""
     _, archs, measured, _, _ = device
     data = tmp_path / "measured.csv"
     _measured_csv(data, archs, [*measured[:3], value, *measured[4:]])
     assert fit_main(["latency", str(data), "--out", str(tmp_path / "m"), "--table", str(NOTE10)]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and f"measured value {value!r} (row 4)" in err, err
+    assert err.count("\n") == 1 and f"measured value {value!r} (measurement 4 of {len(measured)})" in err, err
 
 
 def test_auto_compares_each_method_on_its_own_inputs(device, fitted):
