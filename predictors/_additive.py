@@ -89,8 +89,9 @@ class AdditiveCost:
     def minimum(self, resolutions: Sequence[int] | None = None) -> tuple[float, int]:
         """The smallest cost any arch can have (at one of ``resolutions``, default all), and its resolution.
 
-        A missing entry (NaN: a row a partial table lacks) is a choice no arch can take, so where every arch at a
-        resolution needs one, that resolution's smallest cost is ``inf``; so is the answer where that holds at all.
+        A missing entry (NaN: a row a partial table lacks) is a choice no arch can take: where every arch at a
+        resolution needs one, that resolution's smallest cost is ``inf``, and where that holds at every resolution
+        asked, so is the answer.
         """
         best = np.where(np.isnan(self.block), np.inf, self.block).min(axis=2)
         stage_minima = []
