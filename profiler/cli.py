@@ -56,6 +56,7 @@ from supernet.cli_args import (
     at_least,
     budget_list,
     finite_float,
+    fraction,
     non_negative_int,
     positive_float,
     positive_int,
@@ -95,13 +96,6 @@ def _subnets_arg(text: str) -> Path | int | FewShot:
         raise argparse.ArgumentTypeError(f"{text!r}: expected {kind}:N with N positive, e.g. {kind}:20") from None
     check_subnet_count(n, text, argparse.ArgumentTypeError)
     return n if kind == "random" else FewShot(n)
-
-
-def _fraction(text: str) -> float:
-    value = finite_float(text)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a fraction from 0 up to 1 (e.g. 0.02 for 2%)")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -214,13 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
     loop.add_argument("--latency-ms", type=budget_list, help="budgets in ms, e.g. 8,10,12")
     loop.add_argument("--rounds", type=positive_int, default=3, help="searches per budget at most (default 3)")
     loop.add_argument("--generations", type=non_negative_int, default=500, help="search generations (default 500)")
-    loop.add_argument("--max-slack", type=_fraction, default=MAX_SLACK,
+    loop.add_argument("--max-slack", type=fraction, default=MAX_SLACK,
                       help="search a budget again while its best subnet leaves more than this share of it unused "
                       f"(default {MAX_SLACK})")
     loop.add_argument("--percentile", type=int, choices=list(PERCENTILES), default=50,
                       help="hold budgets on this percentile of a subnet's runs: 50, the median (default), or 90, "
                       "the slow frames (the search sums the table's p90_ms)")
-    loop.add_argument("--guard", type=_fraction, default=0.0,
+    loop.add_argument("--guard", type=fraction, default=0.0,
                       help="keep this share of each budget free: deliver subnets measured under budget x (1 - "
                       "GUARD), for a device whose timing moves between runs (default 0; 0.03 on a noisy machine)")
     loop.add_argument("--predictor", type=Path, help="accuracy predictor (default: OFA's released one, w1.2)")

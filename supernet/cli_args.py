@@ -6,8 +6,8 @@ import argparse
 import math
 from typing import NoReturn
 
-__all__ = ["MAX_BUDGETS", "OneLineParser", "at_least", "budget_list", "command_parser", "finite_float",
-           "non_negative_int", "positive_float", "positive_int", "resolution_list"]
+__all__ = ["MAX_BUDGETS", "OneLineParser", "at_least", "budget_list", "command_parser", "finite_float", "fraction",
+           "non_negative_float", "non_negative_int", "positive_float", "positive_int", "resolution_list"]
 
 # Each budget is a search (and on a device, measurements): a list longer than this is a mistake, not a plan.
 MAX_BUDGETS = 64
@@ -34,6 +34,21 @@ def positive_float(text: str) -> float:
     value = finite_float(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text} must be a number above 0")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} must be a number of 0 or more")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A share from 0 up to, not including, 1 (a slack, a guard, a dropout rate, a momentum)."""
+    value = finite_float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a fraction from 0 up to 1 (e.g. 0.02 for 2%)")
     return value
 
 

@@ -122,6 +122,26 @@ def test_bad_settings_are_one_line_errors(tmp_path, capsys):
     assert "is not a folder" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--dropout", "1.5", "is not a fraction from 0 up to 1"),  # was exit 70, torch's error once built
+    ("--dropout", "-0.5", "is not a fraction from 0 up to 1"),
+    ("--label-smoothing", "1.5", "is not a fraction from 0 up to 1"),  # was exit 70
+    ("--momentum", "-1", "is not a fraction from 0 up to 1"),  # was exit 70
+    ("--momentum", "2", "is not a fraction from 0 up to 1"),  # trained, diverging
+    ("--kd-ratio", "-1", "must be a number of 0 or more"),
+    ("--weight-decay", "-1", "must be a number of 0 or more"),
+    ("--lr", "0,1,1,1,1,1", "is not a comma-separated list of numbers above 0"),
+])
+def test_training_settings_out_of_range_are_refused_by_the_parser(flag, value, message, tmp_path, capsys):
+    """Issue 25: each of these was an internal error from torch or PyTorch's optimizer, or a run that trained on
+    nonsense; now argparse names the flag."""
+    with pytest.raises(SystemExit) as caught:
+        main(["train", "--out", str(tmp_path), f"{flag}={value}"])
+    err = capsys.readouterr().err
+    assert caught.value.code == 2 and f"argument {flag}: {value} {message}".replace("'", "") in err.replace("'", "")
+    assert not list(tmp_path.iterdir()), "nothing written"
+
+
 def test_settings_of_checkpoints_that_call_the_family_space_still_read():
     """Checkpoints from before 2026-12-07 store the family under "space"; they load and resume as they did."""
     settings = TrainSettings(width_mult=0.25, resolutions=(32,), family="proxyless")

@@ -17,7 +17,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from supernet.arch import ArchSpace
-from supernet.cli_args import command_parser, finite_float, non_negative_int, positive_int, resolution_list
+from supernet.cli_args import (
+    command_parser,
+    finite_float,
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    resolution_list,
+)
 from supernet.errors import UsageError, run_command
 from supernet.plan import family_named
 from supernet.quantize import PRECISIONS
@@ -35,11 +44,11 @@ def _ints(text: str) -> tuple[int, ...]:
     return values
 
 
-def _floats(text: str) -> tuple[float, ...]:
+def _learning_rates(text: str) -> tuple[float, ...]:
     try:
-        values = tuple(finite_float(v) for v in text.split(",") if v.strip())
+        values = tuple(positive_float(v) for v in text.split(",") if v.strip())
     except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers above 0") from None
     if not values:
         raise argparse.ArgumentTypeError("give one number per phase, e.g. 0.025,0.03,0.0025,0.0075,0.0025,0.0075")
     return values
@@ -61,14 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=_ints, metavar="N,...",
                        help=f"epochs after warm-up per phase ({','.join(PHASE_NAMES)}); default the paper's")
     train.add_argument("--warmup-epochs", type=_ints, metavar="N,...", help="warm-up epochs per phase")
-    train.add_argument("--lr", type=_floats, metavar="LR,...", help="learning rate per phase, per 64 images")
+    train.add_argument("--lr", type=_learning_rates, metavar="LR,...", help="learning rate per phase, per 64 images")
     train.add_argument("--first-phase", choices=PHASE_NAMES, default="full", help="phase to start with (full)")
     train.add_argument("--init", type=Path, help="start from these weights (e.g. a trained full network)")
-    train.add_argument("--label-smoothing", type=finite_float, default=0.1, help="(0.1)")
-    train.add_argument("--kd-ratio", type=finite_float, default=1.0, help="weight of the distillation loss (1.0)")
-    train.add_argument("--weight-decay", type=finite_float, default=3e-5, help="on conv and linear weights (3e-5)")
-    train.add_argument("--momentum", type=finite_float, default=0.9, help="Nesterov momentum (0.9)")
-    train.add_argument("--dropout", type=finite_float, default=0.1, help="before the classifier (0.1)")
+    train.add_argument("--label-smoothing", type=fraction, default=0.1, help="(0.1)")
+    train.add_argument("--kd-ratio", type=non_negative_float, default=1.0, help="weight of the distillation loss (1.0)")
+    train.add_argument("--weight-decay", type=non_negative_float, default=3e-5,
+                       help="on conv and linear weights (3e-5)")
+    train.add_argument("--momentum", type=fraction, default=0.9, help="Nesterov momentum (0.9)")
+    train.add_argument("--dropout", type=fraction, default=0.1, help="before the classifier (0.1)")
     train.add_argument("--seed", type=non_negative_int, default=0, help="seed of every draw (0)")
     train.add_argument("--checkpoint-every", type=positive_int, default=50, help="steps between checkpoints (50)")
     train.add_argument("--log-every", type=positive_int, default=10, help="steps per line of train_log.csv (10)")
