@@ -39,7 +39,14 @@ from pathlib import Path
 import numpy as np
 
 from predictors.latency_model import METHODS, PRIOR_METHODS
-from supernet.cli_args import command_parser, finite_float, non_negative_int, positive_int
+from supernet.cli_args import (
+    command_parser,
+    finite_float,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from supernet.errors import OFAProfileError, UsageError, run_command
 from supernet.files import json_loads, read_input
 
@@ -55,9 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="OFA's MLP (400-400-400), or ridge regression on the same features (mlp)")
     accuracy.add_argument("--test-fraction", type=finite_float, default=0.2, help="rows held out (0.2)")
     accuracy.add_argument("--epochs", type=positive_int, default=200, help="MLP: passes over the rows (200)")
-    accuracy.add_argument("--lr", type=finite_float, default=1e-3, help="MLP: Adam learning rate (1e-3)")
-    accuracy.add_argument("--weight-decay", type=finite_float, default=1e-4, help="MLP: Adam weight decay (1e-4)")
-    accuracy.add_argument("--alpha", type=finite_float, default=1.0, help="ridge: L2 penalty (1.0)")
+    accuracy.add_argument("--lr", type=positive_float, default=1e-3, help="MLP: Adam learning rate (1e-3)")
+    accuracy.add_argument("--weight-decay", type=non_negative_float, default=1e-4, help="MLP: Adam weight decay (1e-4)")
+    accuracy.add_argument("--alpha", type=non_negative_float, default=1.0, help="ridge: L2 penalty (1.0)")
     accuracy.add_argument("--seed", type=non_negative_int, default=0, help="seed of the split and the fit (0)")
     accuracy.add_argument("--json", action="store_true", help="print the report as JSON")
     latency = _model_command(commands, "latency", "measured_ms", METHODS)

@@ -157,6 +157,21 @@ def test_ofa_fit_saves_a_predictor_ofa_search_reads(tmp_path, capsys):
     assert main(["accuracy", str(tmp_path / "none.csv"), "--out", str(tmp_path / "q")]) == 2
 
 
+@pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--lr", "-1", "must be a number above 0"),  # was exit 70: Adam's "Invalid learning rate"
+    ("--weight-decay", "-1", "must be a number of 0 or more"),  # was exit 70
+    ("--alpha", "-1", "must be a number of 0 or more"),  # a negative ridge penalty fitted
+])
+def test_fit_settings_out_of_range_are_refused_by_the_parser(flag, value, message, synthetic_csv, tmp_path, capsys):
+    """Issue 25: one line naming the flag, and no predictor written."""
+    from predictors.fit_cli import main
+
+    with pytest.raises(SystemExit) as caught:
+        main(["accuracy", str(synthetic_csv), "--out", str(tmp_path / "p"), "--model", "mlp", f"{flag}={value}"])
+    assert caught.value.code == 2 and f"argument {flag}: {value} {message}" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
 def test_a_proxyless_supernet_gives_a_dataset_and_a_predictor_of_its_space(tmp_path, capsys):
     """The way to an accuracy predictor for the ProxylessNAS space, which OFA did not release: its subnets scored
     on your images, then ofa-fit accuracy; the predictor encodes 21 blocks and predicts that space's archs."""
