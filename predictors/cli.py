@@ -26,6 +26,7 @@ from supernet.cli_args import (
     positive_float,
     positive_int,
     resolution_list,
+    width_multiplier,
 )
 from supernet.errors import UsageError, run_command
 from supernet.plan import FAMILIES, MOBILENETV3, Family
@@ -91,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--space", dest="family", choices=sorted(FAMILIES),
                    help="supernet family, mobilenetv3 or proxyless (default: the tables', else mobilenetv3)")
-    p.add_argument("--width", type=float, help="supernet width (default: the tables', else 1.2; 1.3 for proxyless)")
+    p.add_argument("--width", type=width_multiplier,
+                   help="supernet width (default: the tables', else 1.2; 1.3 for proxyless)")
     p.add_argument("--n-classes", type=positive_int, default=None,
                    help="classifier outputs (default: the tables', else 1000)")
     p.add_argument("--predictor", type=Path, help="accuracy predictor (.pt + .json); default: OFA's, for w1.2")

@@ -40,12 +40,14 @@ import numpy as np
 
 from predictors.latency_model import METHODS, PRIOR_METHODS
 from supernet.cli_args import (
+    at_least,
     command_parser,
     finite_float,
     non_negative_float,
     non_negative_int,
     positive_float,
     positive_int,
+    width_multiplier,
 )
 from supernet.errors import OFAProfileError, UsageError, run_command
 from supernet.files import json_loads, read_input
@@ -89,9 +91,9 @@ def _model_command(commands, quantity: str, column: str, methods: Sequence[str])
     command.add_argument("--out", type=Path, required=True, help="model stem: writes OUT.json and OUT.npz")
     command.add_argument("--method", "--family", choices=("auto", *methods), default="auto",
                          help="fitting method (auto: the best by cross-validation; --family is its former name)")
-    command.add_argument("--width", type=float, help="supernet width (default: the CSV's width_mult"
+    command.add_argument("--width", type=width_multiplier, help="supernet width (default: the CSV's width_mult"
                          + (", or the table's)" if quantity == "latency" else ")"))
-    command.add_argument("--cv", type=positive_int, default=5, help="cross-validation folds (5)")
+    command.add_argument("--cv", type=at_least(2), default=5, help="cross-validation folds, 2 or more (5)")
     command.add_argument("--seed", type=non_negative_int, default=0, help="seed of the folds and the fit (0)")
     command.add_argument("--json", action="store_true", help="print the report as JSON")
     return command

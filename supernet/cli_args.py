@@ -7,7 +7,8 @@ import math
 from typing import NoReturn
 
 __all__ = ["MAX_BUDGETS", "OneLineParser", "at_least", "budget_list", "command_parser", "finite_float", "fraction",
-           "non_negative_float", "non_negative_int", "positive_float", "positive_int", "resolution_list"]
+           "non_negative_float", "non_negative_int", "positive_float", "positive_int", "resolution_list",
+           "width_multiplier"]
 
 # Each budget is a search (and on a device, measurements): a list longer than this is a mistake, not a plan.
 MAX_BUDGETS = 64
@@ -34,6 +35,19 @@ def positive_float(text: str) -> float:
     value = finite_float(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text} must be a number above 0")
+    return value
+
+
+# Channel counts are the base ones times the width: far past the released widths they stop meaning a network.
+MAX_WIDTH = 10.0
+
+
+def width_multiplier(text: str) -> float:
+    """A supernet width: above 0 and at most :data:`MAX_WIDTH`."""
+    value = finite_float(text)
+    if not 0 < value <= MAX_WIDTH:
+        raise argparse.ArgumentTypeError(f"{text} must lie above 0 and at most {MAX_WIDTH:g} (the released supernets "
+                                         "are 1.0 and 1.2 for MobileNetV3, 1.3 for ProxylessNAS)")
     return value
 
 

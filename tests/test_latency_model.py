@@ -271,6 +271,26 @@ def test_fit_errors_name_the_problem(tmp_path, capsys):
     assert "--table or --latency-model" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--cv", "1"], "--cv: 1 must be 2 or more"),  # was exit 70: scikit-learn's KFold
+    (["--width", "-1"], "--width: -1 must lie above 0"),  # was exit 70
+    (["--width", "1e300"], "--width: 1e300 must lie above 0 and at most 10"),  # was exit 70: an OverflowError
+    (["--width", "0"], "--width: 0 must lie above 0"),  # was taken as no width at all
+])
+def test_fit_and_search_settings_out_of_range_are_refused_by_the_parser(argv, message, device, tmp_path, capsys):
+    """Issue 25: one line naming the flag, from ofa-fit and from ofa-search alike."""
+    _, archs, measured, _, _ = device
+    data = tmp_path / "measured.csv"
+    _measured_csv(data, archs, measured)
+    with pytest.raises(SystemExit) as caught:
+        fit_main(["latency", str(data), "--out", str(tmp_path / "m"), *argv])
+    assert caught.value.code == 2 and message in capsys.readouterr().err
+    if argv[0] == "--width":
+        with pytest.raises(SystemExit) as caught:
+            search_main(["--table", str(NOTE10), "--latency-ms", "20", *argv])
+        assert caught.value.code == 2 and message in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("value", [1e300, 1e-300, float("nan"), -1.0])
 def test_measurements_no_device_gives_are_refused_before_any_fit(value, device, tmp_path, capsys):
     """Issue 25: 1e300 ms was an internal error (numpy's SVD, exit 70) and 1e-300 ms numpy's overflow and a

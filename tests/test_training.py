@@ -131,6 +131,7 @@ def test_bad_settings_are_one_line_errors(tmp_path, capsys):
     ("--kd-ratio", "-1", "must be a number of 0 or more"),
     ("--weight-decay", "-1", "must be a number of 0 or more"),
     ("--lr", "0,1,1,1,1,1", "is not a comma-separated list of numbers above 0"),
+    ("--width", "1e300", "must lie above 0 and at most 10"),  # was exit 70: an OverflowError
 ])
 def test_training_settings_out_of_range_are_refused_by_the_parser(flag, value, message, tmp_path, capsys):
     """Issue 25: each of these was an internal error from torch or PyTorch's optimizer, or a run that trained on

@@ -19,13 +19,13 @@ from pathlib import Path
 from supernet.arch import ArchSpace
 from supernet.cli_args import (
     command_parser,
-    finite_float,
     fraction,
     non_negative_float,
     non_negative_int,
     positive_float,
     positive_int,
     resolution_list,
+    width_multiplier,
 )
 from supernet.errors import UsageError, run_command
 from supernet.plan import family_named
@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default="digits",
                         help="an ImageFolder root (with train/ and val/, or one tree) or 'digits' (bundled)")
-    parser.add_argument("--width", type=finite_float, default=1.0, help="width multiplier (1.0)")
+    parser.add_argument("--width", type=width_multiplier, default=1.0, help="width multiplier (1.0)")
     parser.add_argument("--resolutions", type=resolution_list,
                         help="input resolutions (default OFA's, 128..224 step 4)")
     parser.add_argument("--bn-images", type=positive_int, default=2000,
