@@ -9,6 +9,7 @@ hashing look only at the active part: two archs that build the same network are 
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from collections.abc import Iterator, Mapping, Sequence
@@ -303,9 +304,11 @@ class ArchSpace:
         _check_list("e", arch.e, self.n_blocks, self.expand_ratios, "one expand ratio per elastic block")
         _check_depths(arch.d, self.layout, self.depths)
         if arch.r not in self.resolutions:
-            lo, hi = self.resolutions[0], self.resolutions[-1]
-            step = self.resolutions[1] - lo if len(self.resolutions) > 1 else 0
-            raise ArchError(f"r = {arch.r} is not in this supernet's resolution list: {lo}..{hi} step {step}")
+            rs = self.resolutions
+            steps = {b - a for a, b in itertools.pairwise(rs)}
+            listed = f"{rs[0]}..{rs[-1]} step {steps.pop()}" if len(rs) > 8 and len(steps) == 1 else \
+                ", ".join(map(str, rs))
+            raise ArchError(f"r = {arch.r} is not in this supernet's resolution list: {listed}")
         return arch
 
     def sample(self, rng: random.Random | int | None = None) -> Arch:
