@@ -155,6 +155,15 @@ class ArchBatch:
                                  f"{list(space.stage_depths(s))}")
 
 
+def _whole_numbers(values: list, dtype: type) -> np.ndarray:
+    """``values`` as an integer array; anything else (160.5, true, "3") raises, so the entry is parsed alone and
+    named, where a cast would have taken 160.5 for 160."""
+    array = np.asarray(values)
+    if array.dtype.kind not in "iu" and not (array.dtype.kind == "f" and np.array_equal(array, np.round(array))):
+        raise TypeError(f"not whole numbers: {array.dtype}")
+    return array.astype(dtype)
+
+
 def batch_from_dicts(items: Sequence[Any], where: str) -> ArchBatch:
     """Archs in OFA's dict shape (``ks``, ``e``, ``d``, ``r``) as a batch, about a microsecond each.
 
@@ -162,11 +171,11 @@ def batch_from_dicts(items: Sequence[Any], where: str) -> ArchBatch:
     fit is parsed alone, so the error names it (``where``, entry number) and what is wrong.
     """
     try:
-        ks = np.array([item["ks"] for item in items], dtype=np.int8)
-        e = np.array([item["e"] for item in items], dtype=np.int8)
-        d = np.array([item["d"] for item in items], dtype=np.int8)
-        r = np.array([item["r"][0] if isinstance(item.get("r"), list) else item.get("r", item.get("image_size"))
-                      for item in items], dtype=np.int16)
+        ks = _whole_numbers([item["ks"] for item in items], np.int8)
+        e = _whole_numbers([item["e"] for item in items], np.int8)
+        d = _whole_numbers([item["d"] for item in items], np.int8)
+        r = _whole_numbers([item["r"][0] if isinstance(item.get("r"), list) else item.get("r", item.get("image_size"))
+                            for item in items], np.int16)
         batch = ArchBatch(ks, e, d, r)
         space = ArchSpace(resolutions=tuple(np.unique(r).tolist()), layout=batch.layout)
         batch.check(space)

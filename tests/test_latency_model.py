@@ -176,6 +176,14 @@ def test_batch_from_dicts_names_the_bad_arch():
     archs[1]["d"] = [2, 3, 5, 2, 2]
     with pytest.raises(ArchError, match=r"f\.json: arch 2: d\[2\] = 5"):
         batch_from_dicts(archs, "f.json")
+    # A cast to integers took these for 160 and 3 (issue 25); whole numbers written as floats still read.
+    for field, value, message in (("r", [160.5], r"resolution 160\.5 must be an int"), ("ks", 3.5, r"ks\[0\] = 3\.5")):
+        bad = [dict(a) for a in archs[:1]]
+        bad[0][field] = value if field == "r" else [value, *bad[0]["ks"][1:]]
+        with pytest.raises(ArchError, match=rf"f\.json: arch 1: {message}"):
+            batch_from_dicts(bad, "f.json")
+    whole = [{**archs[0], "ks": [float(k) for k in archs[0]["ks"]]}]
+    assert batch_from_dicts(whole, "f.json").ks.tolist() == [archs[0]["ks"]]
 
 
 def _measured_csv(path, archs, measured):
