@@ -76,14 +76,17 @@ class Ridge:
 
 
 class PriorMix:
-    """Latency on a new device from other devices' predictions (the prior columns), in log space.
+    """Latency on a new device from other devices' predictions (the prior columns), in log space:
+    ``log t = b + Σ w_j log p_j``.
 
-    It starts from the prior whose straight line ``log t = a · log p + b`` predicts the measured subnets best when
-    each is left out (what transferring one device's model to another does), and adds the other priors'
-    departures from it, ``Σ w_j (log p_j − log p_best)``, with a ridge penalty on ``w`` chosen by leave-one-out
-    error; an infinite penalty, the plain line, is among the choices. So five subnets fit the line, and each
-    subnet more lets the mix lean on the priors that explain what the best one misses (stacking, as in
-    Wolpert's *Stacked generalization* and Breiman's *Stacked regressions*, on log latencies).
+    It starts from the priors' consensus. Each prior's starting weight is how likely the measured subnets are under
+    the line of slope one ``log t = log p_j + b``, a device uniformly some factor slower or faster than that prior:
+    the Gaussian likelihood of its residuals, normalised over the priors (Bayesian model averaging with equal odds).
+    The exponents ``w`` then move away from that start under a ridge penalty ``α |w − w_start|²``, with ``α`` chosen
+    by exact leave-one-out error and the one-standard-error rule over a grid that includes an infinite penalty (the
+    consensus itself). So a handful of subnets keep the consensus, and each subnet more lets the mix fit a slope and
+    lean on the priors that explain what the consensus misses (stacking, as in Wolpert's *Stacked generalization*
+    and Breiman's *Stacked regressions*, on log latencies).
     """
 
     ALPHAS = (*np.logspace(-3, 4, 15), np.inf)
@@ -96,48 +99,57 @@ class PriorMix:
 
     def fit(self, x: np.ndarray, y: np.ndarray, seed: int) -> PriorMix:
         logs, target = self._logs(x), np.log(y)
-        errors = [_loo_errors(_design(logs[:, [j]], logs[:, []]), target, np.inf) for j in range(logs.shape[1])]
-        self.best = int(np.argmin([np.mean(e**2) for e in errors]))
-        departures = np.delete(logs, self.best, axis=1) - logs[:, [self.best]]
-        self.scale = departures.std(axis=0)
-        self.scale[self.scale == 0] = 1.0
-        design = _design(logs[:, [self.best]], departures / self.scale)
-        alpha = min(self.ALPHAS, key=lambda a: (np.mean(_loo_errors(design, target, a) ** 2), -a))
-        self.alpha = float(alpha)
-        self.coef = _solve(design, target, alpha)
+        self.start = _consensus(logs, target)
+        design, rest = _with_intercept(logs), target - logs @ self.start
+        squared = {alpha: _loo_errors(design, rest, alpha) ** 2 for alpha in self.ALPHAS}
+        best = min(self.ALPHAS, key=lambda a: (squared[a].mean(), -a))
+        bound = squared[best].mean() + squared[best].std(ddof=1) / np.sqrt(len(target))
+        self.alpha = float(max(a for a in self.ALPHAS if squared[a].mean() <= bound))
+        self.coef = _solve(design, rest, self.alpha) + np.insert(self.start, 0, 0.0)
         return self
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        logs = self._logs(x)
-        departures = np.delete(logs, self.best, axis=1) - logs[:, [self.best]]
-        return np.exp(_design(logs[:, [self.best]], departures / self.scale) @ self.coef)
+        return np.exp(_with_intercept(self._logs(x)) @ self.coef)
 
     def weights(self) -> np.ndarray:
         """The exponent of each prior in the fitted mix (``t ∝ Π p_j^w_j``), in column order."""
-        others = self.coef[2:] / self.scale
-        return np.insert(others, self.best, self.coef[1] - others.sum())
+        return self.coef[1:]
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"columns": np.array(self.columns), "best": np.array(self.best), "scale": self.scale,
-                "alpha": np.array(self.alpha), "coef": self.coef}
+        return {"columns": np.array(self.columns), "start": self.start, "alpha": np.array(self.alpha),
+                "coef": self.coef}
 
     @classmethod
     def from_arrays(cls, a: Mapping[str, np.ndarray]) -> PriorMix:
         mix = cls(tuple(int(c) for c in np.atleast_1d(a["columns"])))
-        mix.best, mix.scale, mix.alpha, mix.coef = int(a["best"]), a["scale"], float(a["alpha"]), a["coef"]
+        mix.alpha, mix.coef = float(a["alpha"]), a["coef"]
+        if "best" in a:  # format 3 stored the best prior's line and the others' scaled departures from it
+            best, others = int(a["best"]), a["coef"][2:] / a["scale"]
+            mix.coef = np.concatenate([a["coef"][:1], np.insert(others, best, a["coef"][1] - others.sum())])
+            mix.start = np.eye(len(mix.columns))[best]
+        else:
+            mix.start = a["start"]
         return mix
 
 
-def _design(anchor: np.ndarray, departures: np.ndarray) -> np.ndarray:
-    """Columns [1, anchor, departures...]: the first two unpenalised."""
-    return np.concatenate([np.ones((len(anchor), 1)), anchor, departures], axis=1)
+def _consensus(logs: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Each prior's likelihood as the line of slope one through the measured subnets, normalised: the mean squared
+    residual about the best offset, to the power ``-n/2`` (floored, so a prior that fits exactly is not a 0/0)."""
+    spread = np.maximum(np.var(target[:, None] - logs, axis=0), 1e-12)
+    likelihood = np.exp(-len(target) / 2 * np.log(spread / spread.min()))
+    return likelihood / likelihood.sum()
+
+
+def _with_intercept(logs: np.ndarray) -> np.ndarray:
+    """Columns [1, log p_1, ...]: the first unpenalised."""
+    return np.concatenate([np.ones((len(logs), 1)), logs], axis=1)
 
 
 def _penalty(design: np.ndarray, alpha: float) -> np.ndarray:
-    """The ridge penalty on all but the first two columns; an infinite one drops them (a tiny ridge keeps the two
-    unpenalised columns solvable when every subnet has the same prediction)."""
+    """The ridge penalty on all but the intercept; an infinite one keeps the start (a tiny ridge keeps the intercept
+    solvable)."""
     diagonal = np.full(design.shape[1], 1e-9)
-    diagonal[2:] = 1e12 if np.isinf(alpha) else alpha
+    diagonal[1:] = 1e12 if np.isinf(alpha) else alpha
     return np.diag(diagonal)
 
 

@@ -54,7 +54,8 @@ __all__ = ["FORMAT_VERSION", "METHODS", "PRIOR_METHODS", "QUANTITIES", "LatencyM
            "latency_metrics"]
 
 FORMAT = "ofa-profile latency model"
-FORMAT_VERSION = 3  # 2: models with priors; 3: the fitting method under "method" (before, "family")
+FORMAT_VERSION = 4  # 2: models with priors; 3: the fitting method under "method" (before, "family"); 4: a prior mix
+# stores its exponents and start (before, the best prior's line and scaled departures: still read)
 METHODS = ("calibrated-sum", "priors", "ridge", "priors+ridge", "ridge+boosting", "ridge+mlp")
 PRIOR_METHODS = ("priors", "priors+ridge")  # only with priors
 _MIN_SUBNETS = 5

@@ -81,7 +81,7 @@ def test_each_method_predicts_and_reloads_the_same(device, tmp_path):
         json_path, npz_path = model.save(tmp_path / f"{method}.w1.2")  # a stem with dots keeps them
         assert (json_path.name, npz_path.name) == (f"{method}.w1.2.json", f"{method}.w1.2.npz")
         document = json.loads(json_path.read_text())
-        assert (document["format_version"], document["method"]) == (3, method)
+        assert (document["format_version"], document["method"]) == (FORMAT_VERSION, method)
         with np.load(npz_path, allow_pickle=False) as stored:
             assert all(stored[k].dtype != object for k in stored.files)
         again = LatencyModel.load(tmp_path / f"{method}.w1.2")
