@@ -23,9 +23,11 @@ Each other device's prior is ``ofa-fit latency`` on its whole pool.
     PYTHONPATH=. .venv/bin/python -m benchmarks.fewshot_latency --out /tmp/fs --skip-measure
     PYTHONPATH=. .venv/bin/python -m benchmarks.fewshot_latency --out /tmp/fs --skip-measure \
         --ship predictors/data/priors
+    PYTHONPATH=. .venv/bin/python -m benchmarks.fewshot_latency --out /tmp/fs --from-shipped   # no measuring
 
 ``--ship`` also fits each device's model on all its subnets and writes it, with its provenance, into the library
-of priors this package ships (``ofa-fit priors``).
+of priors this package ships (``ofa-fit priors``). Each shipped model keeps the subnets it was fitted on with their
+measured latencies, so ``--from-shipped`` scores those measurements (the README's) without measuring anything.
 """
 
 from __future__ import annotations
@@ -75,9 +77,19 @@ def measure(out: Path, n: int, seed: int, devices: list[str]) -> dict[str, float
     return seconds
 
 
-def read_devices(out: Path, devices: list[str]) -> tuple[ArchBatch, list[str], dict[str, np.ndarray]]:
+def from_shipped(data: Path, devices: list[str], library: Path) -> None:
+    """Each device's measured subnets as ``--subnets`` wrote them, from the shipped prior fitted on them."""
+    for name in devices:
+        model = LatencyModel.load(library / f"local-{name}")
+        folder = data / name
+        folder.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame({"arch": [arch.to_json() for arch in model.train_batch_.to_archs()],
+                      "measured_ms": model.train_ms_}).to_csv(folder / "shipped_random_100.csv", index=False)
+
+
+def read_devices(data: Path, devices: list[str]) -> tuple[ArchBatch, list[str], dict[str, np.ndarray]]:
     """The subnets every device measured (in one order) and each device's latencies of them."""
-    frames = {name: next((out / "data" / name).glob("*_random_*.csv")) for name in devices}
+    frames = {name: next((data / name).glob("*_random_*.csv")) for name in devices}
     frames = {name: pd.read_csv(path).drop_duplicates("arch").set_index("arch") for name, path in frames.items()}
     archs = sorted(set.intersection(*(set(f.index) for f in frames.values())))
     batch = batch_from_dicts([json.loads(a) for a in archs], "measured")
@@ -223,10 +235,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--skip-measure", action="store_true", help="score what --out already holds")
     parser.add_argument("--ship", type=Path, help="write each device's model, fitted on all its subnets, here")
+    parser.add_argument("--from-shipped", action="store_true",
+                        help="score the measurements the shipped priors were fitted on, measuring nothing")
     args = parser.parse_args()
     devices = args.devices.split(",")
-    seconds = None if args.skip_measure else measure(args.out, args.subnets, args.seed, devices)
-    batch, _, latencies = read_devices(args.out, devices)
+    data = args.out / ("shipped" if args.from_shipped else "data")
+    if args.from_shipped:
+        from_shipped(data, devices, Path(__file__).resolve().parents[1] / "predictors" / "data" / "priors")
+    seconds = None if args.skip_measure or args.from_shipped else measure(args.out, args.subnets, args.seed, devices)
+    batch, _, latencies = read_devices(data, devices)
     if args.ship:
         print(json.dumps(ship(batch, latencies, args.ship), indent=2))
         return
