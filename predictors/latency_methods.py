@@ -124,8 +124,12 @@ class PriorMix:
         mix = cls(tuple(int(c) for c in np.atleast_1d(a["columns"])))
         mix.alpha, mix.coef = float(a["alpha"]), a["coef"]
         if "best" in a:  # format 3 stored the best prior's line and the others' scaled departures from it
-            best, others = int(a["best"]), a["coef"][2:] / a["scale"]
+            best = int(a["best"])
+            with np.errstate(divide="ignore", invalid="ignore"):  # format 3 never stored a zero scale
+                others = a["coef"][2:] / a["scale"]
             mix.coef = np.concatenate([a["coef"][:1], np.insert(others, best, a["coef"][1] - others.sum())])
+            if not np.isfinite(mix.coef).all():
+                raise ValueError("a prior mix with a zero scale")
             mix.start = np.eye(len(mix.columns))[best]
         else:
             mix.start = a["start"]

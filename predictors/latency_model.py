@@ -13,7 +13,8 @@ cross-validation:
 
 With priors (other devices' tables or models, :class:`Prior`), a new device needs only a few measured subnets:
 
-- ``priors``: the priors' predictions mixed in log space (:class:`~predictors.latency_methods.PriorMix`);
+- ``priors``: the priors' predictions mixed in log space, starting from their consensus
+  (:class:`~predictors.latency_methods.PriorMix`);
 - ``priors+ridge``: the ridge, starting from that mix instead of from a constant.
 
 scikit-learn fits them; predictions run in NumPy alone, and the saved model is two plain files (JSON and npz,

@@ -108,6 +108,9 @@ def test_a_mix_saved_by_format_3_predicts_as_it_did():
     departures = (logs[:, [0, 2]] - logs[:, [1]]) / scale
     assert np.allclose(old.predict(p), np.exp(coef[0] + coef[1] * logs[:, 1] + departures @ coef[2:]))
     assert np.allclose(PriorMix.from_arrays(old.arrays()).predict(p), old.predict(p))
+    with pytest.raises(ValueError, match="zero scale"):
+        PriorMix.from_arrays({"columns": np.array([0, 1, 2]), "best": np.array(1), "scale": np.array([0.5, 0.0]),
+                              "alpha": np.array(np.inf), "coef": coef})
 
 
 @pytest.mark.parametrize("method", ["priors", "priors+ridge"])
