@@ -175,6 +175,11 @@ class LatencyPredictor:
         return LatencyPredictor(self.table, self.statistic, self.interpolate, calibration=calibration,
                                 width_mult=self.width_mult, n_classes=self.n_classes)
 
+    def fitted_on(self) -> tuple[ArchBatch, np.ndarray]:
+        """The whole subnets this predictor was fitted on, with their latencies: none, as a table's rows are not
+        whole subnets and its calibration keeps no archs (:meth:`LatencyModel.fitted_on` has them)."""
+        return ArchBatch.coerce([]), np.empty(0)
+
     def describe(self) -> str:
         """Which latency this predictor gives: the calibration's line, or raw table sums and how to calibrate."""
         column = "" if self.statistic == "median_ms" else f" of {self.statistic}"
@@ -328,3 +333,5 @@ class LatencySource(Protocol):
     def report(self) -> dict[str, Any]: ...
 
     def refit(self, archs: ArchBatch | Iterable[Arch], measured_ms: Sequence[float]) -> LatencySource: ...
+
+    def fitted_on(self) -> tuple[ArchBatch, np.ndarray]: ...

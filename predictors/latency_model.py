@@ -513,6 +513,11 @@ class LatencyModel:
         return Prior(str(entry["name"]), str(entry["sha256"]), str(entry["source"]), predictor,
                      family_named(entry["space"]), float(entry["width_mult"]))
 
+    def fitted_on(self) -> tuple[ArchBatch, np.ndarray]:
+        """The whole subnets this model was fitted on and their measured latencies (at its anchor)."""
+        self._check_fitted()
+        return self.train_batch_, self.train_ms_
+
     def refit(self, archs: ArchBatch | Iterable[Arch], measured_ms: Sequence[float]) -> LatencyModel:
         """A model of the same method fitted on its own subnets plus these (the closed loop's new measurements)."""
         self._check_fitted()

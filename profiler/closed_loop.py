@@ -7,9 +7,10 @@ model) with every measurement so far. A budget closes when the best subnet measu
 ``max_slack`` (2%) of it unused: a subnet well under budget gives accuracy away. For the rest the search limit
 moves by what the refitted predictor still misses on the round's subnet (budget · 0.99 · predicted / measured):
 down after an overshoot, up when the device ran faster than predicted. After ``max_rounds``, each budget gets the
-best subnet the loop measured at or under it, whichever budget it was found for; failing that, the fastest subnet
-of the space if that one measures under it, else it is reported as unmeetable, with the fastest subnet's measured
-latency.
+best subnet the loop measured at or under it, whichever budget it was found for; failing that, with a latency
+model, the best of the subnets it was fitted on that measured under it, measured again; failing that, the fastest
+subnet of the space if that one measures under it, else it is reported as unmeetable, with the fastest subnet's
+measured latency.
 
 With a ``guard`` (a share of the budget), the loop aims under ``budget · (1 − guard)`` instead: a subnet counts as
 under budget only if it measured that far under it. Another timing of the same file may read slower (on this
@@ -141,7 +142,7 @@ def closed_loop(
         One delivery per budget, in order, and the predictor refitted on every measurement (its ``refit``: a
         table's calibration on its stored points plus the loop's; a fitted model on its own subnets plus the loop's).
     """
-    refit = predictor.refit  # the given predictor's: each round refits it on every measurement so far
+    given, refit = predictor, predictor.refit  # the given predictor's: each round refits it on every measurement
     targets = [float(b) * (1 - guard) for b in budgets]
     limits = dict(enumerate(targets))
     searched_limit = dict(limits)
@@ -194,13 +195,23 @@ def closed_loop(
             now = float(predictor.predict([result.arch])[0])
             limits[i] = targets[i] * min(_MAX_LOOSEN, 0.99 * now / measured)
     scores = _scores(accuracy, archs_all)
+    unmet = [targets[i] for i in range(len(budgets)) if _best_under(targets[i], measured_all, scores, memory) is None]
+    before = _measured_before(given, accuracy, space, unmet, memory_search, {a.to_json() for a in archs_all})
+    if before:
+        rounds_run = max(rounds_of, default=0) + 1
+        for arch, times in zip(before, measure(before), strict=True):
+            archs_all.append(arch)
+            measured_all.append(times)
+            rounds_of.append(rounds_run)
+        predictor = refit(archs_all, [m["measured_ms"] for m in measured_all])
+        scores = _scores(accuracy, archs_all)
     delivered: dict[int, Delivery] = {}
     for i, budget in enumerate(budgets):
         best = _best_under(targets[i], measured_all, scores, memory)
         if best is None:
             continue
         arch = archs_all[best]
-        note = "" if found_for.get(arch.to_json()) == i else \
+        note = "" if found_for.get(arch.to_json()) == i else _NOT_FOUND_BEFORE if arch in before else \
             "found for another budget: the best subnet the loop measured under it"
         delivered[i] = _delivery(budget, True, arch, float(scores[best]), predictor, measured_all[best],
                                  rounds_of[best], searched_limit[i], open_loop.get(i), note, ranked_by)
@@ -225,6 +236,32 @@ def closed_loop(
 
 # A search limit may rise at most this far over its budget when the device runs faster than predicted.
 _MAX_LOOSEN = 1.5
+
+_NOT_FOUND_BEFORE = ("no subnet the search found measured under the budget: the best subnet the latency model was "
+                     "fitted on under it, measured again")
+
+
+def _measured_before(predictor, accuracy, space: ArchSpace, targets: Sequence[float], memory: Constraint | None,
+                     known: set[str]) -> list[Arch]:
+    """For each target, the best-scoring subnet the predictor was fitted on that measured at or under it then (of
+    the searched resolutions, and predicted under the memory limit), unless the loop measured it already. A latency
+    model's own subnets were measured on this device at its anchor: they are candidates when every subnet the
+    search found overshot, and better ones than the fastest of the space. They are measured again before they are
+    delivered, as the model may be older than the device's state."""
+    batch, measured_ms = predictor.fitted_on()
+    if not targets or not len(batch):
+        return []
+    keep = np.isin(batch.r, space.resolutions)
+    if memory is not None:
+        keep &= memory.predictor.predict(batch) <= memory.limit
+    archs = [arch for arch, kept in zip(batch.to_archs(), keep, strict=True) if kept]
+    measured_ms, scores = np.asarray(measured_ms)[keep], _scores(accuracy, archs)
+    picked = []
+    for target in targets:
+        under = np.flatnonzero(measured_ms <= target)
+        if len(under):
+            picked.append(archs[under[np.argmax(scores[under])]])
+    return [arch for arch in dict.fromkeys(picked) if arch.to_json() not in known]
 
 
 def _scores(accuracy, archs: Sequence[Arch]) -> np.ndarray:

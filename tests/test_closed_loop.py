@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from predictors.accuracy import AccuracyPredictor
+from predictors.archs import ArchBatch
 from predictors.complexity import MacsPredictor, ParamsPredictor
 from predictors.fit_cli import main as fit_main
 from predictors.latency import LatencyPredictor
@@ -205,6 +206,32 @@ def test_a_fitted_latency_model_closes_the_loop_too(table: Table):
     deliveries, refitted = closed_loop(model, AccuracyPredictor.default(), space, budgets, device, generations=20)
     assert all(d.met and d.measured_ms <= d.budget_ms for d in deliveries)
     assert len(refitted.train_ms_) > 30 and len(model.train_ms_) == 30
+
+
+def test_when_every_found_subnet_overshoots_a_model_s_own_subnet_is_measured_again_and_delivered(table: Table):
+    """A device that runs every subnet the search finds 30% slower than the model's own 30 subnets suggest (a
+    step no refit learns in one round): the budget gets the best of those 30 that measured under it, measured
+    again, not the fastest subnet of the space."""
+    raw = LatencyPredictor(table, calibrated=False)
+    space = ArchSpace(resolutions=(160,))
+    archs = list(space.samples(30, seed=5))
+    own = {arch.to_json() for arch in archs}
+    calls = []
+
+    def device(found):
+        calls.append(list(found))
+        return _measured([(1.0 if a.to_json() in own else 1.3) * float(raw.predict([a])[0]) for a in found])
+
+    model = LatencyModel(width_mult=1.2, cv=3).fit(archs, raw.predict(archs))
+    budget = float(np.median(raw.predict(archs)))
+    accuracy = AccuracyPredictor.default()
+    (delivery,), refitted = closed_loop(model, accuracy, space, [budget], device, max_rounds=1, generations=20)
+    under = [a for a in archs if raw.predict([a])[0] <= budget]
+    best = max(under, key=lambda a: float(accuracy.predict(ArchBatch.coerce([a]))[0]))
+    assert delivery.met and delivery.arch == best.to_json() and delivery.measured_ms <= budget
+    assert "fitted on under it, measured again" in delivery.note and delivery.rounds == 2
+    assert [len(c) for c in calls] == [1, 1] and calls[1] == [best]  # the search's subnet, then the model's again
+    assert len(refitted.train_ms_) == 32
 
 
 @pytest.mark.slow
