@@ -47,7 +47,7 @@ from ._additive import AdditiveCost
 from .accuracy import ArchEncoding
 from .archs import ArchBatch
 from .latency import LatencyResult
-from .latency_features import ArchFeatures
+from .latency_features import KERNEL_FEATURES, ArchFeatures
 from .latency_methods import METHOD_CLASSES, CalibratedSum, PriorMix, Ridge, RidgeMLP, sub_arrays
 from .ranks import spearman_rho
 
@@ -484,7 +484,8 @@ class LatencyModel:
         except ValueError as err:
             raise LatencyModelError(f"{stem}.json: {err}", "upgrade ofa-profile, or fit the model again") from None
         model.width_mult_, model.n_classes_ = float(document["width_mult"]), int(document["n_classes"])
-        model.features_ = ArchFeatures(model.width_mult_, cost, model.family_.layout)
+        model.features_ = ArchFeatures(model.width_mult_, cost, model.family_.layout,
+                                       by_kernel=KERNEL_FEATURES[0] in document["features"])
         if model.features_.names != document["features"]:
             raise LatencyModelError(f"{stem}.json was fitted on other features than this ofa-profile computes",
                                     "fit the model again with this version")

@@ -6,6 +6,7 @@ measurement path (``ofa-profile --subnets random:N``) is tested end to end in te
 
 from __future__ import annotations
 
+import functools
 import json
 
 import numpy as np
@@ -72,6 +73,39 @@ def test_models_recover_the_device(fitted, device):
     assert set(alone.cv_report_) == {"ridge", "ridge+boosting", "ridge+mlp"}  # no table, no priors
     kept, line = with_table.cv_report_[with_table.method_], with_table.cv_report_["calibrated-sum"]
     assert (kept["within_10_pct"], kept["within_5_pct"]) >= (line["within_10_pct"], line["within_5_pct"])
+
+
+def test_kernel_columns_are_the_network_s_depthwise_macs_in_5x5_and_7x7_kernels():
+    """All-3x3 archs have none; an all-7x7 arch has all its depthwise MACs in the 7x7 column; a mixed arch splits
+    them, and the three kernels' shares add up to the stages' depthwise MACs."""
+    features = ArchFeatures(1.0)
+    space = ArchSpace.for_width(1.0)
+    archs = [space.uniform(3, 4, 3, 192), space.uniform(7, 4, 3, 192), *space.samples(5, seed=2)]
+    x = pd.DataFrame(features.transform(archs), columns=features.names)
+    depthwise = x[[f"stage{s}_dw_macs_m" for s in range(5)]].sum(axis=1)
+    assert (x.loc[0, ["dw5_macs_m", "dw7_macs_m"]] == 0).all()
+    assert x.loc[1, "dw5_macs_m"] == 0 and x.loc[1, "dw7_macs_m"] == pytest.approx(depthwise[1])
+    threes = ArchFeatures(1.0).transform([a.__class__(tuple(3 for _ in a.ks), a.e, a.d, a.r) for a in archs[2:]])
+    three_dw = pd.DataFrame(threes, columns=features.names)[[f"stage{s}_dw_macs_m" for s in range(5)]].sum(axis=1)
+    # A 5x5 kernel does 25/9 of a 3x3's depthwise MACs, a 7x7 49/9: what the 3x3 version of the arch does is the rest.
+    rest = depthwise[2:].to_numpy() - x.loc[2:, "dw5_macs_m"].to_numpy() - x.loc[2:, "dw7_macs_m"].to_numpy()
+    assert np.allclose(rest + x.loc[2:, "dw5_macs_m"] * 9 / 25 + x.loc[2:, "dw7_macs_m"] * 9 / 49, three_dw)
+    assert not {"dw5_macs_m", "dw7_macs_m"} & set(ArchFeatures(1.0, by_kernel=False).names)
+
+
+def test_models_saved_before_the_kernel_columns_still_load(device, tmp_path, monkeypatch):
+    """A model fitted without the kernel columns (as every model was before them) loads and predicts the same."""
+    import predictors.latency_model as latency_model
+
+    _, archs, measured, test_archs, _ = device
+    monkeypatch.setattr(latency_model, "ArchFeatures", functools.partial(ArchFeatures, by_kernel=False))
+    old = LatencyModel("ridge", width_mult=1.2, cv=3).fit(archs, measured)
+    old.save(tmp_path / "old")
+    monkeypatch.undo()
+    again = LatencyModel.load(tmp_path / "old")
+    assert "dw7_macs_m" not in again.features_.names and "dw7_macs_m" in LatencyModel("ridge", width_mult=1.2).fit(
+        archs, measured).features_.names
+    assert np.array_equal(again.predict(test_archs), old.predict(test_archs))
 
 
 def test_each_method_predicts_and_reloads_the_same(device, tmp_path):
