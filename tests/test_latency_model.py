@@ -123,7 +123,8 @@ def test_each_method_predicts_and_reloads_the_same(device, tmp_path):
 
 
 def test_files_of_earlier_format_versions_still_load(fitted, device, tmp_path):
-    """Versions 1 and 2 named the fitting method "family" (the priors this package ships are such files)."""
+    """Versions 1 and 2 named the fitting method "family" (the priors this package shipped until 2026-12-07 were
+    such files)."""
     alone, _ = fitted
     json_path, _ = alone.save(tmp_path / "m")
     document = json.loads(json_path.read_text())
