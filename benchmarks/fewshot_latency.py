@@ -83,8 +83,9 @@ def from_shipped(data: Path, devices: list[str], library: Path) -> None:
         model = LatencyModel.load(library / f"local-{name}")
         folder = data / name
         folder.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame({"arch": [arch.to_json() for arch in model.train_batch_.to_archs()],
-                      "measured_ms": model.train_ms_}).to_csv(folder / "shipped_random_100.csv", index=False)
+        frame = pd.DataFrame({"arch": [arch.to_json() for arch in model.train_batch_.to_archs()],
+                              "measured_ms": model.train_ms_})
+        frame.to_csv(folder / f"shipped_random_{len(frame)}.csv", index=False)
 
 
 def read_devices(data: Path, devices: list[str]) -> tuple[ArchBatch, list[str], dict[str, np.ndarray]]:

@@ -34,8 +34,8 @@ from .archs import ArchBatch, choice_index
 __all__ = ["BLOCK_FEATURES", "KERNEL_FEATURES", "ArchFeatures"]
 
 BLOCK_FEATURES = ("pw_macs_m", "dw_macs_m", "se_macs_m", "activations_m", "params_m", "blocks")
-KERNEL_FEATURES = ("dw5_macs_m", "dw7_macs_m")  # the whole network's, by depthwise kernel size
 _KERNELS = (5, 7)
+KERNEL_FEATURES = tuple(f"dw{k}_macs_m" for k in _KERNELS)  # the whole network's, by depthwise kernel size
 _N_CHOICES = len(KERNEL_SIZES) * len(EXPAND_RATIOS)
 _CHUNK = 1 << 16  # archs per gather: bounds the (chunk, 21, features) temporary to about 60 MB
 

@@ -6,14 +6,15 @@ them back.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from .calibration import fit_calibration
 
 __all__ = ["FLOOR_MS", "METHOD_CLASSES", "CalibratedSum", "PriorMix", "Ridge", "RidgeBoosting", "RidgeMLP", "Trees",
-           "sub_arrays"]
+           "simplest_within_one_se", "sub_arrays"]
 
 FLOOR_MS = 1e-3  # a ridge that extrapolates below zero still leaves a positive base for the residual models
 
@@ -101,10 +102,9 @@ class PriorMix:
         logs, target = self._logs(x), np.log(y)
         self.start = _consensus(logs, target)
         design, rest = _with_intercept(logs), target - logs @ self.start
-        squared = {alpha: _loo_errors(design, rest, alpha) ** 2 for alpha in self.ALPHAS}
-        best = min(self.ALPHAS, key=lambda a: (squared[a].mean(), -a))
-        bound = squared[best].mean() + squared[best].std(ddof=1) / np.sqrt(len(target))
-        self.alpha = float(max(a for a in self.ALPHAS if squared[a].mean() <= bound))
+        # The largest penalty, the simplest mix, comes first.
+        squared = {alpha: _loo_errors(design, rest, alpha) ** 2 for alpha in reversed(self.ALPHAS)}
+        self.alpha = float(simplest_within_one_se(squared))
         self.coef = _solve(design, rest, self.alpha) + np.insert(self.start, 0, 0.0)
         return self
 
@@ -134,6 +134,16 @@ class PriorMix:
         else:
             mix.start = a["start"]
         return mix
+
+
+def simplest_within_one_se(errors: Mapping[Any, Sequence[float]]) -> Any:
+    """The first key (keys ordered from the simplest model) whose mean error is within one standard error of the
+    smallest mean: differences smaller than the errors' own spread are noise, and the simpler model extrapolates
+    more safely (the one-standard-error rule of Breiman et al., *Classification and Regression Trees*)."""
+    means = {key: float(np.mean(values)) for key, values in errors.items()}
+    best = errors[min(means, key=means.get)]
+    bound = min(means.values()) + (float(np.std(best, ddof=1) / np.sqrt(len(best))) if len(best) > 1 else 0.0)
+    return next(key for key in errors if means[key] <= bound)
 
 
 def _consensus(logs: np.ndarray, target: np.ndarray) -> np.ndarray:

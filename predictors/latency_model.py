@@ -48,7 +48,15 @@ from .accuracy import ArchEncoding
 from .archs import ArchBatch
 from .latency import LatencyResult
 from .latency_features import KERNEL_FEATURES, ArchFeatures
-from .latency_methods import METHOD_CLASSES, CalibratedSum, PriorMix, Ridge, RidgeMLP, sub_arrays
+from .latency_methods import (
+    METHOD_CLASSES,
+    CalibratedSum,
+    PriorMix,
+    Ridge,
+    RidgeMLP,
+    simplest_within_one_se,
+    sub_arrays,
+)
 from .ranks import spearman_rho
 
 __all__ = ["FORMAT_VERSION", "METHODS", "PRIOR_METHODS", "QUANTITIES", "LatencyModel", "LatencyModelError", "Prior",
@@ -83,17 +91,6 @@ def latency_metrics(predicted: np.ndarray, measured: np.ndarray) -> dict[str, fl
             "within_5_pct": float(np.mean(np.abs(error) <= 0.05) * 100),
             "spearman_rho": float(rho), "rms_pct": float(np.sqrt(np.mean(error**2)) * 100),
             "mean_error_pct": float(np.mean(error) * 100), "n": len(error)}
-
-
-def _one_standard_error(report: Mapping[str, Mapping[str, Any]]) -> str:
-    """The simplest method (in :data:`METHODS` order) whose mean fold RMS error is within one standard error of
-    the best method's: differences smaller than the folds' own spread are noise, and the simpler model extrapolates
-    more safely (the one-standard-error rule of Breiman et al., *Classification and Regression Trees*)."""
-    means = {method: float(np.mean(r["fold_rms_pct"])) for method, r in report.items()}
-    best = min(means, key=means.get)
-    folds = report[best]["fold_rms_pct"]
-    bound = means[best] + (float(np.std(folds, ddof=1) / np.sqrt(len(folds))) if len(folds) > 1 else 0.0)
-    return next(method for method in METHODS if method in means and means[method] <= bound)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -260,7 +257,8 @@ class LatencyModel:
                 held_out[test] = estimator.predict(x[test])
                 fold_rms.append(float(np.sqrt(np.mean((held_out[test] / y[test] - 1) ** 2)) * 100))
             self.cv_report_[method] = {**latency_metrics(held_out, y), "fold_rms_pct": fold_rms}
-        self.method_ = _one_standard_error(self.cv_report_)
+        self.method_ = simplest_within_one_se(  # METHODS lists the simplest first
+            {method: self.cv_report_[method]["fold_rms_pct"] for method in METHODS if method in self.cv_report_})
         self.estimator_ = self._estimator(self.method_).fit(inputs[self.method_], y, self.random_state)
         self.train_batch_, self.train_ms_ = batch, y
         self.resolutions_ = tuple(sorted({int(r) for r in batch.r}))
