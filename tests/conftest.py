@@ -9,6 +9,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
+import threadpoolctl
+import torch
 
 from profiler.transports.adb import AdbTransport, load_or_create_key
 from profiler.transports.base import Transport
@@ -33,6 +35,23 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if free_mb < DISK_NEEDED_MB:
         pytest.exit(f"only {free_mb} MB free under {folder}; the suite needs about {DISK_NEEDED_MB} MB there: free "
                     f"some disk, or point TMPDIR at a larger one, and rerun", returncode=1)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Threads: one BLAS and OpenMP thread per test process, and per process a test starts.
+# ----------------------------------------------------------------------------------------------------
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Two xdist workers, and the agents and commands they start, share two cores. Pools sized to the machine
+    oversubscribe it, and OpenBLAS's threads spin while they wait: the latency-model tests took 76 s on two
+    workers with the default pools and 19 s with one thread each (2026-12-07). Products of these libraries are
+    the same either way; tests that are about thread counts set their own."""
+    os.environ.update(dict.fromkeys(THREAD_VARIABLES, "1"))  # inherited by every process a test starts
+    threadpoolctl.threadpool_limits(1)  # this process loaded its BLAS and OpenMP before this hook ran
+    torch.set_num_threads(1)
 
 
 # ----------------------------------------------------------------------------------------------------
