@@ -214,10 +214,10 @@ def test_every_flag_has_a_help_line():
         assert not missing, missing
 
 
-def test_the_sidecar_records_the_command_really_run(tmp_path):
+def test_the_sidecar_records_the_command_really_run(tmp_path, export_cache):
     argv = ["--device", "local", "--width", "1.0", "--resolutions", "128", "--rows", "isolated", "--min-time", "0",
             "--min-count", "3", "--warmup", "0", "--block-ms", "1", "--regime-tolerance", "0.99", "--out",
-            str(tmp_path / "out"), "--cache", str(tmp_path / "cache"), "--quiet"]
+            str(tmp_path / "out"), "--cache", str(export_cache), "--quiet"]
     assert profile_main(argv) == 0
     sidecar = json.loads((tmp_path / "out" / "local_w1.0_onnxruntime_cpu.json").read_text())
     assert sidecar["command"].startswith("ofa-profile --device local --width 1.0")
@@ -225,11 +225,12 @@ def test_the_sidecar_records_the_command_really_run(tmp_path):
     assert modes[".csv"] == modes[".json"] == modes[".jsonl"], modes
 
 
-def test_an_affinity_the_device_lacks_is_the_agents_line_not_its_traceback(tmp_path, capsys, monkeypatch):
+def test_an_affinity_the_device_lacks_is_the_agents_line_not_its_traceback(tmp_path, capsys, monkeypatch,
+                                                                          export_cache):
     """Issue 25: affinity = [99] put the agent's OSError traceback inside ofa-profile's one-line error."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "devices.toml").write_text("[devices.pinned]\naffinity = [99]\n")
     argv = ["--device", "pinned", "--width", "1.0", "--resolutions", "128", "--rows", "isolated", "--out",
-            str(tmp_path / "out"), "--cache", str(tmp_path / "cache"), "--min-time", "0", "--reconnects", "0"]
+            str(tmp_path / "out"), "--cache", str(export_cache), "--min-time", "0", "--reconnects", "0"]
     assert _exit_code(profile_main, argv) != 0
     assert "cannot pin to CPUs [99] (Invalid argument)" in _one_line_error(capsys, "ofa-profile")

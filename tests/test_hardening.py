@@ -142,20 +142,20 @@ def test_the_lock_of_a_killed_run_is_taken_over(tmp_path, caplog):
     assert f"took over the lock of PID {holder.pid}" in caplog.text
 
 
-def _profile_command(out: Path) -> list[str]:
+def _profile_command(out: Path, cache: Path) -> list[str]:
     return [sys.executable, "-m", "profiler.cli", "--device", "local", "--width", "1.0", "--resolutions", "128",
             "--rows", "isolated", "--min-time", "0.5", "--min-count", "3", "--batch-rows", "200", "--block-ms", "1",
             "--retries", "0",
             "--quiet",
-            "--out", str(out), "--cache", str(out / "cache")]
+            "--out", str(out), "--cache", str(cache)]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_stops_the_run_within_2_s_and_the_rerun_keeps_every_row(tmp_path, signum):
+def test_a_signal_stops_the_run_within_2_s_and_the_rerun_keeps_every_row(tmp_path, signum, export_cache):
     """The agent is stopped with the run; rows it finished come back on the rerun, none measured twice."""
     out = tmp_path / "out"
-    process = subprocess.Popen(_profile_command(out), cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(_profile_command(out, export_cache), cwd=ROOT, stderr=subprocess.PIPE, text=True)
     work = out / ".local_w1.0_onnxruntime_cpu.work"
     wait_until(lambda: '"type": "result"' in _results(work), "the first measured row", timeout_s=120,
                stop=lambda: process.poll() is not None)
@@ -169,7 +169,7 @@ def test_a_signal_stops_the_run_within_2_s_and_the_rerun_keeps_every_row(tmp_pat
     assert "profiler.cli" not in stderr.split("Rerun")[0], "one line, no traceback"
     assert not _agents_running(work), "the agent must stop with the run"
     finished = _results(work).count('"type": "result"')
-    subprocess.run([*_profile_command(out), "--min-time", "0"], cwd=ROOT, check=True, timeout=600)
+    subprocess.run([*_profile_command(out, export_cache), "--min-time", "0"], cwd=ROOT, check=True, timeout=600)
     rows = [r for r in Journal(journal_path(out / "local_w1.0_onnxruntime_cpu.csv")).records() if r["type"] == "row"]
     keys = [r["key"] for r in rows]
     assert len(keys) == len(set(keys)) == len({u.key for u in all_units(1.0, [128])})
