@@ -153,6 +153,14 @@ def closed_loop(
     archs_all: list[Arch] = []
     measured_all: list[dict[str, Any]] = []
     rounds_of: list[int] = []
+
+    def record(archs: Sequence[Arch], times: Sequence[Mapping[str, Any]], round_no: int) -> LatencySource:
+        """Keep a round's measurements; the predictor refitted on every measurement so far."""
+        archs_all.extend(archs)
+        measured_all.extend(times)
+        rounds_of.extend([round_no] * len(archs))
+        return refit(archs_all, [m["measured_ms"] for m in measured_all])
+
     for round_no in range(1, max_rounds + 1):
         found = {}
         for i in (i for i in limits if i not in closed):
@@ -170,11 +178,7 @@ def closed_loop(
         new = list(dict.fromkeys(result.arch for result in found.values()))
         times = measure(new)
         by_arch = dict(zip(new, times, strict=True))
-        for arch in new:
-            archs_all.append(arch)
-            measured_all.append(by_arch[arch])
-            rounds_of.append(round_no)
-        predictor = refit(archs_all, [m["measured_ms"] for m in measured_all])
+        predictor = record(new, times, round_no)
         if memory is not None:
             memory_search = _memory_limit(memory, archs_all, measured_all)
         scores = _scores(accuracy, archs_all)
@@ -198,12 +202,7 @@ def closed_loop(
     unmet = [targets[i] for i in range(len(budgets)) if _best_under(targets[i], measured_all, scores, memory) is None]
     before = _measured_before(given, accuracy, space, unmet, memory_search, {a.to_json() for a in archs_all})
     if before:
-        rounds_run = max(rounds_of, default=0) + 1
-        for arch, times in zip(before, measure(before), strict=True):
-            archs_all.append(arch)
-            measured_all.append(times)
-            rounds_of.append(rounds_run)
-        predictor = refit(archs_all, [m["measured_ms"] for m in measured_all])
+        predictor = record(before, measure(before), max(rounds_of, default=0) + 1)
         scores = _scores(accuracy, archs_all)
     delivered: dict[int, Delivery] = {}
     for i, budget in enumerate(budgets):
