@@ -46,7 +46,7 @@ from profiler.modes import (
     profile_device,
     whole_subnets,
 )
-from profiler.protocol import Protocol
+from profiler.protocol import Protocol, flag_of
 from profiler.reference import BLOCK_REFERENCE, REFERENCE_IDS
 from profiler.rows import STRATEGIES
 from profiler.table_lock import table_lock
@@ -98,6 +98,33 @@ def _subnets_arg(text: str) -> Path | int | FewShot:
     return n if kind == "random" else FewShot(n)
 
 
+# The measurement protocol's flags: each sets the Protocol field it is named after (profiler.protocol.flag_of).
+_PROTOCOL_FLAGS = (
+    ("warmup", non_negative_int, "untimed runs before timing"),
+    ("min_count", positive_int, "samples per item at least"),
+    ("min_time_s", finite_float, "seconds per row at least"),
+    ("max_cv", finite_float, "re-measure rows noisier than this"),
+    ("retries", non_negative_int, "re-measures of an item noisier than --max-cv"),
+    ("batch_rows", positive_int, "items per agent run (and per journal write)"),
+    ("cooldown_s", finite_float, "seconds to wait on drift"),
+    ("drift_tolerance", finite_float, "re-measure a batch when the reference moved by more than this fraction"),
+    ("seed", non_negative_int, "item order, covering subnets and random subnets"),
+    ("min_sample_ms", finite_float,
+     "each sample times enough back-to-back runs to last this long (0: one run per sample)"),
+    ("block_ms", positive_float, "items and the reference workload alternate in blocks of about this many ms (the "
+     "start of a ladder that lengthens them where they disagree with a plain loop)"),
+    ("settle_ms", finite_float, "discard each block's first runs, this many ms of them"),
+    ("regime_tolerance", finite_float, "measure a batch again in longer blocks when its blocked times differ from a "
+     "plain loop by more than this fraction"),
+    ("profile_runs", positive_int, "profiled runs per network"),
+    ("profile_sessions", positive_int, "sessions of the network, each loaded afresh, that share the profiled runs"),
+    ("reconnects", non_negative_int, "when a device goes away"),
+    ("backoff_s", finite_float, "seconds before the first reconnect"),
+    ("evict_cache_mb", non_negative_int,
+     "write this many MB between timed runs, so units run with cold caches as inside a network"),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="ofa-profile", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -144,38 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the fixed workload every item is timed against: block (default) or network (a small "
                      "whole subnet); subnets measured against a table take the table's")
     defaults = Protocol()
-    how.add_argument("--warmup", type=non_negative_int, default=defaults.warmup, help="untimed runs before timing")
-    how.add_argument("--min-count", type=positive_int, default=defaults.min_count, help="samples per item at least")
-    how.add_argument("--min-time", type=finite_float, default=defaults.min_time_s, help="seconds per row at least")
-    how.add_argument("--max-cv", type=finite_float, default=defaults.max_cv, help="re-measure rows noisier than this")
-    how.add_argument("--retries", type=non_negative_int, default=defaults.retries,
-                     help="re-measures of an item noisier than --max-cv")
-    how.add_argument("--batch-rows", type=positive_int, default=defaults.batch_rows,
-                     help="items per agent run (and per journal write)")
-    how.add_argument("--cooldown", type=finite_float, default=defaults.cooldown_s, help="seconds to wait on drift")
-    how.add_argument("--drift-tolerance", type=finite_float, default=defaults.drift_tolerance,
-                     help="re-measure a batch when the reference moved by more than this fraction")
-    how.add_argument("--seed", type=non_negative_int, default=defaults.seed,
-                     help="item order, covering subnets and random subnets")
-    how.add_argument("--min-sample-ms", type=finite_float, default=defaults.min_sample_ms,
-                     help="each sample times enough back-to-back runs to last this long (0: one run per sample)")
-    how.add_argument("--block-ms", type=positive_float, default=defaults.block_ms,
-                     help="items and the reference workload alternate in blocks of about this many ms (the start "
-                     "of a ladder that lengthens them where they disagree with a plain loop)")
-    how.add_argument("--settle-ms", type=finite_float, default=defaults.settle_ms,
-                     help="discard each block's first runs, this many ms of them")
-    how.add_argument("--regime-tolerance", type=finite_float, default=defaults.regime_tolerance,
-                     help="measure a batch again in longer blocks when its blocked times differ from a plain loop "
-                     "by more than this fraction")
-    how.add_argument("--profile-runs", type=positive_int, default=defaults.profile_runs,
-                     help="profiled runs per network")
-    how.add_argument("--profile-sessions", type=positive_int, default=defaults.profile_sessions,
-                     help="sessions of the network, each loaded afresh, that share the profiled runs")
-    how.add_argument("--reconnects", type=non_negative_int, default=defaults.reconnects, help="when a device goes away")
-    how.add_argument("--backoff", type=finite_float, default=defaults.backoff_s,
-                     help="seconds before the first reconnect")
-    how.add_argument("--evict-cache-mb", type=non_negative_int, default=defaults.evict_cache_mb,
-                     help="write this many MB between timed runs, so units run with cold caches as inside a network")
+    for field, kind, text in _PROTOCOL_FLAGS:
+        flag = flag_of(field)
+        how.add_argument(flag, dest=field, type=kind, default=getattr(defaults, field), help=text,
+                         metavar=flag[2:].replace("-", "_").upper())
     subnets = parser.add_argument_group("whole subnets")
     subnets.add_argument(
         "--subnets",
@@ -325,26 +324,7 @@ def _main(argv: list[str]) -> int:
         return 0
     if not args.device:
         parser.error("give --device NAME (see --list-devices), or use `ofa-profile convert`")
-    protocol = Protocol(
-        warmup=args.warmup,
-        min_count=args.min_count,
-        min_time_s=args.min_time,
-        max_cv=args.max_cv,
-        retries=args.retries,
-        batch_rows=args.batch_rows,
-        cooldown_s=args.cooldown,
-        drift_tolerance=args.drift_tolerance,
-        seed=args.seed,
-        evict_cache_mb=args.evict_cache_mb,
-        reconnects=args.reconnects,
-        min_sample_ms=args.min_sample_ms,
-        backoff_s=args.backoff,
-        block_ms=args.block_ms,
-        settle_ms=args.settle_ms,
-        regime_tolerance=args.regime_tolerance,
-        profile_runs=args.profile_runs,
-        profile_sessions=args.profile_sessions,
-    )
+    protocol = Protocol(**{field: getattr(args, field) for field, _, _ in _PROTOCOL_FLAGS})
     if sum([bool(args.subnets), args.calibrate is not None, args.search, args.reanchor]) > 1:
         parser.error("--subnets, --calibrate, --search and --reanchor are separate runs: give one of them")
     if args.search and not args.latency_ms:

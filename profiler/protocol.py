@@ -14,14 +14,15 @@ from typing import Any
 
 from supernet.errors import OFAProfileError
 
-__all__ = ["Protocol", "ProtocolError", "spread"]
+__all__ = ["Protocol", "ProtocolError", "flag_of", "spread"]
 
 
 # The ofa-profile flag of each setting, for messages a user can act on.
 _FLAGS = {"min_time_s": "--min-time", "cooldown_s": "--cooldown", "backoff_s": "--backoff"}
 
 
-def _flag(name: str) -> str:
+def flag_of(name: str) -> str:
+    """The ofa-profile flag that sets the Protocol field ``name``."""
     return _FLAGS.get(name, "--" + name.replace("_", "-"))
 
 
@@ -98,21 +99,21 @@ class Protocol:
     def __post_init__(self) -> None:
         for name in ("min_count", "batch_rows", "profile_runs", "profile_sessions"):
             if getattr(self, name) < 1:
-                raise ProtocolError(f"{_flag(name)} {getattr(self, name)} must be at least 1")
+                raise ProtocolError(f"{flag_of(name)} {getattr(self, name)} must be at least 1")
         if self.profile_sessions > self.profile_runs:
             raise ProtocolError(f"--profile-sessions {self.profile_sessions} cannot exceed --profile-runs "
                                 f"{self.profile_runs}: each session needs a run")
         for name in ("warmup", "retries", "max_drift_retries", "evict_cache_mb", "reconnects", "steady_count"):
             if getattr(self, name) < 0:
-                raise ProtocolError(f"{_flag(name)} {getattr(self, name)} must be 0 or more")
+                raise ProtocolError(f"{flag_of(name)} {getattr(self, name)} must be 0 or more")
         for name, unit in (("min_time_s", "seconds"), ("cooldown_s", "seconds"), ("backoff_s", "seconds"),
                            ("min_sample_ms", "ms"), ("block_ms", "ms"), ("settle_ms", "ms")):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
-                raise ProtocolError(f"{_flag(name)} {value} must be a finite number of {unit}, 0 or more")
+                raise ProtocolError(f"{flag_of(name)} {value} must be a finite number of {unit}, 0 or more")
         for name in ("max_cv", "drift_tolerance", "regime_tolerance"):
             if not 0 < getattr(self, name) < 1:  # also refuses NaN
-                raise ProtocolError(f"{_flag(name)} {getattr(self, name)} must be a fraction between 0 and 1")
+                raise ProtocolError(f"{flag_of(name)} {getattr(self, name)} must be a fraction between 0 and 1")
 
     def agent_settings(self) -> dict[str, Any]:
         settings = {"warmup": self.warmup, "min_count": self.min_count, "min_time_s": self.min_time_s,
