@@ -13,8 +13,8 @@ cross-validation:
 
 With priors (other devices' tables or models, :class:`Prior`), a new device needs only a few measured subnets:
 
-- ``priors``: the priors' predictions mixed in log space, starting from their consensus
-  (:class:`~predictors.latency_methods.PriorMix`);
+- ``priors``: the priors' predictions mixed in log space, starting from their consensus, with a term for each
+  depthwise kernel size's share of the subnet's MACs (:class:`~predictors.latency_methods.PriorMix`);
 - ``priors+ridge``: the ridge, starting from that mix instead of from a constant.
 
 scikit-learn fits them; predictions run in NumPy alone, and the saved model is two plain files (JSON and npz,
@@ -63,8 +63,9 @@ __all__ = ["FORMAT_VERSION", "METHODS", "PRIOR_METHODS", "QUANTITIES", "LatencyM
            "latency_metrics"]
 
 FORMAT = "ofa-profile latency model"
-FORMAT_VERSION = 4  # 2: models with priors; 3: the fitting method under "method" (before, "family"); 4: a prior mix
-# stores its exponents and start (before, the best prior's line and scaled departures: still read)
+FORMAT_VERSION = 5  # 2: models with priors; 3: the fitting method under "method" (before, "family"); 4: a prior mix
+# stores its exponents and start (before, the best prior's line and scaled departures: still read); 5: a prior mix
+# may fit the depthwise kernels' shares of the MACs (format 4 mixes, without them, are still read)
 METHODS = ("calibrated-sum", "priors", "ridge", "priors+ridge", "ridge+boosting", "ridge+mlp")
 PRIOR_METHODS = ("priors", "priors+ridge")  # only with priors
 _MIN_SUBNETS = 5
@@ -276,7 +277,8 @@ class LatencyModel:
         if method == "calibrated-sum":
             return CalibratedSum(offset)
         if method == "priors":
-            return PriorMix(priors)
+            return PriorMix(priors, tuple((names.index(k), names.index("macs_m")) for k in KERNEL_FEATURES
+                                          if k in names))
         if method == "priors+ridge":
             return Ridge(priors=priors)
         if method == "ridge+mlp":
