@@ -103,7 +103,8 @@ def test_a_device_whose_7x7_kernels_cost_more_than_every_prior_s_is_one_term_fro
     other device. Here the fixture's new device runs each subnet (1 + 2 · share7) times slower, share7 being the
     share of its MACs in 7x7 depthwise kernels (0.01-0.24 over these subnets). From 20 measured subnets the priors
     method fits that share's term: 95% of 240 others within ±5%. The priors alone, mixed without the shares, cannot
-    follow a cost no prior has: under 80% there."""
+    follow a cost no prior has: under 80% there. The fixture's own device, whose kernels cost what the priors
+    say, keeps the mix of priors alone: the shares' terms stay 0."""
     priors, _, _, _, archs, truth = world
     features = ArchFeatures(1.2)
     x = features.transform(archs)
@@ -117,6 +118,8 @@ def test_a_device_whose_7x7_kernels_cost_more_than_every_prior_s_is_one_term_fro
     columns = (x.shape[1], x.shape[1] + 1)
     alone = PriorMix(columns).fit(with_priors[:20], measured, seed=0)
     assert _within(alone.predict(with_priors[20:]), slow7[20:], 0.05) < 0.8
+    plain = LatencyModel("priors", width_mult=1.2, priors=priors).fit(archs[:20], truth[:20] * measured / slow7[:20])
+    assert np.all(plain.estimator_.coef[-2:] == 0) and np.any(model.estimator_.coef[-2:] != 0)
     again = PriorMix.from_arrays(model.estimator_.arrays())
     assert again.shares == shares and np.array_equal(again.predict(with_priors), model.estimator_.predict(with_priors))
 
