@@ -33,8 +33,7 @@ class Ridge:
     def fit(self, x: np.ndarray, y: np.ndarray, seed: int) -> Ridge:
         from sklearn.linear_model import RidgeCV
 
-        self.mean, self.scale = x.mean(axis=0), x.std(axis=0)
-        self.scale[self.scale == 0] = 1.0
+        self.mean, self.scale = _standardisation(x)
         ridge = RidgeCV(alphas=np.logspace(-4, 3, 15))
         self.line, self.mix = np.zeros(2), None
         if self.priors:
@@ -118,8 +117,7 @@ class PriorMix:
 
     def fit(self, x: np.ndarray, y: np.ndarray, seed: int) -> PriorMix:
         shares = self._shares(x)
-        self.share_mean, self.share_scale = shares.mean(axis=0), shares.std(axis=0)
-        self.share_scale[self.share_scale == 0] = 1.0
+        self.share_mean, self.share_scale = _standardisation(shares)
         logs, target = self._logs(x), np.log(y)
         self.start = _consensus(logs, target)
         design, rest = self._design(x), target - logs @ self.start
@@ -173,6 +171,13 @@ def simplest_within_one_se(errors: Mapping[Any, Sequence[float]]) -> Any:
     best = errors[min(means, key=means.get)]
     bound = min(means.values()) + (float(np.std(best, ddof=1) / np.sqrt(len(best))) if len(best) > 1 else 0.0)
     return next(key for key in errors if means[key] <= bound)
+
+
+def _standardisation(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each column's mean and standard deviation, a constant column's taken as 1 so that it standardises to 0."""
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale[scale == 0] = 1.0
+    return mean, scale
 
 
 def _consensus(logs: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -334,8 +339,7 @@ class RidgeMLP:
 
         self.ridge = Ridge(self.offset).fit(x[:, :self.n_base], y, seed)
         residual = np.log(y / self.ridge.predict(x[:, :self.n_base]))
-        self.mean, self.scale = x.mean(axis=0), x.std(axis=0)
-        self.scale[self.scale == 0] = 1.0
+        self.mean, self.scale = _standardisation(x)
         self.target = np.array([residual.mean(), residual.std() or 1.0])
         mlp = MLPRegressor(hidden_layer_sizes=(32,), alpha=1.0, solver="lbfgs", max_iter=2000, random_state=seed)
         with warnings.catch_warnings():  # lbfgs stopping at max_iter is the intended early stop, not a failure
