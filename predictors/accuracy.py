@@ -26,7 +26,7 @@ import numpy as np
 
 from supernet.arch import EXPAND_RATIOS, KERNEL_SIZES, N_BLOCKS, Arch, ArchError
 from supernet.errors import OFAProfileError, UsageError
-from supernet.files import atomic_write, json_loads, sha256_of, stem_of
+from supernet.files import atomic_write, json_loads, read_input, sha256_of, stem_of
 from supernet.plan import MOBILENETV3, Family
 
 from .archs import ArchBatch
@@ -258,7 +258,7 @@ class AccuracyPredictor:
         arrays where it has them (no torch), else from the ``.pt``."""
         sidecar = Path(f"{_stem(path)}.json")
         try:
-            info = json_loads(sidecar.read_text(encoding="utf-8"))
+            info = json_loads(read_input(sidecar))
         except FileNotFoundError:
             raise PredictorFileError(f"{sidecar}: missing; a predictor is a .pt state dict plus this JSON file (for "
                                      f"OFA's acc_predictor.pth use AccuracyPredictor.from_ofa_release)") from None
@@ -269,7 +269,7 @@ class AccuracyPredictor:
         encoding = ArchEncoding(**info.get("encoding", {}))
         arrays = sidecar.with_name(info["arrays"]) if info.get("arrays") else None
         if arrays is not None and arrays.is_file():
-            with np.load(arrays, allow_pickle=False) as stored:
+            with np.load(io.BytesIO(read_input(arrays)), allow_pickle=False) as stored:
                 state = dict(stored)
             _hidden_sizes(state, str(arrays))
             return cls(encoding=encoding, meta=meta, arrays=state)
@@ -310,7 +310,7 @@ def _load_torch_mlp(weights: Path, saved_with: str | None = None) -> nn.Module:
 
     if saved_with and saved_with.split("+")[0] != torch.__version__.split("+")[0]:
         warnings.warn(f"{weights} was saved with torch {saved_with}, loaded with {torch.__version__}", stacklevel=3)
-    state = torch.load(weights, map_location="cpu", weights_only=True)
+    state = torch.load(io.BytesIO(read_input(weights)), map_location="cpu", weights_only=True)
     n_features, hidden = _hidden_sizes(state, str(weights))
     model = build_mlp(n_features, hidden)
     model.load_state_dict(state)

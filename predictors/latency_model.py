@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import io
 import json
 import math
 import os
@@ -40,7 +41,7 @@ import numpy as np
 
 from supernet.arch import Arch, ArchSpace
 from supernet.errors import OFAProfileError, raise_if_stopped
-from supernet.files import atomic_write, json_loads, stem_of
+from supernet.files import atomic_write, json_loads, read_input, stem_of
 from supernet.plan import MOBILENETV3, Family, family_named, family_of
 
 from ._additive import AdditiveCost
@@ -437,8 +438,8 @@ class LatencyModel:
         stem = stem_of(path, _SUFFIXES)
         try:
             json_path, npz_path = _files(stem)
-            document = json_loads(json_path.read_text(encoding="utf-8"))
-            with np.load(npz_path, allow_pickle=False) as stored:
+            document = json_loads(read_input(json_path))
+            with np.load(io.BytesIO(read_input(npz_path)), allow_pickle=False) as stored:
                 arrays = dict(stored)
         except FileNotFoundError as err:
             raise LatencyModelError(f"{err.filename}: no such file", "fit one with ofa-fit latency") from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,8 @@ import pandas as pd
 import pytest
 
 import profiler.agent_run
+from predictors.accuracy import AccuracyPredictor
+from predictors.latency_model import LatencyModel
 from profiler.builder import MeasurementError, TableRun
 from profiler.devices import resolve_device
 from profiler.journal import Journal
@@ -23,6 +26,7 @@ from profiler.protocol import Protocol
 from profiler.run_state import journal_path
 from profiler.table_lock import TableLocked, lock_path, table_lock
 from profiler.transports.local import LocalTransport
+from supernet.errors import OFAProfileError
 from supernet.files import MAX_INPUT_BYTES, InputTooLargeError, NotARegularFileError, atomic_write, read_input
 from supernet.units import all_units
 from tests.paths import NOTE10, ROOT
@@ -353,6 +357,30 @@ def test_an_input_that_is_a_fifo_or_a_device_is_refused_at_once(tmp_path, kind, 
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert f"{table} is a {'FIFO' if kind == 'fifo' else 'character device'}, not a regular file" in done.stderr
+
+
+@pytest.mark.parametrize("kind", ["fifo", "/dev/zero"])
+@pytest.mark.parametrize("damaged", [("latency", ".json"), ("latency", ".npz"), ("accuracy", ".json"),
+                                     ("accuracy", ".npz")])
+def test_a_model_file_that_is_a_fifo_or_a_device_is_refused_at_once(tmp_path, kind, damaged):
+    """A latency model's or accuracy predictor's file linked to /dev/zero was read until memory ran out (exit 70,
+    MemoryError), and one that was a FIFO blocked forever: model files are inputs like tables, read only from
+    regular files within the size limit."""
+    data = ROOT / "predictors" / "data"
+    stems = {"latency": data / "priors" / "local-ort-t1", "accuracy": data / "ofa_mbv3_w1.2_acc_predictor"}
+    which, suffix = damaged
+    for source in Path(stems[which]).parent.glob(f"{stems[which].name}.*"):
+        shutil.copy(source, tmp_path / source.name)
+    stem = tmp_path / stems[which].name
+    # A predictor whose arrays are not a file falls back to its .pt: the arrays' case makes that one bad too.
+    bad = [f"{stem}{s}" for s in ((".npz", ".pt") if damaged == ("accuracy", ".npz") else (suffix,))]
+    for path in bad:
+        os.unlink(path)
+        os.mkfifo(path) if kind == "fifo" else os.symlink(kind, path)
+    load = LatencyModel.load if which == "latency" else AccuracyPredictor.load
+    with pytest.raises(OFAProfileError, match="not a regular file") as refused:
+        load(stem)
+    assert bad[-1] in str(refused.value)
 
 
 def test_an_input_larger_than_any_the_project_writes_is_refused_unread(tmp_path):
