@@ -161,6 +161,8 @@ def _read_csv(path: Path, columns: Sequence[str], fix: str, first: str = ""):
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise OFAProfileError(f"{path}: missing column(s) {missing}; it has {list(frame.columns)}", fix)
+    if frame.empty:
+        raise OFAProfileError(f"{path}: no rows under its header", first or fix)
     return frame
 
 

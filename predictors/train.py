@@ -75,6 +75,8 @@ def read_accuracy_csv(path: str | os.PathLike) -> AccuracyData:
     if missing:
         raise AccuracyDataError(f"{path}: missing column(s) {sorted(missing)}",
                                 "give a CSV with arch (OFA JSON) and accuracy (0..1), as ofa-train dataset writes")
+    if frame.empty:
+        raise AccuracyDataError(f"{path}: no rows under its header", "give the CSV ofa-train dataset wrote")
     precisions = sorted(set(frame["precision"].astype(str))) if "precision" in frame.columns else []
     if len(precisions) > 1 or not set(precisions) <= set(PRECISIONS):
         raise AccuracyDataError(f"{path}: the precision column holds {', '.join(precisions)}",

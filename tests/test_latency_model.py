@@ -309,6 +309,13 @@ def test_fit_errors_name_the_problem(tmp_path, capsys):
     assert "missing column(s) ['measured_ms']" in capsys.readouterr().err
     assert fit_main(["latency", str(tmp_path / "none.csv"), "--out", str(tmp_path / "m")]) == 2
     assert "ofa-profile --subnets random:100" in capsys.readouterr().err
+    # Header-only files were internal errors (exit 70: an empty ArchBatch, an IndexError in the encoding).
+    header = tmp_path / "header.csv"
+    for command, columns in (("latency", "arch,measured_ms"), ("memory", "arch,memory_mb"),
+                             ("accuracy", "arch,accuracy")):
+        header.write_text(columns + "\n")
+        assert fit_main([command, str(header), "--out", str(tmp_path / "m")]) == 1
+        assert f"{header}: no rows under its header" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         search_main(["--latency-ms", "20"])
     assert "--table or --latency-model" in capsys.readouterr().err
