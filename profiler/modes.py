@@ -23,6 +23,7 @@ from profiler.rows import RowStrategy, default_rows, merge_shards, strategy_for
 from profiler.table_lock import table_lock
 from supernet.arch import ArchSpace
 from supernet.errors import UsageError
+from supernet.files import read_input
 from supernet.plan import MOBILENETV3, Family
 from supernet.subnets import read_subnets
 
@@ -204,6 +205,8 @@ def whole_subnets(profile: DeviceProfile, run: Run, job: SubnetsJob, protocol: P
 
     table = job.table or table_path(run.out, profile, run.width, run.family)
     drawn = job.subnets if isinstance(job.subnets, (int, FewShot)) else None
+    if table.exists() and not table.is_file():
+        read_input(table)  # refuses a FIFO, device or folder, naming which (a FIFO is not "no table")
     if not table.is_file():
         if job.table or drawn is None:
             raise UsageError(
