@@ -200,12 +200,20 @@ def remeasure(
     if on_subnets is not None:
         on_subnets(len(archs) - len(pending))
 
+    asked = set(keys.values())
+    # Rows an earlier run with other inputs left in the file stay in it, after this run's: a second list of archs
+    # must not replace the first one's (those the table cannot predict are left out; none are measured again).
+    kept = {arch: key for key, arch in ((k, Arch.from_json(k)) for k in done if k not in asked)
+            if predictor is None or arch.r in predictor.measured}
+    keys.update(kept)
+
     def write() -> pd.DataFrame:
+        """Rewrite the file; the frame of this run's archs."""
         measured_archs = [arch for arch in archs if keys[arch] in done]
-        frame = compare(measured_archs, [done[keys[a]] for a in measured_archs], predictor, width, n_classes,
-                        profile.precision)
+        rows = [*measured_archs, *kept]
+        frame = compare(rows, [done[keys[a]] for a in rows], predictor, width, n_classes, profile.precision)
         atomic_write(out_csv, frame.to_csv(index=False))
-        return frame
+        return frame.iloc[:len(measured_archs)]
 
     frame = None if pending else write()
     for start in range(0, len(pending), chunk):

@@ -60,6 +60,16 @@ def test_subnets_measured_against_the_table(table_dir, tmp_path):
     assert np.allclose(frame["error_pct"], (frame["predicted_ms"] - frame["measured_ms"]) / frame["measured_ms"] * 100)
     assert (table_dir / "local_subnets_found.png").read_bytes()[:4] == b"\x89PNG"
 
+    # Another list under the same name (issue 25: 4 rows went down to 1): its rows join the file, after which the
+    # first list's rows stay, measured once.
+    other = tmp_path / "other" / "found.json"
+    other.parent.mkdir()
+    other.write_text(json.dumps([space.sample(7).with_resolution(128).to_dict()]))
+    assert main([*_common(table_dir), "--subnets", str(other)]) == 0
+    both = pd.read_csv(table_dir / "local_subnets_found.csv")
+    assert list(both["arch"]) == [space.sample(7).with_resolution(128).to_json(), *frame["arch"]]
+    assert both["measured_ms"].iloc[1:].tolist() == frame["measured_ms"].tolist()
+
 
 def test_calibration_subnets_span_the_table_range():
     """--calibrate's subnets run from the smallest to the largest of their candidates, evenly by table sum."""
