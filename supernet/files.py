@@ -79,7 +79,8 @@ def _target(path: Path) -> Path:
     """The regular file to replace: a symlink's target (the link stays a link), never a special file."""
     target = path.resolve() if path.is_symlink() else path
     try:
-        mode = target.stat().st_mode
+        # Through the link: /proc/self/fd/1 resolves to a name such as pipe:[N] that no stat finds.
+        mode = path.stat().st_mode
     except FileNotFoundError:
         return target
     kind = _special_kind(mode)

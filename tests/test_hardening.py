@@ -281,21 +281,29 @@ def test_a_refused_second_run_leaves_the_running_runs_journal_alone(tmp_path):
         holder.stdout.close()
 
 
-@pytest.mark.parametrize("kind", ["fifo", "char device", "link to a char device"])
+@pytest.mark.parametrize("kind", ["fifo", "char device", "link to a char device", "link to a pipe's fd"])
 def test_an_output_that_is_a_special_file_is_refused_not_replaced(tmp_path, kind):
-    """Issue 25: --out on a symlink to /proc/self/fd/1 or on a device node replaced it with a regular file."""
+    """Issue 25: --out on a symlink to /proc/self/fd/1 or on a device node replaced it with a regular file. A link
+    to a pipe's /proc fd resolves to a name no stat finds (pipe:[N]); it was refused only by the temp file's
+    failure, naming a made-up path."""
     out = tmp_path / "out.csv"
+    read_end, write_end = os.pipe()
     if kind == "fifo":
         os.mkfifo(out)
     elif kind == "char device":
         out = Path("/dev/null")
-    else:
+    elif kind == "link to a char device":
         out.symlink_to("/dev/null")
+    else:
+        out.symlink_to(f"/proc/self/fd/{write_end}")
     before = os.lstat(out)
-    with pytest.raises(NotARegularFileError, match="not a regular file; refusing to replace it"):
+    with pytest.raises(NotARegularFileError, match="is a FIFO, not a regular file; refusing to replace it"
+                       if "pipe" in kind or kind == "fifo" else "not a regular file; refusing to replace it"):
         atomic_write(out, "a,b\n")
     after = os.lstat(out)
     assert (after.st_mode, after.st_ino) == (before.st_mode, before.st_ino)
+    os.close(read_end)
+    os.close(write_end)
 
 
 def test_an_output_that_is_a_link_to_a_file_is_written_through(tmp_path):
