@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -159,8 +159,10 @@ def delivered_stem(profile: DeviceProfile, budgets_ms: Sequence[float], percenti
     return f"{profile.name}_delivered_{budgets}ms{percentile_tail(percentile)}{profile.precision_suffix}"
 
 
-def write_report(loop: Loop, stem: Path, title: str, percentile: int = 50) -> list[Path]:
-    """``stem``.csv, .json and .png (``stem`` may hold dots); the JSON also lists every subnet the loop measured."""
+def write_report(loop: Loop, stem: Path, title: str, percentile: int = 50,
+                 settings: Mapping[str, Any] | None = None) -> list[Path]:
+    """``stem``.csv, .json and .png (``stem`` may hold dots); the JSON also lists every subnet the loop measured,
+    and the loop's ``settings`` (guard, rounds, ...): reports are named by budgets, not by every setting."""
     deliveries = loop.deliveries
     frame = pd.DataFrame([d.to_dict() for d in deliveries])
     csv, document, png = (stem.with_name(stem.name + suffix) for suffix in (".csv", ".json", ".png"))
@@ -171,6 +173,7 @@ def write_report(loop: Loop, stem: Path, title: str, percentile: int = 50) -> li
         "latency_model": loop.predictor.describe(),
         "ranked_by": deliveries[0].ranked_by if deliveries else "accuracy",
         "latency_statistic": "median" if percentile == 50 else f"p{percentile}",
+        "settings": dict(settings or {}),
         "subnets": [{**d.to_dict(), "arch": json.loads(d.arch)} for d in deliveries],
         "measured": loop.measured,
     })

@@ -293,8 +293,11 @@ def closed_loop_run(profile: DeviceProfile, run: Run, job: LoopJob, table_job: T
                            raw_latency=job.raw_latency, max_slack=job.max_slack, guard=job.guard,
                            memory_model=job.memory_model, memory_mb=job.memory_mb, percentile=job.percentile)
         statistic = "" if job.percentile == 50 else f", p{job.percentile}"
+        settings = {"source": str(table), "rounds": job.rounds, "generations": job.generations,
+                    "max_slack": job.max_slack, "guard": job.guard, "rank": job.rank, "seed": run.seed,
+                    "raw_latency": job.raw_latency, "memory_mb": job.memory_mb}
         paths = write_report(loop, run.out / delivered_stem(profile, job.budgets, job.percentile),
-                             f"{profile.name}: {table.name}{statistic}", job.percentile)
+                             f"{profile.name}: {table.name}{statistic}", job.percentile, settings)
     deliveries = loop.deliveries
     for d in deliveries:
         verdict = "met" if d.met else "NOT MET"

@@ -316,7 +316,12 @@ def test_a_budget_on_the_90th_percentile_holds_the_slow_runs(tmp_path, export_ca
                  "--generations", "10"]) == 0
     stem = tmp_path / delivered_stem(resolve_device("local"), [budget], 90)
     assert stem.name.endswith("ms_p90")
-    assert json.loads(Path(f"{stem}.json").read_text())["latency_statistic"] == "p90"
+    document = json.loads(Path(f"{stem}.json").read_text())
+    assert document["latency_statistic"] == "p90"
+    # Reports are named by budgets: the document says which settings made it (issue 25: a rerun with --guard 0.05
+    # replaced a report that never stated its guard).
+    assert document["settings"]["guard"] == 0 and document["settings"]["generations"] == 10
+    assert document["settings"]["source"] == str(table) and document["settings"]["rank"] == "macs"
     report = pd.read_csv(f"{stem}.csv")
     assert report["met"].all() and (report["measured_ms"] <= budget).all()
     assert "calibration" not in json.loads(table.with_suffix(".json").read_text())
